@@ -1,0 +1,163 @@
+//! `qsfs.toml`: the appliance's own settings shared by `zdb-hook` and `qsfs-health`.
+//!
+//! The file is found through the `QSFS_CONFIG` environment variable (the zdb unit sets it with
+//! `Environment=`), or at [`DEFAULT_PATH`]. Every key is optional; the defaults describe the
+//! standard layout under `/var/zdbfs`.
+
+use super::{absolute_path, positive_secs, ConfigError};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The environment variable naming the appliance config file.
+pub const CONFIG_ENV: &str = "QSFS_CONFIG";
+/// Where the appliance config file lives when `QSFS_CONFIG` is not set.
+pub const DEFAULT_PATH: &str = "/var/zdbfs/etc/qsfs.toml";
+
+/// The appliance's settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    /// Directories and sockets.
+    #[serde(default)]
+    pub paths: Paths,
+    /// How to run zstor.
+    #[serde(default)]
+    pub zstor: ZstorSettings,
+    /// Limits of the blocking hook events.
+    #[serde(default)]
+    pub hook: HookSettings,
+}
+
+/// Directories and sockets of the appliance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// zdb's index root (`--index`).
+    #[serde(deserialize_with = "absolute_path")]
+    pub index_dir: PathBuf,
+    /// zdb's data root (`--data`).
+    #[serde(deserialize_with = "absolute_path")]
+    pub data_dir: PathBuf,
+    /// Upload jobs written by `zdb-hook` and consumed by `zstor_monitor`.
+    #[serde(deserialize_with = "absolute_path")]
+    pub spool_dir: PathBuf,
+    /// `zstor_monitor`'s durable state.
+    #[serde(deserialize_with = "absolute_path")]
+    pub state_dir: PathBuf,
+    /// The zdbfs mountpoint served by MinIO.
+    #[serde(deserialize_with = "absolute_path")]
+    pub mountpoint: PathBuf,
+    /// zdb's unix socket (`--socket`).
+    #[serde(deserialize_with = "absolute_path")]
+    pub zdb_socket: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            index_dir: "/var/zdbfs/index".into(),
+            data_dir: "/var/zdbfs/data".into(),
+            spool_dir: "/var/zdbfs/spool".into(),
+            state_dir: "/var/zdbfs/state".into(),
+            mountpoint: "/var/zdbfs/mnt".into(),
+            zdb_socket: "/run/qsfs/zdb.sock".into(),
+        }
+    }
+}
+
+/// How to run the zstor command line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZstorSettings {
+    /// The zstor binary.
+    #[serde(deserialize_with = "absolute_path")]
+    pub bin: PathBuf,
+    /// The zstor config file (`-c`).
+    #[serde(deserialize_with = "absolute_path")]
+    pub config: PathBuf,
+    /// Longest a single zstor command may run before it is killed.
+    #[serde(deserialize_with = "positive_secs")]
+    pub timeout_secs: u64,
+}
+
+impl Default for ZstorSettings {
+    fn default() -> Self {
+        ZstorSettings {
+            bin: "/var/zdbfs/bin/zstor".into(),
+            config: "/var/zdbfs/etc/zstor-default.toml".into(),
+            timeout_secs: 600,
+        }
+    }
+}
+
+impl ZstorSettings {
+    /// [`ZstorSettings::timeout_secs`] as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// Limits of the blocking hook events, during which zdb serves nobody.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HookSettings {
+    /// Longest a `missing-data` retrieval may take.
+    #[serde(deserialize_with = "positive_secs")]
+    pub missing_data_timeout_secs: u64,
+    /// Longest the whole `namespaces-init` restore may take.
+    #[serde(deserialize_with = "positive_secs")]
+    pub restore_timeout_secs: u64,
+}
+
+impl Default for HookSettings {
+    fn default() -> Self {
+        HookSettings { missing_data_timeout_secs: 120, restore_timeout_secs: 1800 }
+    }
+}
+
+impl ApplianceConfig {
+    /// The config file to read: `$QSFS_CONFIG`, or [`DEFAULT_PATH`].
+    pub fn path_from_env() -> PathBuf {
+        std::env::var_os(CONFIG_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    }
+
+    /// Reads the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        super::load(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Problem, Source};
+
+    #[test]
+    fn empty_file_gives_the_standard_layout() {
+        let config: ApplianceConfig = Source::new(Path::new("/q.toml"), "").parse().unwrap();
+        assert_eq!(config.paths.spool_dir, Path::new("/var/zdbfs/spool"));
+        assert_eq!(config.zstor.timeout(), Duration::from_secs(600));
+        assert_eq!(config.hook.missing_data_timeout_secs, 120);
+    }
+
+    #[test]
+    fn overrides_and_errors() {
+        let config: ApplianceConfig =
+            Source::new(Path::new("/q.toml"), "[paths]\nspool_dir = '/tmp/s'\n").parse().unwrap();
+        assert_eq!(config.paths.spool_dir, Path::new("/tmp/s"));
+        assert_eq!(config.paths.index_dir, Path::new("/var/zdbfs/index"));
+
+        let err = Source::new(Path::new("/q.toml"), "[hook]\nmissing_data_timeout_secs = 0\n")
+            .parse::<ApplianceConfig>()
+            .unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("hook.missing_data_timeout_secs"));
+        assert_eq!(err.problem, Problem::InvalidValue);
+    }
+
+    #[test]
+    fn shipped_default_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/qsfs.toml");
+        ApplianceConfig::load(&path).unwrap();
+    }
+}

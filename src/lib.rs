@@ -1,0 +1,14 @@
+//! qsfs: the parts that turn ThreeFold's quantum safe filesystem stack (0-db, 0-db-fs, zstor,
+//! MinIO) into a systemd appliance.
+//!
+//! The binaries in `src/bin/` are thin: they parse arguments, load configuration and call into
+//! the modules below, which are split by concern.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod exit;
+pub mod logging;
+pub mod notify;
+pub mod systemd;
+pub mod zdb;
+pub mod zstor;

@@ -1,0 +1,95 @@
+//! Logging setup for every binary, and the stable journal `MESSAGE_ID`s of key events.
+//!
+//! Under systemd the binaries log natively to journald: one `SYSLOG_IDENTIFIER` per binary, and
+//! the fields of each event as journal fields without a prefix, so `qsfs_event = "jump-data"`
+//! becomes `QSFS_EVENT=jump-data` and `message_id = …` becomes the catalog `MESSAGE_ID=`.
+//! Elsewhere they log to stderr without timestamps.
+//!
+//! Environment:
+//! * `QSFS_LOG`: `error`, `warn`, `info` (default), `debug` or `trace`.
+//! * `QSFS_LOG_TARGET`: `journal`, `stderr` or `auto` (default). `auto` picks the journal when
+//!   `JOURNAL_STREAM` is set (systemd connected our output to the journal), or when the journal
+//!   socket exists and stderr is not a terminal (a child of a service, such as the hook under
+//!   zdb); an operator at a terminal sees stderr.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::Layer;
+
+/// Stable `MESSAGE_ID`s, so operators can run `journalctl MESSAGE_ID=<id>`. Never change a value.
+pub mod message_id {
+    /// A file's upload was verified: `zstor check` matches the local checksum.
+    pub const UPLOAD_VERIFIED: &str = "1f4f549df4e24e509425aef720a706d7";
+    /// A file's upload failed and will be retried.
+    pub const UPLOAD_FAILED: &str = "e7128de9b35142518a1656786cc5103f";
+    /// A sealed, verified data file was deleted from the local cache.
+    pub const FILE_EVICTED: &str = "4d03c08fa132421e90cac0a3901e22bf";
+    /// A backend changed state (healthy, low space, unknown, unreachable).
+    pub const BACKEND_STATE_CHANGED: &str = "0de63988124a438b9c82dfdf67748f63";
+    /// A zdb hook event could not be handled.
+    pub const HOOK_FAILED: &str = "fcb64dd5e8674a39bbf905c1cf0aff8e";
+}
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Where log records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Native journald records with structured fields.
+    Journal,
+    /// Plain lines on stderr.
+    Stderr,
+}
+
+/// Chooses the log target from the environment (see the module documentation).
+pub fn target_from_env() -> Target {
+    match std::env::var("QSFS_LOG_TARGET").as_deref() {
+        Ok("journal") => Target::Journal,
+        Ok("stderr") => Target::Stderr,
+        _ if std::env::var_os("JOURNAL_STREAM").is_some() => Target::Journal,
+        _ if Path::new(JOURNAL_SOCKET).exists() && !std::io::stderr().is_terminal() => Target::Journal,
+        _ => Target::Stderr,
+    }
+}
+
+fn level_from_env() -> LevelFilter {
+    std::env::var("QSFS_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(LevelFilter::INFO)
+}
+
+/// Installs the global logger for the binary named `identifier`. Falls back to stderr when the
+/// journal cannot be reached.
+pub fn init(identifier: &str) {
+    let level = level_from_env();
+    let journal = match target_from_env() {
+        Target::Journal => tracing_journald::layer().ok(),
+        Target::Stderr => None,
+    };
+    let result = match journal {
+        Some(layer) => {
+            let mappings = tracing_journald::PriorityMappings {
+                info: tracing_journald::Priority::Informational,
+                debug: tracing_journald::Priority::Debug,
+                ..tracing_journald::PriorityMappings::new()
+            };
+            let layer = layer
+                .with_syslog_identifier(identifier.to_string())
+                .with_field_prefix(None)
+                .with_priority_mappings(mappings)
+                .with_filter(level);
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+        }
+        None => {
+            let layer = tracing_subscriber::fmt::layer()
+                .without_time()
+                .with_target(false)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .with_filter(level);
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+        }
+    };
+    // Only a second call fails; the first logger stays.
+    drop(result);
+}
