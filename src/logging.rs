@@ -49,13 +49,18 @@ pub fn target_from_env() -> Target {
         Ok("journal") => Target::Journal,
         Ok("stderr") => Target::Stderr,
         _ if std::env::var_os("JOURNAL_STREAM").is_some() => Target::Journal,
-        _ if Path::new(JOURNAL_SOCKET).exists() && !std::io::stderr().is_terminal() => Target::Journal,
+        _ if Path::new(JOURNAL_SOCKET).exists() && !std::io::stderr().is_terminal() => {
+            Target::Journal
+        }
         _ => Target::Stderr,
     }
 }
 
 fn level_from_env() -> LevelFilter {
-    std::env::var("QSFS_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(LevelFilter::INFO)
+    std::env::var("QSFS_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LevelFilter::INFO)
 }
 
 /// Installs the global logger for the binary named `identifier`. Falls back to stderr when the

@@ -17,7 +17,9 @@ pub struct Notifier {
 impl Notifier {
     /// Reads the watchdog timeout (`WATCHDOG_USEC`, for this process only) from the environment.
     pub fn from_env() -> Self {
-        Notifier { watchdog_timeout: sd_notify::watchdog_enabled() }
+        Notifier {
+            watchdog_timeout: sd_notify::watchdog_enabled(),
+        }
     }
 
     /// How often to call [`Notifier::watchdog`]: half the watchdog timeout, as `sd_watchdog_enabled(3)`
@@ -71,10 +73,16 @@ impl Notifier {
         sd_notify::notify_with_fds(&[NotifyState::Custom("BARRIER=1")], &[write_end.as_fd()])?;
         drop(write_end);
         // systemd closes its copy of the write end after handling everything sent before it.
-        let mut fds = [nix::poll::PollFd::new(read_end.as_fd(), nix::poll::PollFlags::POLLHUP)];
+        let mut fds = [nix::poll::PollFd::new(
+            read_end.as_fd(),
+            nix::poll::PollFlags::POLLHUP,
+        )];
         let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(millis))? {
-            0 => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "systemd did not confirm the notification")),
+            0 => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "systemd did not confirm the notification",
+            )),
             _ => Ok(()),
         }
     }
@@ -97,9 +105,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let socket = UnixDatagram::bind(&path).unwrap();
-        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         std::env::set_var("NOTIFY_SOCKET", &path);
-        let notifier = Notifier { watchdog_timeout: Some(Duration::from_secs(10)) };
+        let notifier = Notifier {
+            watchdog_timeout: Some(Duration::from_secs(10)),
+        };
         assert_eq!(notifier.watchdog_interval(), Some(Duration::from_secs(5)));
 
         let mut buf = [0u8; 512];
@@ -117,7 +129,9 @@ mod tests {
         assert_eq!(next(), "STOPPING=1\n");
 
         // Nobody answers the barrier here, so it times out after the messages were sent.
-        let err = notifier.ready_and_wait("zdb ready", Duration::from_millis(50)).unwrap_err();
+        let err = notifier
+            .ready_and_wait("zdb ready", Duration::from_millis(50))
+            .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(next(), "READY=1\nSTATUS=zdb ready\n");
         assert_eq!(next(), "BARRIER=1\n");
@@ -125,6 +139,8 @@ mod tests {
         std::env::remove_var("NOTIFY_SOCKET");
         notifier.ready("nobody listens");
         Notifier::default().watchdog();
-        notifier.ready_and_wait("nobody listens", Duration::from_millis(50)).unwrap();
+        notifier
+            .ready_and_wait("nobody listens", Duration::from_millis(50))
+            .unwrap();
     }
 }

@@ -112,14 +112,19 @@ pub struct HookSettings {
 
 impl Default for HookSettings {
     fn default() -> Self {
-        HookSettings { missing_data_timeout_secs: 120, restore_timeout_secs: 1800 }
+        HookSettings {
+            missing_data_timeout_secs: 120,
+            restore_timeout_secs: 1800,
+        }
     }
 }
 
 impl ApplianceConfig {
     /// The config file to read: `$QSFS_CONFIG`, or [`DEFAULT_PATH`].
     pub fn path_from_env() -> PathBuf {
-        std::env::var_os(CONFIG_ENV).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+        std::env::var_os(CONFIG_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
     }
 
     /// Reads the file at `path`.
@@ -144,13 +149,18 @@ mod tests {
     #[test]
     fn overrides_and_errors() {
         let config: ApplianceConfig =
-            Source::new(Path::new("/q.toml"), "[paths]\nspool_dir = '/tmp/s'\n").parse().unwrap();
+            Source::new(Path::new("/q.toml"), "[paths]\nspool_dir = '/tmp/s'\n")
+                .parse()
+                .unwrap();
         assert_eq!(config.paths.spool_dir, Path::new("/tmp/s"));
         assert_eq!(config.paths.index_dir, Path::new("/var/zdbfs/index"));
 
-        let err = Source::new(Path::new("/q.toml"), "[hook]\nmissing_data_timeout_secs = 0\n")
-            .parse::<ApplianceConfig>()
-            .unwrap_err();
+        let err = Source::new(
+            Path::new("/q.toml"),
+            "[hook]\nmissing_data_timeout_secs = 0\n",
+        )
+        .parse::<ApplianceConfig>()
+        .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("hook.missing_data_timeout_secs"));
         assert_eq!(err.problem, Problem::InvalidValue);
     }

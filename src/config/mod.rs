@@ -15,7 +15,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Key names whose values are secrets: an error at such a key never repeats the value.
-const SECRET_KEYS: &[&str] = &["password", "key", "secret_key", "access_key", "root_password"];
+const SECRET_KEYS: &[&str] = &[
+    "password",
+    "key",
+    "secret_key",
+    "access_key",
+    "root_password",
+];
 
 /// What is wrong with a configuration file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +93,8 @@ impl<'a> Source<'a> {
 
     /// Deserializes the whole file into `T`.
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        let deserializer = toml::Deserializer::parse(self.text).map_err(|e| self.syntax_error(&e))?;
+        let deserializer =
+            toml::Deserializer::parse(self.text).map_err(|e| self.syntax_error(&e))?;
         serde_path_to_error::deserialize(deserializer).map_err(|e| self.value_error(&e))
     }
 
@@ -151,7 +158,13 @@ impl<'a> Source<'a> {
     fn position(&self, offset: usize) -> (usize, usize) {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .count()
+            + 1;
         (line, column)
     }
 }
@@ -168,7 +181,11 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
         path: path.to_path_buf(),
         key: None,
         position: None,
-        problem: if e.kind() == std::io::ErrorKind::NotFound { Problem::Missing } else { Problem::Unreadable },
+        problem: if e.kind() == std::io::ErrorKind::NotFound {
+            Problem::Missing
+        } else {
+            Problem::Unreadable
+        },
         message: if e.kind() == std::io::ErrorKind::NotFound {
             "file not found".to_string()
         } else {
@@ -256,7 +273,9 @@ impl<'de> Deserialize<'de> for Percent {
         if (0.0..=100.0).contains(&value) {
             Ok(Percent(value))
         } else {
-            Err(serde::de::Error::custom(format!("{value} is not a percentage between 0 and 100")))
+            Err(serde::de::Error::custom(format!(
+                "{value} is not a percentage between 0 and 100"
+            )))
         }
     }
 }
@@ -268,7 +287,10 @@ pub fn absolute_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathB
     if path.is_absolute() {
         Ok(path)
     } else {
-        Err(serde::de::Error::custom(format!("`{}` is not an absolute path", path.display())))
+        Err(serde::de::Error::custom(format!(
+            "`{}` is not an absolute path",
+            path.display()
+        )))
     }
 }
 
@@ -312,16 +334,22 @@ mod tests {
 
     #[test]
     fn wrong_type_names_file_key_and_line() {
-        let err = parse("name = 'x'\n[inner]\nurl = 'u'\npassword = 'p'\nsize = 'big'\n").unwrap_err();
+        let err =
+            parse("name = 'x'\n[inner]\nurl = 'u'\npassword = 'p'\nsize = 'big'\n").unwrap_err();
         assert_eq!(err.problem, Problem::WrongType);
         assert_eq!(err.key.as_deref(), Some("inner.size"));
         assert_eq!(err.position, Some((5, 8)));
-        assert!(err.to_string().starts_with("/etc/test.toml:5:8: key `inner.size`: invalid type"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("/etc/test.toml:5:8: key `inner.size`: invalid type"),
+            "{err}"
+        );
     }
 
     #[test]
     fn secret_values_never_appear_in_errors() {
-        let err = parse("name = 'x'\n[inner]\nurl = 'u'\npassword = 918273645\nsize = 1\n").unwrap_err();
+        let err =
+            parse("name = 'x'\n[inner]\nurl = 'u'\npassword = 918273645\nsize = 1\n").unwrap_err();
         assert_eq!(err.key.as_deref(), Some("inner.password"));
         assert!(!err.to_string().contains("918273645"), "{err}");
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "<hidden>");
@@ -351,6 +379,9 @@ mod tests {
         let source = Source::new(Path::new("/etc/test.toml"), text);
         let err = source.invalid("inner.size", "too small");
         assert_eq!(err.position, Some((6, 8)));
-        assert_eq!(err.to_string(), "/etc/test.toml:6:8: key `inner.size`: too small");
+        assert_eq!(
+            err.to_string(),
+            "/etc/test.toml:6:8: key `inner.size`: too small"
+        );
     }
 }

@@ -60,7 +60,10 @@ impl MonitorConfig {
             }
         }
         if config.max_zdb_data_dir_size == Some(0) {
-            return Err(source.invalid("max_zdb_data_dir_size", "must be at least 1 (MiB); leave it out to disable eviction"));
+            return Err(source.invalid(
+                "max_zdb_data_dir_size",
+                "must be at least 1 (MiB); leave it out to disable eviction",
+            ));
         }
         Ok(config)
     }
@@ -130,12 +133,45 @@ new_size = 100
         assert!(err.to_string().contains("absent.toml"), "{err}");
 
         let cases = [
-            (SEED.replace("new_size = 100", "new_size = = 100"), Problem::Syntax, None, 12),
-            (SEED.replace("new_size = 100", "new_size = 100\nsize = 1"), Problem::UnknownKey, Some("vdc_config.size"), 13),
-            (SEED.replace("max_zdb_data_dir_size = 4096", "max_zdb_data_dir_size = '4G'"), Problem::WrongType, Some("max_zdb_data_dir_size"), 6),
-            (SEED.replace("zstor_bin_path = \"/var/zdbfs/bin/zstor\"\n", ""), Problem::MissingKey, Some("zstor_bin_path"), 0),
-            (SEED.replace("treshold = 90", "treshold = 190"), Problem::InvalidValue, Some("zdb_namespace_fill_treshold"), 7),
-            (SEED.replace("https://vdc", "ftp://vdc"), Problem::InvalidValue, Some("vdc_config.url"), 10),
+            (
+                SEED.replace("new_size = 100", "new_size = = 100"),
+                Problem::Syntax,
+                None,
+                12,
+            ),
+            (
+                SEED.replace("new_size = 100", "new_size = 100\nsize = 1"),
+                Problem::UnknownKey,
+                Some("vdc_config.size"),
+                13,
+            ),
+            (
+                SEED.replace(
+                    "max_zdb_data_dir_size = 4096",
+                    "max_zdb_data_dir_size = '4G'",
+                ),
+                Problem::WrongType,
+                Some("max_zdb_data_dir_size"),
+                6,
+            ),
+            (
+                SEED.replace("zstor_bin_path = \"/var/zdbfs/bin/zstor\"\n", ""),
+                Problem::MissingKey,
+                Some("zstor_bin_path"),
+                0,
+            ),
+            (
+                SEED.replace("treshold = 90", "treshold = 190"),
+                Problem::InvalidValue,
+                Some("zdb_namespace_fill_treshold"),
+                7,
+            ),
+            (
+                SEED.replace("https://vdc", "ftp://vdc"),
+                Problem::InvalidValue,
+                Some("vdc_config.url"),
+                10,
+            ),
         ];
         for (text, problem, key, line) in cases {
             let err = load(&text).unwrap_err();

@@ -37,7 +37,11 @@ impl Systemd {
     pub async fn connect(job_timeout: Duration) -> Result<Self, SystemdError> {
         let connection = zbus::Connection::system().await?;
         let manager = ManagerProxy::new(&connection).await?;
-        Ok(Systemd { connection, manager, job_timeout })
+        Ok(Systemd {
+            connection,
+            manager,
+            job_timeout,
+        })
     }
 
     /// Queues a job and waits for its `JobRemoved` signal. We subscribe and open the signal
@@ -59,11 +63,19 @@ impl Systemd {
                     return Ok(JobResult::from(args.result.as_str()));
                 }
             }
-            Err(SystemdError::Bus(zbus::Error::Failure("JobRemoved stream ended".into())))
+            Err(SystemdError::Bus(zbus::Error::Failure(
+                "JobRemoved stream ended".into(),
+            )))
         };
-        tokio::time::timeout(self.job_timeout, wait).await.unwrap_or_else(|_| {
-            Err(SystemdError::JobTimeout { verb: verb.name(), unit: unit.to_string(), seconds: self.job_timeout.as_secs() })
-        })
+        tokio::time::timeout(self.job_timeout, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(SystemdError::JobTimeout {
+                    verb: verb.name(),
+                    unit: unit.to_string(),
+                    seconds: self.job_timeout.as_secs(),
+                })
+            })
     }
 }
 
@@ -82,7 +94,10 @@ impl UnitControl for Systemd {
                 .cache_properties(CacheProperties::No)
                 .build()
                 .await?;
-            (Some(service.result().await?), Some(service.n_restarts().await?))
+            (
+                Some(service.result().await?),
+                Some(service.n_restarts().await?),
+            )
         } else {
             (None, None)
         };

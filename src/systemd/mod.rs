@@ -31,8 +31,10 @@ pub struct UnitStatus {
 impl UnitStatus {
     /// systemd is itself (re)starting or stopping the unit right now.
     pub fn in_transition(&self) -> bool {
-        matches!(self.active_state.as_str(), "activating" | "deactivating" | "reloading")
-            || self.sub_state == "auto-restart"
+        matches!(
+            self.active_state.as_str(),
+            "activating" | "deactivating" | "reloading"
+        ) || self.sub_state == "auto-restart"
     }
 }
 

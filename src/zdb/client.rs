@@ -75,41 +75,70 @@ impl Client {
     /// `timeout`.
     pub fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Client, ZdbError> {
         let name = endpoint.to_string();
-        let connect_error = |source| ZdbError::Connect { endpoint: name.clone(), source };
+        let connect_error = |source| ZdbError::Connect {
+            endpoint: name.clone(),
+            source,
+        };
         let stream = match endpoint {
             Endpoint::Unix(path) => {
                 let s = connect_unix(path, timeout).map_err(connect_error)?;
-                s.set_read_timeout(Some(timeout)).and_then(|()| s.set_write_timeout(Some(timeout))).map_err(connect_error)?;
+                s.set_read_timeout(Some(timeout))
+                    .and_then(|()| s.set_write_timeout(Some(timeout)))
+                    .map_err(connect_error)?;
                 Stream::Unix(s)
             }
             Endpoint::Tcp(addr) => {
                 let s = TcpStream::connect_timeout(addr, timeout).map_err(connect_error)?;
-                s.set_read_timeout(Some(timeout)).and_then(|()| s.set_write_timeout(Some(timeout))).map_err(connect_error)?;
+                s.set_read_timeout(Some(timeout))
+                    .and_then(|()| s.set_write_timeout(Some(timeout)))
+                    .map_err(connect_error)?;
                 s.set_nodelay(true).map_err(connect_error)?;
                 Stream::Tcp(s)
             }
         };
-        Ok(Client { stream, endpoint: name, io_timeout: timeout, buf: Vec::new() })
+        Ok(Client {
+            stream,
+            endpoint: name,
+            io_timeout: timeout,
+            buf: Vec::new(),
+        })
     }
 
     /// Sends one command and reads its reply. An error reply becomes [`ZdbError::Server`].
     pub fn command(&mut self, args: &[&[u8]]) -> Result<Reply, ZdbError> {
         let request = resp::encode_command(args);
-        self.stream.io().write_all(&request).map_err(|e| self.io_error(e))?;
+        self.stream
+            .io()
+            .write_all(&request)
+            .map_err(|e| self.io_error(e))?;
         loop {
-            let parsed = resp::parse(&self.buf)
-                .map_err(|source| ZdbError::Protocol { endpoint: self.endpoint.clone(), source })?;
+            let parsed = resp::parse(&self.buf).map_err(|source| ZdbError::Protocol {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
             if let Some((reply, used)) = parsed {
                 self.buf.drain(..used);
                 return match reply {
-                    Reply::Error(message) => Err(ZdbError::Server(ServerError::from_message(&message))),
+                    Reply::Error(message) => {
+                        Err(ZdbError::Server(ServerError::from_message(&message)))
+                    }
                     reply => Ok(reply),
                 };
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.io().read(&mut chunk).map_err(|e| self.io_error(e))?;
+            let n = loop {
+                match self.stream.io().read(&mut chunk) {
+                    // A stopped and resumed process can see EINTR even without a handler.
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            }
+            .map_err(|e| self.io_error(e))?;
             if n == 0 {
-                return Err(self.io_error(std::io::Error::new(ErrorKind::UnexpectedEof, "connection closed by zdb")));
+                return Err(self.io_error(std::io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "connection closed by zdb",
+                )));
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
@@ -117,10 +146,14 @@ impl Client {
 
     fn io_error(&self, source: std::io::Error) -> ZdbError {
         match source.kind() {
-            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
-                ZdbError::Timeout { endpoint: self.endpoint.clone(), seconds: self.io_timeout.as_secs_f64() }
-            }
-            _ => ZdbError::Io { endpoint: self.endpoint.clone(), source },
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => ZdbError::Timeout {
+                endpoint: self.endpoint.clone(),
+                seconds: self.io_timeout.as_secs_f64(),
+            },
+            _ => ZdbError::Io {
+                endpoint: self.endpoint.clone(),
+                source,
+            },
         }
     }
 
@@ -153,7 +186,9 @@ impl Client {
 
     /// `NSINFO <namespace>`
     pub fn nsinfo(&mut self, namespace: &str) -> Result<NsInfo, ZdbError> {
-        Ok(NsInfo::parse(&self.bulk_text(&[b"NSINFO", namespace.as_bytes()])?)?)
+        Ok(NsInfo::parse(
+            &self.bulk_text(&[b"NSINFO", namespace.as_bytes()])?,
+        )?)
     }
 
     /// `NSLIST`
@@ -173,7 +208,11 @@ impl Client {
     /// `SELECT <namespace> [password]`
     pub fn select(&mut self, namespace: &str, password: Option<&Secret>) -> Result<(), ZdbError> {
         match password {
-            Some(password) => self.expect_ok(&[b"SELECT", namespace.as_bytes(), password.expose().as_bytes()]),
+            Some(password) => self.expect_ok(&[
+                b"SELECT",
+                namespace.as_bytes(),
+                password.expose().as_bytes(),
+            ]),
             None => self.expect_ok(&[b"SELECT", namespace.as_bytes()]),
         }
     }
@@ -185,13 +224,21 @@ impl Client {
 
     /// `NSSET <namespace> <property> <value>` (admin).
     pub fn nsset(&mut self, namespace: &str, property: &str, value: &str) -> Result<(), ZdbError> {
-        self.expect_ok(&[b"NSSET", namespace.as_bytes(), property.as_bytes(), value.as_bytes()])
+        self.expect_ok(&[
+            b"NSSET",
+            namespace.as_bytes(),
+            property.as_bytes(),
+            value.as_bytes(),
+        ])
     }
 }
 
 /// Describes an unexpected reply without echoing arguments (they may hold a password).
 fn unexpected(args: &[&[u8]], reply: &Reply) -> ZdbError {
-    let command = args.first().map(|c| String::from_utf8_lossy(c).into_owned()).unwrap_or_default();
+    let command = args
+        .first()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .unwrap_or_default();
     let detail = match reply {
         Reply::Status(s) => format!("status `{s}`"),
         Reply::Error(s) => format!("error `{s}`"),
@@ -213,15 +260,27 @@ fn connect_unix(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
     let deadline = Instant::now() + timeout;
     let addr = UnixAddr::new(path)?;
     loop {
-        let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)?;
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )?;
         match connect(fd.as_raw_fd(), &addr) {
             Ok(()) => {
                 let stream = UnixStream::from(fd);
                 stream.set_nonblocking(false)?;
                 return Ok(stream);
             }
-            Err(Errno::EAGAIN) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-            Err(Errno::EAGAIN) => return Err(std::io::Error::new(ErrorKind::TimedOut, "listen backlog full")),
+            Err(Errno::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(Errno::EAGAIN) => {
+                return Err(std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    "listen backlog full",
+                ))
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -235,10 +294,22 @@ mod tests {
 
     #[test]
     fn endpoints_parse() {
-        assert_eq!("/run/z.sock".parse(), Ok(Endpoint::Unix("/run/z.sock".into())));
-        assert_eq!("unix:///run/z.sock".parse(), Ok(Endpoint::Unix("/run/z.sock".into())));
-        assert_eq!("10.1.2.3:9900".parse(), Ok(Endpoint::Tcp("10.1.2.3:9900".parse().unwrap())));
-        assert_eq!("[2a02::1]:9900".parse(), Ok(Endpoint::Tcp("[2a02::1]:9900".parse().unwrap())));
+        assert_eq!(
+            "/run/z.sock".parse(),
+            Ok(Endpoint::Unix("/run/z.sock".into()))
+        );
+        assert_eq!(
+            "unix:///run/z.sock".parse(),
+            Ok(Endpoint::Unix("/run/z.sock".into()))
+        );
+        assert_eq!(
+            "10.1.2.3:9900".parse(),
+            Ok(Endpoint::Tcp("10.1.2.3:9900".parse().unwrap()))
+        );
+        assert_eq!(
+            "[2a02::1]:9900".parse(),
+            Ok(Endpoint::Tcp("[2a02::1]:9900".parse().unwrap()))
+        );
         assert!("zdb.example.org:9900".parse::<Endpoint>().is_err());
         assert!("2a02::1:9900".parse::<Endpoint>().is_err());
         assert_eq!(Endpoint::Unix("/x".into()).to_string(), "unix:///x");
@@ -290,7 +361,15 @@ mod tests {
 
     #[test]
     fn connect_errors_name_the_endpoint() {
-        let err = Client::connect(&Endpoint::Unix("/nonexistent/zdb.sock".into()), Duration::from_secs(1)).err().unwrap();
-        assert!(err.to_string().contains("unix:///nonexistent/zdb.sock"), "{err}");
+        let err = Client::connect(
+            &Endpoint::Unix("/nonexistent/zdb.sock".into()),
+            Duration::from_secs(1),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("unix:///nonexistent/zdb.sock"),
+            "{err}"
+        );
     }
 }

@@ -59,7 +59,11 @@ impl Fields {
         match self.required::<String>(field)?.as_str() {
             "yes" => Ok(true),
             "no" => Ok(false),
-            _ => Err(FieldError { reply: self.reply, field: field.to_string(), problem: "is not yes or no" }),
+            _ => Err(FieldError {
+                reply: self.reply,
+                field: field.to_string(),
+                problem: "is not yes or no",
+            }),
         }
     }
 }
@@ -121,10 +125,15 @@ impl Info {
 
     /// Total disk read and write failures since boot.
     pub fn disk_failures(&self) -> u64 {
-        [self.index_disk_read_failed, self.index_disk_write_failed, self.data_disk_read_failed, self.data_disk_write_failed]
-            .into_iter()
-            .flatten()
-            .sum()
+        [
+            self.index_disk_read_failed,
+            self.index_disk_write_failed,
+            self.data_disk_read_failed,
+            self.data_disk_write_failed,
+        ]
+        .into_iter()
+        .flatten()
+        .sum()
     }
 }
 
@@ -213,11 +222,14 @@ impl NsInfo {
             data_limits_bytes: f.required("data_limits_bytes")?,
             index_size_bytes: f.required("index_size_bytes")?,
             next_internal_id: f.required("next_internal_id")?,
-            mode: f.required::<String>("mode")?.parse().map_err(|()| FieldError {
-                reply: "NSINFO",
-                field: "mode".into(),
-                problem: "is neither userkey nor sequential",
-            })?,
+            mode: f
+                .required::<String>("mode")?
+                .parse()
+                .map_err(|()| FieldError {
+                    reply: "NSINFO",
+                    field: "mode".into(),
+                    problem: "is neither userkey nor sequential",
+                })?,
             stats_index_io_errors: f.required("stats_index_io_errors")?,
             stats_index_faults: f.required("stats_index_faults")?,
             stats_data_io_errors: f.required("stats_data_io_errors")?,
@@ -240,7 +252,8 @@ impl NsInfo {
     /// How full the namespace is, in percent of its limit; `None` when it has no limit (the
     /// appliance then treats the backend as unlimited).
     pub fn fill_percent(&self) -> Option<f64> {
-        self.limit().map(|limit| 100.0 * self.data_size_bytes as f64 / limit as f64)
+        self.limit()
+            .map(|limit| 100.0 * self.data_size_bytes as f64 / limit as f64)
     }
 
     /// Index plus data I/O errors counted by zdb.
@@ -274,8 +287,20 @@ mod tests {
     fn nsinfo_unlimited_without_optional_fields() {
         let text = NSINFO_LIMITED
             .lines()
-            .filter(|l| !l.starts_with("space_available") && !l.contains("freespace") && !l.contains("_path") && !l.contains("_current_") && !l.contains("_active"))
-            .map(|l| if l.starts_with("data_limits_bytes") { "data_limits_bytes: 0".to_string() } else { l.to_string() })
+            .filter(|l| {
+                !l.starts_with("space_available")
+                    && !l.contains("freespace")
+                    && !l.contains("_path")
+                    && !l.contains("_current_")
+                    && !l.contains("_active")
+            })
+            .map(|l| {
+                if l.starts_with("data_limits_bytes") {
+                    "data_limits_bytes: 0".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join("\n");
         let ns = NsInfo::parse(&text).unwrap();
@@ -287,9 +312,14 @@ mod tests {
 
     #[test]
     fn nsinfo_errors_name_the_field() {
-        let err = NsInfo::parse(&NSINFO_LIMITED.replace("entries: 12", "entries: many")).unwrap_err();
-        assert_eq!(err.to_string(), "NSINFO reply: field `entries` is malformed");
-        let err = NsInfo::parse(&NSINFO_LIMITED.replace("mode: sequential", "mode: direct")).unwrap_err();
+        let err =
+            NsInfo::parse(&NSINFO_LIMITED.replace("entries: 12", "entries: many")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "NSINFO reply: field `entries` is malformed"
+        );
+        let err =
+            NsInfo::parse(&NSINFO_LIMITED.replace("mode: sequential", "mode: direct")).unwrap_err();
         assert_eq!(err.field, "mode");
         let err = NsInfo::parse("# namespace\nname: x\n").unwrap_err();
         assert_eq!(err.problem, "is missing");

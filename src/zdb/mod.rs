@@ -22,9 +22,9 @@ pub enum ServerError {
     AccessDenied(String),
     /// `No space left on this namespace`, `Namespace definitely full`
     NoSpace,
-    /// `Namespace is temporarily locked`
+    /// `Namespace is temporarily locked (read-only)`
     Locked,
-    /// `Namespace is temporarily frozen`
+    /// `Namespace is temporarily frozen (read-write disabled)`
     Frozen,
     /// `This namespace is not available` (NSNEW of an existing namespace)
     NamespaceExists,
@@ -41,9 +41,10 @@ impl ServerError {
                 ServerError::AccessDenied(message.to_string())
             }
             "No space left on this namespace" | "Namespace definitely full" => ServerError::NoSpace,
-            "Namespace is temporarily locked" => ServerError::Locked,
-            "Namespace is temporarily frozen" => ServerError::Frozen,
             "This namespace is not available" => ServerError::NamespaceExists,
+            // 0-db adds a reason in parentheses, as in "… locked (read-only)".
+            m if m.starts_with("Namespace is temporarily locked") => ServerError::Locked,
+            m if m.starts_with("Namespace is temporarily frozen") => ServerError::Frozen,
             other => ServerError::Other(other.to_string()),
         }
     }
@@ -112,6 +113,9 @@ pub enum ZdbError {
 
 impl From<info::FieldError> for ZdbError {
     fn from(e: info::FieldError) -> Self {
-        ZdbError::UnexpectedReply { command: e.reply.to_string(), detail: e.to_string() }
+        ZdbError::UnexpectedReply {
+            command: e.reply.to_string(),
+            detail: e.to_string(),
+        }
     }
 }

@@ -50,7 +50,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, ProtocolError> {
 }
 
 fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, ProtocolError> {
-    let Some((line, mut used)) = line(buf)? else { return Ok(None) };
+    let Some((line, mut used)) = line(buf)? else {
+        return Ok(None);
+    };
     let (kind, rest) = match line.split_first() {
         Some(split) => split,
         None => return invalid("empty line"),
@@ -95,7 +97,9 @@ fn parse_at(buf: &[u8], depth: usize) -> Result<Option<(Reply, usize)>, Protocol
             }
             let mut items = Vec::with_capacity(len.min(1024));
             for _ in 0..len {
-                let Some((item, n)) = parse_at(&buf[used..], depth + 1)? else { return Ok(None) };
+                let Some((item, n)) = parse_at(&buf[used..], depth + 1)? else {
+                    return Ok(None);
+                };
                 items.push(item);
                 used += n;
             }
@@ -124,7 +128,10 @@ fn integer(bytes: &[u8]) -> Result<i64, ProtocolError> {
     std::str::from_utf8(bytes)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
-        .map_or_else(|| invalid(format!("bad integer {:?}", String::from_utf8_lossy(bytes))), Ok)
+        .map_or_else(
+            || invalid(format!("bad integer {:?}", String::from_utf8_lossy(bytes))),
+            Ok,
+        )
 }
 
 /// Encodes a command as an array of bulk strings.
@@ -171,24 +178,41 @@ mod tests {
     fn parses_each_kind() {
         let cases: &[(&[u8], Reply)] = &[
             (b"+PONG\r\n", Reply::Status("PONG".into())),
-            (b"-Namespace not found\r\n", Reply::Error("Namespace not found".into())),
+            (
+                b"-Namespace not found\r\n",
+                Reply::Error("Namespace not found".into()),
+            ),
             (b":-12\r\n", Reply::Integer(-12)),
             (b"$3\r\na\r\n\r\n", Reply::Bulk(b"a\r\n".to_vec())),
             (b"$-1\r\n", Reply::Nil),
             (b"*-1\r\n", Reply::Nil),
-            (b"*2\r\n$1\r\nx\r\n:1\r\n", Reply::Array(vec![Reply::Bulk(b"x".to_vec()), Reply::Integer(1)])),
+            (
+                b"*2\r\n$1\r\nx\r\n:1\r\n",
+                Reply::Array(vec![Reply::Bulk(b"x".to_vec()), Reply::Integer(1)]),
+            ),
         ];
         for (wire, expected) in cases {
             assert_eq!(parse(wire).unwrap(), Some((expected.clone(), wire.len())));
             for cut in 0..wire.len() {
-                assert_eq!(parse(&wire[..cut]).unwrap(), None, "prefix {cut} of {wire:?}");
+                assert_eq!(
+                    parse(&wire[..cut]).unwrap(),
+                    None,
+                    "prefix {cut} of {wire:?}"
+                );
             }
         }
     }
 
     #[test]
     fn rejects_garbage() {
-        for wire in [&b"?x\r\n"[..], b"$5\r\nabcdefg\r\n", b":12a\r\n", b"$-2\r\n", b"*99999999999\r\n", b"\r\n"] {
+        for wire in [
+            &b"?x\r\n"[..],
+            b"$5\r\nabcdefg\r\n",
+            b":12a\r\n",
+            b"$-2\r\n",
+            b"*99999999999\r\n",
+            b"\r\n",
+        ] {
             assert!(parse(wire).is_err(), "{wire:?}");
         }
         let deep = "*1\r\n".repeat(MAX_DEPTH + 1);
@@ -203,7 +227,9 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..64).prop_map(Reply::Bulk),
             Just(Reply::Nil),
         ];
-        leaf.prop_recursive(4, 32, 6, |inner| proptest::collection::vec(inner, 0..6).prop_map(Reply::Array))
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(Reply::Array)
+        })
     }
 
     proptest! {

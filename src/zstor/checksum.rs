@@ -87,13 +87,25 @@ mod tests {
     #[test]
     fn matches_b2sum() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, content) in [("empty", Vec::new()), ("small", b"qsfs".to_vec()), ("big", (0..3_000_000u32).map(|i| (i % 251) as u8).collect())] {
+        for (name, content) in [
+            ("empty", Vec::new()),
+            ("small", b"qsfs".to_vec()),
+            ("big", (0..3_000_000u32).map(|i| (i % 251) as u8).collect()),
+        ] {
             let path = dir.path().join(name);
             std::fs::write(&path, &content).unwrap();
-            let out = std::process::Command::new("b2sum").args(["-l", "128"]).arg(&path).output().expect("b2sum (coreutils) must be installed");
+            let out = std::process::Command::new("b2sum")
+                .args(["-l", "128"])
+                .arg(&path)
+                .output()
+                .expect("b2sum (coreutils) must be installed");
             let expected = String::from_utf8(out.stdout).unwrap();
             let expected = expected.split_whitespace().next().unwrap();
-            assert_eq!(Checksum::of_file(&path).unwrap().to_string(), expected, "{name}");
+            assert_eq!(
+                Checksum::of_file(&path).unwrap().to_string(),
+                expected,
+                "{name}"
+            );
             assert_eq!(Checksum::of_bytes(&content).to_string(), expected, "{name}");
         }
     }
@@ -102,7 +114,12 @@ mod tests {
     fn parses_and_rejects() {
         let hex = "00ff00ff00ff00ff00ff00ff00ff00ff";
         assert_eq!(hex.parse::<Checksum>().unwrap().to_string(), hex);
-        for bad in ["", "00ff", "zzff00ff00ff00ff00ff00ff00ff00ff", "é0ff00ff00ff00ff00ff00ff00ff00f"] {
+        for bad in [
+            "",
+            "00ff",
+            "zzff00ff00ff00ff00ff00ff00ff00ff",
+            "é0ff00ff00ff00ff00ff00ff00ff00f",
+        ] {
             assert!(bad.parse::<Checksum>().is_err(), "{bad}");
         }
     }

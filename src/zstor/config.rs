@@ -138,14 +138,20 @@ pub struct Backend {
 impl Backend {
     /// `address/namespace`, for logs and health output (never the password).
     pub fn label(&self) -> String {
-        format!("{}/{}", self.address, self.namespace.as_deref().unwrap_or("default"))
+        format!(
+            "{}/{}",
+            self.address,
+            self.namespace.as_deref().unwrap_or("default")
+        )
     }
 }
 
 fn socket_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
     text.parse().map_err(|_| {
-        serde::de::Error::custom(format!("`{text}` is not an IP address with a port (such as 10.0.0.1:9900 or [2a02::1]:9900)"))
+        serde::de::Error::custom(format!(
+            "`{text}` is not an IP address with a port (such as 10.0.0.1:9900 or [2a02::1]:9900)"
+        ))
     })
 }
 
@@ -154,7 +160,9 @@ fn hex_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Erro
     if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(Secret::new(key))
     } else {
-        Err(serde::de::Error::custom("must be 64 hex digits (a 32-byte key)"))
+        Err(serde::de::Error::custom(
+            "must be 64 hex digits (a 32-byte key)",
+        ))
     }
 }
 
@@ -182,17 +190,26 @@ impl ZstorConfig {
         if data_backends < self.expected_shards {
             return Err(source.invalid(
                 "groups",
-                format!("{data_backends} data backends, but expected_shards needs at least {}", self.expected_shards),
+                format!(
+                    "{data_backends} data backends, but expected_shards needs at least {}",
+                    self.expected_shards
+                ),
             ));
         }
         if self.meta.config.backends.len() != META_BACKENDS {
             return Err(source.invalid(
                 "meta.config.backends",
-                format!("zstor v0.5 needs exactly {META_BACKENDS} meta backends, found {}", self.meta.config.backends.len()),
+                format!(
+                    "zstor v0.5 needs exactly {META_BACKENDS} meta backends, found {}",
+                    self.meta.config.backends.len()
+                ),
             ));
         }
         if let Some(root) = self.root.as_ref().filter(|root| !root.is_absolute()) {
-            return Err(source.invalid("root", format!("`{}` is not an absolute path", root.display())));
+            return Err(source.invalid(
+                "root",
+                format!("`{}` is not an absolute path", root.display()),
+            ));
         }
         Ok(())
     }
@@ -247,7 +264,10 @@ pub(crate) mod tests {
         let config = load(&sample(&["10.0.0.1:9900", "[2a02::1]:9900"])).unwrap();
         assert_eq!(config.data_backends().count(), 2);
         assert_eq!(config.meta_backends().len(), 4);
-        assert_eq!(config.socket.as_deref(), Some(Path::new("/run/qsfs/zstor.sock")));
+        assert_eq!(
+            config.socket.as_deref(),
+            Some(Path::new("/run/qsfs/zstor.sock"))
+        );
         let labels: Vec<_> = config.data_backends().map(Backend::label).collect();
         assert_eq!(labels, ["10.0.0.1:9900/data", "[2a02::1]:9900/data"]);
         assert!(!format!("{config:?}").contains("datapass"));
@@ -257,12 +277,30 @@ pub(crate) mod tests {
     fn invalid_configs_name_the_key() {
         let good = sample(&["10.0.0.1:9900", "10.0.0.2:9900"]);
         let cases = [
-            (good.replace("expected_shards = 2", "expected_shards = 3"), "groups"),
-            (good.replace("minimal_shards = 1", "minimal_shards = 3"), "expected_shards"),
-            (good.replace("10.0.0.2:9900", "backend.example.org:9900"), "groups[0].backends[1].address"),
-            (good.replacen("\"[::1]:9904\"", "\"[::1]:9904\"\nextra = 1", 1), "meta.config.backends[3].extra"),
-            (good.replacen("key = \"0001", "key = \"zz01", 1), "encryption.key"),
-            (good.replace("algorithm = \"snappy\"", "algorithm = \"zstd\""), "compression.algorithm"),
+            (
+                good.replace("expected_shards = 2", "expected_shards = 3"),
+                "groups",
+            ),
+            (
+                good.replace("minimal_shards = 1", "minimal_shards = 3"),
+                "expected_shards",
+            ),
+            (
+                good.replace("10.0.0.2:9900", "backend.example.org:9900"),
+                "groups[0].backends[1].address",
+            ),
+            (
+                good.replacen("\"[::1]:9904\"", "\"[::1]:9904\"\nextra = 1", 1),
+                "meta.config.backends[3].extra",
+            ),
+            (
+                good.replacen("key = \"0001", "key = \"zz01", 1),
+                "encryption.key",
+            ),
+            (
+                good.replace("algorithm = \"snappy\"", "algorithm = \"zstd\""),
+                "compression.algorithm",
+            ),
         ];
         for (text, key) in cases {
             let err = load(&text).unwrap_err();

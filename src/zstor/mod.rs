@@ -11,8 +11,8 @@ pub use checksum::Checksum;
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 use wait_timeout::ChildExt;
@@ -84,7 +84,12 @@ pub struct Zstor {
 impl Zstor {
     /// A runner for `bin -c config …`, killing commands that run longer than `timeout`.
     pub fn new(bin: impl Into<PathBuf>, config: impl Into<PathBuf>, timeout: Duration) -> Self {
-        Zstor { bin: bin.into(), config: config.into(), log_file: None, timeout }
+        Zstor {
+            bin: bin.into(),
+            config: config.into(),
+            log_file: None,
+            timeout,
+        }
     }
 
     /// Passes `--log_file`: zstor otherwise writes `zstor.log` into its working directory.
@@ -95,7 +100,10 @@ impl Zstor {
 
     /// The same runner with another timeout.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
-        Zstor { timeout, ..self.clone() }
+        Zstor {
+            timeout,
+            ..self.clone()
+        }
     }
 
     /// `store --file FILE [--key-path DIR]`: with a key path the file is stored as if it lived in
@@ -110,12 +118,20 @@ impl Zstor {
 
     /// `retrieve --file FILE`: zstor writes the file in place (not atomically).
     pub fn retrieve(&self, file: &Path) -> Result<(), ZstorError> {
-        self.run_ok("retrieve", file, &["retrieve".as_ref(), "--file".as_ref(), file.as_os_str()])
+        self.run_ok(
+            "retrieve",
+            file,
+            &["retrieve".as_ref(), "--file".as_ref(), file.as_os_str()],
+        )
     }
 
     /// `rebuild --file FILE`: re-encode a stored file onto the current backends.
     pub fn rebuild(&self, file: &Path) -> Result<(), ZstorError> {
-        self.run_ok("rebuild", file, &["rebuild".as_ref(), "--file".as_ref(), file.as_os_str()])
+        self.run_ok(
+            "rebuild",
+            file,
+            &["rebuild".as_ref(), "--file".as_ref(), file.as_os_str()],
+        )
     }
 
     /// `test`: the config is valid and the backends answer.
@@ -129,21 +145,35 @@ impl Zstor {
     /// prints `<hex>\t<path>` and exits 0, or exits 1 without output when the file is unknown
     /// (an error also exits 1, but prints `Error: …`).
     pub fn check(&self, file: &Path) -> Result<Option<Checksum>, ZstorError> {
-        let output = self.run("check", file, &["check".as_ref(), "--file".as_ref(), file.as_os_str()])?;
+        let output = self.run(
+            "check",
+            file,
+            &["check".as_ref(), "--file".as_ref(), file.as_os_str()],
+        )?;
         let answer = output.stdout.split_whitespace().next().unwrap_or_default();
         match output.status.code() {
             Some(0) if answer.is_empty() => Ok(None),
-            Some(0) => answer.parse().map(Some).map_err(|_| ZstorError::UnexpectedOutput {
-                command: "check",
-                file: file.display().to_string(),
-                output: output.stdout.lines().next().unwrap_or_default().to_string(),
-            }),
-            Some(1) if answer.is_empty() && !output.stderr.to_lowercase().contains("error") => Ok(None),
+            Some(0) => answer
+                .parse()
+                .map(Some)
+                .map_err(|_| ZstorError::UnexpectedOutput {
+                    command: "check",
+                    file: file.display().to_string(),
+                    output: output.stdout.lines().next().unwrap_or_default().to_string(),
+                }),
+            Some(1) if answer.is_empty() && !output.stderr.to_lowercase().contains("error") => {
+                Ok(None)
+            }
             _ => Err(failed("check", file, &output)),
         }
     }
 
-    fn run_ok(&self, command: &'static str, file: &Path, args: &[&OsStr]) -> Result<(), ZstorError> {
+    fn run_ok(
+        &self,
+        command: &'static str,
+        file: &Path,
+        args: &[&OsStr],
+    ) -> Result<(), ZstorError> {
         let output = self.run(command, file, args)?;
         if output.status.success() {
             Ok(())
@@ -152,14 +182,25 @@ impl Zstor {
         }
     }
 
-    fn run(&self, command: &'static str, file: &Path, args: &[&OsStr]) -> Result<Output, ZstorError> {
+    fn run(
+        &self,
+        command: &'static str,
+        file: &Path,
+        args: &[&OsStr],
+    ) -> Result<Output, ZstorError> {
         let mut cmd = Command::new(&self.bin);
         if let Some(log_file) = &self.log_file {
             cmd.arg("--log_file").arg(log_file);
         }
         cmd.arg("-c").arg(&self.config).args(args);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-        let mut child = cmd.spawn().map_err(|source| ZstorError::Spawn { bin: self.bin.clone(), source })?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = cmd.spawn().map_err(|source| ZstorError::Spawn {
+            bin: self.bin.clone(),
+            source,
+        })?;
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
         let status = match child.wait_timeout(self.timeout) {
@@ -174,18 +215,35 @@ impl Zstor {
                 });
             }
         };
-        Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
+        Ok(Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
     }
 }
 
 fn failed(command: &'static str, file: &Path, output: &Output) -> ZstorError {
-    let status = match (output.status.code(), std::os::unix::process::ExitStatusExt::signal(&output.status)) {
+    let status = match (
+        output.status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&output.status),
+    ) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => "unknown status".to_string(),
     };
-    let last_line = output.stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no error output");
-    ZstorError::Failed { command, file: file.display().to_string(), status, stderr: last_line.trim().to_string() }
+    let last_line = output
+        .stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no error output");
+    ZstorError::Failed {
+        command,
+        file: file.display().to_string(),
+        status,
+        stderr: last_line.trim().to_string(),
+    }
 }
 
 /// Reads a pipe to its end (keeping at most [`OUTPUT_LIMIT`] bytes) on a thread, so a chatty
@@ -203,7 +261,10 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<St
 
 fn kill_group(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -228,16 +289,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = Path::new("/var/zdbfs/data/zdbfs-data/d1");
         let cases: &[(&str, Option<&str>)] = &[
-            (&format!("echo {HEX}"), Some(HEX)),                      // v0.5 stored
-            ("exit 0", None),                                          // v0.5 not stored
-            (&format!("printf '{HEX}\\t/data/d1\\n'"), Some(HEX)),     // v0.2 stored
-            ("exit 1", None),                                          // v0.2 not stored
+            (&format!("echo {HEX}"), Some(HEX)), // v0.5 stored
+            ("exit 0", None),                    // v0.5 not stored
+            (&format!("printf '{HEX}\\t/data/d1\\n'"), Some(HEX)), // v0.2 stored
+            ("exit 1", None),                    // v0.2 not stored
         ];
         for (script, expected) in cases {
             let answer = fake(dir.path(), script).check(file).unwrap();
-            assert_eq!(answer.map(|c| c.to_string()).as_deref(), *expected, "{script}");
+            assert_eq!(
+                answer.map(|c| c.to_string()).as_deref(),
+                *expected,
+                "{script}"
+            );
         }
-        for script in ["echo 'Error: metastore unreachable' >&2; exit 1", "echo nonsense", "exit 3"] {
+        for script in [
+            "echo 'Error: metastore unreachable' >&2; exit 1",
+            "echo nonsense",
+            "exit 3",
+        ] {
             assert!(fake(dir.path(), script).check(file).is_err(), "{script}");
         }
     }
@@ -246,8 +315,11 @@ mod tests {
     fn arguments_follow_the_cli() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("args");
-        let zstor = fake(dir.path(), &format!("echo \"$@\" >> {}", log.display())).with_log_file("/l/zstor.log");
-        zstor.store(Path::new("/s/i1"), Some(Path::new("/idx/ns"))).unwrap();
+        let zstor = fake(dir.path(), &format!("echo \"$@\" >> {}", log.display()))
+            .with_log_file("/l/zstor.log");
+        zstor
+            .store(Path::new("/s/i1"), Some(Path::new("/idx/ns")))
+            .unwrap();
         zstor.retrieve(Path::new("/d/d1")).unwrap();
         zstor.rebuild(Path::new("/d/d2")).unwrap();
         zstor.test().unwrap();
@@ -267,15 +339,24 @@ mod tests {
     #[test]
     fn failures_and_timeouts() {
         let dir = tempfile::tempdir().unwrap();
-        let err = fake(dir.path(), "echo 'Zstor error: Metastore is not writable' >&2; exit 1")
-            .store(Path::new("/d/d1"), None)
-            .unwrap_err();
-        assert_eq!(err.to_string(), "zstor store /d/d1 failed (exit code 1): Zstor error: Metastore is not writable");
+        let err = fake(
+            dir.path(),
+            "echo 'Zstor error: Metastore is not writable' >&2; exit 1",
+        )
+        .store(Path::new("/d/d1"), None)
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "zstor store /d/d1 failed (exit code 1): Zstor error: Metastore is not writable"
+        );
 
         // The grandchild keeps the pipes open: the whole group must die for the runner to return.
         let slow = fake(dir.path(), "sleep 30 & sleep 30").with_timeout(Duration::from_millis(200));
         let started = std::time::Instant::now();
-        assert!(matches!(slow.retrieve(Path::new("/d/d1")), Err(ZstorError::TimedOut { .. })));
+        assert!(matches!(
+            slow.retrieve(Path::new("/d/d1")),
+            Err(ZstorError::TimedOut { .. })
+        ));
         assert!(started.elapsed() < Duration::from_secs(5));
 
         let missing = Zstor::new("/nonexistent/zstor", "/c", Duration::from_secs(1));
