@@ -1,0 +1,1242 @@
+//! Tests of the 0-db contract stand-in (`tests/support/bin/zdb_standin.rs`, the example
+//! `zdb-standin`): the hook sequence with exact arguments, readiness, the client library over
+//! every transport, persistence across restarts, the instance lock and the command line.
+
+mod support;
+
+use qsfs::config::Secret;
+use qsfs::zdb::resp::Reply;
+use qsfs::zdb::{Client, Endpoint, Mode, ServerError, ZdbError};
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The stand-in binary.
+fn standin() -> PathBuf {
+    support::example("zdb-standin")
+}
+
+fn s(path: &Path) -> String {
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+/// A running stand-in; killed if the test ends while it runs.
+struct Zdb {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Zdb {
+    fn start(args: &[String], env: &[(&str, String)], log: &Path) -> Zdb {
+        let out = fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut command = Command::new(standin());
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Zdb {
+            child: command.spawn().expect("start zdb-standin"),
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal)
+            .expect("kill");
+    }
+
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "zdb-standin did not exit; log:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Connects once `PING` answers.
+    fn wait_ready(&mut self, endpoint: &Endpoint) -> Client {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(mut client) = Client::connect(endpoint, Duration::from_millis(500)) {
+                if client.ping().is_ok() {
+                    return Client::connect(endpoint, Duration::from_secs(5)).expect("connect");
+                }
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("zdb-standin exited with {status}; log:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "zdb-standin never answered PING; log:\n{}",
+                self.log()
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Zdb {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A hook that appends one line per call (`printf '%s|' "$@"`) to `$HOOK_LOG`. `ready` sleeps
+/// `$READY_SLEEP` and exits `$READY_EXIT`; `jump-index` exits `$JUMP_INDEX_EXIT`;
+/// `missing-data` sleeps `$MISSING_SLEEP` and restores the file from `$BACKUP_DIR`;
+/// `namespace-created` writes zdb's pid (`$PPID`) to `$PID_FILE`. Everything else exits 0.
+fn write_hook(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("hook.sh");
+    let script = r#"#!/bin/sh
+line=$(printf '%s|' "$@")
+printf '%s\n' "$line" >> "$HOOK_LOG"
+case "$1" in
+    ready)
+        [ -n "$READY_SLEEP" ] && sleep "$READY_SLEEP"
+        exit "${READY_EXIT:-0}" ;;
+    jump-index)
+        exit "${JUMP_INDEX_EXIT:-0}" ;;
+    missing-data)
+        [ -n "$MISSING_SLEEP" ] && sleep "$MISSING_SLEEP"
+        cp "$BACKUP_DIR/$(basename "$3")" "$3" || exit 1 ;;
+    namespace-created)
+        [ -n "$PID_FILE" ] && echo "$PPID" > "$PID_FILE" ;;
+esac
+exit 0
+"#;
+    fs::write(&path, script).expect("write hook");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod hook");
+    path
+}
+
+fn read_lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until the hook log has `count` lines (non-blocking hooks may finish late).
+fn wait_lines(path: &Path, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let lines = read_lines(path);
+        if lines.len() >= count || Instant::now() > deadline {
+            return lines;
+        }
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checks the hook log against the calls in the order zdb made them: the same lines exactly,
+/// the blocking calls strictly in order, and each non-blocking call after the blocking call
+/// that preceded it (it may be recorded after later calls, since nobody waits for it).
+fn assert_hook_order(actual: &[String], expected: &[(String, bool)]) {
+    let mut sorted_actual = actual.to_vec();
+    let mut sorted_expected: Vec<String> = expected.iter().map(|(line, _)| line.clone()).collect();
+    sorted_actual.sort();
+    sorted_expected.sort();
+    assert_eq!(
+        sorted_actual,
+        sorted_expected,
+        "hook calls differ; recorded:\n{}",
+        actual.join("\n")
+    );
+    let position = |line: &str| actual.iter().position(|l| l == line).expect("recorded");
+    let mut last_blocking: Option<usize> = None;
+    for (line, blocking) in expected {
+        let at = position(line);
+        if let Some(before) = last_blocking {
+            assert!(
+                at > before,
+                "`{line}` recorded before `{}`; recorded:\n{}",
+                actual[before],
+                actual.join("\n")
+            );
+        }
+        if *blocking {
+            last_blocking = Some(at);
+        }
+    }
+}
+
+fn bulk(reply: Reply) -> Vec<u8> {
+    match reply {
+        Reply::Bulk(data) => data,
+        other => panic!("expected a bulk string, got {other:?}"),
+    }
+}
+
+fn seq_id(reply: Reply) -> u64 {
+    let key: [u8; 8] = bulk(reply).try_into().expect("8-byte sequential key");
+    u64::from_le_bytes(key)
+}
+
+fn server_error<T: std::fmt::Debug>(result: Result<T, ZdbError>) -> ServerError {
+    match result {
+        Err(ZdbError::Server(e)) => e,
+        other => panic!("expected a server error, got {other:?}"),
+    }
+}
+
+fn other(message: &str) -> ServerError {
+    ServerError::Other(message.to_string())
+}
+
+/// Sends `PING` on a new unix connection and checks that no answer comes within `wait`
+/// (the connection may be closed: that is no answer either). A raw socket, so that an `EINTR`
+/// (Linux gives one to a `recv` with a timeout when the process is stopped and resumed) is
+/// retried rather than taken for an answer.
+fn assert_no_answer(socket: &Path, wait: Duration) {
+    use std::io::{ErrorKind, Read, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).expect("the listen backlog accepts");
+    stream.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e) => panic!("reading the PING answer: {e}"),
+        }
+    }
+}
+
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0))
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+#[test]
+fn hooks_rotation_offload_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (index, data, socket) = (
+        s(&root.join("index")),
+        s(&root.join("data")),
+        s(&root.join("zdb.sock")),
+    );
+    let backup = root.join("backup");
+    fs::create_dir(&backup).unwrap();
+    let hook_log = root.join("hooks.log");
+    let hook = write_hook(root);
+    let args: Vec<String> = [
+        "--index",
+        &index,
+        "--data",
+        &data,
+        "--socket",
+        &socket,
+        "--hook",
+        &s(&hook),
+        "--datasize",
+        "512k",
+    ]
+    .map(String::from)
+    .to_vec();
+    let env = [("HOOK_LOG", s(&hook_log)), ("BACKUP_DIR", s(&backup))];
+    let mut zdb = Zdb::start(&args, &env, &root.join("zdb.log"));
+    let endpoint = Endpoint::Unix(socket.clone().into());
+    let mut c = zdb.wait_ready(&endpoint);
+
+    c.nsnew("seqns").unwrap();
+    c.nsset("seqns", "mode", "seq").unwrap();
+    c.select("seqns", None).unwrap();
+    let value = |byte: u8| vec![byte; 100 * 1024];
+    let current_id = |c: &mut Client| c.nsinfo("seqns").unwrap().data_current_id.unwrap();
+    let mut stored: Vec<(u64, u8)> = Vec::new();
+
+    // Five 100 KiB values fit in a 512 KiB data file; the sixth moves to i1/d1.
+    for byte in 0..6u8 {
+        let id = seq_id(c.command(&[b"SET", b"", &value(byte)]).unwrap());
+        stored.push((id, byte));
+        assert_eq!(
+            current_id(&mut c),
+            u64::from(byte / 5),
+            "after value {byte}"
+        );
+    }
+    assert_eq!(
+        stored.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 5]
+    );
+
+    // Overwriting id 0, whose record lives in i0, changes i0 in place and makes it dirty.
+    let i0 = root.join("index/seqns/i0");
+    let i0_before = fs::read(&i0).unwrap();
+    assert_eq!(
+        seq_id(
+            c.command(&[b"SET", &0u64.to_le_bytes(), &value(100)])
+                .unwrap()
+        ),
+        0
+    );
+    stored[0].1 = 100;
+    let i0_after = fs::read(&i0).unwrap();
+    assert_eq!(i0_before.len(), i0_after.len());
+    assert_ne!(i0_before, i0_after, "i0 must be updated in place");
+    assert_eq!(
+        c.command(&[b"INDEX", b"DIRTY"]).unwrap(),
+        Reply::Array(vec![Reply::Integer(0)])
+    );
+
+    // Fill d1 until the data file rotates again (jump-index gets "0 " and clears it).
+    let mut byte = 6u8;
+    while current_id(&mut c) < 2 {
+        assert!(byte < 20, "no second rotation");
+        stored.push((
+            seq_id(c.command(&[b"SET", b"", &value(byte)]).unwrap()),
+            byte,
+        ));
+        byte += 1;
+    }
+    assert_eq!(
+        c.command(&[b"INDEX", b"DIRTY"]).unwrap(),
+        Reply::Array(vec![])
+    );
+
+    // Offload the sealed d0; reading id 1 runs missing-data, which restores it.
+    let d0 = root.join("data/seqns/d0");
+    fs::rename(&d0, backup.join("d0")).unwrap();
+    assert_eq!(
+        bulk(c.command(&[b"GET", &1u64.to_le_bytes()]).unwrap()),
+        value(1)
+    );
+    assert!(d0.exists());
+    for (id, byte) in &stored {
+        assert_eq!(
+            bulk(c.command(&[b"GET", &id.to_le_bytes()]).unwrap()),
+            value(*byte),
+            "id {id}"
+        );
+    }
+
+    zdb.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(zdb.wait_exit().code(), Some(143), "log:\n{}", zdb.log());
+
+    let id = format!("unix://{socket}");
+    let line = |parts: &[&str]| {
+        format!(
+            "{}|",
+            [&[parts[0], id.as_str()], &parts[1..]].concat().join("|")
+        )
+    };
+    let i = |ns: &str, n: u32| format!("{index}/{ns}/i{n}");
+    let d = |ns: &str, n: u32| format!("{data}/{ns}/d{n}");
+    let expected = vec![
+        (line(&["namespaces-init", &index, &data]), true),
+        (line(&["ready"]), true),
+        (line(&["namespace-created", "seqns"]), false),
+        (line(&["namespace-updated", "seqns"]), false),
+        (
+            line(&["jump-index", &i("seqns", 0), &i("seqns", 1), ""]),
+            true,
+        ),
+        (line(&["jump-data", &d("seqns", 0), &d("seqns", 1)]), false),
+        (
+            line(&["jump-index", &i("seqns", 1), &i("seqns", 2), "0 "]),
+            true,
+        ),
+        (line(&["jump-data", &d("seqns", 1), &d("seqns", 2)]), false),
+        (line(&["missing-data", &d("seqns", 0)]), true),
+        (line(&["close"]), true),
+        (
+            line(&[
+                "namespace-closing",
+                "default",
+                &i("default", 0),
+                &d("default", 0),
+                "",
+            ]),
+            false,
+        ),
+        (
+            line(&[
+                "namespace-closing",
+                "seqns",
+                &i("seqns", 2),
+                &d("seqns", 2),
+                "",
+            ]),
+            false,
+        ),
+    ];
+    let recorded = wait_lines(&hook_log, expected.len());
+    assert_hook_order(&recorded, &expected);
+}
+
+#[test]
+fn failing_ready_hook_exits_0_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("zdb.sock");
+    let hook_log = root.join("hooks.log");
+    let args = [
+        "--index",
+        &s(&root.join("i")),
+        "--data",
+        &s(&root.join("d")),
+        "--socket",
+        &s(&socket),
+    ]
+    .map(String::from)
+    .to_vec();
+    let args = [args, vec!["--hook".to_string(), s(&write_hook(root))]].concat();
+    let env = [
+        ("HOOK_LOG", s(&hook_log)),
+        ("READY_EXIT", "1".into()),
+        ("READY_SLEEP", "1".into()),
+    ];
+    let mut zdb = Zdb::start(&args, &env, &root.join("zdb.log"));
+
+    // While `ready` runs the socket listens, but nothing is served.
+    let lines = wait_lines(&hook_log, 2);
+    assert_eq!(lines.len(), 2, "hooks: {lines:?}; log:\n{}", zdb.log());
+    assert_no_answer(&socket, Duration::from_millis(300));
+    let endpoint = Endpoint::Unix(socket);
+
+    assert_eq!(zdb.wait_exit().code(), Some(0), "log:\n{}", zdb.log());
+    assert!(Client::connect(&endpoint, Duration::from_millis(300))
+        .and_then(|mut c| c.ping())
+        .is_err());
+    let id = format!("unix://{}", s(&endpoint_path(&endpoint)));
+    assert_eq!(
+        read_lines(&hook_log),
+        vec![
+            format!(
+                "namespaces-init|{id}|{}|{}|",
+                s(&root.join("i")),
+                s(&root.join("d"))
+            ),
+            format!("ready|{id}|")
+        ]
+    );
+}
+
+fn endpoint_path(endpoint: &Endpoint) -> PathBuf {
+    match endpoint {
+        Endpoint::Unix(path) => path.clone(),
+        Endpoint::Tcp(_) => unreachable!(),
+    }
+}
+
+/// NSINFO field names in 0-db's order (§1.6), for an admin client, without `password_raw`.
+fn nsinfo_fields(limited: bool) -> Vec<&'static str> {
+    let mut fields = vec![
+        "name",
+        "entries",
+        "public",
+        "worm",
+        "locked",
+        "password",
+        "data_size_bytes",
+        "data_size_mb",
+        "data_limits_bytes",
+        "index_size_bytes",
+        "index_size_kb",
+        "next_internal_id",
+        "mode",
+        "stats_index_io_errors",
+        "stats_index_io_error_last",
+        "stats_index_faults",
+        "stats_data_io_errors",
+        "stats_data_io_error_last",
+        "stats_data_faults",
+    ];
+    if limited {
+        fields.push("space_available");
+    }
+    fields.extend([
+        "index_disk_freespace_bytes",
+        "index_disk_freespace_mb",
+        "data_disk_freespace_bytes",
+        "data_disk_freespace_mb",
+        "data_path",
+        "data_active",
+        "index_path",
+        "index_active",
+        "data_current_id",
+        "data_current_offset",
+    ]);
+    fields
+}
+
+fn raw_nsinfo_fields(c: &mut Client, ns: &str) -> Vec<String> {
+    let text = String::from_utf8(bulk(c.command(&[b"NSINFO", ns.as_bytes()]).unwrap())).unwrap();
+    assert!(text.starts_with("# namespace\n"), "{text}");
+    text.lines()
+        .skip(1)
+        .map(|l| l.split_once(": ").expect("key: value").0.to_string())
+        .collect()
+}
+
+/// 0-db answers `Namespace is temporarily locked (read-only)` and `... frozen (read-write
+/// disabled)`: the stand-in sends the full texts and the client types them.
+fn assert_lock_error<T: std::fmt::Debug>(result: Result<T, ZdbError>, typed: ServerError) {
+    assert_eq!(server_error(result), typed);
+}
+
+/// The client library against one endpoint: the commands the appliance uses and their errors.
+fn exercise(endpoint: &Endpoint, ns: &str) {
+    let mut c = Client::connect(endpoint, Duration::from_secs(5)).unwrap();
+    c.ping().unwrap();
+    let info = c.info().unwrap();
+    assert_eq!(info.server_name, "0-db (zdb)");
+    assert_eq!(info.sequential_key_size, Some(8));
+    assert_eq!((info.data_version, info.index_version), (Some(3), Some(4)));
+    assert!(
+        info.server_revision.is_some() && info.instance_id.is_some() && info.boot_time.is_some()
+    );
+    assert_eq!(info.disk_failures(), 0);
+
+    c.nsnew(ns).unwrap();
+    assert_eq!(server_error(c.nsnew(ns)), ServerError::NamespaceExists);
+    assert_eq!(
+        server_error(c.nsnew("default")),
+        other("This name is not allowed")
+    );
+    assert_eq!(
+        server_error(c.nsnew("a/b")),
+        other("This name is not allowed")
+    );
+    let list = c.nslist().unwrap();
+    assert_eq!(list[0], "default");
+    assert!(list.contains(&ns.to_string()), "{list:?}");
+
+    let info = c.nsinfo(ns).unwrap();
+    assert_eq!(
+        (&info.mode, info.entries, info.data_limits_bytes),
+        (&Mode::Userkey, 0, 0)
+    );
+    assert_eq!((info.limit(), info.space_available), (None, None));
+    assert!(info.public && !info.password && !info.locked);
+    assert!(info
+        .data_path
+        .as_deref()
+        .is_some_and(|p| p.ends_with(&format!("/{ns}"))));
+    assert_eq!(
+        (info.data_current_id, info.next_internal_id.as_str()),
+        (Some(0), "0x00000000")
+    );
+    assert!(info.data_disk_freespace_bytes.is_some() && info.index_disk_freespace_bytes.is_some());
+    assert_eq!(raw_nsinfo_fields(&mut c, ns), nsinfo_fields(false));
+
+    c.nsset(ns, "maxsize", "1000").unwrap();
+    let info = c.nsinfo(ns).unwrap();
+    assert_eq!(
+        (info.data_limits_bytes, info.space_available),
+        (1000, Some(1000))
+    );
+    assert_eq!(raw_nsinfo_fields(&mut c, ns), nsinfo_fields(true));
+    assert_eq!(
+        server_error(c.nsset("default", "maxsize", "1")),
+        other("Cannot update default namespace")
+    );
+    assert_eq!(
+        server_error(c.nsset(ns, "bogus", "1")),
+        other("Invalid property")
+    );
+    assert_eq!(
+        server_error(c.nsinfo("nope")),
+        ServerError::NamespaceNotFound
+    );
+    assert_eq!(
+        server_error(c.select("nope", None)),
+        ServerError::NamespaceNotFound
+    );
+    assert_eq!(
+        server_error(c.nsset("nope", "public", "1")),
+        ServerError::NamespaceNotFound
+    );
+
+    c.select(ns, None).unwrap();
+    assert_eq!(bulk(c.command(&[b"SET", b"k", b"hello"]).unwrap()), b"k");
+    assert_eq!(
+        c.command(&[b"SET", b"k", b"hello"]).unwrap(),
+        Reply::Nil,
+        "unchanged value"
+    );
+    assert_eq!(bulk(c.command(&[b"GET", b"k"]).unwrap()), b"hello");
+    assert_eq!(c.command(&[b"GET", b"missing"]).unwrap(), Reply::Nil);
+    assert_eq!(
+        server_error(c.command(&[b"SET", b"big", &[0u8; 2000]])),
+        ServerError::NoSpace
+    );
+    assert_eq!(c.command(&[b"DBSIZE"]).unwrap(), Reply::Integer(1));
+    assert_eq!(c.command(&[b"EXISTS", b"k"]).unwrap(), Reply::Integer(1));
+    let info = c.nsinfo(ns).unwrap();
+    assert_eq!(
+        (info.entries, info.data_size_bytes, info.space_available),
+        (1, 5, Some(995))
+    );
+    assert_eq!(
+        info.next_internal_id, "0x01000000",
+        "0-db prints bswap_32 of the next id"
+    );
+    assert_eq!(
+        server_error(c.nsset(ns, "mode", "seq")),
+        other("Cannot change mode of used namespace")
+    );
+    assert_eq!(
+        server_error(c.command(&[b"FOOBAR"])),
+        other("Command not supported")
+    );
+
+    // A private namespace with a password.
+    c.nsset(ns, "password", "s3cret").unwrap();
+    c.nsset(ns, "public", "0").unwrap();
+    let mut guest = Client::connect(endpoint, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        server_error(guest.select(ns, None)),
+        ServerError::AccessDenied("Namespace protected and private".into())
+    );
+    assert_eq!(
+        server_error(guest.select(ns, Some(&Secret::new("wrong")))),
+        ServerError::AccessDenied("Access denied".into())
+    );
+    guest.select(ns, Some(&Secret::new("s3cret"))).unwrap();
+    assert_eq!(bulk(guest.command(&[b"GET", b"k"]).unwrap()), b"hello");
+    assert!(c.nsinfo(ns).unwrap().password);
+
+    // Public with a password: read-only without it.
+    c.nsset(ns, "public", "1").unwrap();
+    let mut reader = Client::connect(endpoint, Duration::from_secs(5)).unwrap();
+    reader.select(ns, None).unwrap();
+    assert_eq!(bulk(reader.command(&[b"GET", b"k"]).unwrap()), b"hello");
+    assert_eq!(
+        server_error(reader.command(&[b"SET", b"k", b"x"])),
+        other("Namespace is in read-only mode")
+    );
+
+    // Lock (read-only for everyone) and freeze (no access).
+    c.nsset(ns, "lock", "1").unwrap();
+    assert!(c.nsinfo(ns).unwrap().locked);
+    assert_lock_error(c.command(&[b"SET", b"k", b"x"]), ServerError::Locked);
+    assert_eq!(bulk(c.command(&[b"GET", b"k"]).unwrap()), b"hello");
+    c.nsset(ns, "freeze", "1").unwrap();
+    assert_lock_error(c.command(&[b"GET", b"k"]), ServerError::Frozen);
+    c.nsset(ns, "freeze", "0").unwrap();
+    assert_eq!(bulk(c.command(&[b"SET", b"k", b"hello2"]).unwrap()), b"k");
+    assert_eq!(
+        c.command(&[b"DEL", b"k"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    assert_eq!(
+        server_error(c.command(&[b"DEL", b"k"])),
+        other("Key not found")
+    );
+    assert_eq!(c.nsinfo(ns).unwrap().entries, 0);
+}
+
+#[test]
+fn client_over_unix_tcp4_and_tcp6() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("zdb.sock");
+    let port = free_port("127.0.0.1");
+    let args = [
+        "--index",
+        &s(&root.join("i4")),
+        "--data",
+        &s(&root.join("d4")),
+        "--socket",
+        &s(&socket),
+        "--dualnet",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut zdb = Zdb::start(&args, &[], &root.join("zdb4.log"));
+    let unix = Endpoint::Unix(socket);
+    let tcp4 = Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], port)));
+    zdb.wait_ready(&unix);
+    zdb.wait_ready(&tcp4);
+    exercise(&unix, "over-unix");
+    exercise(&tcp4, "over-tcp4");
+
+    if TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: skipping the [::1] part");
+        return;
+    }
+    let port6 = free_port("::1");
+    let hook_log = root.join("hooks6.log");
+    let args = [
+        "-index",
+        &s(&root.join("i6")),
+        "-data",
+        &s(&root.join("d6")),
+        "-listen",
+        "::1",
+        "-port",
+        &port6.to_string(),
+        "-hook",
+        &s(&write_hook(root)),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut zdb6 = Zdb::start(&args, &[("HOOK_LOG", s(&hook_log))], &root.join("zdb6.log"));
+    let tcp6 = Endpoint::Tcp(format!("[::1]:{port6}").parse().unwrap());
+    zdb6.wait_ready(&tcp6);
+    exercise(&tcp6, "over-tcp6");
+    let id = format!("tcp://::1:{port6}");
+    assert_eq!(
+        read_lines(&hook_log)[..2],
+        [
+            format!(
+                "namespaces-init|{id}|{}|{}|",
+                s(&root.join("i6")),
+                s(&root.join("d6"))
+            ),
+            format!("ready|{id}|")
+        ]
+    );
+}
+
+#[test]
+fn restart_serves_old_keys_and_a_second_instance_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("zdb.sock");
+    let args = [
+        "--index",
+        &s(&root.join("index")),
+        "--data",
+        &s(&root.join("data")),
+        "--socket",
+        &s(&socket),
+        "--datasize",
+        "512k",
+    ]
+    .map(String::from)
+    .to_vec();
+    let endpoint = Endpoint::Unix(socket);
+    let mut zdb = Zdb::start(&args, &[], &root.join("first.log"));
+    let mut c = zdb.wait_ready(&endpoint);
+
+    let value = |byte: u8| vec![byte; 200 * 1024];
+    c.nsnew("users").unwrap();
+    c.select("users", None).unwrap();
+    for key in [b"a", b"b", b"c", b"d"] {
+        c.command(&[b"SET", key, &value(key[0])]).unwrap();
+    }
+    c.command(&[b"SET", b"a", &value(b'A')]).unwrap();
+    c.command(&[b"DEL", b"b"]).unwrap();
+    c.nsset("users", "password", "pw").unwrap();
+    c.nsset("users", "maxsize", "10000000").unwrap();
+    let before = c.nsinfo("users").unwrap();
+    // Two 200 KiB values per 512 KiB file: a b | c d | A
+    assert_eq!((before.entries, before.data_current_id), (3, Some(2)));
+    c.nsnew("seq").unwrap();
+    c.nsset("seq", "mode", "seq").unwrap();
+    c.select("seq", None).unwrap();
+    for n in 0..3u8 {
+        assert_eq!(
+            seq_id(c.command(&[b"SET", b"", &[n; 10]]).unwrap()),
+            u64::from(n)
+        );
+    }
+
+    // Same directories while the first instance runs: refused, and the first keeps serving.
+    let mut second = Zdb::start(&args, &[], &root.join("second.log"));
+    assert_eq!(second.wait_exit().code(), Some(1));
+    assert!(
+        second.log().contains("an instance of zdb is already using"),
+        "{}",
+        second.log()
+    );
+    c.ping().unwrap();
+
+    zdb.signal(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(zdb.wait_exit().code(), Some(130));
+
+    let mut zdb = Zdb::start(&args, &[], &root.join("restart.log"));
+    let mut c = zdb.wait_ready(&endpoint);
+    assert_eq!(c.nslist().unwrap(), ["default", "seq", "users"]);
+    let after = c.nsinfo("users").unwrap();
+    assert_eq!(after.entries, before.entries);
+    assert_eq!(after.data_size_bytes, before.data_size_bytes);
+    assert_eq!(after.data_current_id, before.data_current_id);
+    assert_eq!(
+        (after.password, after.data_limits_bytes),
+        (true, 10_000_000)
+    );
+    c.select("users", Some(&Secret::new("pw"))).unwrap();
+    assert_eq!(bulk(c.command(&[b"GET", b"a"]).unwrap()), value(b'A'));
+    assert_eq!(c.command(&[b"GET", b"b"]).unwrap(), Reply::Nil);
+    assert_eq!(bulk(c.command(&[b"GET", b"c"]).unwrap()), value(b'c'));
+    assert_eq!(bulk(c.command(&[b"GET", b"d"]).unwrap()), value(b'd'));
+    assert_eq!(c.nsinfo("seq").unwrap().mode, Mode::Sequential);
+    c.select("seq", None).unwrap();
+    for n in 0..3u8 {
+        assert_eq!(
+            bulk(c.command(&[b"GET", &u64::from(n).to_le_bytes()]).unwrap()),
+            [n; 10]
+        );
+    }
+    assert_eq!(seq_id(c.command(&[b"SET", b"", b"next"]).unwrap()), 3);
+}
+
+#[test]
+fn a_failed_jump_index_keeps_the_dirty_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("zdb.sock");
+    let hook_log = root.join("hooks.log");
+    let index = s(&root.join("index"));
+    let args = [
+        "--index",
+        &index,
+        "--data",
+        &s(&root.join("data")),
+        "--socket",
+        &s(&socket),
+        "--hook",
+        &s(&write_hook(root)),
+    ]
+    .map(String::from)
+    .to_vec();
+    let env = [("HOOK_LOG", s(&hook_log)), ("JUMP_INDEX_EXIT", "1".into())];
+    let mut zdb = Zdb::start(&args, &env, &root.join("zdb.log"));
+    let mut c = zdb.wait_ready(&Endpoint::Unix(socket.clone()));
+    c.nsnew("u").unwrap();
+    c.select("u", None).unwrap();
+    let jump =
+        |c: &mut Client| assert_eq!(c.command(&[b"NSJUMP"]).unwrap(), Reply::Status("OK".into()));
+    c.command(&[b"SET", b"a", b"1"]).unwrap();
+    jump(&mut c); // i0 -> i1, nothing dirty
+    c.command(&[b"SET", b"a", b"2"]).unwrap(); // flags a's record in i0
+    jump(&mut c); // "0 ", the hook fails: kept
+    assert_eq!(
+        c.command(&[b"INDEX", b"DIRTY"]).unwrap(),
+        Reply::Array(vec![Reply::Integer(0)])
+    );
+    jump(&mut c); // "0 " again
+    assert_eq!(
+        c.command(&[b"INDEX", b"DIRTY", b"RESET"]).unwrap(),
+        Reply::Status("OK".into())
+    );
+    jump(&mut c); // ""
+    assert_eq!(bulk(c.command(&[b"GET", b"a"]).unwrap()), b"2");
+
+    let dirty: Vec<String> = read_lines(&hook_log)
+        .iter()
+        .filter(|l| l.starts_with("jump-index|"))
+        .map(|l| l.rsplit('|').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(dirty, ["", "0 ", "0 ", ""]);
+    let id = format!("unix://{}", s(&socket));
+    assert!(read_lines(&hook_log).contains(&format!("jump-index|{id}|{index}/u/i3|{index}/u/i4||")));
+}
+
+#[test]
+fn a_blocking_hook_stalls_clients_but_not_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("zdb.sock");
+    let hook_log = root.join("hooks.log");
+    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let backup = root.join("backup");
+    fs::create_dir(&backup).unwrap();
+    let args = [
+        "--index",
+        &index,
+        "--data",
+        &data,
+        "--socket",
+        &s(&socket),
+        "--hook",
+        &s(&write_hook(root)),
+    ]
+    .map(String::from)
+    .to_vec();
+    let env = [
+        ("HOOK_LOG", s(&hook_log)),
+        ("BACKUP_DIR", s(&backup)),
+        ("MISSING_SLEEP", "4".into()),
+    ];
+    let mut zdb = Zdb::start(&args, &env, &root.join("zdb.log"));
+    let endpoint = Endpoint::Unix(socket.clone());
+    let mut c = zdb.wait_ready(&endpoint);
+    c.nsnew("u").unwrap();
+    c.select("u", None).unwrap();
+    c.command(&[b"SET", b"k", b"v"]).unwrap();
+    c.command(&[b"NSJUMP"]).unwrap();
+    fs::rename(root.join("data/u/d0"), backup.join("d0")).unwrap();
+    let reader = std::thread::spawn(move || c.command(&[b"GET", b"k"]));
+
+    let deadline = Instant::now() + TIMEOUT;
+    while !read_lines(&hook_log)
+        .iter()
+        .any(|l| l.starts_with("missing-data|"))
+    {
+        assert!(Instant::now() < deadline, "missing-data never ran");
+        sleep(Duration::from_millis(20));
+    }
+    // The hook holds the whole server, as zdb's single thread does.
+    assert_no_answer(&socket, Duration::from_millis(300));
+
+    // A signal is handled at once all the same.
+    let started = Instant::now();
+    zdb.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(zdb.wait_exit().code(), Some(143));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited for the hook: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        reader.join().unwrap().is_err(),
+        "the GET never got an answer"
+    );
+
+    let id = format!("unix://{}", s(&socket));
+    let line = |parts: &[&str]| {
+        format!(
+            "{}|",
+            [&[parts[0], id.as_str()], &parts[1..]].concat().join("|")
+        )
+    };
+    let expected = vec![
+        (line(&["namespaces-init", &index, &data]), true),
+        (line(&["ready"]), true),
+        (line(&["namespace-created", "u"]), false),
+        (
+            line(&[
+                "jump-index",
+                &format!("{index}/u/i0"),
+                &format!("{index}/u/i1"),
+                "",
+            ]),
+            true,
+        ),
+        (
+            line(&[
+                "jump-data",
+                &format!("{data}/u/d0"),
+                &format!("{data}/u/d1"),
+            ]),
+            false,
+        ),
+        (line(&["missing-data", &format!("{data}/u/d0")]), true),
+        (line(&["close"]), true),
+        (
+            line(&[
+                "namespace-closing",
+                "default",
+                &format!("{index}/default/i0"),
+                &format!("{data}/default/d0"),
+                "",
+            ]),
+            false,
+        ),
+        (
+            line(&[
+                "namespace-closing",
+                "u",
+                &format!("{index}/u/i1"),
+                &format!("{data}/u/d1"),
+                "",
+            ]),
+            false,
+        ),
+    ];
+    assert_hook_order(&wait_lines(&hook_log, expected.len()), &expected);
+}
+
+/// Kills a process that is not our child (the `--background` fork) if the test ends early.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Gone, or a zombie waiting for whoever adopted it.
+fn exited(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    })
+}
+
+#[test]
+fn background_fork_and_time_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("zdb.sock");
+    let (hook_log, pid_file, logfile) = (
+        root.join("hooks.log"),
+        root.join("zdb.pid"),
+        root.join("background.log"),
+    );
+    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let args = [
+        "--index",
+        &index,
+        "--data",
+        &data,
+        "--socket",
+        &s(&socket),
+        "--hook",
+        &s(&write_hook(root)),
+        "--background",
+        "--logfile",
+        &s(&logfile),
+        "--rotate",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let env = [("HOOK_LOG", s(&hook_log)), ("PID_FILE", s(&pid_file))];
+    let mut zdb = Zdb::start(&args, &env, &root.join("foreground.log"));
+
+    // The foreground process exits 0 once `ready` succeeded; its fork serves.
+    assert_eq!(zdb.wait_exit().code(), Some(0), "log:\n{}", zdb.log());
+    let endpoint = Endpoint::Unix(socket.clone());
+    let mut c = Client::connect(&endpoint, Duration::from_secs(5)).expect("the fork listens");
+    c.ping().unwrap();
+    c.nsnew("r").unwrap();
+    let mut guard = KillOnDrop(None);
+    let deadline = Instant::now() + TIMEOUT;
+    let pid = loop {
+        if let Some(pid) = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "namespace-created never ran");
+        sleep(Duration::from_millis(20));
+    };
+    guard.0 = Some(pid);
+    assert_ne!(pid, zdb.child.id() as i32, "served by the fork");
+
+    // --rotate 1: an updated namespace jumps after a second, with the usual hooks; an idle one does not.
+    c.select("r", None).unwrap();
+    c.command(&[b"SET", b"k", b"v"]).unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while c.nsinfo("r").unwrap().data_current_id != Some(1) {
+        assert!(Instant::now() < deadline, "no time-based rotation");
+        sleep(Duration::from_millis(50));
+    }
+    sleep(Duration::from_millis(1300));
+    assert_eq!(c.nsinfo("r").unwrap().data_current_id, Some(1));
+    assert_eq!(c.nsinfo("default").unwrap().data_current_id, Some(0));
+    let id = format!("unix://{}", s(&socket));
+    let lines = read_lines(&hook_log);
+    assert!(
+        lines.contains(&format!("jump-index|{id}|{index}/r/i0|{index}/r/i1||")),
+        "{lines:?}"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !exited(pid) {
+        assert!(Instant::now() < deadline, "the fork did not exit");
+        sleep(Duration::from_millis(20));
+    }
+    guard.0 = None;
+    let closing = format!("namespace-closing|{id}|r|{index}/r/i1|{data}/r/d1||");
+    let deadline = Instant::now() + TIMEOUT;
+    while !read_lines(&hook_log).contains(&closing) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{closing}` in {:?}",
+            read_lines(&hook_log)
+        );
+        sleep(Duration::from_millis(20));
+    }
+    let log = fs::read_to_string(&logfile).unwrap();
+    assert!(
+        log.contains("ready, serving"),
+        "the fork logs to --logfile: {log}"
+    );
+}
+
+#[test]
+fn bad_client_input_never_takes_it_down() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("zdb.sock");
+    let args = [
+        "--index",
+        &s(&root.join("i")),
+        "--data",
+        &s(&root.join("d")),
+        "--socket",
+        &s(&socket),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut zdb = Zdb::start(&args, &[], &root.join("zdb.log"));
+    let endpoint = Endpoint::Unix(socket.clone());
+    zdb.wait_ready(&endpoint);
+
+    // Not requests: the connection is closed, nothing else happens.
+    let garbage: [&[u8]; 8] = [
+        b"PING\r\n",
+        b"+OK\r\n",
+        b"*0\r\n",
+        b"*1\r\n:1\r\n",
+        b"*1\r\n*1\r\n$1\r\nx\r\n",
+        b"*1\r\n$99999999999\r\n",
+        b"*2\r\n$3\r\nGET\r\n$-1\r\n",
+        b"\xff\xfe\r\n",
+    ];
+    for bytes in garbage {
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(bytes).unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{bytes:?} got {rest:?}");
+    }
+
+    // Every command with odd arguments gets an answer, in every mode.
+    let mut c = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
+    for (ns, mode) in [("fz-user", "user"), ("fz-seq", "seq")] {
+        c.nsnew(ns).unwrap();
+        c.nsset(ns, "mode", mode).unwrap();
+    }
+    let odd: [&[u8]; 7] = [
+        b"",
+        b"x",
+        &[0xff, 0, 0x80],
+        &[b'k'; 300],
+        &[1, 0, 0, 0, 0, 0, 0, 0],
+        b"-1",
+        b"*",
+    ];
+    let commands = [
+        "PING", "TIME", "INFO", "HOOKS", "INDEX", "SET", "SETX", "GET", "MGET", "DEL", "EXISTS",
+        "CHECK", "LENGTH", "KEYTIME", "DBSIZE", "NSNEW", "NSLIST", "NSSET", "NSINFO", "NSJUMP",
+        "SELECT", "AUTH", "SCAN",
+    ];
+    for ns in ["default", "fz-user", "fz-seq"] {
+        c.select(ns, None).unwrap();
+        for command in commands {
+            for argc in 0..5 {
+                for arg in odd {
+                    let mut argv: Vec<&[u8]> = vec![command.as_bytes()];
+                    argv.extend(std::iter::repeat_n(arg, argc));
+                    match c.command(&argv) {
+                        Ok(_) | Err(ZdbError::Server(_)) => {}
+                        Err(e) => {
+                            panic!("{command} with {argc} × {arg:?}: {e}; log:\n{}", zdb.log())
+                        }
+                    }
+                }
+            }
+        }
+        // whatever NSSET did, get back to a known state
+        c.select("default", None).unwrap();
+    }
+    c.ping().unwrap();
+    assert!(zdb.child.try_wait().unwrap().is_none());
+}
+
+#[test]
+fn command_line_is_parsed_like_getopt_long_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let run = |args: &[&str]| {
+        Command::new(standin())
+            .args(args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run zdb-standin")
+    };
+    let version = run(&["--version"]);
+    assert_eq!(version.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        "[*] 0-db engine (stand-in), v2.0.7-standin"
+    );
+    assert_eq!(run(&["-version"]).status.code(), Some(0));
+    assert_eq!(run(&["--help"]).status.code(), Some(1));
+    assert_eq!(run(&["--bogus"]).status.code(), Some(1));
+    assert_eq!(run(&["--data"]).status.code(), Some(1), "missing value");
+    assert_eq!(run(&["-d", "x"]).status.code(), Some(1), "ambiguous prefix");
+    for size in ["100k", "511k", "4G", "4096M", "junk"] {
+        assert_eq!(
+            run(&["--datasize", size]).status.code(),
+            Some(1),
+            "datasize {size}"
+        );
+    }
+    assert_eq!(run(&["--mode", "foo"]).status.code(), Some(1));
+    assert_eq!(
+        run(&["--admin", "x"]).status.code(),
+        Some(1),
+        "not implemented by the stand-in"
+    );
+    let same = s(&root.join("same"));
+    let out = run(&[
+        "--index",
+        &same,
+        "--data",
+        &same,
+        "--socket",
+        &s(&root.join("z.sock")),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "index and data in one directory"
+    );
+}
