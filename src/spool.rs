@@ -1,0 +1,381 @@
+//! The upload spool: how `zdb-hook` (the writer) hands files to `zstor_monitor` (the reader).
+//!
+//! # Format
+//!
+//! The spool is one directory (mode 0700). Each job is one file `<id>.job` holding a JSON
+//! object:
+//!
+//! ```json
+//! {"version": 1, "id": "1764081234567890123-4242-0", "event": "jump-index",
+//!  "namespace": "zdbfs-data", "written_unix_ms": 1764081234567,
+//!  "files": [{"path": "/var/zdbfs/index/zdbfs-data/i3",
+//!             "snapshot": "/var/zdbfs/spool/snapshots/1764081234567890123-4242-0/i3"}]}
+//! ```
+//!
+//! * `id` sorts in the order jobs were written (nanoseconds, pid, sequence number).
+//! * `path` is the file's real path, which is also its zstor key.
+//! * `snapshot`, for mutable files (index files), is a copy taken while zdb waited; it is what
+//!   gets uploaded, with `zstor store --key-path <directory of path>` so the key stays the real
+//!   path. Snapshots live in `snapshots/<id>/` and belong to the job with that id.
+//! * `boot_id` is the kernel's boot id when the job was written (see below).
+//!
+//! # Atomicity and durability
+//!
+//! A job is written to `.tmp-<id>`, fsynced, renamed to `<id>.job`, and the directory is
+//! fsynced; its snapshots are written before that. A crash of any process at any instant
+//! leaves a whole job or none: readers ignore `.tmp-*` files, and [`Spool::collect_garbage`]
+//! removes leftovers (temporary files and snapshot directories without a job). A job is
+//! removed only by its reader, after its upload is verified, so if the monitor is down jobs
+//! wait.
+//!
+//! Snapshots are not fsynced: that would double the time zdb waits in `jump-index`. Within one
+//! boot the page cache holds them whole; after a power cut they may be torn. So a reader must
+//! not trust the snapshots of a job written in an earlier boot ([`Job::snapshots_usable`]) and
+//! uploads the file itself instead (index files only gain information, so the current file is
+//! as good as the lost snapshot).
+
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Version of the job format written by this build.
+pub const JOB_VERSION: u32 = 1;
+
+const JOB_SUFFIX: &str = ".job";
+const TEMP_PREFIX: &str = ".tmp-";
+const SNAPSHOTS: &str = "snapshots";
+
+/// One upload job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Format version ([`JOB_VERSION`]).
+    pub version: u32,
+    /// Unique, sortable id; also the file name without `.job`.
+    pub id: String,
+    /// The zdb event that produced the job.
+    pub event: String,
+    /// The zdb namespace of the files.
+    pub namespace: String,
+    /// When the job was written, unix milliseconds.
+    pub written_unix_ms: u64,
+    /// The kernel's boot id when the job was written.
+    pub boot_id: String,
+    /// The files to upload.
+    pub files: Vec<JobFile>,
+}
+
+impl Job {
+    /// Whether the job's snapshots can be trusted: they were written in this boot.
+    pub fn snapshots_usable(&self) -> bool {
+        self.boot_id == boot_id()
+    }
+}
+
+/// The kernel's id of the current boot (`/proc/sys/kernel/random/boot_id`).
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// One file of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// The file's real path: its zstor key.
+    pub path: PathBuf,
+    /// A copy to upload instead of `path` (for mutable index files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<PathBuf>,
+}
+
+impl JobFile {
+    /// What to pass to `zstor store`: the file to read, and the `--key-path` directory when
+    /// that file is a snapshot. Use it only for a job whose [`Job::snapshots_usable`].
+    pub fn upload_source(&self) -> (&Path, Option<&Path>) {
+        match &self.snapshot {
+            Some(snapshot) => (snapshot, self.path.parent()),
+            None => (&self.path, None),
+        }
+    }
+}
+
+/// A job file that cannot be read or parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("spool job {path}: {reason}")]
+pub struct BadJob {
+    /// The job file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The spool directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+impl Spool {
+    /// The spool at `dir` (not created until something is written).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Spool { dir: dir.into() }
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates the spool directory (0700) if needed.
+    pub fn create(&self) -> std::io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(self.dir.join(SNAPSHOTS))
+    }
+
+    /// A new job for `event` in `namespace`, with a fresh id; add files, then [`Spool::write`].
+    pub fn new_job(&self, event: &str, namespace: &str) -> Job {
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        let id = format!(
+            "{}-{}-{}",
+            now.as_nanos(),
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        );
+        Job {
+            version: JOB_VERSION,
+            id,
+            event: event.to_string(),
+            namespace: namespace.to_string(),
+            written_unix_ms: now.as_millis() as u64,
+            boot_id: boot_id(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Copies a mutable file into the job's snapshot directory (a reflink where the filesystem
+    /// offers one, else `copy_file_range`) and records it in the job.
+    pub fn add_snapshot(&self, job: &mut Job, path: &Path) -> std::io::Result<()> {
+        let dir = self.dir.join(SNAPSHOTS).join(&job.id);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("path has no file name"))?;
+        let snapshot = dir.join(name);
+        copy_file(path, &snapshot)?;
+        job.files.push(JobFile {
+            path: path.to_path_buf(),
+            snapshot: Some(snapshot),
+        });
+        Ok(())
+    }
+
+    /// Writes the job atomically (see the module documentation).
+    pub fn write(&self, job: &Job) -> std::io::Result<()> {
+        let temp = self.dir.join(format!("{TEMP_PREFIX}{}", job.id));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
+        file.write_all(&serde_json::to_vec(job).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&temp, self.job_path(&job.id))?;
+        fsync_dir(&self.dir)
+    }
+
+    fn job_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}{JOB_SUFFIX}"))
+    }
+
+    /// Every whole job, oldest first. Unreadable jobs are returned as errors, not skipped.
+    pub fn jobs(&self) -> std::io::Result<Vec<Result<Job, BadJob>>> {
+        let mut names: Vec<String> = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|name| name.ends_with(JOB_SUFFIX) && !name.starts_with('.'))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        names.sort();
+        Ok(names
+            .into_iter()
+            .map(|name| self.read_job(&self.dir.join(name)))
+            .collect())
+    }
+
+    fn read_job(&self, path: &Path) -> Result<Job, BadJob> {
+        let bad = |reason: String| BadJob {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let job: Job = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if job.version != JOB_VERSION {
+            return Err(bad(format!(
+                "format version {} is not {JOB_VERSION}",
+                job.version
+            )));
+        }
+        Ok(job)
+    }
+
+    /// Removes a finished job: first the job file, then its snapshots.
+    pub fn remove(&self, id: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.job_path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        fsync_dir(&self.dir)?;
+        match fs::remove_dir_all(self.dir.join(SNAPSHOTS).join(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes what an interrupted writer left: temporary job files and snapshot directories
+    /// that no job names, if they are older than `min_age` (so a writer that is still at work
+    /// is left alone). Returns how many entries were removed.
+    pub fn collect_garbage(&self, min_age: Duration) -> std::io::Result<usize> {
+        let old = |path: &Path| {
+            fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or(Duration::ZERO) >= min_age)
+                .unwrap_or(false)
+        };
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TEMP_PREFIX) && old(&entry.path()) {
+                fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        if let Ok(entries) = fs::read_dir(self.dir.join(SNAPSHOTS)) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if !self.job_path(&id).exists() && old(&entry.path()) {
+                    fs::remove_dir_all(entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Copies `from` to a new file `to`: a reflink (FICLONE) where the filesystem can share
+/// blocks, else `copy_file_range` (through `std::io::copy`). Not fsynced (see the module
+/// documentation).
+pub fn copy_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut source = File::open(from)?;
+    let mut target = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)?;
+    // SAFETY: FICLONE takes the source fd as its argument; both fds are open for the call.
+    if unsafe { libc::ioctl(target.as_raw_fd(), libc::FICLONE, source.as_raw_fd()) } != 0 {
+        std::io::copy(&mut source, &mut target)?;
+    }
+    Ok(())
+}
+
+/// fsync a directory, so the names created or removed in it are durable.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn write_list_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("spool"));
+        spool.create().unwrap();
+        assert_eq!(
+            fs::metadata(spool.dir()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+
+        let index = dir.path().join("i3");
+        fs::write(&index, b"index bytes").unwrap();
+        let mut first = spool.new_job("jump-index", "zdbfs-data");
+        spool.add_snapshot(&mut first, &index).unwrap();
+        spool.write(&first).unwrap();
+        let mut second = spool.new_job("jump-data", "zdbfs-data");
+        second.files.push(JobFile {
+            path: "/d/d3".into(),
+            snapshot: None,
+        });
+        spool.write(&second).unwrap();
+
+        // The snapshot does not change when the index file does.
+        fs::write(&index, b"changed").unwrap();
+        let jobs: Vec<Job> = spool
+            .jobs()
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(jobs, [first.clone(), second.clone()]);
+        let (source, key_path) = jobs[0].files[0].upload_source();
+        assert_eq!(fs::read(source).unwrap(), b"index bytes");
+        assert_eq!(key_path, Some(dir.path()));
+        assert_eq!(jobs[1].files[0].upload_source(), (Path::new("/d/d3"), None));
+
+        assert!(jobs[0].snapshots_usable());
+        let from_an_earlier_boot = Job {
+            boot_id: "00000000-0000-0000-0000-000000000000".into(),
+            ..first.clone()
+        };
+        assert!(!from_an_earlier_boot.snapshots_usable());
+
+        spool.remove(&first.id).unwrap();
+        assert!(!spool.dir().join(SNAPSHOTS).join(&first.id).exists());
+        assert_eq!(spool.jobs().unwrap().len(), 1);
+        spool.remove(&first.id).unwrap();
+    }
+
+    #[test]
+    fn leftovers_and_bad_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create().unwrap();
+        fs::write(dir.path().join(".tmp-123"), b"{half").unwrap();
+        fs::create_dir(dir.path().join("snapshots/123")).unwrap();
+        fs::write(dir.path().join("999.job"), b"not json").unwrap();
+        let jobs = spool.jobs().unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert!(jobs[0]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("999.job"));
+        assert_eq!(spool.collect_garbage(Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(spool.collect_garbage(Duration::ZERO).unwrap(), 2);
+        assert!(Spool::new(dir.path().join("absent"))
+            .jobs()
+            .unwrap()
+            .is_empty());
+    }
+}
