@@ -7,8 +7,10 @@
 
 pub mod config;
 pub mod exit;
+pub mod hook;
 pub mod logging;
 pub mod notify;
+pub mod spool;
 pub mod systemd;
 pub mod zdb;
 pub mod zstor;

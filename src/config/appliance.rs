@@ -76,6 +76,10 @@ pub struct ZstorSettings {
     /// The zstor config file (`-c`).
     #[serde(deserialize_with = "absolute_path")]
     pub config: PathBuf,
+    /// zstor's own log file (`--log_file`; without it zstor writes `zstor.log` into its
+    /// working directory).
+    #[serde(deserialize_with = "absolute_path")]
+    pub log_file: PathBuf,
     /// Longest a single zstor command may run before it is killed.
     #[serde(deserialize_with = "positive_secs")]
     pub timeout_secs: u64,
@@ -86,15 +90,21 @@ impl Default for ZstorSettings {
         ZstorSettings {
             bin: "/var/zdbfs/bin/zstor".into(),
             config: "/var/zdbfs/etc/zstor-default.toml".into(),
+            log_file: "/var/zdbfs/log/zstor.log".into(),
             timeout_secs: 600,
         }
     }
 }
 
 impl ZstorSettings {
-    /// [`ZstorSettings::timeout_secs`] as a duration.
-    pub fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout_secs)
+    /// The zstor runner these settings describe.
+    pub fn runner(&self) -> crate::zstor::Zstor {
+        crate::zstor::Zstor::new(
+            &self.bin,
+            &self.config,
+            Duration::from_secs(self.timeout_secs),
+        )
+        .with_log_file(&self.log_file)
     }
 }
 
@@ -142,7 +152,7 @@ mod tests {
     fn empty_file_gives_the_standard_layout() {
         let config: ApplianceConfig = Source::new(Path::new("/q.toml"), "").parse().unwrap();
         assert_eq!(config.paths.spool_dir, Path::new("/var/zdbfs/spool"));
-        assert_eq!(config.zstor.timeout(), Duration::from_secs(600));
+        assert_eq!(config.zstor.timeout_secs, 600);
         assert_eq!(config.hook.missing_data_timeout_secs, 120);
     }
 

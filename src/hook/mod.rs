@@ -1,0 +1,776 @@
+//! `zdb-hook`: what the appliance does on each 0-db hook event.
+//!
+//! zdb execs the hook with `$1` the event, `$2` its instance id, then the event's arguments
+//! (contracts §1.3–1.4). zdb is single-threaded and waits for `ready`, `close`, `jump-index`,
+//! `missing-data` and `namespaces-init`, so every handler is short: uploads are only *spooled*
+//! here ([`crate::spool`]) and done by `zstor_monitor`. The two handlers that must talk to the
+//! backends (`missing-data`, `namespaces-init`) are bounded by timeouts.
+//!
+//! Exit codes: 0 when the event was handled; 2 for missing or malformed arguments; 78 when the
+//! config is unusable; 1 for any other failure. For `jump-index` a non-zero exit makes zdb keep
+//! its dirty list; for `missing-data` it fails the read; for `ready` it makes zdb exit with
+//! status 0 (so systemd's `Restart=on-failure` would not restart it): `ready` fails only when
+//! the appliance truly cannot run (a failed restore).
+
+mod restore;
+
+use crate::config::appliance::ApplianceConfig;
+use crate::logging::message_id;
+use crate::notify::Notifier;
+use crate::spool::{Job, JobFile, Spool};
+use crate::zstor::{Checksum, Zstor, ZstorError};
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// zdbfs's scratch namespace: never uploaded, never restored.
+pub const TEMP_NAMESPACE: &str = "zdbfs-temp";
+/// The namespaces a fresh VM restores from the backends.
+pub const RESTORED_NAMESPACES: [&str; 2] = ["zdbfs-meta", "zdbfs-data"];
+/// The file of a namespace's index directory that describes it.
+pub const NAMESPACE_FILE: &str = "zdb-namespace";
+/// Written into the state directory when a restore failed; `ready` then refuses to start.
+pub const RESTORE_FAILED_MARKER: &str = "restore-failed";
+
+/// A hook event with its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `ready`: zdb listens and waits for us before serving.
+    Ready,
+    /// `close`: zdb is stopping (SIGTERM/SIGINT) and waits for us.
+    Close,
+    /// `crash`: zdb got SIGSEGV.
+    Crash,
+    /// `jump-index <old index> <new index> <dirty ids>`
+    JumpIndex {
+        /// The index file just closed.
+        old: PathBuf,
+        /// The new active index file.
+        new: PathBuf,
+        /// Ids of older index files changed since the last jump.
+        dirty: Vec<u32>,
+    },
+    /// `jump-data <old data> <new data>`
+    JumpData {
+        /// The data file just sealed.
+        old: PathBuf,
+        /// The new active data file.
+        new: PathBuf,
+    },
+    /// `missing-data <data file>`: zdb needs a file that is not on disk.
+    MissingData {
+        /// The file to bring back.
+        path: PathBuf,
+    },
+    /// `namespace-created <ns>`
+    NamespaceCreated {
+        /// The namespace.
+        namespace: String,
+    },
+    /// `namespace-updated <ns>`
+    NamespaceUpdated {
+        /// The namespace.
+        namespace: String,
+    },
+    /// `namespace-deleted <ns>`
+    NamespaceDeleted {
+        /// The namespace.
+        namespace: String,
+    },
+    /// `namespace-reloaded <ns>`
+    NamespaceReloaded {
+        /// The namespace.
+        namespace: String,
+    },
+    /// `namespaces-init <index root> <data root>`: before zdb loads its namespaces.
+    NamespacesInit {
+        /// zdb's index root.
+        index_root: PathBuf,
+        /// zdb's data root.
+        data_root: PathBuf,
+    },
+    /// `namespace-closing <ns> <index> <data> <dirty ids>`: zdb is about to exit.
+    NamespaceClosing {
+        /// The namespace.
+        namespace: String,
+        /// Its current index file.
+        index: PathBuf,
+        /// Its current data file.
+        data: PathBuf,
+        /// Ids of its dirty index files.
+        dirty: Vec<u32>,
+    },
+    /// Any event this build does not know.
+    Unknown(String),
+}
+
+impl Event {
+    /// Parses the event name and its arguments (after the instance id).
+    pub fn parse(name: &str, args: &[OsString]) -> Result<Event, HookError> {
+        let bad = |what: &str| HookError::BadArguments(format!("{name}: {what}"));
+        let arity = |n: usize| {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(bad(&format!(
+                    "expected {n} arguments after the instance id, got {}",
+                    args.len()
+                )))
+            }
+        };
+        let path = |i: usize| PathBuf::from(&args[i]);
+        let text = |i: usize| {
+            args[i]
+                .to_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad("argument is not UTF-8"))
+        };
+        Ok(match name {
+            "ready" => Event::Ready,
+            "close" => Event::Close,
+            "crash" => Event::Crash,
+            "jump-index" => {
+                arity(3)?;
+                Event::JumpIndex {
+                    old: path(0),
+                    new: path(1),
+                    dirty: dirty_ids(&text(2)?).map_err(|e| bad(&e))?,
+                }
+            }
+            "jump-data" => {
+                arity(2)?;
+                Event::JumpData {
+                    old: path(0),
+                    new: path(1),
+                }
+            }
+            "missing-data" => {
+                arity(1)?;
+                Event::MissingData { path: path(0) }
+            }
+            "namespace-created" | "namespace-updated" | "namespace-deleted"
+            | "namespace-reloaded" => {
+                arity(1)?;
+                let namespace = text(0)?;
+                match name {
+                    "namespace-created" => Event::NamespaceCreated { namespace },
+                    "namespace-updated" => Event::NamespaceUpdated { namespace },
+                    "namespace-deleted" => Event::NamespaceDeleted { namespace },
+                    _ => Event::NamespaceReloaded { namespace },
+                }
+            }
+            "namespaces-init" => {
+                arity(2)?;
+                Event::NamespacesInit {
+                    index_root: path(0),
+                    data_root: path(1),
+                }
+            }
+            "namespace-closing" => {
+                arity(4)?;
+                Event::NamespaceClosing {
+                    namespace: text(0)?,
+                    index: path(1),
+                    data: path(2),
+                    dirty: dirty_ids(&text(3)?).map_err(|e| bad(&e))?,
+                }
+            }
+            other => Event::Unknown(other.to_string()),
+        })
+    }
+
+    /// zdb waits for these events (contracts §1.4).
+    pub fn is_blocking(&self) -> bool {
+        matches!(
+            self,
+            Event::Ready
+                | Event::Close
+                | Event::JumpIndex { .. }
+                | Event::MissingData { .. }
+                | Event::NamespacesInit { .. }
+        )
+    }
+}
+
+/// Parses zdb's dirty list: decimal ids, each followed by a space (`"0 3 7 "`), possibly empty.
+fn dirty_ids(list: &str) -> Result<Vec<u32>, String> {
+    list.split_whitespace()
+        .map(|id| {
+            id.parse()
+                .map_err(|_| format!("dirty list `{list}` has a bad id `{id}`"))
+        })
+        .collect()
+}
+
+/// Why an event could not be handled.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The arguments do not match the event.
+    #[error("bad arguments: {0}")]
+    BadArguments(String),
+    /// A path zdb passed is not where the config says zdb keeps its files.
+    #[error("{path} is not a file of a namespace under {root}")]
+    OutsideRoots {
+        /// The path.
+        path: PathBuf,
+        /// The root it should be under.
+        root: PathBuf,
+    },
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// zstor failed.
+    #[error(transparent)]
+    Zstor(#[from] ZstorError),
+    /// The file is not stored on the backends.
+    #[error("{0} is not stored on the backends")]
+    NotStored(PathBuf),
+    /// A retrieved file differs from what was stored.
+    #[error("{path} came back with checksum {actual}, but {expected} was stored")]
+    ChecksumMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The stored checksum.
+        expected: Checksum,
+        /// The checksum of what came back.
+        actual: Checksum,
+    },
+    /// A blocking event ran out of time.
+    #[error("gave up after {0} s")]
+    Timeout(u64),
+    /// A previous restore failed, so zdb must not start with empty namespaces.
+    #[error("a previous restore failed ({0}); refusing to start zdb with empty namespaces")]
+    RestoreFailed(String),
+}
+
+impl HookError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            HookError::BadArguments(_) => crate::exit::USAGE,
+            _ => crate::exit::FAILURE,
+        }
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> HookError {
+    let context = context.into();
+    move |source| HookError::Io { context, source }
+}
+
+/// What a handled event did, for its journal entry.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// The namespace concerned, if one.
+    pub namespace: Option<String>,
+    /// The files spooled, retrieved or restored.
+    pub files: Vec<PathBuf>,
+    /// The ids of the spool jobs written.
+    pub jobs: Vec<String>,
+    /// A note for the log (for example why nothing was done).
+    pub note: Option<&'static str>,
+}
+
+/// The hook's context: settings, spool, zstor and systemd notification.
+pub struct Hook {
+    config: ApplianceConfig,
+    spool: Spool,
+    zstor: Zstor,
+    notifier: Notifier,
+}
+
+impl Hook {
+    /// A hook working with the given settings.
+    pub fn new(config: ApplianceConfig) -> Self {
+        Hook {
+            spool: Spool::new(&config.paths.spool_dir),
+            zstor: config.zstor.runner(),
+            notifier: Notifier::from_env(),
+            config,
+        }
+    }
+
+    /// Handles one event.
+    pub fn handle(&self, event: &Event) -> Result<Handled, HookError> {
+        match event {
+            Event::Ready => self.ready(),
+            Event::JumpIndex { old, dirty, .. } => self.jump_index(old, dirty),
+            Event::JumpData { old, .. } => self.jump_data(old),
+            Event::NamespaceCreated { namespace } | Event::NamespaceUpdated { namespace } => {
+                self.namespace_changed(event_name(event), namespace)
+            }
+            Event::Close => self.close(),
+            Event::NamespaceClosing {
+                namespace,
+                index,
+                data,
+                dirty,
+            } => self.namespace_closing(namespace, index, data, dirty),
+            Event::MissingData { path } => self.missing_data(path),
+            Event::NamespacesInit {
+                index_root,
+                data_root,
+            } => self.namespaces_init(index_root, data_root),
+            Event::Crash
+            | Event::NamespaceDeleted { .. }
+            | Event::NamespaceReloaded { .. }
+            | Event::Unknown(_) => Ok(Handled {
+                note: Some("logged only"),
+                ..Handled::default()
+            }),
+        }
+    }
+
+    fn ready(&self) -> Result<Handled, HookError> {
+        let marker = self.config.paths.state_dir.join(RESTORE_FAILED_MARKER);
+        if let Ok(reason) = std::fs::read_to_string(&marker) {
+            return Err(HookError::RestoreFailed(reason.trim().to_string()));
+        }
+        // zdb listens already; it serves clients as soon as we return.
+        if let Err(e) = self
+            .notifier
+            .ready_and_wait("0-db is ready", Duration::from_secs(5))
+        {
+            tracing::warn!("systemd did not confirm READY=1: {e}");
+        }
+        Ok(Handled::default())
+    }
+
+    fn jump_index(&self, old: &Path, dirty: &[u32]) -> Result<Handled, HookError> {
+        let (namespace, dir) = self.namespace_of(old, &self.config.paths.index_dir)?;
+        if namespace == TEMP_NAMESPACE {
+            return Ok(skipped_temp(namespace));
+        }
+        let mut files = vec![old.to_path_buf()];
+        for id in dirty {
+            let file = dir.join(format!("i{id}"));
+            if !files.contains(&file) {
+                files.push(file);
+            }
+        }
+        self.spool_job("jump-index", &namespace, &files, &[])
+    }
+
+    fn jump_data(&self, old: &Path) -> Result<Handled, HookError> {
+        let (namespace, _) = self.namespace_of(old, &self.config.paths.data_dir)?;
+        if namespace == TEMP_NAMESPACE {
+            return Ok(skipped_temp(namespace));
+        }
+        // Sealed data files never change: no snapshot.
+        self.spool_job("jump-data", &namespace, &[], &[old.to_path_buf()])
+    }
+
+    fn namespace_changed(&self, event: &str, namespace: &str) -> Result<Handled, HookError> {
+        let file = self.namespace_dir(namespace)?.join(NAMESPACE_FILE);
+        if namespace == TEMP_NAMESPACE {
+            return Ok(skipped_temp(namespace.to_string()));
+        }
+        // The descriptor is rewritten in place by zdb; the monitor verifies the checksum of
+        // what it uploaded against the file, so a later change is uploaded again.
+        self.spool_job(event, namespace, &[], &[file])
+    }
+
+    /// zdb stops: spool every namespace's active index (a snapshot) and data file, so a clean
+    /// stop loses nothing.
+    fn close(&self) -> Result<Handled, HookError> {
+        let index_root = &self.config.paths.index_dir;
+        let entries = std::fs::read_dir(index_root)
+            .map_err(io(format!("cannot list {}", index_root.display())))?;
+        let mut namespaces: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| name != TEMP_NAMESPACE && !name.starts_with('.'))
+            .collect();
+        namespaces.sort();
+        let mut handled = Handled::default();
+        for namespace in namespaces {
+            let index_dir = index_root.join(&namespace);
+            let Some(active) = highest_file_number(&index_dir, 'i') else {
+                continue;
+            };
+            let index = index_dir.join(format!("i{active}"));
+            let data = self
+                .config
+                .paths
+                .data_dir
+                .join(&namespace)
+                .join(format!("d{active}"));
+            let done = self.spool_job("close", &namespace, &[index], &existing(&[data]))?;
+            handled.files.extend(done.files);
+            handled.jobs.extend(done.jobs);
+        }
+        Ok(handled)
+    }
+
+    fn namespace_closing(
+        &self,
+        namespace: &str,
+        index: &Path,
+        data: &Path,
+        dirty: &[u32],
+    ) -> Result<Handled, HookError> {
+        let (index_ns, index_dir) = self.namespace_of(index, &self.config.paths.index_dir)?;
+        let (data_ns, _) = self.namespace_of(data, &self.config.paths.data_dir)?;
+        if index_ns != namespace || data_ns != namespace {
+            return Err(HookError::BadArguments(format!(
+                "namespace-closing: {} and {} are not files of namespace {namespace}",
+                index.display(),
+                data.display()
+            )));
+        }
+        if namespace == TEMP_NAMESPACE {
+            return Ok(skipped_temp(namespace.to_string()));
+        }
+        let mut snapshots = vec![index.to_path_buf()];
+        for id in dirty {
+            let file = index_dir.join(format!("i{id}"));
+            if !snapshots.contains(&file) {
+                snapshots.push(file);
+            }
+        }
+        self.spool_job(
+            "namespace-closing",
+            namespace,
+            &snapshots,
+            &existing(&[data.to_path_buf()]),
+        )
+    }
+
+    /// zdb needs a data file that is not on disk (evicted from the cache): fetch it back and
+    /// check it is whole, within the configured time. Never leaves a partial file behind.
+    fn missing_data(&self, path: &Path) -> Result<Handled, HookError> {
+        let (namespace, _) = self.namespace_of(path, &self.config.paths.data_dir)?;
+        if namespace == TEMP_NAMESPACE {
+            return Err(HookError::NotStored(path.to_path_buf()));
+        }
+        let deadline =
+            Instant::now() + Duration::from_secs(self.config.hook.missing_data_timeout_secs);
+        fetch_verified(&self.zstor, path, deadline).map_err(|e| match e {
+            HookError::Timeout(_) | HookError::Zstor(ZstorError::TimedOut { .. }) => {
+                HookError::Timeout(self.config.hook.missing_data_timeout_secs)
+            }
+            e => e,
+        })?;
+        Ok(Handled {
+            namespace: Some(namespace),
+            files: vec![path.to_path_buf()],
+            ..Handled::default()
+        })
+    }
+
+    fn namespaces_init(&self, index_root: &Path, data_root: &Path) -> Result<Handled, HookError> {
+        for (given, configured) in [
+            (index_root, &self.config.paths.index_dir),
+            (data_root, &self.config.paths.data_dir),
+        ] {
+            if clean(given) != clean(configured) {
+                return Err(HookError::OutsideRoots {
+                    path: given.to_path_buf(),
+                    root: configured.clone(),
+                });
+            }
+        }
+        restore::run(&self.config, &self.zstor)
+    }
+
+    /// Writes one job: `snapshots` are copied first (mutable files), `files` are uploaded as
+    /// they are at upload time.
+    fn spool_job(
+        &self,
+        event: &str,
+        namespace: &str,
+        snapshots: &[PathBuf],
+        files: &[PathBuf],
+    ) -> Result<Handled, HookError> {
+        self.spool.create().map_err(io(format!(
+            "cannot create the spool {}",
+            self.spool.dir().display()
+        )))?;
+        let mut job: Job = self.spool.new_job(event, namespace);
+        for file in snapshots {
+            self.spool.add_snapshot(&mut job, file).map_err(io(format!(
+                "cannot snapshot {} into the spool",
+                file.display()
+            )))?;
+        }
+        job.files.extend(files.iter().map(|path| JobFile {
+            path: path.clone(),
+            snapshot: None,
+        }));
+        self.spool
+            .write(&job)
+            .map_err(io(format!("cannot write spool job {}", job.id)))?;
+        Ok(Handled {
+            namespace: Some(namespace.to_string()),
+            files: job.files.iter().map(|f| f.path.clone()).collect(),
+            jobs: vec![job.id],
+            note: None,
+        })
+    }
+
+    /// Checks that `path` is `<root>/<namespace>/<file>` and returns the namespace and its dir.
+    fn namespace_of(&self, path: &Path, root: &Path) -> Result<(String, PathBuf), HookError> {
+        let outside = || HookError::OutsideRoots {
+            path: path.to_path_buf(),
+            root: root.to_path_buf(),
+        };
+        let cleaned = clean(path).ok_or_else(outside)?;
+        let relative = cleaned
+            .strip_prefix(clean(root).ok_or_else(outside)?)
+            .map_err(|_| outside())?;
+        let parts: Vec<_> = relative.components().collect();
+        match parts.as_slice() {
+            [Component::Normal(namespace), Component::Normal(_)] => {
+                let namespace = namespace.to_str().ok_or_else(outside)?.to_string();
+                let dir = cleaned.parent().ok_or_else(outside)?.to_path_buf();
+                Ok((namespace, dir))
+            }
+            _ => Err(outside()),
+        }
+    }
+
+    fn namespace_dir(&self, namespace: &str) -> Result<PathBuf, HookError> {
+        let dir = self.config.paths.index_dir.join(namespace);
+        self.namespace_of(&dir.join(NAMESPACE_FILE), &self.config.paths.index_dir)?;
+        Ok(dir)
+    }
+}
+
+fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::NamespaceCreated { .. } => "namespace-created",
+        _ => "namespace-updated",
+    }
+}
+
+fn skipped_temp(namespace: String) -> Handled {
+    Handled {
+        namespace: Some(namespace),
+        note: Some("zdbfs-temp is never uploaded"),
+        ..Handled::default()
+    }
+}
+
+fn existing(paths: &[PathBuf]) -> Vec<PathBuf> {
+    paths.iter().filter(|p| p.exists()).cloned().collect()
+}
+
+/// A path without `.` components or trailing slashes; `None` if it has `..` or is relative.
+fn clean(path: &Path) -> Option<PathBuf> {
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return None;
+    }
+    Some(
+        path.components()
+            .filter(|c| *c != Component::CurDir)
+            .collect(),
+    )
+}
+
+/// The highest N of the files `<prefix>N` in `dir`.
+pub fn highest_file_number(dir: &Path, prefix: char) -> Option<u32> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix(prefix)?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+}
+
+/// The time left before `deadline`, or a timeout error.
+fn remaining(deadline: Instant) -> Result<Duration, HookError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or(HookError::Timeout(0))
+}
+
+/// Retrieves `path` through zstor before `deadline`, unless it is already here and whole.
+fn fetch_verified(zstor: &Zstor, path: &Path, deadline: Instant) -> Result<(), HookError> {
+    let expected = zstor
+        .with_timeout(remaining(deadline)?)
+        .check(path)?
+        .ok_or_else(|| HookError::NotStored(path.to_path_buf()))?;
+    if Checksum::of_file(path).ok() == Some(expected) {
+        return Ok(());
+    }
+    retrieve_verified(zstor, path, expected, deadline)
+}
+
+/// Retrieves `path` before `deadline` and checks it against the `expected` checksum. On any
+/// failure whatever zstor wrote is removed (zstor writes in place, not atomically).
+fn retrieve_verified(
+    zstor: &Zstor,
+    path: &Path,
+    expected: Checksum,
+    deadline: Instant,
+) -> Result<(), HookError> {
+    let result = remaining(deadline)
+        .and_then(|left| Ok(zstor.with_timeout(left).retrieve(path)?))
+        .and_then(|()| {
+            let actual = Checksum::of_file(path)
+                .map_err(io(format!("cannot read back {}", path.display())))?;
+            if actual == expected {
+                Ok(())
+            } else {
+                Err(HookError::ChecksumMismatch {
+                    path: path.to_path_buf(),
+                    expected,
+                    actual,
+                })
+            }
+        });
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Runs the hook for `event` with `args` (after the instance id) and returns the exit code.
+/// Writes one journal entry per event.
+pub fn run(event_name: &str, instance: &str, args: &[OsString]) -> i32 {
+    let started = Instant::now();
+    let event = match Event::parse(event_name, args) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::error!(
+                message_id = message_id::HOOK_FAILED,
+                qsfs_event = event_name,
+                qsfs_instance = instance,
+                "{e}"
+            );
+            return e.exit_code();
+        }
+    };
+    let config_path = ApplianceConfig::path_from_env();
+    let config = match ApplianceConfig::load(&config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(
+                message_id = message_id::HOOK_FAILED,
+                qsfs_event = event_name,
+                qsfs_instance = instance,
+                "{e}"
+            );
+            return e.exit_code();
+        }
+    };
+    let result = Hook::new(config).handle(&event);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(handled) => {
+            let files = join_paths(&handled.files);
+            let jobs = handled.jobs.join(" ");
+            let namespace = handled.namespace.as_deref().unwrap_or_default();
+            let note = handled.note.map(|n| format!(" ({n})")).unwrap_or_default();
+            tracing::info!(
+                qsfs_event = event_name,
+                qsfs_instance = instance,
+                qsfs_namespace = namespace,
+                qsfs_files = files,
+                qsfs_job = jobs,
+                qsfs_duration_ms = duration_ms,
+                "{event_name} {namespace} handled in {duration_ms} ms{note}"
+            );
+            crate::exit::OK
+        }
+        Err(e) => {
+            tracing::error!(
+                message_id = message_id::HOOK_FAILED,
+                qsfs_event = event_name,
+                qsfs_instance = instance,
+                qsfs_duration_ms = duration_ms,
+                qsfs_blocking = event.is_blocking(),
+                "{event_name} failed: {e}"
+            );
+            e.exit_code()
+        }
+    }
+}
+
+fn join_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn parses_events() {
+        assert_eq!(
+            Event::parse("jump-index", &args(&["/i/ns/i2", "/i/ns/i3", "0 1 "])).unwrap(),
+            Event::JumpIndex {
+                old: "/i/ns/i2".into(),
+                new: "/i/ns/i3".into(),
+                dirty: vec![0, 1]
+            }
+        );
+        assert_eq!(
+            Event::parse("jump-index", &args(&["/i/ns/i2", "/i/ns/i3", ""])).unwrap(),
+            Event::JumpIndex {
+                old: "/i/ns/i2".into(),
+                new: "/i/ns/i3".into(),
+                dirty: vec![]
+            }
+        );
+        assert_eq!(
+            Event::parse("frobnicate", &args(&["x"])).unwrap(),
+            Event::Unknown("frobnicate".into())
+        );
+        assert!(Event::parse("jump-index", &args(&["/i/ns/i2"])).is_err());
+        assert!(Event::parse("jump-index", &args(&["/a", "/b", "1 x "])).is_err());
+        assert!(Event::parse("missing-data", &args(&[])).is_err());
+        assert!(Event::parse("namespace-closing", &args(&["ns", "/i", "/d", "2 "])).is_ok());
+        assert!(Event::parse("ready", &[]).unwrap().is_blocking());
+        assert!(!Event::parse("jump-data", &args(&["/a", "/b"]))
+            .unwrap()
+            .is_blocking());
+    }
+
+    #[test]
+    fn paths_must_be_namespace_files_under_the_roots() {
+        let hook = Hook::new(ApplianceConfig::default());
+        let index = Path::new("/var/zdbfs/index");
+        assert_eq!(
+            hook.namespace_of(Path::new("/var/zdbfs/index/zdbfs-meta/i3"), index)
+                .unwrap(),
+            (
+                "zdbfs-meta".to_string(),
+                PathBuf::from("/var/zdbfs/index/zdbfs-meta")
+            )
+        );
+        assert!(hook
+            .namespace_of(Path::new("/var/zdbfs/index/./zdbfs-meta/i3"), index)
+            .is_ok());
+        for bad in [
+            "/etc/passwd",
+            "/var/zdbfs/index/i3",
+            "/var/zdbfs/index/ns/sub/i3",
+            "/var/zdbfs/index/ns/../../x/i3",
+            "relative/ns/i3",
+        ] {
+            assert!(hook.namespace_of(Path::new(bad), index).is_err(), "{bad}");
+        }
+        assert!(hook.namespace_dir("../etc").is_err());
+    }
+}
