@@ -43,3 +43,253 @@ pub fn example(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// How long tests wait for anything.
+pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Polls `probe` every 20 ms until it returns something or [`TIMEOUT`] passes.
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A zstor v0.5 config with four meta and two data backends (nothing needs to listen there:
+/// the stand-in keeps objects in its store directory).
+pub fn zstor_config_text(socket: Option<&Path>) -> String {
+    let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let mut text = String::from(
+        "minimal_shards = 1\nexpected_shards = 2\nredundant_groups = 0\nredundant_nodes = 0\n",
+    );
+    if let Some(socket) = socket {
+        text.push_str(&format!(
+            "socket = \"{}\"\npid_file = \"{}.pid\"\n",
+            socket.display(),
+            socket.display()
+        ));
+    }
+    text.push_str(&format!(
+        "\n[encryption]\nalgorithm = \"AES\"\nkey = \"{key}\"\n\n[compression]\nalgorithm = \"snappy\"\n\n\
+         [meta]\ntype = \"zdb\"\n\n[meta.config]\nprefix = \"qsfs\"\n\n[meta.config.encryption]\nalgorithm = \"AES\"\nkey = \"{key}\"\n"
+    ));
+    for port in 1..=4 {
+        text.push_str(&format!(
+            "\n[[meta.config.backends]]\naddress = \"[::1]:{port}\"\nnamespace = \"meta{port}\"\npassword = \"metapass-secret\"\n"
+        ));
+    }
+    text.push_str("\n[[groups]]\n");
+    for port in 5..=6 {
+        text.push_str(&format!(
+            "\n[[groups.backends]]\naddress = \"127.0.0.1:{port}\"\nnamespace = \"data\"\npassword = \"datapass-secret\"\n"
+        ));
+    }
+    text
+}
+
+/// A temporary appliance layout: zdb roots, spool, state, `qsfs.toml`, a zstor config for the
+/// zstor stand-in and the stand-in's store (the "remote backends").
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+    pub index: PathBuf,
+    pub data: PathBuf,
+    pub spool: PathBuf,
+    pub state: PathBuf,
+    pub store: PathBuf,
+    pub socket: PathBuf,
+    pub qsfs_config: PathBuf,
+    pub zstor_config: PathBuf,
+}
+
+impl Appliance {
+    /// A fresh layout whose zstor store is `store` (shared between appliances to play the same
+    /// backends), or its own when `None`.
+    pub fn new(store: Option<&Path>, extra_config: &str) -> Appliance {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let store = store
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| root.join("store"));
+        std::fs::create_dir_all(&store).unwrap();
+        let zstor_config = root.join("etc/zstor-default.toml");
+        std::fs::create_dir_all(zstor_config.parent().unwrap()).unwrap();
+        std::fs::write(&zstor_config, zstor_config_text(None)).unwrap();
+        std::fs::write(
+            root.join("etc/zstor-standin-store"),
+            store.display().to_string(),
+        )
+        .unwrap();
+        let qsfs_config = root.join("etc/qsfs.toml");
+        let appliance = Appliance {
+            index: root.join("index"),
+            data: root.join("data"),
+            spool: root.join("spool"),
+            state: root.join("state"),
+            socket: root.join("zdb.sock"),
+            store,
+            qsfs_config,
+            zstor_config,
+            dir,
+        };
+        appliance.write_qsfs_config(extra_config);
+        appliance
+    }
+
+    /// Writes `qsfs.toml` with this layout's paths, followed by `extra` (more sections).
+    pub fn write_qsfs_config(&self, extra: &str) {
+        let text = format!(
+            "[paths]\nindex_dir = \"{}\"\ndata_dir = \"{}\"\nspool_dir = \"{}\"\nstate_dir = \"{}\"\nzdb_socket = \"{}\"\n\n\
+             [zstor]\nbin = \"{}\"\nconfig = \"{}\"\nlog_file = \"{}\"\ntimeout_secs = 20\n\n{extra}",
+            self.index.display(),
+            self.data.display(),
+            self.spool.display(),
+            self.state.display(),
+            self.socket.display(),
+            example("zstor-standin").display(),
+            self.zstor_config.display(),
+            self.dir.path().join("zstor.log").display(),
+        );
+        std::fs::write(&self.qsfs_config, text).unwrap();
+    }
+
+    /// The zstor runner the product would use.
+    pub fn zstor(&self) -> qsfs::zstor::Zstor {
+        qsfs::zstor::Zstor::new(
+            example("zstor-standin"),
+            &self.zstor_config,
+            std::time::Duration::from_secs(20),
+        )
+        .with_log_file(self.dir.path().join("zstor.log"))
+    }
+
+    /// The spool the hook writes.
+    pub fn spool(&self) -> qsfs::spool::Spool {
+        qsfs::spool::Spool::new(&self.spool)
+    }
+
+    /// Every spool job, oldest first (panics on a bad job).
+    pub fn jobs(&self) -> Vec<qsfs::spool::Job> {
+        self.spool()
+            .jobs()
+            .unwrap()
+            .into_iter()
+            .map(|job| job.expect("a whole job"))
+            .collect()
+    }
+
+    /// Does what zstor_monitor does with the spool, minimally: uploads every job's files and
+    /// removes the job.
+    pub fn drain_spool(&self) {
+        let zstor = self.zstor();
+        for job in self.jobs() {
+            assert!(job.snapshots_usable(), "written in this boot");
+            for file in &job.files {
+                let (source, key_path) = file.upload_source();
+                zstor.store(source, key_path).unwrap();
+            }
+            self.spool().remove(&job.id).unwrap();
+        }
+    }
+
+    /// Starts the 0-db stand-in on this layout with `zdb-hook` as its hook.
+    pub fn start_zdb(&self, extra_args: &[&str], env: &[(&str, &str)]) -> Zdb {
+        let log = self.dir.path().join(format!(
+            "zdb-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(example("zdb-standin"));
+        command
+            .arg("--index")
+            .arg(&self.index)
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--hook")
+            .arg(env!("CARGO_BIN_EXE_zdb-hook"))
+            .args(extra_args)
+            .env("QSFS_CONFIG", &self.qsfs_config)
+            .env("QSFS_LOG_TARGET", "stderr")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        Zdb {
+            child: command.spawn().expect("start zdb-standin"),
+            log,
+            endpoint: qsfs::zdb::Endpoint::Unix(self.socket.clone()),
+        }
+    }
+}
+
+/// A running 0-db stand-in; killed when dropped.
+pub struct Zdb {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    pub endpoint: qsfs::zdb::Endpoint,
+}
+
+impl Zdb {
+    /// What the stand-in and its hooks printed.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A client, once `PING` answers (which is after the `ready` hook returned).
+    pub fn client(&mut self) -> qsfs::zdb::Client {
+        let endpoint = self.endpoint.clone();
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(mut client) =
+                qsfs::zdb::Client::connect(&endpoint, std::time::Duration::from_secs(10))
+            {
+                if client.ping().is_ok() {
+                    return client;
+                }
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("zdb-standin exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zdb-standin never answered PING:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_for("zdb-standin to exit", || child.try_wait().unwrap())
+    }
+
+    /// SIGTERM, then waits for the exit (zdb runs `close` and exits 143).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.wait()
+    }
+}
+
+impl Drop for Zdb {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -8,3 +8,4 @@ mod support;
 
 mod container;
 mod dbus_client;
+mod logging;

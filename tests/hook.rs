@@ -1,0 +1,614 @@
+//! `zdb-hook` end to end: the 0-db stand-in runs it as its `--hook`, the zstor stand-in plays
+//! the backends. Covers the spool jobs of a scripted workload, `missing-data`, `ready`, crash
+//! safety of the spool, the `namespaces-init` restore and bad input.
+
+mod support;
+
+use qsfs::spool::Job;
+use qsfs::zdb::resp::Reply;
+use qsfs::zdb::Client;
+use qsfs::zstor::Checksum;
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use support::{wait_for, Appliance};
+
+const HOOK: &str = env!("CARGO_BIN_EXE_zdb-hook");
+const VALUE_SIZE: usize = 100 * 1024;
+
+fn value(seed: u8) -> Vec<u8> {
+    (0..VALUE_SIZE)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn create_seq_namespace(client: &mut Client, namespace: &str) {
+    client.nsnew(namespace).unwrap();
+    client.nsset(namespace, "mode", "seq").unwrap();
+}
+
+fn select(client: &mut Client, namespace: &str) {
+    client.select(namespace, None).unwrap();
+}
+
+/// SET with a new sequential key; returns the key.
+fn append(client: &mut Client, data: &[u8]) -> Vec<u8> {
+    match client.command(&[b"SET", b"", data]).unwrap() {
+        Reply::Bulk(key) => key,
+        other => panic!("SET answered {other:?}"),
+    }
+}
+
+fn get(client: &mut Client, key: &[u8]) -> Result<Vec<u8>, qsfs::zdb::ZdbError> {
+    match client.command(&[b"GET", key])? {
+        Reply::Bulk(data) => Ok(data),
+        other => panic!("GET answered {other:?}"),
+    }
+}
+
+/// A job reduced to what the test asserts: event, namespace, and each file with whether it
+/// was snapshotted.
+type JobSummary = (String, String, Vec<(PathBuf, bool)>);
+
+fn summary(job: &Job) -> JobSummary {
+    let files = job
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.snapshot.is_some()))
+        .collect();
+    (job.event.clone(), job.namespace.clone(), files)
+}
+
+fn summaries(jobs: &[Job]) -> Vec<JobSummary> {
+    let mut all: Vec<_> = jobs.iter().map(summary).collect();
+    all.sort();
+    all
+}
+
+/// A value written by the test, and the data file it went into.
+#[derive(Clone)]
+struct Written {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    file: u32,
+}
+
+/// Writes to `namespace` until its data file has rotated `rotations` more times.
+fn write_until_rotated(
+    app: &Appliance,
+    client: &mut Client,
+    namespace: &str,
+    rotations: u32,
+    seed: &mut u8,
+) -> Vec<Written> {
+    select(client, namespace);
+    let dir = app.data.join(namespace);
+    let active = || qsfs::hook::highest_file_number(&dir, 'd').unwrap_or(0);
+    let start = active();
+    let mut written = Vec::new();
+    while active() < start + rotations {
+        *seed = seed.wrapping_add(1);
+        let value = value(*seed);
+        // zdb rotates before a write that would not fit, so the value lands in the file that
+        // is active once SET has answered.
+        let key = append(client, &value);
+        written.push(Written {
+            key,
+            value,
+            file: active(),
+        });
+    }
+    written
+}
+
+#[test]
+fn a_workload_spools_exactly_the_expected_jobs() {
+    let app = Appliance::new(None, "");
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    let mut c = zdb.client();
+    for ns in ["zdbfs-meta", "zdbfs-data", "zdbfs-temp"] {
+        create_seq_namespace(&mut c, ns);
+    }
+    let mut seed = 0;
+    // Two rotations of zdbfs-data, with an overwrite of a key of i0 in between so that i0 is
+    // dirty at the second jump; a rotation of zdbfs-temp, which is never uploaded.
+    let first = write_until_rotated(&app, &mut c, "zdbfs-data", 1, &mut seed);
+    let i0_before = std::fs::read(app.index.join("zdbfs-data/i0")).unwrap();
+    c.command(&[b"SET", &first[0].key, &value(200)]).unwrap();
+    write_until_rotated(&app, &mut c, "zdbfs-data", 1, &mut seed);
+    write_until_rotated(&app, &mut c, "zdbfs-temp", 1, &mut seed);
+    select(&mut c, "zdbfs-meta");
+    append(&mut c, b"inode");
+
+    let ix = |ns: &str, n: u32| app.index.join(format!("{ns}/i{n}"));
+    let dx = |ns: &str, n: u32| app.data.join(format!("{ns}/d{n}"));
+    let ns_file = |ns: &str| app.index.join(format!("{ns}/zdb-namespace"));
+    let s = |event: &str, ns: &str, files: Vec<(PathBuf, bool)>| {
+        (event.to_string(), ns.to_string(), files)
+    };
+    let mut expected = vec![
+        s(
+            "namespace-created",
+            "zdbfs-meta",
+            vec![(ns_file("zdbfs-meta"), false)],
+        ),
+        s(
+            "namespace-updated",
+            "zdbfs-meta",
+            vec![(ns_file("zdbfs-meta"), false)],
+        ),
+        s(
+            "namespace-created",
+            "zdbfs-data",
+            vec![(ns_file("zdbfs-data"), false)],
+        ),
+        s(
+            "namespace-updated",
+            "zdbfs-data",
+            vec![(ns_file("zdbfs-data"), false)],
+        ),
+        s(
+            "jump-index",
+            "zdbfs-data",
+            vec![(ix("zdbfs-data", 0), true)],
+        ),
+        s(
+            "jump-data",
+            "zdbfs-data",
+            vec![(dx("zdbfs-data", 0), false)],
+        ),
+        s(
+            "jump-index",
+            "zdbfs-data",
+            vec![(ix("zdbfs-data", 1), true), (ix("zdbfs-data", 0), true)],
+        ),
+        s(
+            "jump-data",
+            "zdbfs-data",
+            vec![(dx("zdbfs-data", 1), false)],
+        ),
+    ];
+    expected.sort();
+    let jobs = wait_for("the jobs of the running workload", || {
+        let jobs = app.jobs();
+        (jobs.len() >= expected.len()).then_some(jobs)
+    });
+    assert_eq!(summaries(&jobs), expected);
+
+    // Snapshots keep the index files as they were at the jump.
+    let jump_index: Vec<&Job> = jobs.iter().filter(|j| j.event == "jump-index").collect();
+    let snapshot_of = |job: &Job, path: &Path| {
+        std::fs::read(
+            job.files
+                .iter()
+                .find(|f| f.path == path)
+                .unwrap()
+                .snapshot
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let (early, late) = if jump_index[0].files.len() == 1 {
+        (jump_index[0], jump_index[1])
+    } else {
+        (jump_index[1], jump_index[0])
+    };
+    assert_eq!(snapshot_of(early, &ix("zdbfs-data", 0)), i0_before);
+    let i0_now = std::fs::read(ix("zdbfs-data", 0)).unwrap();
+    assert_ne!(i0_now, i0_before, "the overwrite changed i0 in place");
+    assert_eq!(snapshot_of(late, &ix("zdbfs-data", 0)), i0_now);
+
+    // A clean stop spools the active files of every namespace but zdbfs-temp.
+    assert_eq!(zdb.stop().code(), Some(143));
+    for ns in ["default", "zdbfs-meta", "zdbfs-data"] {
+        let active = if ns == "zdbfs-data" { 2 } else { 0 };
+        expected.push(s(
+            "close",
+            ns,
+            vec![(ix(ns, active), true), (dx(ns, active), false)],
+        ));
+        expected.push(s(
+            "namespace-closing",
+            ns,
+            vec![(ix(ns, active), true), (dx(ns, active), false)],
+        ));
+    }
+    expected.sort();
+    let jobs = wait_for("the jobs of the stop", || {
+        let jobs = app.jobs();
+        (jobs.len() >= expected.len()).then_some(jobs)
+    });
+    assert_eq!(summaries(&jobs), expected);
+
+    // Nobody consumes the spool while the monitor is absent: the jobs wait.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(app.jobs(), jobs);
+    let log = zdb.log();
+    assert!(log.contains("jump-index zdbfs-data handled in"), "{log}");
+    assert!(log.contains("zdbfs-temp is never uploaded"), "{log}");
+}
+
+#[test]
+fn missing_data_comes_back_through_zstor_and_never_half() {
+    let app = Appliance::new(None, "[hook]\nmissing_data_timeout_secs = 2\n");
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    let mut c = zdb.client();
+    create_seq_namespace(&mut c, "zdbfs-data");
+    let mut seed = 0;
+    let mut written = write_until_rotated(&app, &mut c, "zdbfs-data", 2, &mut seed);
+    wait_for("the jump-data jobs", || {
+        (app.jobs().iter().filter(|j| j.event == "jump-data").count() == 2).then_some(())
+    });
+    app.drain_spool();
+    let in_file =
+        |written: &[Written], n: u32| written.iter().find(|w| w.file == n).cloned().unwrap();
+    let data_file = |n: u32| app.data.join(format!("zdbfs-data/d{n}"));
+
+    // d0 was evicted from the cache: a read brings it back, whole.
+    let checksum = Checksum::of_file(&data_file(0)).unwrap();
+    std::fs::remove_file(data_file(0)).unwrap();
+    let w = in_file(&written, 0);
+    assert_eq!(get(&mut c, &w.key).unwrap(), w.value);
+    assert_eq!(Checksum::of_file(&data_file(0)).unwrap(), checksum);
+
+    // zstor writes half the file and hangs: the hook gives up after its timeout and removes
+    // the partial file, and zdb answers the read with an error.
+    let stuck = app.dir.path().join("stuck-zstor");
+    let standin = support::example("zstor-standin").display().to_string();
+    std::fs::write(
+        &stuck,
+        format!("#!/bin/sh\nfor last; do :; done\ncase \" $* \" in *\" retrieve \"*) printf partial > \"$last\"; exec sleep 60;; esac\nexec {standin} \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stuck, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = std::fs::read_to_string(&app.qsfs_config).unwrap();
+    std::fs::write(
+        &app.qsfs_config,
+        config.replace(&standin, &stuck.display().to_string()),
+    )
+    .unwrap();
+    std::fs::remove_file(data_file(1)).unwrap();
+    let w = in_file(&written, 1);
+    let started = Instant::now();
+    assert!(get(&mut c, &w.key).is_err(), "the read fails");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by missing_data_timeout_secs"
+    );
+    assert!(!data_file(1).exists(), "no partial file is left in place");
+    assert!(
+        zdb.log().contains("missing-data failed: gave up after 2 s"),
+        "{}",
+        zdb.log()
+    );
+
+    // With zstor back, the same read works.
+    std::fs::write(&app.qsfs_config, &config).unwrap();
+    assert_eq!(get(&mut c, &w.key).unwrap(), w.value);
+
+    // A sealed file that was never uploaded cannot come back: the read fails, nothing is left.
+    written.extend(write_until_rotated(
+        &app,
+        &mut c,
+        "zdbfs-data",
+        1,
+        &mut seed,
+    ));
+    std::fs::remove_file(data_file(2)).unwrap();
+    assert!(get(&mut c, &in_file(&written, 2).key).is_err());
+    assert!(!data_file(2).exists());
+    assert!(
+        zdb.log().contains("is not stored on the backends"),
+        "{}",
+        zdb.log()
+    );
+}
+
+#[test]
+fn ready_reaches_the_notify_socket() {
+    let app = Appliance::new(None, "");
+    let notify = app.dir.path().join("notify");
+    let socket = UnixDatagram::bind(&notify).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut zdb = app.start_zdb(&[], &[("NOTIFY_SOCKET", notify.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(
+        std::str::from_utf8(&buf[..n]).unwrap(),
+        "READY=1\nSTATUS=0-db is ready\n"
+    );
+    // Reading the barrier without taking its fd closes it, as systemd does once it has
+    // processed the messages before it; the hook then returns at once.
+    let started = Instant::now();
+    let n = socket.recv(&mut buf).unwrap();
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), "BARRIER=1\n");
+    zdb.client().ping().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the hook did not wait for its barrier timeout"
+    );
+}
+
+fn run_hook(app: &Appliance, args: &[&str]) -> Output {
+    Command::new(HOOK)
+        .args(args)
+        .env("QSFS_CONFIG", &app.qsfs_config)
+        .env("QSFS_LOG_TARGET", "stderr")
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap()
+}
+
+/// A tiny deterministic PRNG for the kill instants.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn sigkill_at_any_instant_never_leaves_a_partial_job() {
+    let app = Appliance::new(None, "");
+    let dir = app.index.join("zdbfs-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut state = 0x9e3779b97f4a7c15;
+    for n in 0..3 {
+        let content: Vec<u8> = (0..(4 << 20))
+            .map(|_| next_random(&mut state) as u8)
+            .collect();
+        std::fs::write(dir.join(format!("i{n}")), content).unwrap();
+    }
+    let args = |dir: &Path| {
+        vec![
+            "jump-index".to_string(),
+            "unix:///run/zdb.sock".into(),
+            dir.join("i2").display().to_string(),
+            dir.join("i3").display().to_string(),
+            "0 1 ".into(),
+        ]
+    };
+    let started = Instant::now();
+    let out = Command::new(HOOK)
+        .args(args(&dir))
+        .env("QSFS_CONFIG", &app.qsfs_config)
+        .env("QSFS_LOG_TARGET", "stderr")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full_run = started.elapsed();
+    app.spool().remove(&app.jobs()[0].id).unwrap();
+
+    let runs = 150;
+    let (mut whole, mut none) = (0, 0);
+    for _ in 0..runs {
+        let before = app.jobs().len();
+        let mut child = Command::new(HOOK)
+            .args(args(&dir))
+            .env("QSFS_CONFIG", &app.qsfs_config)
+            .env("QSFS_LOG_TARGET", "stderr")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = Duration::from_micros(
+            next_random(&mut state) % (full_run.as_micros() as u64 * 12 / 10 + 1),
+        );
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Every job in the spool is whole, and so are the snapshots it names.
+        let jobs = app.jobs();
+        for job in &jobs {
+            assert_eq!(job.files.len(), 3);
+            for file in &job.files {
+                let snapshot = std::fs::read(file.snapshot.as_ref().unwrap()).unwrap();
+                assert!(
+                    snapshot == std::fs::read(&file.path).unwrap(),
+                    "snapshot of {} is whole",
+                    file.path.display()
+                );
+            }
+        }
+        if jobs.len() > before {
+            whole += 1
+        } else {
+            none += 1
+        }
+    }
+    println!("{runs} kills: {whole} left a whole job, {none} left none (full run {full_run:?})");
+    assert!(
+        whole > 0 && none > 0,
+        "the kills landed both before and after the job was written"
+    );
+    // What the killed writers left behind (temporary files, orphan snapshots) is garbage the
+    // monitor collects; the jobs themselves are untouched by it.
+    let jobs = app.jobs();
+    app.spool().collect_garbage(Duration::ZERO).unwrap();
+    assert_eq!(app.jobs(), jobs);
+    let snapshots = std::fs::read_dir(app.spool.join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(snapshots, jobs.len(), "only snapshots of whole jobs remain");
+}
+
+#[test]
+fn namespaces_init_restores_a_fresh_vm_from_the_backends() {
+    let app = Appliance::new(None, "");
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    let mut c = zdb.client();
+    let mut seed = 0;
+    let mut keys: BTreeMap<(&str, Vec<u8>), Vec<u8>> = BTreeMap::new();
+    for (ns, rotations) in [("zdbfs-meta", 1), ("zdbfs-data", 3)] {
+        create_seq_namespace(&mut c, ns);
+        for w in write_until_rotated(&app, &mut c, ns, rotations, &mut seed) {
+            keys.insert((ns, w.key), w.value);
+        }
+    }
+    assert_eq!(zdb.stop().code(), Some(143));
+    wait_for("the namespace-closing jobs", || {
+        (app.jobs()
+            .iter()
+            .filter(|j| j.event == "namespace-closing")
+            .count()
+            == 3)
+            .then_some(())
+    });
+    app.drain_spool();
+
+    // A fresh VM: the same configuration, empty zdb directories.
+    std::fs::rename(&app.index, app.dir.path().join("index.old")).unwrap();
+    std::fs::rename(&app.data, app.dir.path().join("data.old")).unwrap();
+
+    // While zstor cannot be run the restore fails, and zdb must not start empty.
+    let config = std::fs::read_to_string(&app.qsfs_config).unwrap();
+    std::fs::write(
+        &app.qsfs_config,
+        config.replace(
+            &support::example("zstor-standin").display().to_string(),
+            "/nonexistent/zstor",
+        ),
+    )
+    .unwrap();
+    let mut refused = app.start_zdb(&["--datasize", "512k"], &[]);
+    assert_eq!(
+        refused.wait().code(),
+        Some(0),
+        "a failed ready hook makes zdb exit 0:\n{}",
+        refused.log()
+    );
+    assert!(
+        refused
+            .log()
+            .contains("refusing to start zdb with empty namespaces"),
+        "{}",
+        refused.log()
+    );
+    assert!(!app.index.join("zdbfs-data").exists());
+
+    std::fs::write(&app.qsfs_config, &config).unwrap();
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    let mut c = zdb.client();
+    assert!(!app.state.join("restore-failed").exists());
+    for ns in ["zdbfs-meta", "zdbfs-data"] {
+        let old_index = app.dir.path().join("index.old").join(ns);
+        let highest = qsfs::hook::highest_file_number(&old_index, 'i').unwrap();
+        for n in 0..=highest {
+            assert!(
+                app.index.join(format!("{ns}/i{n}")).exists(),
+                "{ns}/i{n} restored"
+            );
+        }
+        assert!(app.index.join(format!("{ns}/zdb-namespace")).exists());
+        assert!(
+            app.data.join(format!("{ns}/d{highest}")).exists(),
+            "the last data file is restored"
+        );
+        if highest > 0 {
+            assert!(
+                !app.data.join(format!("{ns}/d0")).exists(),
+                "older data files come back on demand"
+            );
+        }
+    }
+    // The restored zdb serves the same keys (older data files through missing-data).
+    for ((ns, key), data) in &keys {
+        select(&mut c, ns);
+        assert_eq!(&get(&mut c, key).unwrap(), data);
+    }
+
+    // A VM that has data restores nothing.
+    assert_eq!(zdb.stop().code(), Some(143));
+    let retrieves = || {
+        std::fs::read_to_string(app.store.join("calls.log"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("retrieve"))
+            .count()
+    };
+    let before = retrieves();
+    let mut again = app.start_zdb(&["--datasize", "512k"], &[]);
+    again.client().ping().unwrap();
+    assert_eq!(retrieves(), before);
+    assert!(
+        again
+            .log()
+            .contains("the VM already has data, nothing to restore"),
+        "{}",
+        again.log()
+    );
+}
+
+#[test]
+fn bad_input_is_refused_clearly() {
+    let app = Appliance::new(None, "");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["jump-index", "unix:///z", "/only/one"],
+            2,
+            "expected 3 arguments",
+        ),
+        (&["missing-data", "unix:///z"], 2, "expected 1 arguments"),
+        (
+            &["jump-index", "unix:///z", "/a", "/b", "1 x "],
+            2,
+            "bad id",
+        ),
+        (
+            &["jump-data", "unix:///z", "/etc/passwd", "/etc/shadow"],
+            1,
+            "is not a file of a namespace under",
+        ),
+        (
+            &["missing-data", "unix:///z", "/tmp/../etc/d1"],
+            1,
+            "is not a file of a namespace under",
+        ),
+        (
+            &["namespace-created", "unix:///z", "../../etc"],
+            1,
+            "is not a file of a namespace under",
+        ),
+        (
+            &[
+                "namespaces-init",
+                "unix:///z",
+                "/other/index",
+                "/other/data",
+            ],
+            1,
+            "is not a file of a namespace under",
+        ),
+        (&["frobnicate", "unix:///z", "x"], 0, "frobnicate  handled"),
+        (&["crash", "unix:///z"], 0, "logged only"),
+    ];
+    for (args, code, message) in cases {
+        let out = run_hook(&app, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(*code), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    assert!(app.jobs().is_empty());
+    let out = Command::new(HOOK).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "no event at all is a usage error"
+    );
+    let out = Command::new(HOOK)
+        .args(["jump-data", "unix:///z", "/a/b/c", "/a/b/d"])
+        .env("QSFS_CONFIG", app.dir.path().join("absent.toml"))
+        .env("QSFS_LOG_TARGET", "stderr")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml: file not found"));
+}
