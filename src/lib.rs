@@ -7,8 +7,11 @@
 
 pub mod config;
 pub mod exit;
+pub mod health;
 pub mod hook;
+pub mod image;
 pub mod logging;
+pub mod monitor;
 pub mod notify;
 pub mod spool;
 pub mod systemd;

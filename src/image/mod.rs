@@ -1,0 +1,1 @@
+//! `qsfs-image`: the deterministic appliance tarball of `/var/zdbfs`.

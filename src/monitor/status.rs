@@ -1,0 +1,140 @@
+//! The monitor's runtime status: what `zstor_monitor status` prints and what `qsfs-health`
+//! reads.
+//!
+//! The daemon rewrites this JSON file atomically (temp file, rename) at least once per
+//! [`MonitorStatus::PUBLISH_INTERVAL`] while it runs, by default at [`DEFAULT_PATH`] on the
+//! runtime tmpfs. A file older than a few intervals means the monitor is not running.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Duration;
+
+/// Where the daemon publishes its status by default.
+pub const DEFAULT_PATH: &str = "/run/qsfs/monitor-status.json";
+/// The version of this format; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The monitor's state as published for people and scripts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MonitorStatus {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The daemon's pid.
+    pub pid: u32,
+    /// When the daemon started, unix milliseconds.
+    pub started_unix_ms: u64,
+    /// When this status was written, unix milliseconds.
+    pub updated_unix_ms: u64,
+    /// Uploads.
+    pub uploads: UploadStatus,
+    /// The local cache of data files.
+    pub cache: CacheStatus,
+    /// Every backend of the zstor config.
+    pub backends: Vec<BackendStatus>,
+    /// A rebuild onto a changed backend set, while one runs.
+    pub rebuild: Option<RebuildStatus>,
+}
+
+/// The upload pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UploadStatus {
+    /// Spool jobs not yet finished.
+    pub spool_jobs: u64,
+    /// Files waiting for an upload (including those in flight).
+    pub queued_files: u64,
+    /// Uploads running now.
+    pub in_flight: u64,
+    /// Age of the oldest file not yet verified remote, seconds; `None` when all are verified.
+    pub oldest_unverified_age_secs: Option<u64>,
+    /// Sealed files known to the monitor.
+    pub tracked_files: u64,
+    /// Of those, verified remote.
+    pub verified_files: u64,
+    /// Uploads verified since the daemon started.
+    pub verified_total: u64,
+    /// Failed upload attempts since the daemon started.
+    pub failed_total: u64,
+    /// The last upload error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The local cache of data files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheStatus {
+    /// Bytes used by the data files of the evictable namespaces.
+    pub used_bytes: u64,
+    /// `max_zdb_data_dir_size` in bytes; `None` when eviction is off.
+    pub limit_bytes: Option<u64>,
+    /// Files evicted since the daemon started.
+    pub evicted_total: u64,
+}
+
+/// Whether a backend is a data or a metadata backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// A data backend (`[[groups.backends]]`).
+    Data,
+    /// A metadata backend (`[[meta.config.backends]]`).
+    Meta,
+}
+
+/// A backend's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendState {
+    /// Answers, and has room.
+    Healthy,
+    /// Answers, but its namespace is fuller than the threshold.
+    LowSpace,
+    /// Failing for less than the grace period (or not checked yet).
+    Unknown,
+    /// Failing for longer than the grace period.
+    Unreachable,
+}
+
+/// One backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// `address/namespace`.
+    pub label: String,
+    /// Data or meta.
+    pub kind: BackendKind,
+    /// Its state.
+    pub state: BackendState,
+    /// Since when it is in this state, unix milliseconds.
+    pub since_unix_ms: u64,
+    /// How full its namespace is, when it has a limit.
+    pub fill_percent: Option<f64>,
+    /// Why it is not healthy.
+    pub reason: Option<String>,
+}
+
+/// Progress of a rebuild.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RebuildStatus {
+    /// Files rebuilt.
+    pub done: u64,
+    /// Files to rebuild.
+    pub total: u64,
+}
+
+impl MonitorStatus {
+    /// How often the daemon rewrites the file.
+    pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(2);
+
+    /// Reads a published status.
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        let bytes = std::fs::read(path)?;
+        serde_json::from_slice(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+
+    /// How old this status is.
+    pub fn age(&self) -> Duration {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.updated_unix_ms))
+    }
+}
