@@ -48,6 +48,7 @@ pub const JOB_VERSION: u32 = 1;
 const JOB_SUFFIX: &str = ".job";
 const TEMP_PREFIX: &str = ".tmp-";
 const SNAPSHOTS: &str = "snapshots";
+const BAD: &str = "bad";
 
 /// One upload job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,6 +249,19 @@ impl Spool {
         }
     }
 
+    /// Moves an unreadable job file into `bad/`, where it stays for an operator to look at.
+    pub fn quarantine(&self, job_file: &Path) -> std::io::Result<PathBuf> {
+        let bad = self.dir.join(BAD);
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&bad)?;
+        let target = bad.join(job_file.file_name().unwrap_or_default());
+        fs::rename(job_file, &target)?;
+        fsync_dir(&self.dir)?;
+        Ok(target)
+    }
+
     /// Removes what an interrupted writer left: temporary job files and snapshot directories
     /// that no job names, if they are older than `min_age` (so a writer that is still at work
     /// is left alone). Returns how many entries were removed.
@@ -373,6 +387,9 @@ mod tests {
             .contains("999.job"));
         assert_eq!(spool.collect_garbage(Duration::from_secs(3600)).unwrap(), 0);
         assert_eq!(spool.collect_garbage(Duration::ZERO).unwrap(), 2);
+        let moved = spool.quarantine(&dir.path().join("999.job")).unwrap();
+        assert_eq!(moved, dir.path().join("bad/999.job"));
+        assert!(spool.jobs().unwrap().is_empty());
         assert!(Spool::new(dir.path().join("absent"))
             .jobs()
             .unwrap()

@@ -3,7 +3,7 @@
 //! Every key of the upstream v0.2.0 monitor config is accepted with the same meaning and units,
 //! so an operator's existing file keeps working. Unknown keys are refused, as upstream does.
 
-use super::{ConfigError, Percent, Secret, Source};
+use super::{absolute_path, positive_secs, ConfigError, Percent, Secret, Source};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,132 @@ pub struct MonitorConfig {
     pub zdb_namespace_fill_treshold: Percent,
     /// Where to ask for replacement backends (upstream key).
     pub vdc_config: Option<VdcConfig>,
+
+    // Our keys; every one is optional.
+    /// Upload jobs written by `zdb-hook`.
+    #[serde(default = "default_spool_dir", deserialize_with = "absolute_path")]
+    pub spool_dir: PathBuf,
+    /// The monitor's durable state.
+    #[serde(default = "default_state_dir", deserialize_with = "absolute_path")]
+    pub state_dir: PathBuf,
+    /// Where the running monitor publishes its status (read by `status` and `qsfs-health`).
+    #[serde(default = "default_status_file", deserialize_with = "absolute_path")]
+    pub status_file: PathBuf,
+    /// zstor's own log file (`--log_file`).
+    #[serde(default = "default_zstor_log_file", deserialize_with = "absolute_path")]
+    pub zstor_log_file: PathBuf,
+    /// Longest one zstor command may run.
+    #[serde(default = "default_zstor_timeout", deserialize_with = "positive_secs")]
+    pub zstor_timeout_secs: u64,
+    /// Uploads running at once.
+    #[serde(default = "default_upload_concurrency", deserialize_with = "positive")]
+    pub upload_concurrency: u64,
+    /// First delay before retrying a failed upload; it doubles up to `retry_max_secs`.
+    #[serde(default = "default_retry_initial", deserialize_with = "positive_secs")]
+    pub retry_initial_secs: u64,
+    /// Longest delay between retries of a failed upload.
+    #[serde(default = "default_retry_max", deserialize_with = "positive_secs")]
+    pub retry_max_secs: u64,
+    /// How often every sealed file is checked to be verified remote or queued.
+    #[serde(
+        default = "default_reconcile_interval",
+        deserialize_with = "positive_secs"
+    )]
+    pub reconcile_interval_secs: u64,
+    /// How often the cache size is checked against `max_zdb_data_dir_size`.
+    #[serde(
+        default = "default_eviction_interval",
+        deserialize_with = "positive_secs"
+    )]
+    pub eviction_interval_secs: u64,
+    /// Namespaces whose sealed, verified data files may be evicted.
+    #[serde(default = "default_evict_namespaces")]
+    pub evict_namespaces: Vec<String>,
+    /// How often every backend is checked with NSINFO.
+    #[serde(
+        default = "default_backend_interval",
+        deserialize_with = "positive_secs"
+    )]
+    pub backend_check_interval_secs: u64,
+    /// How long a backend may fail before it counts as unreachable.
+    #[serde(default = "default_grace_period", deserialize_with = "positive_secs")]
+    pub backend_grace_period_secs: u64,
+    /// Connect and answer timeout of one backend check.
+    #[serde(
+        default = "default_backend_timeout",
+        deserialize_with = "positive_secs"
+    )]
+    pub backend_timeout_secs: u64,
+    /// Rebuilds running at once after the backend set changed.
+    #[serde(default = "default_rebuild_concurrency", deserialize_with = "positive")]
+    pub rebuild_concurrency: u64,
+    /// On SIGTERM, how long in-flight uploads may still finish.
+    #[serde(
+        default = "default_shutdown_timeout",
+        deserialize_with = "positive_secs"
+    )]
+    pub shutdown_timeout_secs: u64,
+    /// Prometheus metrics: `127.0.0.1:9101`, `[::1]:9101` or `unix:/run/qsfs/monitor-metrics.sock`;
+    /// off when absent.
+    pub metrics_address: Option<String>,
+}
+
+fn default_spool_dir() -> PathBuf {
+    "/var/zdbfs/spool".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/zdbfs/state".into()
+}
+fn default_status_file() -> PathBuf {
+    crate::monitor::status::DEFAULT_PATH.into()
+}
+fn default_zstor_log_file() -> PathBuf {
+    "/var/zdbfs/log/zstor.log".into()
+}
+fn default_zstor_timeout() -> u64 {
+    600
+}
+fn default_upload_concurrency() -> u64 {
+    2
+}
+fn default_retry_initial() -> u64 {
+    5
+}
+fn default_retry_max() -> u64 {
+    600
+}
+fn default_reconcile_interval() -> u64 {
+    600
+}
+fn default_eviction_interval() -> u64 {
+    60
+}
+fn default_evict_namespaces() -> Vec<String> {
+    vec!["zdbfs-data".to_string()]
+}
+fn default_backend_interval() -> u64 {
+    60
+}
+fn default_grace_period() -> u64 {
+    900
+}
+fn default_backend_timeout() -> u64 {
+    10
+}
+fn default_rebuild_concurrency() -> u64 {
+    1
+}
+fn default_shutdown_timeout() -> u64 {
+    60
+}
+
+fn positive<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let n = u64::deserialize(deserializer)?;
+    if n == 0 {
+        Err(serde::de::Error::custom("must be at least 1"))
+    } else {
+        Ok(n)
+    }
 }
 
 /// The eVDC controller that provisions replacement backends.
@@ -57,6 +183,14 @@ impl MonitorConfig {
         if let Some(vdc) = &config.vdc_config {
             if !(vdc.url.starts_with("http://") || vdc.url.starts_with("https://")) {
                 return Err(source.invalid("vdc_config.url", "must start with http:// or https://"));
+            }
+        }
+        if config.retry_max_secs < config.retry_initial_secs {
+            return Err(source.invalid("retry_max_secs", "must be at least retry_initial_secs"));
+        }
+        if let Some(address) = &config.metrics_address {
+            if let Err(e) = address.parse::<crate::metrics::Address>() {
+                return Err(source.invalid("metrics_address", e));
             }
         }
         if config.max_zdb_data_dir_size == Some(0) {
@@ -116,6 +250,63 @@ new_size = 100
         assert_eq!(config.zdb_namespace_fill_treshold, DEFAULT_FILL_THRESHOLD);
         assert!(config.max_zdb_data_dir_size.is_none());
         assert!(config.vdc_config.is_none());
+    }
+
+    /// Every commented key of the shipped file, uncommented, is accepted and equals the default.
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/monitor_config.toml"),
+        )
+        .unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest
+                            .split(" = ")
+                            .next()
+                            .is_some_and(|k| !k.contains(' ') && rest.contains(" = ")) =>
+                {
+                    rest
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let all = load(&uncommented).unwrap();
+        let defaults = load(&text).unwrap();
+        assert_eq!(all.spool_dir, defaults.spool_dir);
+        assert_eq!(all.status_file, defaults.status_file);
+        assert_eq!(all.zstor_timeout_secs, defaults.zstor_timeout_secs);
+        assert_eq!(all.upload_concurrency, defaults.upload_concurrency);
+        assert_eq!(
+            (all.retry_initial_secs, all.retry_max_secs),
+            (defaults.retry_initial_secs, defaults.retry_max_secs)
+        );
+        assert_eq!(
+            all.reconcile_interval_secs,
+            defaults.reconcile_interval_secs
+        );
+        assert_eq!(all.eviction_interval_secs, defaults.eviction_interval_secs);
+        assert_eq!(all.evict_namespaces, defaults.evict_namespaces);
+        assert_eq!(
+            all.backend_check_interval_secs,
+            defaults.backend_check_interval_secs
+        );
+        assert_eq!(
+            all.backend_grace_period_secs,
+            defaults.backend_grace_period_secs
+        );
+        assert_eq!(all.backend_timeout_secs, defaults.backend_timeout_secs);
+        assert_eq!(all.rebuild_concurrency, defaults.rebuild_concurrency);
+        assert_eq!(all.shutdown_timeout_secs, defaults.shutdown_timeout_secs);
+        assert_eq!(
+            all.zdb_namespace_fill_treshold,
+            defaults.zdb_namespace_fill_treshold
+        );
+        assert!(all.vdc_config.is_some() && all.max_zdb_data_dir_size == Some(4096));
     }
 
     #[test]

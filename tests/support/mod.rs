@@ -20,6 +20,9 @@ pub fn example(name: &str) -> PathBuf {
             .to_path_buf();
         if let Some(cargo) = std::env::var_os("CARGO") {
             let mut build = Command::new(cargo);
+            // Inherited, this variable makes build scripts that watch it (ring's) rebuild on
+            // every switch between the outer and this nested build.
+            build.env_remove("CARGO_MANIFEST_DIR");
             build.args(["build", "--quiet", "--examples", "--manifest-path"]);
             build.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
             build
@@ -286,6 +289,157 @@ impl Zdb {
 }
 
 impl Drop for Zdb {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `monitor_config.toml` for an appliance layout, with short intervals for tests; `extra` adds
+/// keys or replaces the defaults here (a key it sets is left out of the defaults).
+pub fn monitor_config_text(app: &Appliance, extra: &str) -> String {
+    let root = app.dir.path();
+    let defaults = [
+        ("spool_dir", format!("\"{}\"", app.spool.display())),
+        ("state_dir", format!("\"{}\"", app.state.display())),
+        (
+            "status_file",
+            format!("\"{}\"", root.join("run/monitor-status.json").display()),
+        ),
+        (
+            "zstor_log_file",
+            format!("\"{}\"", root.join("zstor.log").display()),
+        ),
+        ("zstor_timeout_secs", "20".to_string()),
+        ("retry_initial_secs", "1".to_string()),
+        ("retry_max_secs", "2".to_string()),
+        ("reconcile_interval_secs", "2".to_string()),
+        ("eviction_interval_secs", "1".to_string()),
+        ("backend_check_interval_secs", "1".to_string()),
+        ("backend_timeout_secs", "1".to_string()),
+        ("shutdown_timeout_secs", "10".to_string()),
+    ];
+    let mut text = format!(
+        "zdb_index_dir_path = \"{}\"\nzdb_data_dir_path = \"{}\"\nzstor_config_path = \"{}\"\nzstor_bin_path = \"{}\"\n",
+        app.index.display(),
+        app.data.display(),
+        app.zstor_config.display(),
+        example("zstor-standin").display()
+    );
+    for (key, value) in defaults {
+        if !extra
+            .lines()
+            .any(|line| line.trim_start().starts_with(&format!("{key} ")))
+        {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    // `extra` lists its top-level keys before any [table].
+    text.push_str(extra);
+    text.push('\n');
+    text
+}
+
+/// A running `zstor_monitor`; killed when dropped.
+pub struct Monitor {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+    pub config: PathBuf,
+    pub status_file: PathBuf,
+}
+
+impl Monitor {
+    /// Writes the config and starts the monitor with `env` added.
+    pub fn start(app: &Appliance, extra_config: &str, env: &[(&str, &str)]) -> Monitor {
+        let config = app.dir.path().join("etc/monitor_config.toml");
+        std::fs::write(&config, monitor_config_text(app, extra_config)).unwrap();
+        Monitor::start_with(app, &config, env)
+    }
+
+    /// Starts the monitor on an existing config file.
+    pub fn start_with(app: &Appliance, config: &Path, env: &[(&str, &str)]) -> Monitor {
+        let log = app.dir.path().join(format!(
+            "monitor-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_zstor_monitor"))
+            .arg("-c")
+            .arg(config)
+            .env("QSFS_LOG_TARGET", "stderr")
+            .env("QSFS_LOG", "debug")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start zstor_monitor");
+        Monitor {
+            child,
+            log,
+            config: config.to_path_buf(),
+            status_file: app.dir.path().join("run/monitor-status.json"),
+        }
+    }
+
+    /// What the monitor logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The status it published last (once it published one).
+    pub fn status(&self) -> qsfs::monitor::status::MonitorStatus {
+        let path = self.status_file.clone();
+        wait_for("the monitor's status", || {
+            qsfs::monitor::status::MonitorStatus::read(&path).ok()
+        })
+    }
+
+    /// Waits until `probe` holds for the published status.
+    pub fn wait_status(
+        &mut self,
+        what: &str,
+        mut probe: impl FnMut(&qsfs::monitor::status::MonitorStatus) -> bool,
+    ) -> qsfs::monitor::status::MonitorStatus {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("zstor_monitor exited with {status}:\n{}", self.log());
+            }
+            let status = qsfs::monitor::status::MonitorStatus::read(&self.status_file).ok();
+            if let Some(status) = status.clone().filter(|s| probe(s)) {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; last status: {status:#?}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let child = &mut self.child;
+        wait_for("zstor_monitor to exit", || child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Monitor {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();

@@ -1,0 +1,124 @@
+//! Reconciliation: every sealed file (`d0..dN-1`, every `i*`, `zdb-namespace`) is verified
+//! remote or queued for upload, whatever the spool says. Run at start and on an interval.
+//!
+//! A file whose size, mtime and inode match its record keeps its recorded checksum; only new
+//! or changed files are read. A file that was evicted on purpose is not fetched back (only zdb
+//! does that, through `missing-data`); when zdb brings it back, it is tracked again.
+
+use super::files::{Kind, LocalFile, Roots};
+use super::state::{FileRecord, LocalStamp, State};
+use crate::zstor::Checksum;
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+/// What a pass found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Files to upload.
+    pub to_upload: Vec<LocalFile>,
+    /// Files read to compute their checksum (new or changed since their record).
+    pub hashed: usize,
+    /// Tracked files that vanished without being evicted.
+    pub vanished: Vec<String>,
+    /// Files scanned.
+    pub scanned: usize,
+    /// Bytes of data files per namespace (for the cache size).
+    pub data_bytes: Vec<(String, u64)>,
+}
+
+/// One pass. `state` is locked only for short moments, never while a file is read; files are
+/// visited one namespace directory at a time.
+pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Result<Outcome> {
+    let mut outcome = Outcome::default();
+    let mut seen = HashSet::new();
+    roots.scan_each(|file| {
+        outcome.scanned += 1;
+        if let Kind::Data(_) = file.kind {
+            match outcome
+                .data_bytes
+                .iter_mut()
+                .find(|(ns, _)| *ns == file.namespace)
+            {
+                Some((_, bytes)) => *bytes += file.size,
+                None => outcome.data_bytes.push((file.namespace.clone(), file.size)),
+            }
+        }
+        seen.insert(key_hash(&file.key));
+        if file.active {
+            return;
+        }
+        let record = lock(state).get(&file.key).copied().unwrap_or(FileRecord {
+            backend_set,
+            ..FileRecord::default()
+        });
+        let local = match record.local {
+            Some(local) if matches_stat(&local, &file) => local,
+            _ => {
+                let Ok(checksum) = Checksum::of_file(&file.path) else {
+                    return;
+                };
+                outcome.hashed += 1;
+                let local = LocalStamp {
+                    size: file.size,
+                    mtime_ns: file.mtime_ns,
+                    inode: file.inode,
+                    checksum,
+                };
+                // A file zdb brought back is tracked again.
+                lock(state).set(
+                    &file.key,
+                    FileRecord {
+                        local: Some(local),
+                        evicted: false,
+                        ..record
+                    },
+                );
+                local
+            }
+        };
+        if record.remote != Some(local.checksum) {
+            outcome.to_upload.push(file);
+        }
+    })?;
+    let mut state = lock(state);
+    let vanished: Vec<String> = state
+        .records()
+        .filter(|(key, record)| {
+            record.local.is_some() && !record.evicted && !seen.contains(&key_hash(key))
+        })
+        .map(|(key, _)| key)
+        .collect();
+    for key in &vanished {
+        if let Some(record) = state.get(key).copied() {
+            state.set(
+                key,
+                FileRecord {
+                    local: None,
+                    ..record
+                },
+            );
+        }
+    }
+    outcome.vanished = vanished;
+    state.commit().map_err(std::io::Error::other)?;
+    Ok(outcome)
+}
+
+/// Keys seen in a pass are remembered by a 64-bit hash (8 bytes instead of a string each).
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The file is still the one the stamp describes.
+pub fn matches_stat(stamp: &LocalStamp, file: &LocalFile) -> bool {
+    stamp.size == file.size && stamp.mtime_ns == file.mtime_ns && stamp.inode == file.inode
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

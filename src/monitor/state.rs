@@ -1,0 +1,367 @@
+//! The monitor's durable state: what is verified remote, what was evicted, and a few facts
+//! that must survive restarts (the backend set the remote copies were written for, the
+//! replacement backends already requested).
+//!
+//! It lives in a redb database, `<state_dir>/monitor.redb`. redb commits are copy-on-write
+//! with checksummed roots, so a SIGKILL or a power cut at any instant leaves the database at
+//! its last committed transaction, never corrupted; it is pure Rust and well kept. The
+//! alternative, an atomically replaced file, would rewrite every record (100 000 of them on a
+//! large cache) for each verified upload. The whole file table is also kept in memory, so a
+//! reconciliation pass reads no database page; in memory a file is a 12-byte id (interned
+//! namespace, kind, number) rather than its key string, so 100 000 records take about 13 MiB.
+
+use super::files::{Kind, Roots};
+use crate::zstor::Checksum;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::collections::HashMap;
+use std::path::Path;
+
+const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const RECORD_VERSION: u8 = 1;
+const RECORD_LEN: usize = 66;
+
+/// What the monitor knows of one file, keyed by `index/<ns>/<name>` or `data/<ns>/<name>`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The local file when it was last hashed: identity, size, mtime and checksum.
+    pub local: Option<LocalStamp>,
+    /// The checksum of the copy verified remote (`zstor check` returned it after an upload).
+    pub remote: Option<Checksum>,
+    /// Deleted locally on purpose by the cache eviction.
+    pub evicted: bool,
+    /// The backend set the remote copy was written or rebuilt for.
+    pub backend_set: u64,
+}
+
+/// Identity and content of a local file at one point in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalStamp {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+    /// blake2b-128 of the content.
+    pub checksum: Checksum,
+}
+
+impl FileRecord {
+    /// The local content is the one verified remote.
+    pub fn verified(&self) -> bool {
+        matches!((self.local, self.remote), (Some(local), Some(remote)) if local.checksum == remote)
+    }
+
+    fn encode(&self) -> [u8; RECORD_LEN] {
+        let mut out = [0u8; RECORD_LEN];
+        out[0] = RECORD_VERSION;
+        out[1] = u8::from(self.local.is_some())
+            | u8::from(self.remote.is_some()) << 1
+            | u8::from(self.evicted) << 2;
+        if let Some(local) = self.local {
+            out[2..10].copy_from_slice(&local.size.to_le_bytes());
+            out[10..18].copy_from_slice(&local.mtime_ns.to_le_bytes());
+            out[18..26].copy_from_slice(&local.inode.to_le_bytes());
+            out[26..42].copy_from_slice(&local.checksum.0);
+        }
+        if let Some(remote) = self.remote {
+            out[42..58].copy_from_slice(&remote.0);
+        }
+        out[58..66].copy_from_slice(&self.backend_set.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<FileRecord> {
+        if bytes.len() != RECORD_LEN || bytes[0] != RECORD_VERSION {
+            return None;
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+        let sum_at = |i: usize| Checksum(bytes[i..i + 16].try_into().unwrap());
+        let flags = bytes[1];
+        Some(FileRecord {
+            local: (flags & 1 != 0).then(|| LocalStamp {
+                size: u64_at(2),
+                mtime_ns: u64_at(10) as i64,
+                inode: u64_at(18),
+                checksum: sum_at(26),
+            }),
+            remote: (flags & 2 != 0).then(|| sum_at(42)),
+            evicted: flags & 4 != 0,
+            backend_set: u64_at(58),
+        })
+    }
+}
+
+/// A state database error.
+#[derive(Debug, thiserror::Error)]
+#[error("monitor state {path}: {message}")]
+pub struct StateError {
+    /// The database file.
+    pub path: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// A file key in memory: its namespace (an index into [`State`]'s namespaces) and kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct FileId {
+    namespace: u16,
+    kind: Kind,
+}
+
+/// The durable state, with every file record in memory. Changes are buffered by
+/// [`State::set`] and written in one transaction by [`State::commit`].
+pub struct State {
+    db: Database,
+    path: String,
+    namespaces: Vec<String>,
+    files: HashMap<FileId, FileRecord>,
+    unsaved: HashMap<FileId, Option<FileRecord>>,
+}
+
+impl State {
+    /// Opens (or creates) `<dir>/monitor.redb` and loads every record.
+    pub fn open(dir: &Path) -> Result<State, StateError> {
+        let path = dir.join("monitor.redb");
+        let name = path.display().to_string();
+        let error = |message: String| StateError {
+            path: name.clone(),
+            message,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
+        let db = Database::builder()
+            .set_cache_size(1 << 20)
+            .create(&path)
+            .map_err(|e| error(e.to_string()))?;
+        let txn = db.begin_write().map_err(|e| error(e.to_string()))?;
+        txn.open_table(FILES).map_err(|e| error(e.to_string()))?;
+        txn.open_table(META).map_err(|e| error(e.to_string()))?;
+        txn.commit().map_err(|e| error(e.to_string()))?;
+        let mut state = State {
+            db,
+            path: name.clone(),
+            namespaces: Vec::new(),
+            files: HashMap::new(),
+            unsaved: HashMap::new(),
+        };
+        let read = state.db.begin_read().map_err(|e| error(e.to_string()))?;
+        let table = read.open_table(FILES).map_err(|e| error(e.to_string()))?;
+        // Sized once: growing a table of 100 000 records would briefly need twice the memory.
+        state
+            .files
+            .reserve(table.len().map_err(|e| error(e.to_string()))? as usize);
+        for entry in table.iter().map_err(|e| error(e.to_string()))? {
+            let (key, value) = entry.map_err(|e| error(e.to_string()))?;
+            match (state.intern(key.value()), FileRecord::decode(value.value())) {
+                (Some(id), Some(record)) => {
+                    state.files.insert(id, record);
+                }
+                _ => tracing::warn!("monitor state: dropping unreadable record {}", key.value()),
+            }
+        }
+        drop(table);
+        drop(read);
+        Ok(state)
+    }
+
+    /// The id of a key, interning its namespace.
+    fn intern(&mut self, key: &str) -> Option<FileId> {
+        let (namespace, kind) = Roots::parse_key(key)?;
+        let index = match self.namespaces.iter().position(|ns| ns == namespace) {
+            Some(index) => index,
+            None => {
+                self.namespaces.push(namespace.to_string());
+                self.namespaces.len() - 1
+            }
+        };
+        Some(FileId {
+            namespace: u16::try_from(index).ok()?,
+            kind,
+        })
+    }
+
+    /// The id of a key whose namespace is known.
+    fn id(&self, key: &str) -> Option<FileId> {
+        let (namespace, kind) = Roots::parse_key(key)?;
+        let index = self.namespaces.iter().position(|ns| ns == namespace)?;
+        Some(FileId {
+            namespace: index as u16,
+            kind,
+        })
+    }
+
+    fn key(&self, id: FileId) -> String {
+        let namespace = &self.namespaces[id.namespace as usize];
+        match id.kind {
+            Kind::Descriptor => format!("index/{namespace}/{}", crate::hook::NAMESPACE_FILE),
+            Kind::Index(n) => format!("index/{namespace}/i{n}"),
+            Kind::Data(n) => format!("data/{namespace}/d{n}"),
+        }
+    }
+
+    /// The record of `key`.
+    pub fn get(&self, key: &str) -> Option<&FileRecord> {
+        self.files.get(&self.id(key)?)
+    }
+
+    /// Every record with its key (the key is built for each; for whole-table passes).
+    pub fn records(&self) -> impl Iterator<Item = (String, &FileRecord)> {
+        self.files
+            .iter()
+            .map(|(id, record)| (self.key(*id), record))
+    }
+
+    /// Every record, without keys.
+    pub fn values(&self) -> impl Iterator<Item = &FileRecord> {
+        self.files.values()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether there is no record.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Sets a record (written at the next commit). Keys that are not zdb file keys are
+    /// ignored.
+    pub fn set(&mut self, key: &str, record: FileRecord) {
+        let Some(id) = self.intern(key) else {
+            tracing::warn!(
+                "monitor state: ignoring a record for `{key}`, which is not a zdb file key"
+            );
+            return;
+        };
+        if self.files.get(&id) != Some(&record) {
+            self.files.insert(id, record);
+            self.unsaved.insert(id, Some(record));
+        }
+    }
+
+    /// Forgets a record (at the next commit).
+    pub fn remove(&mut self, key: &str) {
+        if let Some(id) = self.id(key) {
+            if self.files.remove(&id).is_some() {
+                self.unsaved.insert(id, None);
+            }
+        }
+    }
+
+    /// Writes every buffered change in one durable transaction.
+    pub fn commit(&mut self) -> Result<(), StateError> {
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        let error = |message: String| StateError {
+            path: self.path.clone(),
+            message,
+        };
+        let txn = self.db.begin_write().map_err(|e| error(e.to_string()))?;
+        {
+            let mut table = txn.open_table(FILES).map_err(|e| error(e.to_string()))?;
+            for (id, record) in &self.unsaved {
+                let key = self.key(*id);
+                match record {
+                    Some(record) => table
+                        .insert(key.as_str(), record.encode().as_slice())
+                        .map(drop),
+                    None => table.remove(key.as_str()).map(drop),
+                }
+                .map_err(|e| error(e.to_string()))?;
+            }
+        }
+        txn.commit().map_err(|e| error(e.to_string()))?;
+        self.unsaved.clear();
+        Ok(())
+    }
+
+    /// A named fact (for example `backend_set`).
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let error = |message: String| StateError {
+            path: self.path.clone(),
+            message,
+        };
+        let read = self.db.begin_read().map_err(|e| error(e.to_string()))?;
+        let table = read.open_table(META).map_err(|e| error(e.to_string()))?;
+        let value = table.get(name).map_err(|e| error(e.to_string()))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a named fact durably, at once.
+    pub fn set_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StateError> {
+        let error = |message: String| StateError {
+            path: self.path.clone(),
+            message,
+        };
+        let txn = self.db.begin_write().map_err(|e| error(e.to_string()))?;
+        {
+            let mut table = txn.open_table(META).map_err(|e| error(e.to_string()))?;
+            table
+                .insert(name, value)
+                .map_err(|e| error(e.to_string()))?;
+        }
+        txn.commit().map_err(|e| error(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u8) -> FileRecord {
+        FileRecord {
+            local: Some(LocalStamp {
+                size: 100 + n as u64,
+                mtime_ns: -5,
+                inode: 7,
+                checksum: Checksum([n; 16]),
+            }),
+            remote: Some(Checksum([n; 16])),
+            evicted: n.is_multiple_of(2),
+            backend_set: 0xdead_beef,
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut state = State::open(dir.path()).unwrap();
+            state.set("data/zdbfs-data/d1", record(1));
+            state.set("data/zdbfs-data/d2", record(2));
+            state.set("index/zdbfs-data/i1", FileRecord::default());
+            state.set("index/zdbfs-meta/zdb-namespace", record(3));
+            state.set("not/a-key", record(4));
+            state.commit().unwrap();
+            state.remove("data/zdbfs-data/d2");
+            state.commit().unwrap();
+            state.set_meta("backend_set", b"42").unwrap();
+            state.set("data/zdbfs-data/d9", record(9)); // never committed
+        }
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.len(), 3);
+        let mut keys: Vec<String> = state.records().map(|(key, _)| key).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "data/zdbfs-data/d1",
+                "index/zdbfs-data/i1",
+                "index/zdbfs-meta/zdb-namespace"
+            ]
+        );
+        assert_eq!(state.get("data/zdbfs-data/d1"), Some(&record(1)));
+        assert!(state.get("data/zdbfs-data/d1").unwrap().verified());
+        assert!(!state.get("index/zdbfs-data/i1").unwrap().verified());
+        assert_eq!(
+            state.meta("backend_set").unwrap().as_deref(),
+            Some(&b"42"[..])
+        );
+        assert_eq!(state.meta("absent").unwrap(), None);
+    }
+}

@@ -1,0 +1,221 @@
+//! One upload: store a file through zstor ([`store`]), then verify it ([`verify`]).
+//!
+//! A file counts as uploaded only once `zstor check` on its real path returns the checksum of
+//! exactly the bytes that were stored. Mutable files (index files, namespace descriptors) are
+//! stored from a snapshot, with `--key-path` so the key stays the real path: the hook's
+//! snapshot when it was taken in this boot, else one the monitor takes now. Data files are
+//! stored as they are; if one changes while it is stored (only the active file can), the
+//! upload does not count.
+
+use super::files::Kind;
+use super::state::LocalStamp;
+use crate::zstor::{Checksum, Zstor, ZstorError};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the bytes to store come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The file itself (a snapshot is taken first for mutable files).
+    Live,
+    /// A snapshot the hook took while zdb waited.
+    Snapshot(PathBuf),
+}
+
+/// Everything one upload needs.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The file's real path, its zstor key.
+    pub path: PathBuf,
+    /// What the file is.
+    pub kind: Kind,
+    /// Where its bytes come from.
+    pub source: Source,
+    /// The checksum already verified remote for this file, if any.
+    pub known_remote: Option<Checksum>,
+    /// Where the monitor may put its own snapshots.
+    pub scratch_dir: PathBuf,
+}
+
+/// A store zstor accepted (to be verified with [`verify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The checksum of what was stored.
+    pub checksum: Checksum,
+    /// The live file as it was stored, for data files (snapshots say nothing of the live file).
+    pub local: Option<LocalStamp>,
+    /// zstor was not called: the content was verified remote before.
+    pub already_remote: bool,
+}
+
+/// Why an upload did not count.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The file to upload is gone (nothing to do).
+    #[error("{0} no longer exists")]
+    Gone(PathBuf),
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// zstor failed or timed out.
+    #[error(transparent)]
+    Zstor(#[from] ZstorError),
+    /// `zstor check` did not return what was stored.
+    #[error("verification failed for {path}: stored {stored}, zstor check returned {remote}")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// What we stored.
+        stored: Checksum,
+        /// What check said (`nothing` when not stored).
+        remote: String,
+    },
+    /// The file changed while it was being stored.
+    #[error("{0} changed while it was uploaded")]
+    Changed(PathBuf),
+}
+
+/// The local identity of a file right now.
+pub fn stamp_of(path: &Path) -> std::io::Result<(u64, i64, u64)> {
+    let meta = std::fs::metadata(path)?;
+    Ok((
+        meta.size(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        meta.ino(),
+    ))
+}
+
+/// Stores one file through zstor (blocking). The upload counts only once [`verify`] agrees.
+pub fn store(zstor: &Zstor, request: &Request) -> Result<Stored, UploadError> {
+    let io = |context: String| move |source| UploadError::Io { context, source };
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    // The bytes to store, and the directory zstor must key them by.
+    let mut own_snapshot = None;
+    let (file, key_path) = match &request.source {
+        Source::Snapshot(snapshot) if snapshot.exists() => {
+            (snapshot.clone(), request.path.parent())
+        }
+        _ if request.kind.mutable() => {
+            // zstor keys the copy by `--key-path` and the copy's own file name, so the copy
+            // keeps the real file's name, in a directory of its own.
+            let dir = request.scratch_dir.join(unique().to_string());
+            std::fs::create_dir_all(&dir)
+                .map_err(io(format!("cannot create {}", dir.display())))?;
+            let snapshot = dir.join(request.path.file_name().unwrap_or_default());
+            own_snapshot = Some(dir);
+            match crate::spool::copy_file(&request.path, &snapshot) {
+                Ok(()) => Ok(()),
+                Err(e) if gone(&e) => Err(UploadError::Gone(request.path.clone())),
+                Err(e) => Err(UploadError::Io {
+                    context: format!("cannot snapshot {}", request.path.display()),
+                    source: e,
+                }),
+            }
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(own_snapshot.as_ref().unwrap());
+            })?;
+            (snapshot, request.path.parent())
+        }
+        _ => (request.path.clone(), None),
+    };
+    let result = store_file(zstor, request, &file, key_path);
+    if let Some(dir) = own_snapshot {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+fn store_file(
+    zstor: &Zstor,
+    request: &Request,
+    file: &Path,
+    key_path: Option<&Path>,
+) -> Result<Stored, UploadError> {
+    let live = file == request.path;
+    let before = match stamp_of(file) {
+        Ok(stamp) => stamp,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(UploadError::Gone(file.to_path_buf()))
+        }
+        Err(e) => {
+            return Err(UploadError::Io {
+                context: format!("cannot stat {}", file.display()),
+                source: e,
+            })
+        }
+    };
+    let checksum = Checksum::of_file(file).map_err(|source| UploadError::Io {
+        context: format!("cannot read {}", file.display()),
+        source,
+    })?;
+    let local = live.then_some(LocalStamp {
+        size: before.0,
+        mtime_ns: before.1,
+        inode: before.2,
+        checksum,
+    });
+    if request.known_remote == Some(checksum) {
+        return Ok(Stored {
+            checksum,
+            local,
+            already_remote: true,
+        });
+    }
+    zstor.store(file, key_path)?;
+    if live && stamp_of(file).ok() != Some(before) {
+        return Err(UploadError::Changed(file.to_path_buf()));
+    }
+    Ok(Stored {
+        checksum,
+        local,
+        already_remote: false,
+    })
+}
+
+/// Verifies a store (blocking): `zstor check` on the real path must return what was stored.
+pub fn verify(zstor: &Zstor, path: &Path, stored: &Stored) -> Result<(), UploadError> {
+    let remote = zstor.check(path)?;
+    if remote != Some(stored.checksum) {
+        return Err(UploadError::Mismatch {
+            path: path.to_path_buf(),
+            stored: stored.checksum,
+            remote: remote.map_or("nothing".to_string(), |c| c.to_string()),
+        });
+    }
+    Ok(())
+}
+
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The delay before retry number `attempt` (1 for the first retry): doubling from `initial`,
+/// capped at `max`.
+pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 1u32
+        .checked_shl(attempt.saturating_sub(1).min(31))
+        .unwrap_or(u32::MAX);
+    initial.saturating_mul(factor).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (initial, max) = (Duration::from_secs(5), Duration::from_secs(600));
+        let delays: Vec<u64> = (1..=10)
+            .map(|n| backoff(n, initial, max).as_secs())
+            .collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
+        assert_eq!(backoff(1000, initial, max), max);
+    }
+}

@@ -1,0 +1,711 @@
+//! `zstor_monitor` end to end against the contract stand-ins: the 0-db stand-in with the real
+//! `zdb-hook` writes the spool, the zstor stand-in plays the backends.
+
+mod support;
+
+use qsfs::monitor::status::{BackendState, MonitorStatus};
+use qsfs::zdb::resp::Reply;
+use qsfs::zdb::Client;
+use qsfs::zstor::Checksum;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::{wait_for, Appliance, Monitor};
+
+fn seq_namespace(client: &mut Client, namespace: &str) {
+    client.nsnew(namespace).unwrap();
+    client.nsset(namespace, "mode", "seq").unwrap();
+    client.select(namespace, None).unwrap();
+}
+
+/// Writes 100 KiB values into the selected namespace until `dir` has `files` data files.
+fn write_until(
+    client: &mut Client,
+    dir: &Path,
+    files: u32,
+    seed: &mut u8,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut written = Vec::new();
+    while qsfs::hook::highest_file_number(dir, 'd').unwrap_or(0) + 1 < files {
+        *seed = seed.wrapping_add(1);
+        let value: Vec<u8> = (0..100 * 1024)
+            .map(|i: usize| (i as u8).wrapping_mul(7).wrapping_add(*seed))
+            .collect();
+        match client.command(&[b"SET", b"", &value]).unwrap() {
+            Reply::Bulk(key) => written.push((key, value)),
+            other => panic!("SET answered {other:?}"),
+        }
+    }
+    written
+}
+
+/// The sealed files of the layout: every index file and descriptor, and every data file but
+/// the active one, outside zdbfs-temp.
+fn sealed_files(app: &Appliance) -> Vec<PathBuf> {
+    let roots = qsfs::monitor::files::Roots {
+        index: app.index.clone(),
+        data: app.data.clone(),
+    };
+    let mut files: Vec<PathBuf> = roots
+        .scan()
+        .unwrap()
+        .into_iter()
+        .filter(|f| !f.active)
+        .map(|f| f.path)
+        .collect();
+    files.sort();
+    files
+}
+
+fn remote_matches_local(app: &Appliance, file: &Path) -> bool {
+    let local = Checksum::of_file(file).unwrap();
+    app.zstor().check(file).unwrap() == Some(local)
+}
+
+#[test]
+fn the_spool_drains_into_verified_uploads() {
+    let app = Appliance::new(None, "");
+    let mut monitor = Monitor::start(&app, "", &[]);
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    let mut c = zdb.client();
+    seq_namespace(&mut c, "zdbfs-data");
+    let mut seed = 0;
+    write_until(&mut c, &app.data.join("zdbfs-data"), 4, &mut seed);
+
+    let status = monitor.wait_status("every job verified", |s| {
+        s.uploads.spool_jobs == 0 && s.uploads.queued_files == 0 && s.uploads.verified_total >= 6
+    });
+    assert!(app.jobs().is_empty(), "finished jobs are removed");
+    for file in sealed_files(&app) {
+        assert!(
+            remote_matches_local(&app, &file),
+            "{} verified remote",
+            file.display()
+        );
+    }
+    assert_eq!(status.uploads.failed_total, 0, "{}", monitor.log());
+    assert!(
+        monitor.log().contains("upload verified"),
+        "{}",
+        monitor.log()
+    );
+
+    // A clean stop of zdb spools the active files; the monitor uploads them too.
+    assert_eq!(zdb.stop().code(), Some(143));
+    let active = app.data.join("zdbfs-data/d3");
+    wait_for("the active data file uploaded at close", || {
+        remote_matches_local(&app, &active).then_some(())
+    });
+    monitor.wait_status("the close jobs done", |s| s.uploads.spool_jobs == 0);
+
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(monitor.wait().code(), Some(0), "{}", monitor.log());
+}
+
+#[test]
+fn reconciliation_uploads_what_no_job_named_and_evicted_files_stay_evicted() {
+    let app = Appliance::new(None, "");
+    // Files zdb wrote while no hook ran (an older setup, or lost events).
+    for (path, content) in [
+        ("index/zdbfs-meta/zdb-namespace", "descriptor"),
+        ("index/zdbfs-meta/i0", "index 0"),
+        ("index/zdbfs-meta/i1", "index 1"),
+        ("data/zdbfs-meta/d0", "sealed data 0"),
+        ("data/zdbfs-meta/d1", "active data"),
+        ("data/zdbfs-temp/d0", "never uploaded"),
+    ] {
+        let path = app.dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    let mut monitor = Monitor::start(&app, "", &[]);
+    monitor.wait_status("reconciliation", |s| {
+        s.uploads.verified_files == 4 && s.uploads.queued_files == 0
+    });
+    for file in sealed_files(&app) {
+        assert!(remote_matches_local(&app, &file), "{}", file.display());
+    }
+    assert_eq!(
+        app.zstor().check(&app.data.join("zdbfs-meta/d1")).unwrap(),
+        None,
+        "the active file is not sealed"
+    );
+    assert_eq!(
+        app.zstor().check(&app.data.join("zdbfs-temp/d0")).unwrap(),
+        None,
+        "zdbfs-temp is never uploaded"
+    );
+
+    // An index file changes (zdb flags an entry): the next pass uploads it again.
+    std::fs::write(app.index.join("zdbfs-meta/i0"), "index 0, flagged").unwrap();
+    wait_for("the changed index file uploaded", || {
+        remote_matches_local(&app, &app.index.join("zdbfs-meta/i0")).then_some(())
+    });
+
+    // A file removed behind the monitor's back is not fetched back.
+    std::fs::remove_file(app.data.join("zdbfs-meta/d0")).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(!app.data.join("zdbfs-meta/d0").exists());
+    assert!(
+        monitor.log().contains("disappeared without being evicted"),
+        "{}",
+        monitor.log()
+    );
+    let retrieves = std::fs::read_to_string(app.store.join("calls.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("retrieve"))
+        .count();
+    assert_eq!(retrieves, 0);
+}
+
+#[test]
+fn eviction_deletes_only_verified_sealed_files_oldest_first() {
+    let app = Appliance::new(None, "");
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    let mut c = zdb.client();
+    seq_namespace(&mut c, "zdbfs-data");
+    let mut seed = 0;
+    let written = write_until(&mut c, &app.data.join("zdbfs-data"), 6, &mut seed);
+    // The data files are ~500 KiB each: a 1 MiB cache keeps about two of the six.
+    let mut monitor = Monitor::start(&app, "max_zdb_data_dir_size = 1", &[]);
+    let status = monitor.wait_status("eviction", |s| s.cache.evicted_total >= 4);
+    assert!(status.cache.used_bytes <= 1 << 20, "{status:?}");
+    let dir = app.data.join("zdbfs-data");
+    for n in 0..4 {
+        assert!(
+            !dir.join(format!("d{n}")).exists(),
+            "d{n} evicted (oldest first)"
+        );
+        assert!(app
+            .zstor()
+            .check(&dir.join(format!("d{n}")))
+            .unwrap()
+            .is_some());
+    }
+    assert!(dir.join("d5").exists(), "the active data file stays");
+    let log = monitor.log();
+    assert_eq!(
+        log.matches("evicted ").count() as u64,
+        status.cache.evicted_total,
+        "{log}"
+    );
+
+    // zdb asks for an evicted file: the hook brings it back, and it is not evicted again
+    // before it is verified to be the same content.
+    let (key, value) = &written[0];
+    match c.command(&[b"GET", key]).unwrap() {
+        Reply::Bulk(data) => assert_eq!(&data, value),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(monitor.status().cache.limit_bytes, Some(1 << 20));
+}
+
+#[test]
+fn notify_ready_status_and_watchdog() {
+    let app = Appliance::new(None, "");
+    let socket_path = app.dir.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut monitor = Monitor::start(
+        &app,
+        "",
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 4096];
+    while messages
+        .iter()
+        .filter(|m: &&String| m.contains("WATCHDOG=1"))
+        .count()
+        < 2
+    {
+        let n = socket.recv(&mut buf).expect("a notification");
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let ready = messages
+        .iter()
+        .find(|m| m.starts_with("READY=1"))
+        .expect("READY=1");
+    assert!(
+        ready.contains("STATUS=uploads: none queued; backends 0/6 healthy; cache"),
+        "{ready}"
+    );
+    // Unreachable backends at start: ready anyway, with a degraded STATUS.
+    assert!(messages.iter().any(|m| m.starts_with("STATUS=")));
+
+    // SIGHUP: RELOADING=1 then READY=1 again.
+    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    let mut saw_reloading = false;
+    loop {
+        let n = socket.recv(&mut buf).unwrap();
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        saw_reloading |= message.starts_with("RELOADING=1\nMONOTONIC_USEC=");
+        if saw_reloading && message.starts_with("READY=1") {
+            break;
+        }
+    }
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    loop {
+        let n = socket.recv(&mut buf).unwrap();
+        if String::from_utf8_lossy(&buf[..n]).starts_with("STOPPING=1") {
+            break;
+        }
+    }
+    assert_eq!(monitor.wait().code(), Some(0));
+}
+
+#[test]
+fn sighup_takes_a_good_config_and_refuses_a_bad_one() {
+    let app = Appliance::new(None, "");
+    let mut monitor = Monitor::start(&app, "", &[]);
+    monitor.wait_status("the first status", |_| true);
+    let good = std::fs::read_to_string(&monitor.config).unwrap();
+
+    std::fs::write(
+        &monitor.config,
+        format!("{good}max_zdb_data_dir_size = 7\n"),
+    )
+    .unwrap();
+    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    monitor.wait_status("the new limit", |s| s.cache.limit_bytes == Some(7 << 20));
+
+    std::fs::write(
+        &monitor.config,
+        format!("{good}max_zdb_data_dir_size = \"lots\"\n"),
+    )
+    .unwrap();
+    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    let config = monitor.config.display().to_string();
+    wait_for("the refusal in the log", || {
+        monitor.log().contains(&format!("{config}:")).then_some(())
+    });
+    let log = monitor.log();
+    assert!(
+        log.contains("key `max_zdb_data_dir_size`: invalid type")
+            && log.contains("keeping the previous configuration"),
+        "{log}"
+    );
+    std::thread::sleep(MonitorStatus::PUBLISH_INTERVAL * 2);
+    assert_eq!(
+        monitor.status().cache.limit_bytes,
+        Some(7 << 20),
+        "the previous config stays"
+    );
+}
+
+#[test]
+fn status_command_for_people_and_scripts() {
+    let app = Appliance::new(None, "");
+    let status = |monitor_config: &Path, format: &str| {
+        Command::new(env!("CARGO_BIN_EXE_zstor_monitor"))
+            .arg("-c")
+            .arg(monitor_config)
+            .args(["status", "--format", format])
+            .output()
+            .unwrap()
+    };
+    let config = app.dir.path().join("etc/monitor_config.toml");
+    std::fs::write(&config, support::monitor_config_text(&app, "")).unwrap();
+    let out = status(&config, "human");
+    assert_eq!(out.status.code(), Some(3), "not running");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zstor_monitor is not running"));
+
+    let mut monitor = Monitor::start_with(&app, &config, &[]);
+    monitor.wait_status("the first status", |_| true);
+    let out = status(&config, "json");
+    assert_eq!(out.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["schema_version"], 1);
+    assert_eq!(json["backends"].as_array().unwrap().len(), 6);
+    let out = status(&config, "human");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("uploads: none queued; backends 0/6 healthy"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1:5/data"), "{text}");
+
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    monitor.wait();
+    std::thread::sleep(MonitorStatus::PUBLISH_INTERVAL * 6);
+    assert_eq!(
+        status(&config, "human").status.code(),
+        Some(3),
+        "a stale status means not running"
+    );
+}
+
+#[test]
+fn bad_configs_exit_78_naming_file_key_and_line() {
+    let app = Appliance::new(None, "");
+    let run = |config: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_zstor_monitor"))
+            .arg("-c")
+            .arg(config)
+            .env("QSFS_LOG_TARGET", "stderr")
+            .output()
+            .unwrap()
+    };
+    let config = app.dir.path().join("etc/monitor_config.toml");
+    std::fs::write(
+        &config,
+        support::monitor_config_text(&app, "upload_concurrency = 0"),
+    )
+    .unwrap();
+    let out = run(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("monitor_config.toml:")
+            && stderr.contains("key `upload_concurrency`: must be at least 1"),
+        "{stderr}"
+    );
+
+    std::fs::write(&config, support::monitor_config_text(&app, "")).unwrap();
+    std::fs::write(
+        &app.zstor_config,
+        "minimal_shards = 1\n[encryption]\nalgorithm = \"AES\"\nkey = \"00\"\n",
+    )
+    .unwrap();
+    let out = run(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("zstor-default.toml:") && stderr.contains("encryption.key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("\"00\""));
+    std::fs::remove_file(&app.zstor_config).unwrap();
+    let out = run(&config);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zstor-default.toml: file not found"));
+}
+
+/// A zdb stand-in on TCP playing one remote backend.
+fn backend(app: &Appliance, name: &str, mode: &str) -> (support::Zdb, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = app.dir.path().join(name);
+    let log = app.dir.path().join(format!("{name}.log"));
+    let child = Command::new(support::example("zdb-standin"))
+        .arg("--index")
+        .arg(root.join("index"))
+        .arg("--data")
+        .arg(root.join("data"))
+        .args(["--listen", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = qsfs::zdb::Endpoint::Tcp(format!("127.0.0.1:{port}").parse().unwrap());
+    let mut zdb = support::Zdb {
+        child,
+        log,
+        endpoint,
+    };
+    let mut c = zdb.client();
+    c.nsnew("data").unwrap();
+    c.nsset("data", "mode", mode).unwrap();
+    c.nsset("data", "password", "datapass-secret").unwrap();
+    (zdb, port)
+}
+
+#[test]
+fn backend_states_and_one_replacement_request_per_backend() {
+    let app = Appliance::new(None, "");
+    let (_healthy, good_port) = backend(&app, "good", "seq");
+    let (_wrong_mode, user_port) = backend(&app, "wrong", "user");
+    let (mut dying, dying_port) = backend(&app, "dying", "seq");
+    let config = std::fs::read_to_string(&app.zstor_config).unwrap();
+    let config = config
+        .replacen("127.0.0.1:5\"", &format!("127.0.0.1:{good_port}\""), 1)
+        .replacen("127.0.0.1:6\"", &format!("127.0.0.1:{user_port}\""), 1)
+        .replace("[[groups]]\n", &format!("[[groups]]\n\n[[groups.backends]]\naddress = \"127.0.0.1:{dying_port}\"\nnamespace = \"data\"\npassword = \"datapass-secret\"\n"));
+    std::fs::write(&app.zstor_config, config).unwrap();
+
+    // The eVDC controller: counts replacement requests.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let vdc_url = format!("http://{}", listener.local_addr().unwrap());
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            use std::io::{BufRead, Write};
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut length = 0;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+            seen.lock().unwrap().push(format!(
+                "{} {}",
+                line.trim(),
+                String::from_utf8_lossy(&body)
+            ));
+            let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let extra = format!("backend_grace_period_secs = 2\n\n[vdc_config]\nurl = \"{vdc_url}\"\npassword = \"vdc-secret\"\nnew_size = 50\n");
+    let mut monitor = Monitor::start(&app, &extra, &[]);
+    let state_of = |s: &MonitorStatus, port: u16| {
+        s.backends
+            .iter()
+            .find(|b| b.label == format!("127.0.0.1:{port}/data"))
+            .map(|b| b.state)
+    };
+    monitor.wait_status("the first checks", |s| {
+        state_of(s, good_port) == Some(BackendState::Healthy)
+            && state_of(s, dying_port) == Some(BackendState::Healthy)
+    });
+    let status = monitor.wait_status("the wrong mode found", |s| {
+        state_of(s, user_port) == Some(BackendState::Unreachable)
+    });
+    let wrong = status
+        .backends
+        .iter()
+        .find(|b| b.label.ends_with(&format!(":{user_port}/data")))
+        .unwrap();
+    assert!(
+        wrong
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("Userkey mode, expected Sequential"),
+        "{wrong:?}"
+    );
+
+    // A backend dies: unknown for the grace period, then unreachable.
+    let _ = dying.child.kill();
+    let _ = dying.child.wait();
+    monitor.wait_status("the dead backend unknown", |s| {
+        state_of(s, dying_port) == Some(BackendState::Unknown)
+    });
+    monitor.wait_status("the dead backend unreachable", |s| {
+        state_of(s, dying_port) == Some(BackendState::Unreachable)
+    });
+    // Every unreachable backend gets one request: the wrong-mode and the dead data backends,
+    // and the four meta backends nobody listens for.
+    wait_for("six replacement requests", || {
+        (requests.lock().unwrap().len() >= 6).then_some(())
+    });
+    let log = monitor.log();
+    assert!(
+        log.contains("message_id=\"0de63988124a438b9c82dfdf67748f63\""),
+        "{log}"
+    );
+    assert!(!log.contains("vdc-secret") && !log.contains("datapass-secret"));
+
+    // Remembered across restarts: no new request for the same backends.
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    monitor.wait();
+    let mut monitor = Monitor::start(&app, &extra, &[]);
+    monitor.wait_status("unreachable again", |s| {
+        state_of(s, dying_port) == Some(BackendState::Unreachable)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let requests = requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 6, "{requests:?}");
+    for request in &requests {
+        let (line, body) = request.split_once(" {").unwrap();
+        assert_eq!(line, "POST /api/controller/zdb/add HTTP/1.1");
+        let body: serde_json::Value = serde_json::from_str(&format!("{{{body}")).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"capacity": 50, "password": "vdc-secret"})
+        );
+    }
+}
+
+#[test]
+fn a_changed_backend_set_rebuilds_every_verified_file() {
+    let app = Appliance::new(None, "");
+    for n in 0..4 {
+        let path = app.data.join(format!("zdbfs-data/d{n}"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("data {n}")).unwrap();
+    }
+    let mut monitor = Monitor::start(&app, "", &[]);
+    monitor.wait_status("3 sealed files verified", |s| {
+        s.uploads.verified_files == 3 && s.uploads.queued_files == 0
+    });
+    let config = std::fs::read_to_string(&app.zstor_config).unwrap();
+    std::fs::write(
+        &app.zstor_config,
+        config.replace("127.0.0.1:6\"", "127.0.0.1:7\""),
+    )
+    .unwrap();
+    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for("the rebuild to finish", || {
+        monitor
+            .log()
+            .contains("rebuild finished: 3 files")
+            .then_some(())
+    });
+    let rebuilds = std::fs::read_to_string(app.store.join("calls.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("rebuild"))
+        .count();
+    assert_eq!(rebuilds, 3);
+    // Done once: a restart with the same set rebuilds nothing.
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    monitor.wait();
+    let mut monitor = Monitor::start(&app, "", &[]);
+    monitor.wait_status("started", |_| true);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!monitor.log().contains("rebuilding"), "{}", monitor.log());
+}
+
+/// The reliability test of the issue: 300 sealed files; zstor fails 30 % of stores and hangs
+/// 5 % past the timeout; the monitor is SIGKILLed 5 times at random instants. In the end every
+/// file is verified remote, and no file was evicted unless verified and sealed.
+#[test]
+fn three_hundred_files_through_failures_hangs_and_kills() {
+    let app = Appliance::new(None, "");
+    let ns = app.data.join("zdbfs-data");
+    std::fs::create_dir_all(&ns).unwrap();
+    std::fs::create_dir_all(app.index.join("zdbfs-data")).unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for n in 0..=300u32 {
+        let content: Vec<u8> = (0..16384u32)
+            .map(|i| (i.wrapping_mul(n + 1) % 251) as u8)
+            .collect();
+        let path = ns.join(format!("d{n}"));
+        std::fs::write(&path, &content).unwrap();
+        expected.insert(path, Checksum::of_bytes(&content));
+    }
+    let active = ns.join("d300");
+    let active_checksum = expected.remove(&active).unwrap();
+    // Half of the files are announced by the hook (jump-data), the rest found by reconciliation.
+    for n in (0..300).step_by(2) {
+        let out = Command::new(env!("CARGO_BIN_EXE_zdb-hook"))
+            .args(["jump-data", "unix:///z"])
+            .arg(ns.join(format!("d{n}")))
+            .arg(ns.join(format!("d{}", n + 1)))
+            .env("QSFS_CONFIG", &app.qsfs_config)
+            .env("QSFS_LOG_TARGET", "stderr")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    std::fs::write(
+        app.store.join("inject.json"),
+        r#"{"fail_store_percent": 30, "hang_store_percent": 5, "hang_secs": 3600}"#,
+    )
+    .unwrap();
+    // 301 files of 16 KiB, a 1 MiB cache: most are evicted as soon as they are verified.
+    let extra = "zstor_timeout_secs = 1\nupload_concurrency = 4\nmax_zdb_data_dir_size = 1\nreconcile_interval_secs = 1";
+    let config = app.dir.path().join("etc/monitor_config.toml");
+    std::fs::write(&config, support::monitor_config_text(&app, extra)).unwrap();
+
+    let mut random: u64 = 0x853c49e6748fea9b;
+    let mut next = || {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random
+    };
+    for kill in 0..5 {
+        let mut monitor = Monitor::start_with(&app, &config, &[]);
+        std::thread::sleep(Duration::from_millis(300 + next() % 2500));
+        monitor.child.kill().unwrap();
+        monitor.child.wait().unwrap();
+        println!("kill {kill}: {} spool jobs left", app.jobs().len());
+    }
+    let mut monitor = Monitor::start_with(&app, &config, &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let all_verified = || {
+        expected
+            .iter()
+            .all(|(path, sum)| app.zstor().check(path).ok().flatten() == Some(*sum))
+    };
+    while !(app.jobs().is_empty() && all_verified()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not all verified in time:\n{}",
+            monitor.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    monitor.wait_status("nothing left to upload", |s| s.uploads.queued_files == 0);
+
+    // The failures really happened.
+    let calls = std::fs::read_to_string(app.store.join("calls.log")).unwrap();
+    let failures = calls
+        .lines()
+        .filter(|l| l.ends_with("failed: injected failure"))
+        .count();
+    let hangs = calls.lines().filter(|l| l.ends_with("\thang")).count();
+    println!("{failures} injected failures, {hangs} hangs");
+    assert!(
+        failures > 50 && hangs > 3,
+        "failures {failures}, hangs {hangs}"
+    );
+
+    // Every eviction of every run, exactly: never the active file, and each evicted file's
+    // remote copy is the verified content (after an eviction the file is gone, so nothing
+    // could have stored it later).
+    let mut evicted = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(app.dir.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("monitor-") {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+            if let Some(rest) = line
+                .split("evicted ")
+                .nth(1)
+                .filter(|_| line.contains("4d03c08fa132421e90cac0a3901e22bf"))
+            {
+                let path = PathBuf::from(rest.split(" (").next().unwrap());
+                assert!(
+                    evicted.insert(path.clone()),
+                    "{} evicted twice",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(evicted.len() > 200, "eviction ran: {} files", evicted.len());
+    assert!(
+        !evicted.contains(&active) && active.exists(),
+        "the active file is never evicted"
+    );
+    assert_eq!(Checksum::of_file(&active).unwrap(), active_checksum);
+    assert_eq!(
+        app.zstor().check(&active).unwrap(),
+        None,
+        "the active file is not sealed, so not uploaded"
+    );
+    for path in &evicted {
+        assert!(!path.exists(), "{} was evicted", path.display());
+        assert_eq!(
+            app.zstor().check(path).unwrap(),
+            Some(expected[path]),
+            "{} verified before eviction",
+            path.display()
+        );
+    }
+    // What is left locally fits the limit (or is not evictable).
+    assert!(monitor.status().cache.used_bytes <= 1 << 20);
+}
