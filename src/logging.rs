@@ -30,6 +30,18 @@ pub mod message_id {
     pub const BACKEND_STATE_CHANGED: &str = "0de63988124a438b9c82dfdf67748f63";
     /// A zdb hook event could not be handled.
     pub const HOOK_FAILED: &str = "fcb64dd5e8674a39bbf905c1cf0aff8e";
+    /// qsfs-health: a probe changed state (ok, degraded, unknown, failed).
+    pub const HEALTH_STATE_CHANGED: &str = "c55721f34d0ef8af85f68d9d6b919055";
+    /// qsfs-health: a unit that is active but fails its probe is being restarted.
+    pub const HEALTH_RESTART_REQUESTED: &str = "1d0920f050aeafadc447b9bc7407c6de";
+    /// qsfs-health: a restart it requested finished (the job result is in `QSFS_JOB_RESULT`).
+    pub const HEALTH_RESTART_DONE: &str = "ed87462283bacd5178d408467bc7c7e5";
+    /// qsfs-health: a restart it requested failed or did not finish in time.
+    pub const HEALTH_RESTART_FAILED: &str = "8aa5ad64adf55d7f0b2f611ffb9aac37";
+    /// qsfs-health: it gave up restarting a unit (too many restarts in the window).
+    pub const HEALTH_GAVE_UP: &str = "2063aa0de06865b18232ad414665431d";
+    /// qsfs-health: it lazily unmounted a stale FUSE mount before restarting zdbfs.
+    pub const HEALTH_STALE_MOUNT_CLEARED: &str = "ec728d235285b014c93fcd1589588462";
 }
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";

@@ -27,6 +27,9 @@ pub struct ApplianceConfig {
     /// Limits of the blocking hook events.
     #[serde(default)]
     pub hook: HookSettings,
+    /// `qsfs-health`: probes, thresholds, remediation.
+    #[serde(default)]
+    pub health: crate::health::config::HealthSettings,
 }
 
 /// Directories and sockets of the appliance.

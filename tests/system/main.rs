@@ -8,4 +8,5 @@ mod support;
 
 mod container;
 mod dbus_client;
+mod health;
 mod logging;

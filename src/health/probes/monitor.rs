@@ -1,0 +1,245 @@
+//! zstor_monitor: the status it publishes (`/run/qsfs/monitor-status.json`): upload backlog,
+//! age of the oldest unverified file, backend states.
+//!
+//! * ok: a fresh status, a small backlog, every backend healthy;
+//! * degraded: a backlog of `backlog_degraded_files` or more, a file unverified for
+//!   `unverified_degraded_secs`, or a backend that is not healthy (low space, unknown,
+//!   unreachable while others of its kind remain);
+//! * failed: no status, a status older than `stale_after_secs` (the monitor is not running),
+//!   a file unverified for `unverified_failed_secs`, or every data (or meta) backend unreachable;
+//! * unknown: the status cannot be read or has another schema version.
+//!
+//! The monitor's own `last_error` text is not repeated here.
+
+use crate::health::config::MonitorSettings;
+use crate::health::probes::human;
+use crate::health::{worst, Outcome, Part, State};
+use crate::monitor::status::{BackendKind, BackendState, MonitorStatus, SCHEMA_VERSION};
+use std::time::Duration;
+
+/// Reads and judges the published status.
+pub fn probe(settings: &MonitorSettings) -> Outcome {
+    let path = &settings.status_file;
+    let status = match MonitorStatus::read(path) {
+        Ok(status) => status,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Outcome::new(
+                State::Failed,
+                format!("no status at {} (is qsfs-monitor running?)", path.display()),
+            )
+        }
+        Err(e) => {
+            return Outcome::new(
+                State::Unknown,
+                format!("cannot read {}: {e}", path.display()),
+            )
+        }
+    };
+    evaluate(&status, crate::health::report::now_unix_ms(), settings)
+}
+
+/// Judges `status` at `now_unix_ms`.
+pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSettings) -> Outcome {
+    if status.schema_version != SCHEMA_VERSION {
+        return Outcome::new(
+            State::Unknown,
+            format!(
+                "status schema version {} (this qsfs-health reads {SCHEMA_VERSION})",
+                status.schema_version
+            ),
+        );
+    }
+    let age = Duration::from_millis(now_unix_ms.saturating_sub(status.updated_unix_ms));
+    if age > Duration::from_secs(settings.stale_after_secs) {
+        return Outcome::new(
+            State::Failed,
+            format!(
+                "status is {} old (qsfs-monitor is not publishing)",
+                human(age)
+            ),
+        );
+    }
+    let mut parts = vec![uploads(status, settings)];
+    let mut backend_problems = Vec::new();
+    for kind in [BackendKind::Data, BackendKind::Meta] {
+        let of_kind: Vec<_> = status.backends.iter().filter(|b| b.kind == kind).collect();
+        let unreachable = of_kind
+            .iter()
+            .filter(|b| b.state == BackendState::Unreachable)
+            .count();
+        let unhealthy = of_kind
+            .iter()
+            .filter(|b| b.state != BackendState::Healthy)
+            .count();
+        let name = match kind {
+            BackendKind::Data => "data",
+            BackendKind::Meta => "meta",
+        };
+        if !of_kind.is_empty() && unreachable == of_kind.len() {
+            backend_problems.push((
+                State::Failed,
+                format!("every {name} backend is unreachable"),
+            ));
+        } else if unhealthy > 0 {
+            backend_problems.push((
+                State::Degraded,
+                format!(
+                    "{unhealthy} of {} {name} backends not healthy",
+                    of_kind.len()
+                ),
+            ));
+        }
+    }
+    for backend in &status.backends {
+        let (state, word) = match backend.state {
+            BackendState::Healthy => (State::Ok, "healthy"),
+            BackendState::LowSpace => (State::Degraded, "low space"),
+            BackendState::Unknown => (State::Unknown, "unknown"),
+            BackendState::Unreachable => (State::Failed, "unreachable"),
+        };
+        let fill = backend
+            .fill_percent
+            .map(|f| format!(", {f:.1}% full"))
+            .unwrap_or_default();
+        let why = backend
+            .reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        let kind = match backend.kind {
+            BackendKind::Data => "data",
+            BackendKind::Meta => "meta",
+        };
+        parts.push(Part::new(
+            format!("{kind} {}", backend.label),
+            state,
+            format!("{word}{fill}{why}"),
+        ));
+    }
+    let state =
+        worst(std::iter::once(parts[0].state).chain(backend_problems.iter().map(|(s, _)| *s)));
+    let mut reasons = vec![parts[0].reason.clone()];
+    if status.backends.is_empty() {
+        reasons.push("no backends reported".to_string());
+    } else if backend_problems.is_empty() {
+        reasons.push(format!("{} backends healthy", status.backends.len()));
+    } else {
+        reasons.extend(backend_problems.into_iter().map(|(_, r)| r));
+    }
+    if let Some(rebuild) = &status.rebuild {
+        reasons.push(format!("rebuilding {}/{}", rebuild.done, rebuild.total));
+    }
+    Outcome::new(state, reasons.join("; ")).with_parts(parts)
+}
+
+fn uploads(status: &MonitorStatus, settings: &MonitorSettings) -> Part {
+    let u = &status.uploads;
+    let mut state = State::Ok;
+    let mut reason = format!("{} files waiting for upload", u.queued_files);
+    if u.queued_files >= settings.backlog_degraded_files {
+        state = State::Degraded;
+    }
+    match u.oldest_unverified_age_secs {
+        Some(age) => {
+            reason.push_str(&format!(
+                ", oldest unverified {}",
+                human(Duration::from_secs(age))
+            ));
+            if age >= settings.unverified_failed_secs {
+                state = State::Failed;
+            } else if age >= settings.unverified_degraded_secs {
+                state = state.max(State::Degraded);
+            }
+        }
+        None => reason.push_str(", all verified"),
+    }
+    if u.failed_total > 0 {
+        reason.push_str(&format!(", {} failed attempts", u.failed_total));
+    }
+    Part::new("uploads", state, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::status::{BackendStatus, CacheStatus, UploadStatus};
+
+    fn backend(kind: BackendKind, state: BackendState) -> BackendStatus {
+        BackendStatus {
+            label: "[::1]:9900/ns".into(),
+            kind,
+            state,
+            since_unix_ms: 0,
+            fill_percent: None,
+            reason: None,
+        }
+    }
+
+    fn status(queued: u64, oldest: Option<u64>, backends: Vec<BackendStatus>) -> MonitorStatus {
+        MonitorStatus {
+            schema_version: SCHEMA_VERSION,
+            pid: 1,
+            started_unix_ms: 0,
+            updated_unix_ms: 1_000_000,
+            uploads: UploadStatus {
+                queued_files: queued,
+                oldest_unverified_age_secs: oldest,
+                last_error: Some("secret-looking text".into()),
+                ..UploadStatus::default()
+            },
+            cache: CacheStatus::default(),
+            backends,
+            rebuild: None,
+        }
+    }
+
+    #[test]
+    fn judges_backlog_age_and_backends() {
+        let s = MonitorSettings::default();
+        let healthy = || {
+            vec![
+                backend(BackendKind::Data, BackendState::Healthy),
+                backend(BackendKind::Meta, BackendState::Healthy),
+            ]
+        };
+        let o = evaluate(&status(2, Some(30), healthy()), 1_001_000, &s);
+        assert_eq!(o.state, State::Ok, "{o:?}");
+        assert_eq!(
+            o.reason,
+            "2 files waiting for upload, oldest unverified 30.0 s; 2 backends healthy"
+        );
+        assert!(!format!("{o:?}").contains("secret-looking"));
+        // Stale.
+        let o = evaluate(&status(0, None, healthy()), 1_000_000 + 11_000, &s);
+        assert_eq!(o.state, State::Failed);
+        assert!(o.reason.contains("not publishing"), "{}", o.reason);
+        // Backlog and age.
+        assert_eq!(
+            evaluate(&status(1000, None, healthy()), 1_000_000, &s).state,
+            State::Degraded
+        );
+        assert_eq!(
+            evaluate(&status(1, Some(3600), healthy()), 1_000_000, &s).state,
+            State::Degraded
+        );
+        assert_eq!(
+            evaluate(&status(1, Some(86400), healthy()), 1_000_000, &s).state,
+            State::Failed
+        );
+        // Backends.
+        let one_down = vec![
+            backend(BackendKind::Data, BackendState::Healthy),
+            backend(BackendKind::Data, BackendState::Unreachable),
+        ];
+        let o = evaluate(&status(0, None, one_down), 1_000_000, &s);
+        assert_eq!(o.state, State::Degraded);
+        assert!(o.reason.contains("1 of 2 data backends not healthy"));
+        assert_eq!(o.parts[2].state, State::Failed);
+        let all_down = vec![backend(BackendKind::Meta, BackendState::Unreachable)];
+        let o = evaluate(&status(0, None, all_down), 1_000_000, &s);
+        assert_eq!(o.state, State::Failed);
+        let mut other = status(0, None, vec![]);
+        other.schema_version = 99;
+        assert_eq!(evaluate(&other, 1_000_000, &s).state, State::Unknown);
+    }
+}
