@@ -89,7 +89,7 @@ pub struct MonitorConfig {
     /// Rebuilds running at once after the backend set changed.
     #[serde(default = "default_rebuild_concurrency", deserialize_with = "positive")]
     pub rebuild_concurrency: u64,
-    /// On SIGTERM, how long in-flight uploads may still finish.
+    /// On SIGTERM, how long the queued uploads may still run before the monitor exits.
     #[serde(
         default = "default_shutdown_timeout",
         deserialize_with = "positive_secs"

@@ -145,6 +145,7 @@ pub struct Daemon {
     reconciling: bool,
     evicting: bool,
     checking_backends: bool,
+    stopping: bool,
     started_unix_ms: u64,
     notifier: Notifier,
     metrics_text: crate::metrics::Shared,
@@ -246,6 +247,7 @@ impl Daemon {
             reconciling: false,
             evicting: false,
             checking_backends: false,
+            stopping: false,
             started_unix_ms: now_ms(),
             notifier: Notifier::from_env(),
             metrics_text: Arc::new(Mutex::new(String::new())),
@@ -311,13 +313,19 @@ impl Daemon {
         loop {
             self.dispatch();
             if let Some(deadline) = stopping {
-                if self.in_flight == 0 && self.verifying == 0 && self.rebuild.in_flight == 0 {
+                // Drain: everything queued (the `close` jobs of a zdb that just stopped among
+                // them) is uploaded before exiting, unless the deadline comes first.
+                if self.pending.is_empty()
+                    && self.in_flight == 0
+                    && self.verifying == 0
+                    && self.rebuild.in_flight == 0
+                {
                     break;
                 }
                 if Instant::now() >= deadline {
                     tracing::warn!(
-                        "{} uploads still running at the shutdown deadline; they will be retried at the next start",
-                        self.in_flight + self.verifying
+                        "{} files still queued at the shutdown deadline; they stay in the spool for the next start",
+                        self.pending.len()
                     );
                     break;
                 }
@@ -326,9 +334,13 @@ impl Daemon {
             let wake = tokio::time::Instant::from_std(
                 next_due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
             );
+            let deadline = tokio::time::Instant::from_std(
+                stopping.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            );
             tokio::select! {
                 Some(event) = self.events.1.recv() => self.handle(event),
                 _ = tokio::time::sleep_until(wake), if next_due.is_some() => {}
+                _ = tokio::time::sleep_until(deadline), if stopping.is_some() => {}
                 _ = spool_tick.tick(), if stopping.is_none() => self.poll_spool(),
                 _ = reconcile_tick.tick(), if stopping.is_none() => self.start_reconcile(),
                 _ = evict_tick.tick(), if stopping.is_none() => self.start_eviction(),
@@ -354,9 +366,11 @@ impl Daemon {
 
     fn begin_stop(&mut self, signal: &str) -> Instant {
         self.notifier.stopping();
+        self.stopping = true;
+        self.poll_spool();
         tracing::info!(
-            "{signal}: finishing {} running uploads (at most {} s)",
-            self.in_flight + self.verifying,
+            "{signal}: uploading the {} queued files before exiting (at most {} s)",
+            self.pending.len(),
             self.config.shutdown_timeout_secs
         );
         Instant::now() + Duration::from_secs(self.config.shutdown_timeout_secs)
@@ -516,7 +530,7 @@ impl Daemon {
                 let _ = events.send(Event::Stored { key, jobs, result });
             });
         }
-        while self.rebuild.in_flight < self.config.rebuild_concurrency as usize {
+        while !self.stopping && self.rebuild.in_flight < self.config.rebuild_concurrency as usize {
             let Some((key, attempts)) = self.rebuild.queue.pop_front() else {
                 break;
             };
