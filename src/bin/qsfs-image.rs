@@ -1,14 +1,325 @@
-//! `qsfs-image`: builds and verifies the appliance tarball of `/var/zdbfs`.
+//! `qsfs-image`: builds, inspects and verifies the appliance tarball of `/var/zdbfs`, and
+//! manages the configs of an installed tree.
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use qsfs::image::{self, build::BuildOptions, exit, fetch::FetchOptions, Error};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-/// Builds a deterministic, verifiable appliance tarball of /var/zdbfs.
+/// Builds a deterministic, verifiable appliance tarball of /var/zdbfs, and checks one.
+///
+/// The tarball unpacks on a fresh VM with `tar -xzpf qsfs-VERSION-x86_64.tar.gz -C /`; then
+/// `systemctl start qsfs.target`. Its MANIFEST (var/zdbfs/MANIFEST) lists every entry with its
+/// mode, size and sha256; SHA256SUMS beside the tarball holds the tarball's own sha256.
+/// Formats of the manifest, lock file and site settings: image/README.md.
 #[derive(Parser)]
-#[command(version)]
-struct Cli {}
+#[command(
+    name = "qsfs-image",
+    version,
+    after_help = "\
+Exit codes:
+   0  success
+   1  verify found a missing, changed or extra entry
+   2  bad command line (also SOURCE_DATE_EPOCH unusable, configure refusing to overwrite)
+  65  the input is not a readable qsfs image (not gzip/tar, no MANIFEST)
+  66  an input file (manifest, site settings, tarball) does not exist or cannot be read
+  74  an I/O error while writing
+  78  invalid manifest, site settings, lock file or config (check-config: a config is missing
+      or invalid)
+  80  unknown component name (manifest or --component)
+  81  a component path does not exist, is not a regular file or is not executable
+  82  sha256 mismatch (expected and actual are shown)
+  83  components missing (every one is listed, with how to supply it)
+  84  a download failed (the URL is named)
+  85  cargo build of our binaries failed"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Builds the image: qsfs-VERSION-x86_64.tar.gz and SHA256SUMS in the output directory.
+    ///
+    /// Reads the manifest (components pinned by version and sha256, or local paths), renders
+    /// the configs from the site settings (validated before anything is written), finds every
+    /// component (local path, cache or download, sha256-verified; a first download records its
+    /// sha256 in the lock file next to the manifest), builds our binaries with
+    /// `cargo build --release` unless --ours-dir is given, and writes the tarball under a
+    /// temporary name, renamed at the end. Every mtime is SOURCE_DATE_EPOCH (default: the last
+    /// commit's time); the same inputs give a byte-identical tarball.
+    Build(BuildArgs),
+    /// Verifies a tarball, or an installed tree (--root), against its MANIFEST.
+    ///
+    /// Lists every missing, changed (mode, size, sha256, owner) or extra entry (any in a
+    /// tarball; executables and symlinks in var/zdbfs/bin and var/zdbfs/etc in a tree) and
+    /// exits 1 if there is any. A tarball is also checked against SHA256SUMS beside it.
+    /// Configs installed from their shipped *.default and then edited are reported as
+    /// "modified", not as failures.
+    Verify(VerifyArgs),
+    /// Shows what an image holds: components and versions, our version, the build time, and
+    /// whether secrets are inside.
+    Inspect(InspectArgs),
+    /// Installs each config from its shipped NAME.default unless the operator edited it.
+    ///
+    /// Run by qsfs-config.service before the other qsfs units. A missing config is installed;
+    /// one still equal to the default it was installed from follows the new default; an
+    /// edited one is kept (with a note when the new default differs: merge by hand).
+    InstallConfig(RootArgs),
+    /// Checks that the configs exist and are valid; one line per problem, exit 78.
+    ///
+    /// For the units' ExecStartPre=: an image built without secrets has no zstor-default.toml
+    /// and no minio.env until the operator supplies them (see `configure`).
+    CheckConfig(CheckArgs),
+    /// Writes the configs rendered from site settings into an installed tree.
+    ///
+    /// Supplies the secrets of an image built without them: zstor-default.toml and minio.env
+    /// (mode 0600), monitor_config.toml and qsfs.env. Refuses to replace a file with other
+    /// content unless --force.
+    Configure(ConfigureArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// The image manifest.
+    #[arg(long, default_value = "image/manifest.toml")]
+    manifest: PathBuf,
+    /// Site settings (backends, passwords, key, sizes, MinIO credentials; see
+    /// image/site.example.toml). Without them the image holds no secrets.
+    #[arg(long)]
+    site: Option<PathBuf>,
+    /// Where to write the tarball and SHA256SUMS.
+    #[arg(long, short, default_value = ".")]
+    output_dir: PathBuf,
+    /// Use only the cache and local paths; never download.
+    #[arg(long)]
+    offline: bool,
+    /// Use this local file for one component or one of our binaries (zdb, zdbfs, zstor, minio,
+    /// zdb-hook, zstor_monitor, qsfs-health, qsfs-image). Repeatable.
+    #[arg(long = "component", value_name = "NAME=PATH")]
+    components: Vec<String>,
+    /// Take our binaries from this directory (such as target/release) instead of building them.
+    #[arg(long, value_name = "DIR")]
+    ours_dir: Option<PathBuf>,
+    /// The download cache [default: $XDG_CACHE_HOME/qsfs-image or ~/.cache/qsfs-image].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// The build time and every mtime, in Unix seconds [default: the last commit's time].
+    #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
+    source_date_epoch: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The tarball to verify.
+    #[arg(required_unless_present = "root", conflicts_with = "root")]
+    tarball: Option<PathBuf>,
+    /// Verify the tree installed under this root instead (`/` on the appliance).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// With --root: check against this MANIFEST instead of DIR/var/zdbfs/MANIFEST (for
+    /// example one extracted from a trusted tarball).
+    #[arg(long, requires = "root", value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The tarball to inspect.
+    #[arg(required_unless_present = "root", conflicts_with = "root")]
+    tarball: Option<PathBuf>,
+    /// Inspect the tree installed under this root instead.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+#[derive(Args)]
+struct RootArgs {
+    /// The root the image is unpacked under.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    root: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Check {
+    /// zstor-default.toml
+    Zstor,
+    /// minio.env
+    Minio,
+    /// monitor_config.toml
+    Monitor,
+    /// qsfs.env
+    Env,
+    /// qsfs.toml
+    Appliance,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The root the image is unpacked under.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    root: PathBuf,
+    /// Which configs to check [default: all].
+    #[arg(value_enum)]
+    which: Vec<Check>,
+}
+
+#[derive(Args)]
+struct ConfigureArgs {
+    /// The site settings.
+    #[arg(long)]
+    site: PathBuf,
+    /// The root the image is unpacked under.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    root: PathBuf,
+    /// Replace files that exist with other content.
+    #[arg(long)]
+    force: bool,
+}
 
 fn main() {
-    Cli::parse();
-    eprintln!("qsfs-image: the image builder is not part of this build yet; see --help");
-    std::process::exit(qsfs::exit::USAGE);
+    let cli = Cli::parse();
+    let code = match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("qsfs-image: {err}");
+            err.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+fn run(command: Command) -> Result<i32, Error> {
+    match command {
+        Command::Build(args) => build(args),
+        Command::Verify(args) => {
+            let report = match (&args.tarball, &args.root) {
+                (Some(tarball), _) => image::verify::verify_tarball(tarball)?,
+                (None, Some(root)) => image::verify::verify_root(root, args.manifest.as_deref())?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            match args.format {
+                Format::Human => print!("{}", report.to_text()),
+                Format::Json => println!("{}", json(&report)),
+            }
+            Ok(if report.ok { exit::OK } else { exit::FAILURE })
+        }
+        Command::Inspect(args) => {
+            let manifest = match (&args.tarball, &args.root) {
+                (Some(tarball), _) => image::inspect::read_manifest(tarball)?,
+                (None, Some(root)) => image::verify::read_tree_manifest(root, None)?,
+                (None, None) => unreachable!("clap requires one"),
+            };
+            match args.format {
+                Format::Human => print!("{}", image::inspect::to_text(&manifest)),
+                Format::Json => println!("{}", json(&manifest)),
+            }
+            Ok(exit::OK)
+        }
+        Command::InstallConfig(args) => {
+            for action in image::install::install_config(&args.root)? {
+                if let Some(line) = action.describe() {
+                    println!("qsfs-image: {line}");
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::CheckConfig(args) => {
+            let names: Vec<&str> = args
+                .which
+                .iter()
+                .map(|check| match check {
+                    Check::Zstor => image::layout::ZSTOR_CONFIG,
+                    Check::Minio => image::layout::MINIO_ENV,
+                    Check::Monitor => image::layout::MONITOR_CONFIG,
+                    Check::Env => image::layout::QSFS_ENV,
+                    Check::Appliance => image::layout::QSFS_TOML,
+                })
+                .collect();
+            let problems = image::install::check_config(&args.root, &names);
+            for problem in &problems {
+                eprintln!("qsfs-image: {problem}");
+            }
+            Ok(if problems.is_empty() {
+                exit::OK
+            } else {
+                exit::CONFIG
+            })
+        }
+        Command::Configure(args) => {
+            for path in image::install::configure(&args.root, &args.site, args.force)? {
+                println!("qsfs-image: wrote {}", path.display());
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+fn build(args: BuildArgs) -> Result<i32, Error> {
+    let mut overrides = BTreeMap::new();
+    for arg in &args.components {
+        let (name, path) = image::fetch::parse_override(arg)?;
+        if overrides.insert(name.clone(), path).is_some() {
+            return Err(Error::Usage(format!(
+                "--component {name}=… is given more than once"
+            )));
+        }
+    }
+    if args.site.is_none() {
+        eprintln!(
+            "qsfs-image: no --site: building an image without secrets; the units refuse to start \
+             until zstor-default.toml and minio.env are supplied (qsfs-image configure --site FILE)"
+        );
+    }
+    let report = image::build::build(&BuildOptions {
+        manifest: args.manifest,
+        site: args.site,
+        output_dir: args.output_dir,
+        fetch: FetchOptions {
+            offline: args.offline,
+            cache_dir: args.cache_dir,
+            overrides,
+            ours_dir: args.ours_dir,
+        },
+        source_date_epoch: args.source_date_epoch,
+    })?;
+    println!(
+        "built {} ({:.1} MiB, sha256 {})",
+        report.tarball.display(),
+        report.size as f64 / (1024.0 * 1024.0),
+        report.sha256
+    );
+    println!(
+        "  {} {}, {} entries, built {}, secrets {}",
+        report.manifest.image.name,
+        report.manifest.image.version,
+        report.manifest.entries.len() + 1,
+        report.manifest.image.build_time,
+        if report.manifest.image.secrets {
+            "inside"
+        } else {
+            "not inside"
+        }
+    );
+    for c in &report.manifest.components {
+        println!("  {:<6} {:<30} {}", c.name, c.version, c.origin);
+    }
+    Ok(exit::OK)
 }

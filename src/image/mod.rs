@@ -1,1 +1,289 @@
-//! `qsfs-image`: the deterministic appliance tarball of `/var/zdbfs`.
+//! `qsfs-image`: the deterministic, verifiable appliance tarball of `/var/zdbfs`.
+//!
+//! One concern per module:
+//! * [`manifest`]: `image/manifest.toml`, what goes into an image;
+//! * [`lock`]: `image/manifest.lock`, the sha256 recorded by a component's first download;
+//! * [`fetch`]: finding each component (local path, cache or download), sha256-verified;
+//! * [`site`]: the operator's site settings, validated before anything is written;
+//! * [`render`]: site settings → `zstor-default.toml`, `monitor_config.toml`, `minio.env`,
+//!   `qsfs.env`, each re-read by its real parser as a check;
+//! * [`tree`]: the sorted list of entries of an image (paths, modes, roles) and its `MANIFEST`;
+//! * [`tarball`]: writing the deterministic `.tar.gz` and `SHA256SUMS`;
+//! * [`build`]: the `build` subcommand, tying the above together;
+//! * [`verify`]: checking a tarball or an installed tree against its `MANIFEST`;
+//! * [`inspect`]: what an image holds;
+//! * [`install`]: the upgrade mechanism (`install-config`) and the units' `check-config`.
+//!
+//! Every error names the file, key or argument at fault and maps to one exit code
+//! ([`Error::exit_code`], listed in [`exit`]).
+
+pub mod build;
+pub mod fetch;
+mod fsutil;
+pub mod inspect;
+pub mod install;
+pub mod lock;
+pub mod manifest;
+pub mod render;
+pub mod site;
+pub mod tarball;
+pub mod tree;
+pub mod verify;
+
+use crate::config::{ConfigError, Problem};
+use std::path::PathBuf;
+
+/// Exit codes of `qsfs-image`. The generic ones come from [`crate::exit`]; the others are
+/// distinct so that a script can tell the failures of `build` apart.
+pub mod exit {
+    pub use crate::exit::{CONFIG, FAILURE, IO_ERROR, NO_INPUT, OK, USAGE};
+    /// An input is not a readable qsfs image (not gzip, not tar, no `MANIFEST`) (`EX_DATAERR`).
+    pub const NOT_AN_IMAGE: i32 = 65;
+    /// A component name that qsfs-image does not know (in the manifest or `--component`).
+    pub const UNKNOWN_COMPONENT: i32 = 80;
+    /// A component's local path does not exist, is not a regular file or is not executable.
+    pub const BAD_COMPONENT_PATH: i32 = 81;
+    /// A component's sha256 is not the pinned one (manifest or lock file).
+    pub const CHECKSUM_MISMATCH: i32 = 82;
+    /// Components could not be found (offline and not cached, or no source at all).
+    pub const MISSING_COMPONENT: i32 = 83;
+    /// A download failed (network, HTTP status).
+    pub const DOWNLOAD_FAILED: i32 = 84;
+    /// `cargo build` of our own binaries failed.
+    pub const BUILD_FAILED: i32 = 85;
+}
+
+/// Where the appliance lives, relative to the root of an image or an installed tree.
+pub mod layout {
+    /// The appliance root.
+    pub const ROOT: &str = "var/zdbfs";
+    /// Every binary, third-party and ours.
+    pub const BIN: &str = "var/zdbfs/bin";
+    /// Configuration files (and their shipped `*.default` versions).
+    pub const ETC: &str = "var/zdbfs/etc";
+    /// The image's `MANIFEST`.
+    pub const MANIFEST: &str = "var/zdbfs/MANIFEST";
+    /// Unit files (copies, never symlinks into `/var`).
+    pub const UNITS: &str = "etc/systemd/system";
+    /// Preset files.
+    pub const PRESETS: &str = "etc/systemd/system-preset";
+    /// The suffix of a shipped config default; `install-config` installs `NAME` from
+    /// `NAME.default` (see [`super::install`]).
+    pub const DEFAULT_SUFFIX: &str = ".default";
+    /// The zstor config (secret: backend passwords and the key).
+    pub const ZSTOR_CONFIG: &str = "zstor-default.toml";
+    /// The monitor config.
+    pub const MONITOR_CONFIG: &str = "monitor_config.toml";
+    /// MinIO's credentials (secret).
+    pub const MINIO_ENV: &str = "minio.env";
+    /// The config files that hold secrets (always mode 0600).
+    pub const SECRET_FILES: &[&str] = &[ZSTOR_CONFIG, MINIO_ENV];
+    /// The units' environment (`EnvironmentFile=`).
+    pub const QSFS_ENV: &str = "qsfs.env";
+    /// The appliance config read by `zdb-hook` and `qsfs-health`.
+    pub const QSFS_TOML: &str = "qsfs.toml";
+    /// Runtime directories: `(name, mode)`; spool and state are private.
+    pub const DATA_DIRS: &[(&str, u32)] = &[
+        ("data", 0o755),
+        ("index", 0o755),
+        ("log", 0o755),
+        ("mnt", 0o755),
+        ("spool", 0o700),
+        ("state", 0o700),
+    ];
+    /// The zstor daemon's socket, as every caller expects it.
+    pub const ZSTOR_SOCKET: &str = "/run/qsfs/zstor.sock";
+    /// The zstor daemon's pid file.
+    pub const ZSTOR_PID_FILE: &str = "/run/qsfs/zstor.pid";
+    /// The zdbfs mountpoint.
+    pub const MOUNTPOINT: &str = "/var/zdbfs/mnt";
+}
+
+/// The third-party components, installed as `/var/zdbfs/bin/<name>`.
+pub const COMPONENTS: &[&str] = &["zdb", "zdbfs", "zstor", "minio"];
+/// Our binaries, installed next to them.
+pub const OURS: &[&str] = &["zdb-hook", "zstor_monitor", "qsfs-health", "qsfs-image"];
+/// The architecture every image is built for (the pinned upstream binaries are amd64).
+pub const ARCH: &str = "x86_64";
+
+/// Why `qsfs-image` failed. Messages never contain a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The manifest, site settings, lock file or an installed config is missing or invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A component name that is not one of [`COMPONENTS`] or [`OURS`].
+    #[error("{0}")]
+    UnknownComponent(String),
+    /// A local component file that cannot be used.
+    #[error("component `{name}`: {}: {problem}", path.display())]
+    BadPath {
+        /// The component.
+        name: String,
+        /// The path given for it.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A component whose content is not the pinned one.
+    #[error(
+        "component `{name}`: sha256 mismatch for {what}\n  expected {expected} ({pinned_by})\n  actual   {actual}"
+    )]
+    ChecksumMismatch {
+        /// The component.
+        name: String,
+        /// The URL, cache file or path whose content was hashed.
+        what: String,
+        /// Where the expected value comes from (the manifest or the lock file).
+        pinned_by: String,
+        /// The pinned sha256.
+        expected: String,
+        /// The sha256 of what was found.
+        actual: String,
+    },
+    /// Components that could not be found; every one is listed with how to supply it.
+    #[error("{}", missing_message(.0))]
+    Missing(Vec<Missing>),
+    /// Our own binaries could not be built.
+    #[error("building our binaries failed: {0}")]
+    Build(String),
+    /// A wrong command-line argument that clap cannot check.
+    #[error("{0}")]
+    Usage(String),
+    /// The input is not a readable qsfs image.
+    #[error("{}: not a readable qsfs image: {message}", path.display())]
+    NotAnImage {
+        /// The tarball or tree.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A local I/O error.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// One component that could not be found.
+#[derive(Debug, Clone)]
+pub struct Missing {
+    /// The component.
+    pub name: String,
+    /// Its version from the manifest.
+    pub version: String,
+    /// Why it is missing (not cached while offline, download failed, …).
+    pub reason: String,
+    /// Whether the reason is a failed download (exit code [`exit::DOWNLOAD_FAILED`]).
+    pub download_failed: bool,
+    /// How to supply it instead.
+    pub how: String,
+}
+
+fn missing_message(missing: &[Missing]) -> String {
+    let mut text = format!(
+        "{} component{} missing:",
+        missing.len(),
+        if missing.len() == 1 { " is" } else { "s are" }
+    );
+    for m in missing {
+        text.push_str(&format!(
+            "\n  {} {}: {}\n    {}",
+            m.name, m.version, m.reason, m.how
+        ));
+    }
+    text
+}
+
+impl Error {
+    /// The process exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(e) if matches!(e.problem, Problem::Missing | Problem::Unreadable) => {
+                exit::NO_INPUT
+            }
+            Error::Config(_) => exit::CONFIG,
+            Error::UnknownComponent(_) => exit::UNKNOWN_COMPONENT,
+            Error::BadPath { .. } => exit::BAD_COMPONENT_PATH,
+            Error::ChecksumMismatch { .. } => exit::CHECKSUM_MISMATCH,
+            Error::Missing(missing) if missing.iter().any(|m| m.download_failed) => {
+                exit::DOWNLOAD_FAILED
+            }
+            Error::Missing(_) => exit::MISSING_COMPONENT,
+            Error::Build(_) => exit::BUILD_FAILED,
+            Error::Usage(_) => exit::USAGE,
+            Error::NotAnImage { .. } => exit::NOT_AN_IMAGE,
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                exit::NO_INPUT
+            }
+            Error::Io { .. } => exit::IO_ERROR,
+        }
+    }
+
+    /// An I/O error at `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// A lowercase hex sha256.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `true` if `text` is 64 lowercase or uppercase hex digits.
+pub fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_exit_codes_are_distinct() {
+        let mut codes = vec![
+            exit::OK,
+            exit::FAILURE,
+            exit::USAGE,
+            exit::NO_INPUT,
+            exit::IO_ERROR,
+            exit::CONFIG,
+            exit::NOT_AN_IMAGE,
+            exit::UNKNOWN_COMPONENT,
+            exit::BAD_COMPONENT_PATH,
+            exit::CHECKSUM_MISMATCH,
+            exit::MISSING_COMPONENT,
+            exit::DOWNLOAD_FAILED,
+            exit::BUILD_FAILED,
+        ];
+        let count = codes.len();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), count);
+    }
+
+    #[test]
+    fn missing_lists_every_component() {
+        let missing = |name: &str, download_failed| Missing {
+            name: name.into(),
+            version: "1".into(),
+            reason: "not cached".into(),
+            download_failed,
+            how: format!("--component {name}=PATH"),
+        };
+        let err = Error::Missing(vec![missing("zdb", false), missing("minio", false)]);
+        let text = err.to_string();
+        assert!(text.starts_with("2 components are missing:"), "{text}");
+        assert!(text.contains("zdb 1: not cached") && text.contains("--component minio=PATH"));
+        assert_eq!(err.exit_code(), exit::MISSING_COMPONENT);
+        let err = Error::Missing(vec![missing("zdb", true)]);
+        assert_eq!(err.exit_code(), exit::DOWNLOAD_FAILED);
+    }
+}

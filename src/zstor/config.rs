@@ -3,9 +3,12 @@
 //! The format follows upstream exactly: unknown keys are refused, backend addresses are IP
 //! literals with a port, the metadata store is exactly four `zdb` backends in user-key mode,
 //! and the data backends (in `[[groups]]`) must number at least `expected_shards`.
+//!
+//! The types also serialize (for `qsfs-image`, which renders this file from the operator's
+//! site settings); secrets are written out explicitly, through [`Secret::expose`].
 
 use crate::config::{ConfigError, Secret, Source};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -13,7 +16,7 @@ use std::path::{Path, PathBuf};
 pub const META_BACKENDS: usize = 4;
 
 /// A zstor v0.5 config.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZstorConfig {
     /// Shards needed to decode an object.
@@ -49,18 +52,18 @@ pub struct ZstorConfig {
 }
 
 /// `[encryption]`: AES-256-GCM with a 32-byte key in hex.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Encryption {
     /// Always `AES`.
     pub algorithm: EncryptionAlgorithm,
     /// 64 hex digits.
-    #[serde(deserialize_with = "hex_key")]
+    #[serde(deserialize_with = "hex_key", serialize_with = "expose")]
     pub key: Secret,
 }
 
 /// The only encryption zstor knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum EncryptionAlgorithm {
     /// AES-256-GCM.
     #[serde(rename = "AES")]
@@ -68,7 +71,7 @@ pub enum EncryptionAlgorithm {
 }
 
 /// `[compression]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Compression {
     /// Always `snappy`.
@@ -76,7 +79,7 @@ pub struct Compression {
 }
 
 /// The only compression zstor knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CompressionAlgorithm {
     /// Snappy.
@@ -84,7 +87,7 @@ pub enum CompressionAlgorithm {
 }
 
 /// `[meta]`: where object metadata lives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Meta {
     /// Always `zdb` since zstor v0.3.
@@ -95,7 +98,7 @@ pub struct Meta {
 }
 
 /// The only metadata store of zstor v0.5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetaType {
     /// User-key zdb namespaces.
@@ -103,7 +106,7 @@ pub enum MetaType {
 }
 
 /// `[meta.config]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetaConfig {
     /// Key prefix of the metadata.
@@ -115,7 +118,7 @@ pub struct MetaConfig {
 }
 
 /// `[[groups]]`: data backends that are physically close.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Group {
     /// The group's backends.
@@ -123,7 +126,7 @@ pub struct Group {
 }
 
 /// One remote 0-db namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// `[ip]:port`; zstor accepts no host names.
@@ -132,6 +135,7 @@ pub struct Backend {
     /// The namespace.
     pub namespace: Option<String>,
     /// The namespace password.
+    #[serde(serialize_with = "expose_option")]
     pub password: Option<Secret>,
 }
 
@@ -143,6 +147,17 @@ impl Backend {
             self.address,
             self.namespace.as_deref().unwrap_or("default")
         )
+    }
+}
+
+fn expose<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose())
+}
+
+fn expose_option<S: Serializer>(secret: &Option<Secret>, serializer: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(secret) => serializer.serialize_some(secret.expose()),
+        None => serializer.serialize_none(),
     }
 }
 

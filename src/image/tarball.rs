@@ -1,0 +1,247 @@
+//! Writing the image: a deterministic `.tar.gz` and the `SHA256SUMS` beside it.
+//!
+//! Entries go in the planned (sorted) order, as ustar headers with owner 0:0 and no user or
+//! group names, the planned mode, and `SOURCE_DATE_EPOCH` as every mtime; the gzip header has
+//! no timestamp and no file name, and the level is 6 (gzip's default). So the same inputs give
+//! byte-identical output. Every file is re-hashed while it is copied in; a file that changed
+//! since it was planned is an error. The tarball is written under a temporary name, fsynced
+//! and renamed, so a failed build leaves nothing behind.
+
+use super::fsutil::{write_atomic, HashingReader, TempFile};
+use super::tree::{Content, Entry};
+use super::Error;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// The gzip level (`gzip`'s and `tar -czf`'s default).
+pub const LEVEL: u32 = 6;
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `entries` as a gzipped tarball to `target`; returns the tarball's sha256.
+pub fn write(entries: &[Entry], epoch: u64, target: &Path) -> Result<String, Error> {
+    let mut temp = TempFile::create(target, 0o644)?;
+    let io = |e: std::io::Error| Error::io(target, e);
+    let hashing = HashingWriter {
+        inner: std::io::BufWriter::with_capacity(1 << 20, temp.file()),
+        hasher: Sha256::new(),
+    };
+    let gzip = flate2::GzBuilder::new().write(hashing, flate2::Compression::new(LEVEL));
+    let mut tar = tar::Builder::new(gzip);
+    for entry in entries {
+        append(&mut tar, entry, epoch)?;
+    }
+    let gzip = tar.into_inner().map_err(io)?;
+    let HashingWriter { inner, hasher } = gzip.finish().map_err(io)?;
+    inner.into_inner().map_err(|e| io(e.into_error()))?;
+    let sha256 = super::hex(&hasher.finalize());
+    temp.persist()?;
+    Ok(sha256)
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, entry: &Entry, epoch: u64) -> Result<(), Error> {
+    let mut header = tar::Header::new_ustar();
+    header.set_mode(entry.mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(epoch);
+    header.set_size(entry.size);
+    let path = if entry.is_dir() {
+        header.set_entry_type(tar::EntryType::Directory);
+        format!("{}/", entry.path)
+    } else {
+        header.set_entry_type(tar::EntryType::Regular);
+        entry.path.clone()
+    };
+    header
+        .set_path(&path)
+        .map_err(|e| Error::io(&entry.path, e))?;
+    header.set_cksum();
+    match &entry.content {
+        Content::None => tar
+            .append(&header, std::io::empty())
+            .map_err(|e| Error::io(&entry.path, e)),
+        Content::Bytes(bytes) => tar
+            .append(&header, &bytes[..])
+            .map_err(|e| Error::io(&entry.path, e)),
+        Content::File(source) => {
+            let changed = || {
+                Error::io(
+                    source,
+                    std::io::Error::other(format!(
+                        "changed while the image was being built (for {})",
+                        entry.path
+                    )),
+                )
+            };
+            let file = std::fs::File::open(source).map_err(|e| Error::io(source, e))?;
+            let len = file.metadata().map_err(|e| Error::io(source, e))?.len();
+            if len != entry.size {
+                return Err(changed());
+            }
+            let mut reader = HashingReader::new(file.take(entry.size));
+            tar.append(&header, &mut reader)
+                .map_err(|e| Error::io(source, e))?;
+            if Some(reader.finish()) != entry.sha256 {
+                return Err(changed());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Adds (or replaces) the line for `file_name` in `dir/SHA256SUMS`, keeping the lines of other
+/// files, sorted by name (the `sha256sum -c` format).
+pub fn write_sha256sums(dir: &Path, file_name: &str, sha256: &str) -> Result<(), Error> {
+    let path = dir.join("SHA256SUMS");
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let mut lines: Vec<(String, String)> = existing
+        .lines()
+        .filter_map(|line| {
+            let (sum, name) = line.split_once("  ")?;
+            Some((name.to_string(), sum.to_string()))
+        })
+        .filter(|(name, _)| name != file_name)
+        .collect();
+    lines.push((file_name.to_string(), sha256.to_string()));
+    lines.sort();
+    let text: String = lines
+        .iter()
+        .map(|(name, sum)| format!("{sum}  {name}\n"))
+        .collect();
+    write_atomic(&path, text.as_bytes(), 0o644)
+}
+
+/// The sha256 recorded for `file_name` in `dir/SHA256SUMS`, if there is one.
+pub fn read_sha256sums(dir: &Path, file_name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("SHA256SUMS")).ok()?;
+    text.lines().find_map(|line| {
+        let (sum, name) = line.split_once("  ")?;
+        (name.trim_start_matches('*') == file_name).then(|| sum.to_ascii_lowercase())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::tree::Role;
+
+    fn entries(dir: &Path) -> Vec<Entry> {
+        let file = dir.join("input");
+        std::fs::write(&file, b"#!/bin/sh\necho hi\n").unwrap();
+        let sha = crate::image::fsutil::sha256_file(&file).unwrap().0;
+        vec![
+            Entry {
+                path: "var/zdbfs".into(),
+                role: Role::Dir,
+                mode: 0o755,
+                size: 0,
+                sha256: None,
+                content: Content::None,
+            },
+            Entry {
+                path: "var/zdbfs/bin/zdb".into(),
+                role: Role::Binary,
+                mode: 0o755,
+                size: 18,
+                sha256: Some(sha),
+                content: Content::File(file),
+            },
+            Entry {
+                path: "var/zdbfs/etc/minio.env.default".into(),
+                role: Role::Secret,
+                mode: 0o600,
+                size: 3,
+                sha256: None,
+                content: Content::Bytes(b"x=1".to_vec()),
+            },
+        ]
+    }
+
+    #[test]
+    fn same_entries_same_bytes_and_normalized_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = entries(dir.path());
+        let a = dir.path().join("a.tar.gz");
+        let b = dir.path().join("b.tar.gz");
+        let sha_a = write(&list, 1_700_000_000, &a).unwrap();
+        let sha_b = write(&list, 1_700_000_000, &b).unwrap();
+        assert_eq!(sha_a, sha_b);
+        let bytes = std::fs::read(&a).unwrap();
+        assert_eq!(bytes, std::fs::read(&b).unwrap());
+        assert_eq!(crate::image::fsutil::sha256_file(&a).unwrap().0, sha_a);
+        assert_eq!(&bytes[4..8], &[0, 0, 0, 0], "no gzip timestamp");
+
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+        let mut seen = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let h = entry.header();
+            assert_eq!((h.uid().unwrap(), h.gid().unwrap()), (0, 0));
+            assert_eq!(h.mtime().unwrap(), 1_700_000_000);
+            seen.push((
+                entry.path().unwrap().display().to_string(),
+                h.mode().unwrap(),
+            ));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("var/zdbfs/".to_string(), 0o755),
+                ("var/zdbfs/bin/zdb".to_string(), 0o755),
+                ("var/zdbfs/etc/minio.env.default".to_string(), 0o600),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_that_changed_fails_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = entries(dir.path());
+        std::fs::write(dir.path().join("input"), b"#!/bin/sh\necho HI\n").unwrap();
+        let target = dir.path().join("out.tar.gz");
+        let err = write(&list, 0, &target).unwrap_err();
+        assert!(err.to_string().contains("changed while"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["input"]);
+    }
+
+    #[test]
+    fn sha256sums_keep_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_sha256sums(dir.path(), "b.tar.gz", "22").unwrap();
+        write_sha256sums(dir.path(), "a.tar.gz", "11").unwrap();
+        write_sha256sums(dir.path(), "b.tar.gz", "33").unwrap();
+        let text = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
+        assert_eq!(text, "11  a.tar.gz\n33  b.tar.gz\n");
+        assert_eq!(
+            read_sha256sums(dir.path(), "b.tar.gz").as_deref(),
+            Some("33")
+        );
+        assert_eq!(read_sha256sums(dir.path(), "c.tar.gz"), None);
+    }
+}

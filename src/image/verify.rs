@@ -1,0 +1,604 @@
+//! `qsfs-image verify`: checks a tarball, or an installed tree, against its `MANIFEST`.
+//!
+//! Every difference is listed, never only the first:
+//! * **missing**: an entry of the `MANIFEST` is absent;
+//! * **changed**: type, mode, size, content (sha256) or, in a tarball, owner differ; also a
+//!   secret config readable by others, and a tarball whose sha256 is not the one in the
+//!   `SHA256SUMS` beside it;
+//! * **extra**: in a tarball, any entry the `MANIFEST` does not list; in a tree, an executable
+//!   or symlink in `var/zdbfs/bin` or `var/zdbfs/etc` that the `MANIFEST` does not list.
+//!
+//! These are failures (exit 1). Configs the operator is expected to edit are installed from
+//! their shipped `*.default` and reported as **modified** when they differ from it, or
+//! **pending** when not installed yet; neither is a failure.
+
+use super::layout::{self, DEFAULT_SUFFIX, SECRET_FILES};
+use super::tree::{EntryInfo, ImageManifest, Role};
+use super::{tarball, Error};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The kind of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingKind {
+    /// An entry is absent (failure).
+    Missing,
+    /// An entry differs (failure).
+    Changed,
+    /// Something that should not be there (failure).
+    Extra,
+    /// A config differs from its shipped default (expected, not a failure).
+    Modified,
+    /// A config is not installed from its default yet (not a failure).
+    Pending,
+    /// Information (not a failure).
+    Note,
+}
+
+impl FindingKind {
+    /// Whether this finding fails the verification.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            FindingKind::Missing | FindingKind::Changed | FindingKind::Extra
+        )
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            FindingKind::Missing => "MISSING",
+            FindingKind::Changed => "CHANGED",
+            FindingKind::Extra => "EXTRA",
+            FindingKind::Modified => "MODIFIED",
+            FindingKind::Pending => "PENDING",
+            FindingKind::Note => "NOTE",
+        }
+    }
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// What kind.
+    pub kind: FindingKind,
+    /// The entry's path (relative to the root), or the tarball.
+    pub path: String,
+    /// Details.
+    pub detail: String,
+}
+
+/// The result of a verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The tarball or root that was checked.
+    pub target: String,
+    /// `name version` of the image.
+    pub image: String,
+    /// How many `MANIFEST` entries were checked.
+    pub checked: usize,
+    /// No failures.
+    pub ok: bool,
+    /// Every finding, failures first.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    fn new(target: &Path, manifest: &ImageManifest, mut findings: Vec<Finding>) -> Report {
+        findings.sort_by_key(|f| (!f.kind.is_failure(), f.path.clone()));
+        Report {
+            target: target.display().to_string(),
+            image: format!("{} {}", manifest.image.name, manifest.image.version),
+            checked: manifest.entries.len(),
+            ok: !findings.iter().any(|f| f.kind.is_failure()),
+            findings,
+        }
+    }
+
+    /// Number of failures.
+    pub fn failures(&self) -> usize {
+        self.findings.iter().filter(|f| f.kind.is_failure()).count()
+    }
+
+    /// The human-readable report: one line per finding, then a summary.
+    pub fn to_text(&self) -> String {
+        let mut text = String::new();
+        for f in &self.findings {
+            text.push_str(&format!("{:<9} {}: {}\n", f.kind.label(), f.path, f.detail));
+        }
+        text.push_str(&format!(
+            "verify: {} at {}: {} entries checked, {} failure{}\n",
+            self.image,
+            self.target,
+            self.checked,
+            self.failures(),
+            if self.failures() == 1 { "" } else { "s" }
+        ));
+        text
+    }
+}
+
+/// What was found for one path.
+#[derive(Debug, Clone)]
+struct Observed {
+    kind: &'static str,
+    mode: u32,
+    owner: Option<(u64, u64)>,
+    size: u64,
+    sha256: Option<String>,
+}
+
+fn differences(expected: &EntryInfo, observed: &Observed) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if observed.kind != expected.kind {
+        diffs.push(format!(
+            "is a {}, expected a {}",
+            observed.kind, expected.kind
+        ));
+        return diffs;
+    }
+    if observed.mode != expected.mode_bits() {
+        diffs.push(format!(
+            "mode {:04o}, expected {}",
+            observed.mode, expected.mode
+        ));
+    }
+    if let Some((uid, gid)) = observed.owner {
+        if (uid, gid) != (0, 0) {
+            diffs.push(format!("owner {uid}:{gid}, expected 0:0"));
+        }
+    }
+    if expected.kind == "file" {
+        if observed.size != expected.size {
+            diffs.push(format!(
+                "size {}, expected {}",
+                observed.size, expected.size
+            ));
+        }
+        if observed.sha256 != expected.sha256 {
+            diffs.push(format!(
+                "sha256 {}, expected {}",
+                observed.sha256.as_deref().unwrap_or("-"),
+                expected.sha256.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    diffs
+}
+
+fn not_an_image(path: &Path, message: impl Into<String>) -> Error {
+    Error::NotAnImage {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads every entry of a tarball: its `MANIFEST` text, what was found per path, entries that
+/// appear twice, and the sha256 of the whole file.
+#[allow(clippy::type_complexity)]
+fn read_tarball(
+    path: &Path,
+) -> Result<
+    (
+        Option<String>,
+        BTreeMap<String, Observed>,
+        Vec<String>,
+        String,
+    ),
+    Error,
+> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let raw = super::fsutil::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(raw));
+    let bad = |e: std::io::Error| not_an_image(path, e.to_string());
+    let mut manifest = None;
+    let mut observed = BTreeMap::new();
+    let mut twice = Vec::new();
+    for entry in archive.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let header = entry.header().clone();
+        let name = entry
+            .path()
+            .map_err(bad)?
+            .to_string_lossy()
+            .trim_end_matches('/')
+            .to_string();
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular => "file",
+            tar::EntryType::Directory => "dir",
+            tar::EntryType::Symlink => "symlink",
+            tar::EntryType::Link => "hard link",
+            _ => "special file",
+        };
+        let mut content = Vec::new();
+        let sha256 = if kind == "file" {
+            let mut hashing = super::fsutil::HashingReader::new(&mut entry);
+            if name == layout::MANIFEST {
+                hashing.read_to_end(&mut content).map_err(bad)?;
+            } else {
+                std::io::copy(&mut hashing, &mut std::io::sink()).map_err(bad)?;
+            }
+            Some(hashing.finish())
+        } else {
+            None
+        };
+        if name == layout::MANIFEST {
+            manifest = Some(String::from_utf8_lossy(&content).into_owned());
+        }
+        let seen = Observed {
+            kind,
+            mode: header.mode().map_err(bad)? & 0o7777,
+            owner: Some((header.uid().map_err(bad)?, header.gid().map_err(bad)?)),
+            size: header.size().map_err(bad)?,
+            sha256,
+        };
+        if observed.insert(name.clone(), seen).is_some() {
+            twice.push(name);
+        }
+    }
+    // Read to the end so the whole file is hashed (and the gzip trailer checked).
+    let mut gzip = archive.into_inner();
+    std::io::copy(&mut gzip, &mut std::io::sink()).map_err(bad)?;
+    let mut raw = gzip.into_inner();
+    std::io::copy(&mut raw, &mut std::io::sink()).map_err(bad)?;
+    Ok((manifest, observed, twice, raw.finish()))
+}
+
+/// Verifies a tarball against the `MANIFEST` inside it, and against `SHA256SUMS` beside it.
+pub fn verify_tarball(path: &Path) -> Result<Report, Error> {
+    let (manifest_text, mut observed, twice, sha256) = read_tarball(path)?;
+    let Some(manifest_text) = manifest_text else {
+        return Err(not_an_image(
+            path,
+            format!("it has no {}", layout::MANIFEST),
+        ));
+    };
+    let manifest = ImageManifest::parse(&manifest_text, path)?;
+    let mut findings = Vec::new();
+    let tarball_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match tarball::read_sha256sums(dir, &tarball_name) {
+        Some(expected) if expected == sha256 => {}
+        Some(expected) => findings.push(Finding {
+            kind: FindingKind::Changed,
+            path: path.display().to_string(),
+            detail: format!("sha256 {sha256}, SHA256SUMS beside it says {expected}"),
+        }),
+        None => findings.push(Finding {
+            kind: FindingKind::Note,
+            path: path.display().to_string(),
+            detail: format!(
+                "no line for it in {} (the tarball's own sha256 is {sha256})",
+                dir.join("SHA256SUMS").display()
+            ),
+        }),
+    }
+    for name in twice {
+        findings.push(Finding {
+            kind: FindingKind::Extra,
+            path: name,
+            detail: "appears more than once in the tarball".into(),
+        });
+    }
+    observed.remove(layout::MANIFEST);
+    for expected in &manifest.entries {
+        match observed.remove(&expected.path) {
+            None => findings.push(Finding {
+                kind: FindingKind::Missing,
+                path: expected.path.clone(),
+                detail: format!("{} listed in the MANIFEST", expected.kind),
+            }),
+            Some(seen) => {
+                let diffs = differences(expected, &seen);
+                if !diffs.is_empty() {
+                    findings.push(Finding {
+                        kind: FindingKind::Changed,
+                        path: expected.path.clone(),
+                        detail: diffs.join("; "),
+                    });
+                }
+            }
+        }
+    }
+    for (name, seen) in observed {
+        findings.push(Finding {
+            kind: FindingKind::Extra,
+            path: name,
+            detail: format!("{} not in the MANIFEST", seen.kind),
+        });
+    }
+    Ok(Report::new(path, &manifest, findings))
+}
+
+/// Reads the `MANIFEST` of an installed tree (or the one given).
+pub fn read_tree_manifest(root: &Path, manifest: Option<&Path>) -> Result<ImageManifest, Error> {
+    let path = manifest
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| root.join(layout::MANIFEST));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_an_image(
+                root,
+                format!(
+                    "{} does not exist (is a qsfs image unpacked there?)",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    ImageManifest::parse(&text, &path)
+}
+
+fn observe(path: &Path) -> std::io::Result<Observed> {
+    let meta = std::fs::symlink_metadata(path)?;
+    let kind = if meta.is_dir() {
+        "dir"
+    } else if meta.is_file() {
+        "file"
+    } else if meta.file_type().is_symlink() {
+        "symlink"
+    } else {
+        "special file"
+    };
+    let sha256 = if kind == "file" {
+        Some(
+            super::fsutil::sha256_file(path)
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .0,
+        )
+    } else {
+        None
+    };
+    Ok(Observed {
+        kind,
+        mode: meta.permissions().mode() & 0o7777,
+        owner: None,
+        size: meta.size(),
+        sha256,
+    })
+}
+
+/// Verifies an installed tree under `root` against its `MANIFEST` (or `manifest`).
+pub fn verify_root(root: &Path, manifest: Option<&Path>) -> Result<Report, Error> {
+    let image = read_tree_manifest(root, manifest)?;
+    let mut findings = Vec::new();
+    for expected in &image.entries {
+        let path = root.join(&expected.path);
+        match observe(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => findings.push(Finding {
+                kind: FindingKind::Missing,
+                path: expected.path.clone(),
+                detail: format!("{} listed in the MANIFEST", expected.kind),
+            }),
+            Err(e) => findings.push(Finding {
+                kind: FindingKind::Changed,
+                path: expected.path.clone(),
+                detail: format!("cannot be read: {e}"),
+            }),
+            Ok(seen) => {
+                let diffs = differences(expected, &seen);
+                if !diffs.is_empty() {
+                    findings.push(Finding {
+                        kind: FindingKind::Changed,
+                        path: expected.path.clone(),
+                        detail: diffs.join("; "),
+                    });
+                }
+            }
+        }
+    }
+    findings.extend(installed_configs(root, &image));
+    findings.extend(extra_executables(root, &image));
+    findings.extend(stale_units(root, &image));
+    Ok(Report::new(root, &image, findings))
+}
+
+/// The configs installed from the shipped defaults: modified, pending, or a secret that others
+/// can read.
+fn installed_configs(root: &Path, image: &ImageManifest) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut live_paths: Vec<(String, Option<&EntryInfo>)> = image
+        .configs()
+        .map(|(default, live)| (live, Some(default)))
+        .collect();
+    for name in SECRET_FILES {
+        let live = format!("{}/{name}", layout::ETC);
+        if !live_paths.iter().any(|(p, _)| *p == live) {
+            live_paths.push((live, None));
+        }
+    }
+    for (live, default) in live_paths {
+        let path = root.join(&live);
+        let secret = default.map(|d| d.role == Role::Secret).unwrap_or(true);
+        match observe(&path) {
+            Err(_) => {
+                if let Some(default) = default {
+                    findings.push(Finding {
+                        kind: FindingKind::Pending,
+                        path: live,
+                        detail: format!(
+                            "not installed yet: qsfs-config.service (qsfs-image install-config) \
+                             installs it from {}",
+                            default.path
+                        ),
+                    });
+                }
+            }
+            Ok(seen) => {
+                if secret && seen.mode & 0o077 != 0 {
+                    findings.push(Finding {
+                        kind: FindingKind::Changed,
+                        path: live.clone(),
+                        detail: format!("mode {:04o}: it holds secrets, chmod 600 it", seen.mode),
+                    });
+                }
+                if let Some(default) = default {
+                    if seen.sha256 != default.sha256 {
+                        findings.push(Finding {
+                            kind: FindingKind::Modified,
+                            path: live,
+                            detail: format!(
+                                "differs from the shipped {} (expected for a config you edit)",
+                                default.path.rsplit('/').next().unwrap_or(DEFAULT_SUFFIX)
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    findings
+}
+
+/// Executables and symlinks under `var/zdbfs/bin` and `var/zdbfs/etc` that the `MANIFEST`
+/// does not list.
+fn extra_executables(root: &Path, image: &ImageManifest) -> Vec<Finding> {
+    let listed: std::collections::BTreeSet<&str> =
+        image.entries.iter().map(|e| e.path.as_str()).collect();
+    let mut findings = Vec::new();
+    let mut stack: Vec<PathBuf> = vec![root.join(layout::BIN), root.join(layout::ETC)];
+    while let Some(dir) = stack.pop() {
+        let Ok(items) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in items.flatten() {
+            let path = item.path();
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if listed.contains(relative.as_str()) {
+                continue;
+            }
+            if meta.file_type().is_symlink() {
+                findings.push(Finding {
+                    kind: FindingKind::Extra,
+                    path: relative,
+                    detail: "symlink not in the MANIFEST".into(),
+                });
+            } else if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+                findings.push(Finding {
+                    kind: FindingKind::Extra,
+                    path: relative,
+                    detail: "executable not in the MANIFEST".into(),
+                });
+            }
+        }
+    }
+    findings
+}
+
+/// `qsfs*` units in `etc/systemd/system` that this image does not ship (left from an older one).
+fn stale_units(root: &Path, image: &ImageManifest) -> Vec<Finding> {
+    let Ok(items) = std::fs::read_dir(root.join(layout::UNITS)) else {
+        return Vec::new();
+    };
+    let mut findings = Vec::new();
+    for item in items.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        let relative = format!("{}/{name}", layout::UNITS);
+        let is_file = item.file_type().map(|t| !t.is_dir()).unwrap_or(false);
+        if name.starts_with("qsfs") && is_file && !image.entries.iter().any(|e| e.path == relative)
+        {
+            findings.push(Finding {
+                kind: FindingKind::Note,
+                path: relative,
+                detail: "a qsfs unit this image does not ship (left from an older image?)".into(),
+            });
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: &str, mode: &str, size: u64, sha: Option<&str>) -> EntryInfo {
+        EntryInfo {
+            path: "var/zdbfs/bin/zdb".into(),
+            kind: kind.into(),
+            mode: mode.into(),
+            size,
+            sha256: sha.map(str::to_string),
+            role: Role::Binary,
+        }
+    }
+
+    #[test]
+    fn differences_list_everything_that_differs() {
+        let expected = entry("file", "0755", 3, Some("aa"));
+        let seen = Observed {
+            kind: "file",
+            mode: 0o644,
+            owner: Some((1000, 0)),
+            size: 4,
+            sha256: Some("bb".into()),
+        };
+        let diffs = differences(&expected, &seen);
+        assert_eq!(
+            diffs,
+            [
+                "mode 0644, expected 0755",
+                "owner 1000:0, expected 0:0",
+                "size 4, expected 3",
+                "sha256 bb, expected aa"
+            ]
+        );
+        let seen = Observed {
+            kind: "symlink",
+            ..seen
+        };
+        assert_eq!(
+            differences(&expected, &seen),
+            ["is a symlink, expected a file"]
+        );
+    }
+
+    #[test]
+    fn failures_sort_first_and_count() {
+        let manifest_text = "schema = 1\ncomponents = []\nours = []\nentries = []\n[image]\nname = 'qsfs'\nversion = '1'\narch = 'x86_64'\nqsfs_version = '1'\nsource_date_epoch = 0\nbuild_time = 'x'\nsecrets = false\n";
+        let manifest = ImageManifest::parse(manifest_text, Path::new("M")).unwrap();
+        let finding = |kind, path: &str| Finding {
+            kind,
+            path: path.into(),
+            detail: "d".into(),
+        };
+        let report = Report::new(
+            Path::new("/"),
+            &manifest,
+            vec![
+                finding(FindingKind::Modified, "a"),
+                finding(FindingKind::Missing, "b"),
+            ],
+        );
+        assert!(!report.ok);
+        assert_eq!(report.failures(), 1);
+        assert_eq!(report.findings[0].kind, FindingKind::Missing);
+        let text = report.to_text();
+        assert!(
+            text.starts_with("MISSING   b: d\nMODIFIED  a: d\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("0 entries checked, 1 failure\n"), "{text}");
+    }
+}

@@ -1,0 +1,896 @@
+//! `qsfs-image` end to end: builds from local component files (small executables: fixtures
+//! for a packager), unpacks into a temporary root, verifies, tampers, upgrades, and checks that
+//! every bad input has its own error and exit code and leaves no partial tarball.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+const EPOCH: &str = "1700000000";
+const KEY: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
+const SECRETS: &[&str] = &[KEY, "backend-pass-secret", "minio-secret-pass"];
+const COMPONENTS: &[&str] = &["zdb", "zdbfs", "zstor", "minio"];
+const OURS: &[&str] = &["zdb-hook", "zstor_monitor", "qsfs-health", "qsfs-image"];
+
+/// A site settings file; `datasize` and `cache` vary between image versions.
+fn site_text(datasize: &str, cache: &str) -> String {
+    let mut text = format!(
+        "[zstor]\nminimal_shards = 2\nexpected_shards = 3\nkey = \"{KEY}\"\npassword = \"backend-pass-secret\"\n"
+    );
+    for i in 1..=4 {
+        text.push_str(&format!(
+            "\n[[zstor.meta_backends]]\naddress = \"[2a02:1802:5e::{i}]:9900\"\nnamespace = \"meta-{i}\"\n"
+        ));
+    }
+    text.push_str("\n[[zstor.groups]]\n");
+    for i in 1..=3 {
+        text.push_str(&format!(
+            "\n[[zstor.groups.backends]]\naddress = \"10.0.0.{i}:9900\"\nnamespace = \"data-{i}\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\n[zdb]\ndatasize = \"{datasize}\"\n\n[cache]\nmax_size = \"{cache}\"\n\n\
+         [minio]\nroot_user = \"qsfs\"\nroot_password = \"minio-secret-pass\"\n"
+    ));
+    text
+}
+
+fn write_executable(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A build directory: component files, our binaries, units, config templates, a manifest
+/// taking every component from a local path, and site settings.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let fixture = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let root = fixture.path();
+        for sub in ["components", "ours", "units", "etc", "cache"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        for name in COMPONENTS {
+            write_executable(
+                &root.join("components").join(name),
+                &format!("#!/bin/sh\necho '{name} fixture'\n"),
+            );
+        }
+        for name in OURS {
+            write_executable(
+                &root.join("ours").join(name),
+                &format!("#!/bin/sh\necho '{name} fixture'\n"),
+            );
+        }
+        let units = root.join("units");
+        std::fs::write(units.join("qsfs.target"), "[Unit]\nDescription=qsfs\n").unwrap();
+        std::fs::write(
+            units.join("qsfs-zdb.service"),
+            "[Service]\nEnvironmentFile=/var/zdbfs/etc/qsfs.env\nExecStart=/var/zdbfs/bin/zdb\n",
+        )
+        .unwrap();
+        std::fs::write(units.join("50-qsfs.preset"), "enable qsfs.target\n").unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("units/qsfs-config.service"),
+            units.join("qsfs-config.service"),
+        )
+        .unwrap();
+        std::fs::write(units.join("README"), "not a unit\n").unwrap();
+        let etc = root.join("etc");
+        std::fs::write(etc.join("qsfs.toml"), "# appliance settings\n").unwrap();
+        std::fs::write(
+            etc.join("monitor_config.toml"),
+            "zdb_index_dir_path = \"/var/zdbfs/index\"\nzdb_data_dir_path = \"/var/zdbfs/data\"\n\
+             zstor_config_path = \"/var/zdbfs/etc/zstor-default.toml\"\nzstor_bin_path = \"/var/zdbfs/bin/zstor\"\n",
+        )
+        .unwrap();
+        fixture.write_manifest("1.0.0", &BTreeMap::new());
+        fixture.write_site("32M", "1G");
+        fixture
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn manifest(&self) -> PathBuf {
+        self.path().join("manifest.toml")
+    }
+
+    fn site(&self) -> PathBuf {
+        self.path().join("site.toml")
+    }
+
+    fn write_site(&self, datasize: &str, cache: &str) {
+        std::fs::write(self.site(), site_text(datasize, cache)).unwrap();
+    }
+
+    /// Writes the manifest; `sources` replaces a component's `path = …` line.
+    fn write_manifest(&self, version: &str, sources: &BTreeMap<&str, String>) {
+        let mut text = format!("[image]\nname = \"qsfs\"\nversion = \"{version}\"\n");
+        for name in COMPONENTS {
+            let source = sources
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| format!("path = \"components/{name}\""));
+            text.push_str(&format!(
+                "\n[components.{name}]\nversion = \"{name}-1\"\n{source}\n"
+            ));
+        }
+        text.push_str("\n[ours]\ndir = \"ours\"\n\n[files]\nunits = \"units\"\netc = \"etc\"\n");
+        std::fs::write(self.manifest(), text).unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let output = Command::new(env!("CARGO_BIN_EXE_qsfs-image"))
+            .args(args)
+            .current_dir(self.path())
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .env("XDG_CACHE_HOME", self.path().join("cache"))
+            .output()
+            .expect("run qsfs-image");
+        for stream in [&output.stdout, &output.stderr] {
+            let text = String::from_utf8_lossy(stream);
+            for secret in SECRETS {
+                assert!(
+                    !text.contains(secret),
+                    "qsfs-image printed a secret:\n{text}"
+                );
+            }
+        }
+        output
+    }
+
+    /// `build --manifest … --site … -o <out> --offline` plus `extra`.
+    fn build(&self, out: &str, extra: &[&str]) -> Output {
+        let manifest = self.manifest();
+        let site = self.site();
+        let mut args = vec![
+            "build",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--output-dir",
+            out,
+        ];
+        if !extra.contains(&"--no-site") {
+            args.extend(["--site", site.to_str().unwrap()]);
+        }
+        args.extend(extra.iter().filter(|a| **a != "--no-site"));
+        self.run(&args)
+    }
+
+    fn tarball(&self, out: &str, version: &str) -> PathBuf {
+        self.path()
+            .join(out)
+            .join(format!("qsfs-{version}-x86_64.tar.gz"))
+    }
+
+    /// A fresh directory to unpack into.
+    fn root(&self, name: &str) -> PathBuf {
+        let root = self.path().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn assert_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// `tar -xzpf TARBALL -C ROOT`, as an operator would.
+fn unpack(tarball: &Path, root: &Path) {
+    let status = Command::new("tar")
+        .arg("-xzpf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(root)
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar -xzpf failed");
+}
+
+/// Files in `dir`, for "nothing was left behind".
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|items| {
+            items
+                .map(|i| i.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn build_unpack_verify_then_one_changed_byte_fails_naming_the_file() {
+    let f = Fixture::new();
+    let build = f.build("out", &["--offline"]);
+    assert_code(&build, 0);
+    let stdout = text(&build.stdout);
+    assert!(stdout.contains("qsfs-1.0.0-x86_64.tar.gz"), "{stdout}");
+    assert!(stdout.contains("secrets inside"), "{stdout}");
+    let tarball = f.tarball("out", "1.0.0");
+    assert_eq!(
+        listing(&f.path().join("out")),
+        ["SHA256SUMS", "qsfs-1.0.0-x86_64.tar.gz"]
+    );
+
+    let root = f.root("root");
+    unpack(&tarball, &root);
+    let root_arg = root.to_str().unwrap();
+    // Unit files are copies in etc/systemd/system, not symlinks into /var.
+    let unit = root.join("etc/systemd/system/qsfs.target");
+    assert!(std::fs::symlink_metadata(&unit).unwrap().is_file());
+    assert!(root
+        .join("etc/systemd/system-preset/50-qsfs.preset")
+        .is_file());
+    assert!(!root.join("etc/systemd/system/README").exists());
+
+    let install = f.run(&["install-config", "--root", root_arg]);
+    assert_code(&install, 0);
+    assert!(text(&install.stdout).contains("installed /var/zdbfs/etc/zstor-default.toml"));
+    let zstor = root.join("var/zdbfs/etc/zstor-default.toml");
+    let mode = std::fs::metadata(&zstor).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let loaded = qsfs::zstor::config::ZstorConfig::load(&zstor).unwrap();
+    assert_eq!(loaded.expected_shards, 3);
+    assert_code(&f.run(&["check-config", "--root", root_arg]), 0);
+
+    let verify = f.run(&["verify", "--root", root_arg]);
+    assert_code(&verify, 0);
+    assert!(
+        text(&verify.stdout).contains("0 failures"),
+        "{}",
+        text(&verify.stdout)
+    );
+
+    let zdb = root.join("var/zdbfs/bin/zdb");
+    let mut bytes = std::fs::read(&zdb).unwrap();
+    bytes[12] ^= 0x20;
+    std::fs::write(&zdb, bytes).unwrap();
+    write_executable(&root.join("var/zdbfs/bin/intruder"), "#!/bin/sh\n");
+    std::fs::remove_file(root.join("etc/systemd/system/qsfs-zdb.service")).unwrap();
+    let verify = f.run(&["verify", "--root", root_arg]);
+    assert_code(&verify, 1);
+    let report = text(&verify.stdout);
+    assert!(
+        report.contains("CHANGED   var/zdbfs/bin/zdb: sha256 "),
+        "{report}"
+    );
+    assert!(
+        report.contains("EXTRA     var/zdbfs/bin/intruder: executable not in the MANIFEST"),
+        "{report}"
+    );
+    assert!(
+        report.contains("MISSING   etc/systemd/system/qsfs-zdb.service"),
+        "{report}"
+    );
+    assert!(report.contains("3 failures"), "{report}");
+
+    let json = f.run(&["verify", "--root", root_arg, "--format", "json"]);
+    assert_code(&json, 1);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["ok"], false);
+    assert_eq!(value["findings"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let f = Fixture::new();
+    assert_code(&f.build("one", &["--offline"]), 0);
+    assert_code(&f.build("two", &["--offline"]), 0);
+    let one = std::fs::read(f.tarball("one", "1.0.0")).unwrap();
+    let two = std::fs::read(f.tarball("two", "1.0.0")).unwrap();
+    assert!(one == two, "the two tarballs differ");
+    assert_eq!(
+        &one[4..8],
+        &[0, 0, 0, 0],
+        "the gzip header has no timestamp"
+    );
+    assert_eq!(
+        std::fs::read(f.path().join("one/SHA256SUMS")).unwrap(),
+        std::fs::read(f.path().join("two/SHA256SUMS")).unwrap()
+    );
+    // The components' own paths are not recorded: moving them changes nothing.
+    std::fs::rename(f.path().join("components"), f.path().join("elsewhere")).unwrap();
+    let sources: BTreeMap<&str, String> = COMPONENTS
+        .iter()
+        .map(|n| (*n, format!("path = \"elsewhere/{n}\"")))
+        .collect();
+    f.write_manifest("1.0.0", &sources);
+    assert_code(&f.build("three", &["--offline"]), 0);
+    assert!(one == std::fs::read(f.tarball("three", "1.0.0")).unwrap());
+}
+
+#[test]
+fn tar_listing_shows_root_owner_sorted_paths_one_mtime_and_private_secrets() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let listing = Command::new("tar")
+        .arg("-tvzf")
+        .arg(f.tarball("out", "1.0.0"))
+        .output()
+        .unwrap();
+    assert!(listing.status.success());
+    let listing = text(&listing.stdout);
+    let mut paths = Vec::new();
+    let mut times = std::collections::BTreeSet::new();
+    let mut modes = BTreeMap::new();
+    for line in listing.lines() {
+        // -rw------- 0/0  208 2023-11-14 22:13 var/zdbfs/etc/minio.env.default
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.len(), 6, "{line}");
+        assert_eq!(fields[1], "0/0", "{line}");
+        times.insert(format!("{} {}", fields[3], fields[4]));
+        let path = fields[5].trim_end_matches('/').to_string();
+        modes.insert(path.clone(), fields[0].to_string());
+        paths.push(path);
+    }
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted, "paths are sorted");
+    assert_eq!(times.len(), 1, "one mtime: {times:?}");
+    assert_eq!(
+        modes["var/zdbfs/etc/zstor-default.toml.default"],
+        "-rw-------"
+    );
+    assert_eq!(modes["var/zdbfs/etc/minio.env.default"], "-rw-------");
+    assert_eq!(modes["var/zdbfs/etc/qsfs.env.default"], "-rw-r--r--");
+    assert_eq!(modes["var/zdbfs/spool"], "drwx------");
+    assert_eq!(modes["var/zdbfs/state"], "drwx------");
+    for name in COMPONENTS.iter().chain(OURS) {
+        assert_eq!(modes[&format!("var/zdbfs/bin/{name}")], "-rwxr-xr-x");
+    }
+    assert_eq!(
+        modes["etc/systemd/system/qsfs-config.service"],
+        "-rw-r--r--"
+    );
+    assert!(modes.contains_key("var/zdbfs/MANIFEST"));
+    assert!(!modes.contains_key("etc") && !modes.contains_key("var"));
+}
+
+#[test]
+fn verify_a_tarball_against_its_manifest_and_sha256sums() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let tarball = f.tarball("out", "1.0.0");
+    let verify = f.run(&["verify", tarball.to_str().unwrap()]);
+    assert_code(&verify, 0);
+
+    // Repacked with one changed byte: the MANIFEST names the file.
+    let root = f.root("repack");
+    unpack(&tarball, &root);
+    let zstor = root.join("var/zdbfs/bin/zstor");
+    let mut bytes = std::fs::read(&zstor).unwrap();
+    bytes[15] ^= 0x01;
+    std::fs::write(&zstor, bytes).unwrap();
+    std::fs::create_dir_all(f.path().join("evil")).unwrap();
+    let evil = f.path().join("evil/qsfs-1.0.0-x86_64.tar.gz");
+    let status = Command::new("tar")
+        .args([
+            "--sort=name",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "-czf",
+        ])
+        .arg(&evil)
+        .arg("-C")
+        .arg(&root)
+        .args(["etc", "var"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 1);
+    let report = text(&verify.stdout);
+    assert!(
+        report.contains("CHANGED   var/zdbfs/bin/zstor: sha256 "),
+        "{report}"
+    );
+    assert!(report.contains("NOTE"), "no SHA256SUMS beside it: {report}");
+
+    // The original, against a SHA256SUMS that does not match it.
+    std::fs::write(
+        f.path().join("out/SHA256SUMS"),
+        format!("{}  qsfs-1.0.0-x86_64.tar.gz\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let verify = f.run(&["verify", tarball.to_str().unwrap()]);
+    assert_code(&verify, 1);
+    assert!(text(&verify.stdout).contains("SHA256SUMS beside it says 0000"));
+
+    // Not an image at all.
+    let bytes = std::fs::read(&tarball).unwrap();
+    let cut = f.path().join("cut.tar.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert_code(&f.run(&["verify", cut.to_str().unwrap()]), 65);
+    assert_code(&f.run(&["verify", "/nonexistent.tar.gz"]), 66);
+}
+
+#[test]
+fn inspect_shows_components_versions_build_time_and_secrets() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let tarball = f.tarball("out", "1.0.0");
+    let inspect = f.run(&["inspect", tarball.to_str().unwrap()]);
+    assert_code(&inspect, 0);
+    let shown = text(&inspect.stdout);
+    assert!(
+        shown.contains("image        qsfs 1.0.0 (x86_64)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("qsfs         {}", env!("CARGO_PKG_VERSION"))),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("built        2023-11-14T22:13:20Z"),
+        "{shown}"
+    );
+    assert!(shown.contains("secrets      inside: "), "{shown}");
+    for name in COMPONENTS {
+        assert!(shown.contains(&format!("{name}-1")), "{shown}");
+    }
+    let json = f.run(&["inspect", tarball.to_str().unwrap(), "--format", "json"]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["image"]["secrets"], true);
+    assert_eq!(value["image"]["source_date_epoch"], 1_700_000_000);
+    assert_eq!(value["components"][2]["name"], "zstor");
+    assert_eq!(value["components"][2]["origin"], "local file");
+}
+
+/// A tiny HTTP server for the download path: `GET /<name>` answers the bytes stored under
+/// `<name>`, anything else 404.
+fn serve(files: Arc<Mutex<BTreeMap<String, Vec<u8>>>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let body = files
+                .lock()
+                .unwrap()
+                .get(path.trim_start_matches('/'))
+                .cloned();
+            let _ = match body {
+                Some(body) => stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|_| stream.write_all(&body)),
+                None => stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    format!("http://{address}")
+}
+
+#[test]
+fn downloads_are_pinned_by_the_lock_file_and_served_from_the_cache() {
+    let f = Fixture::new();
+    let files = Arc::new(Mutex::new(BTreeMap::new()));
+    files.lock().unwrap().insert(
+        "zdb".to_string(),
+        b"#!/bin/sh\necho downloaded zdb\n".to_vec(),
+    );
+    let base = serve(files.clone());
+    let mut sources = BTreeMap::new();
+    sources.insert("zdb", format!("url = \"{base}/zdb\""));
+    f.write_manifest("1.0.0", &sources);
+
+    // First build: downloads zdb and records its sha256 in manifest.lock.
+    let first = f.build("one", &[]);
+    assert_code(&first, 0);
+    let lock = std::fs::read_to_string(f.path().join("manifest.lock")).unwrap();
+    assert!(lock.contains(&format!("url = \"{base}/zdb\"")), "{lock}");
+    assert!(
+        text(&first.stderr).contains("recorded sha256"),
+        "{}",
+        text(&first.stderr)
+    );
+
+    // Offline: the cache serves it, and the image is the same.
+    let offline = f.build("two", &["--offline"]);
+    assert_code(&offline, 0);
+    assert!(
+        std::fs::read(f.tarball("one", "1.0.0")).unwrap()
+            == std::fs::read(f.tarball("two", "1.0.0")).unwrap()
+    );
+    let inspect = f.run(&["inspect", f.tarball("two", "1.0.0").to_str().unwrap()]);
+    assert!(text(&inspect.stdout).contains(&format!("{base}/zdb")));
+
+    // Upstream changes the file under the same URL: the lock file catches it.
+    std::fs::remove_dir_all(f.path().join("cache")).unwrap();
+    files.lock().unwrap().insert(
+        "zdb".to_string(),
+        b"#!/bin/sh\necho something else\n".to_vec(),
+    );
+    let changed = f.build("three", &[]);
+    assert_code(&changed, 82);
+    let stderr = text(&changed.stderr);
+    assert!(stderr.contains("sha256 mismatch"), "{stderr}");
+    assert!(
+        stderr.contains("manifest.lock") && stderr.contains("actual"),
+        "{stderr}"
+    );
+    assert_eq!(listing(&f.path().join("three")), Vec::<String>::new());
+
+    // A download that fails names the URL and how to supply the file.
+    sources.insert("zdb", format!("url = \"{base}/gone\""));
+    f.write_manifest("1.0.0", &sources);
+    let failed = f.build("four", &[]);
+    assert_code(&failed, 84);
+    let stderr = text(&failed.stderr);
+    assert!(stderr.contains(&format!("{base}/gone")), "{stderr}");
+    assert!(stderr.contains("HTTP 404"), "{stderr}");
+    assert!(stderr.contains("--component zdb=PATH"), "{stderr}");
+}
+
+#[test]
+fn a_sha256_mismatch_is_a_hard_error_showing_both_hashes() {
+    let f = Fixture::new();
+    let wrong = "ab".repeat(32);
+    let mut sources = BTreeMap::new();
+    sources.insert(
+        "zstor",
+        format!("path = \"components/zstor\"\nsha256 = \"{wrong}\""),
+    );
+    f.write_manifest("1.0.0", &sources);
+    let output = f.build("out", &["--offline"]);
+    assert_code(&output, 82);
+    let stderr = text(&output.stderr);
+    let actual = qsfs_sha256(&f.path().join("components/zstor"));
+    assert!(stderr.contains(&format!("expected {wrong}")), "{stderr}");
+    assert!(stderr.contains(&format!("actual   {actual}")), "{stderr}");
+    assert!(stderr.contains("component `zstor`"), "{stderr}");
+    assert_eq!(
+        listing(&f.path().join("out")),
+        Vec::<String>::new(),
+        "no partial tarball"
+    );
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn qsfs_sha256(path: &Path) -> String {
+    let output = Command::new("sha256sum").arg(path).output().unwrap();
+    text(&output.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn offline_missing_components_are_all_listed_with_how_to_supply_them() {
+    let f = Fixture::new();
+    let mut sources = BTreeMap::new();
+    sources.insert("zdb", "url = \"https://example.invalid/zdb\"".to_string());
+    sources.insert(
+        "minio",
+        format!(
+            "url = \"https://example.invalid/minio\"\nsha256 = \"{}\"",
+            "cd".repeat(32)
+        ),
+    );
+    f.write_manifest("1.0.0", &sources);
+    let output = f.build("out", &["--offline"]);
+    assert_code(&output, 83);
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("2 components are missing"), "{stderr}");
+    for name in ["zdb", "minio"] {
+        assert!(
+            stderr.contains(&format!("--component {name}=PATH")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("download https://example.invalid/{name}")),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("not in the cache"), "{stderr}");
+    assert!(stderr.contains("not known yet"), "{stderr}");
+    assert_eq!(listing(&f.path().join("out")), Vec::<String>::new());
+
+    // --component supplies one; the other is still missing.
+    let zdb = f.path().join("components/zdb");
+    let output = f.build(
+        "out",
+        &[
+            "--offline",
+            "--component",
+            &format!("zdb={}", zdb.display()),
+        ],
+    );
+    assert_code(&output, 83);
+    assert!(text(&output.stderr).contains("1 component is missing"));
+    let minio = f.path().join("components/minio");
+    let output = f.build(
+        "out",
+        &[
+            "--offline",
+            "--component",
+            &format!("zdb={}", zdb.display()),
+            "--component",
+            &format!("minio={}", minio.display()),
+        ],
+    );
+    assert_code(&output, 0);
+}
+
+#[test]
+fn an_upgrade_keeps_an_edited_config_and_updates_unedited_ones() {
+    let f = Fixture::new();
+    assert_code(&f.build("v1", &["--offline"]), 0);
+    let root = f.root("vm");
+    let root_arg = root.to_str().unwrap();
+    unpack(&f.tarball("v1", "1.0.0"), &root);
+    assert_code(&f.run(&["install-config", "--root", root_arg]), 0);
+
+    let etc = root.join("var/zdbfs/etc");
+    let monitor = etc.join("monitor_config.toml");
+    let mut edited = std::fs::read_to_string(&monitor).unwrap();
+    edited = edited.replace(
+        "max_zdb_data_dir_size = 1024",
+        "max_zdb_data_dir_size = 4096",
+    );
+    edited.push_str("# the operator raised the cache limit\n");
+    std::fs::write(&monitor, &edited).unwrap();
+
+    // v2 changes the defaults of both monitor_config.toml and qsfs.env.
+    f.write_manifest("2.0.0", &BTreeMap::new());
+    f.write_site("16M", "2G");
+    assert_code(&f.build("v2", &["--offline"]), 0);
+    unpack(&f.tarball("v2", "2.0.0"), &root);
+    assert_eq!(
+        std::fs::read_to_string(&monitor).unwrap(),
+        edited,
+        "tar kept the edit"
+    );
+
+    let install = f.run(&["install-config", "--root", root_arg]);
+    assert_code(&install, 0);
+    let said = text(&install.stdout);
+    assert!(
+        said.contains("kept your edited /var/zdbfs/etc/monitor_config.toml"),
+        "{said}"
+    );
+    assert!(said.contains("updated /var/zdbfs/etc/qsfs.env"), "{said}");
+    assert_eq!(std::fs::read_to_string(&monitor).unwrap(), edited);
+    let env = std::fs::read_to_string(etc.join("qsfs.env")).unwrap();
+    assert!(env.contains(&format!("ZDB_DATASIZE={}", 16 << 20)), "{env}");
+    assert!(
+        std::fs::read_to_string(etc.join("monitor_config.toml.default"))
+            .unwrap()
+            .contains("max_zdb_data_dir_size = 2048")
+    );
+
+    let verify = f.run(&["verify", "--root", root_arg]);
+    assert_code(&verify, 0);
+    let report = text(&verify.stdout);
+    assert!(
+        report.contains("MODIFIED  var/zdbfs/etc/monitor_config.toml"),
+        "{report}"
+    );
+    let inspect = f.run(&["inspect", "--root", root_arg]);
+    assert!(text(&inspect.stdout).contains("qsfs 2.0.0"));
+
+    // Running the oneshot again is quiet and still keeps the edit.
+    let again = f.run(&["install-config", "--root", root_arg]);
+    assert_code(&again, 0);
+    assert_eq!(text(&again.stdout), "");
+    assert_eq!(std::fs::read_to_string(&monitor).unwrap(), edited);
+}
+
+#[test]
+fn an_image_without_secrets_keeps_the_units_from_starting_until_they_are_supplied() {
+    let f = Fixture::new();
+    let build = f.build("out", &["--offline", "--no-site"]);
+    assert_code(&build, 0);
+    assert!(text(&build.stderr).contains("without secrets"));
+    let tarball = f.tarball("out", "1.0.0");
+    let inspect = f.run(&["inspect", tarball.to_str().unwrap()]);
+    assert!(text(&inspect.stdout).contains("secrets      none inside"));
+
+    let root = f.root("vm");
+    let root_arg = root.to_str().unwrap();
+    unpack(&tarball, &root);
+    let etc = root.join("var/zdbfs/etc");
+    assert!(!etc.join("zstor-default.toml.default").exists());
+    assert!(!etc.join("minio.env.default").exists());
+    assert_code(&f.run(&["install-config", "--root", root_arg]), 0);
+    assert!(etc.join("qsfs.env").exists() && etc.join("monitor_config.toml").exists());
+
+    let check = f.run(&["check-config", "--root", root_arg]);
+    assert_code(&check, 78);
+    let lines: Vec<String> = text(&check.stderr).lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(lines[0].contains("zstor-default.toml is missing: put the zstor v0.5 config there"));
+    assert!(lines[1].contains("minio.env is missing: put MINIO_ROOT_USER"));
+    let check = f.run(&["check-config", "--root", root_arg, "minio"]);
+    assert_code(&check, 78);
+    assert_eq!(text(&check.stderr).lines().count(), 1);
+    assert_code(
+        &f.run(&["check-config", "--root", root_arg, "env", "appliance"]),
+        0,
+    );
+
+    // The operator supplies them from site settings (they differ from the installed monitor
+    // config, hence --force).
+    let site = f.site();
+    let configure = f.run(&[
+        "configure",
+        "--root",
+        root_arg,
+        "--site",
+        site.to_str().unwrap(),
+    ]);
+    assert_code(&configure, 2);
+    assert!(text(&configure.stderr).contains("--force"));
+    let configure = f.run(&[
+        "configure",
+        "--root",
+        root_arg,
+        "--site",
+        site.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_code(&configure, 0);
+    assert_code(&f.run(&["check-config", "--root", root_arg]), 0);
+    let mode = std::fs::metadata(etc.join("minio.env"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_code(&f.run(&["verify", "--root", root_arg]), 0);
+}
+
+#[test]
+fn bad_inputs_each_have_their_error_and_exit_code_and_leave_nothing() {
+    let f = Fixture::new();
+    let out = f.path().join("out");
+    let manifest = f.manifest();
+    let manifest_arg = manifest.to_str().unwrap().to_string();
+    let expect = |args: &[&str], code: i32, needle: &str| {
+        let output = f.run(args);
+        assert_code(&output, code);
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
+        assert_eq!(
+            listing(&out),
+            Vec::<String>::new(),
+            "left behind after {args:?}"
+        );
+    };
+    let build = ["build", "--offline", "--output-dir", "out", "--manifest"];
+    let with = |extra: &[&'static str]| -> Vec<String> {
+        build
+            .iter()
+            .map(|s| s.to_string())
+            .chain([manifest_arg.clone()])
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect()
+    };
+
+    // The manifest: missing, unreadable TOML, unknown component.
+    expect(
+        &["build", "--manifest", "nope.toml", "-o", "out"],
+        66,
+        "nope.toml: file not found",
+    );
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, "[image\nname = ").unwrap();
+    expect(&strs(&with(&[])), 78, "manifest.toml:1:");
+    std::fs::write(
+        &manifest,
+        good.replace("[components.minio]", "[components.minion]"),
+    )
+    .unwrap();
+    expect(
+        &strs(&with(&[])),
+        80,
+        "key `components.minion`: unknown component",
+    );
+    std::fs::write(&manifest, &good).unwrap();
+    expect(
+        &strs(&with(&["--component", "zstorr=/bin/true"])),
+        80,
+        "unknown component `zstorr`",
+    );
+
+    // Component paths: absent, not executable.
+    std::fs::remove_file(f.path().join("components/zdbfs")).unwrap();
+    expect(&strs(&with(&[])), 81, "component `zdbfs`");
+    expect(&strs(&with(&[])), 81, "does not exist");
+    std::fs::write(f.path().join("components/zdbfs"), "#!/bin/sh\n").unwrap();
+    expect(&strs(&with(&[])), 81, "is not executable");
+    std::fs::set_permissions(
+        f.path().join("components/zdbfs"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::remove_file(f.path().join("ours/qsfs-health")).unwrap();
+    expect(&strs(&with(&[])), 81, "component `qsfs-health`");
+    write_executable(&f.path().join("ours/qsfs-health"), "#!/bin/sh\n");
+
+    // Site settings: checked before anything is written (no download, no lock file).
+    std::fs::write(
+        f.site(),
+        site_text("32M", "1G").replace("expected_shards = 3", "expected_shards = 1"),
+    )
+    .unwrap();
+    let site = f.site();
+    let site_arg = site.to_str().unwrap().to_string();
+    let args = with(&[]);
+    let mut args = strs(&args);
+    args.extend(["--site", &site_arg]);
+    expect(
+        &args,
+        78,
+        "key `zstor.expected_shards`: must be at least zstor.minimal_shards (2)",
+    );
+    assert!(!f.path().join("manifest.lock").exists());
+    f.write_site("32M", "1G");
+
+    // Units without qsfs.target.
+    std::fs::remove_file(f.path().join("units/qsfs.target")).unwrap();
+    expect(&strs(&with(&[])), 78, "has no qsfs.target");
+    std::fs::write(f.path().join("units/qsfs.target"), "[Unit]\n").unwrap();
+
+    // A bad --component argument and a bad SOURCE_DATE_EPOCH are usage errors.
+    expect(
+        &strs(&with(&["--component", "zdb"])),
+        2,
+        "expected NAME=PATH",
+    );
+    expect(
+        &strs(&with(&["--source-date-epoch", "yesterday"])),
+        2,
+        "SOURCE_DATE_EPOCH",
+    );
+
+    // And after all that, the same inputs build.
+    assert_code(&f.run(&strs(&with(&[]))), 0);
+}
