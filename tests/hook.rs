@@ -525,6 +525,23 @@ fn namespaces_init_restores_a_fresh_vm_from_the_backends() {
         assert_eq!(&get(&mut c, key).unwrap(), data);
     }
 
+    // zdbfs needs zdbfs-temp, which the restore does not bring back and autons does not create
+    // on a zdb that has zdbfs-meta: the zdb unit's prepare-zdbfs step creates it, once.
+    let socket = format!("unix://{}", app.socket.display());
+    assert!(c.nsinfo("zdbfs-temp").is_err());
+    for note in ["created zdbfs-temp", "nothing to prepare"] {
+        let out = run_hook(&app, &["prepare-zdbfs", &socket]);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stderr).contains(note),
+            "{out:?}"
+        );
+    }
+    let temp = c.nsinfo("zdbfs-temp").unwrap();
+    assert_eq!(
+        (temp.mode, temp.public, temp.password),
+        (qsfs::zdb::Mode::Sequential, false, true)
+    );
+
     // A VM that has data restores nothing.
     assert_eq!(zdb.stop().code(), Some(143));
     let retrieves = || {

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 pub const TEMP_NAMESPACE: &str = "zdbfs-temp";
 /// The namespaces a fresh VM restores from the backends.
 pub const RESTORED_NAMESPACES: [&str; 2] = ["zdbfs-meta", "zdbfs-data"];
+/// The password zdbfs always uses for zdbfs-temp (fixed in zdbfs 0.1.11, contracts §2.1).
+const ZDBFS_TEMP_PASSWORD: &str = "hello";
 /// The file of a namespace's index directory that describes it.
 pub const NAMESPACE_FILE: &str = "zdb-namespace";
 /// Written into the state directory when a restore failed; `ready` then refuses to start.
@@ -100,6 +102,10 @@ pub enum Event {
         /// Ids of its dirty index files.
         dirty: Vec<u32>,
     },
+    /// `prepare-zdbfs`: not a zdb event. `qsfs-zdb.service` runs it once zdb is ready, so that
+    /// a restored VM (zdbfs-meta present) also has the zdbfs-temp namespace, which zdbfs's
+    /// `autons` only creates on an empty zdb (qss#38).
+    PrepareZdbfs,
     /// Any event this build does not know.
     Unknown(String),
 }
@@ -175,6 +181,7 @@ impl Event {
                     dirty: dirty_ids(&text(3)?).map_err(|e| bad(&e))?,
                 }
             }
+            "prepare-zdbfs" => Event::PrepareZdbfs,
             other => Event::Unknown(other.to_string()),
         })
     }
@@ -243,6 +250,9 @@ pub enum HookError {
     /// A blocking event ran out of time.
     #[error("gave up after {0} s")]
     Timeout(u64),
+    /// Talking to zdb failed.
+    #[error("zdb: {0}")]
+    Zdb(String),
     /// A previous restore failed, so zdb must not start with empty namespaces.
     #[error("a previous restore failed ({0}); refusing to start zdb with empty namespaces")]
     RestoreFailed(String),
@@ -316,6 +326,7 @@ impl Hook {
                 index_root,
                 data_root,
             } => self.namespaces_init(index_root, data_root),
+            Event::PrepareZdbfs => self.prepare_zdbfs(),
             Event::Crash
             | Event::NamespaceDeleted { .. }
             | Event::NamespaceReloaded { .. }
@@ -477,6 +488,36 @@ impl Hook {
             }
         }
         restore::run(&self.config, &self.zstor)
+    }
+
+    /// Creates zdbfs-temp as zdbfs's `autons` would (sequential, private, password `hello`)
+    /// when zdbfs-meta exists but zdbfs-temp does not.
+    fn prepare_zdbfs(&self) -> Result<Handled, HookError> {
+        let endpoint = crate::zdb::Endpoint::Unix(self.config.paths.zdb_socket.clone());
+        let zdb = |e: crate::zdb::ZdbError| HookError::Zdb(e.to_string());
+        let mut client =
+            crate::zdb::Client::connect(&endpoint, Duration::from_secs(30)).map_err(zdb)?;
+        let namespaces = client.nslist().map_err(zdb)?;
+        let has = |name: &str| namespaces.iter().any(|ns| ns == name);
+        if !has(RESTORED_NAMESPACES[0]) || has(TEMP_NAMESPACE) {
+            return Ok(Handled {
+                note: Some("nothing to prepare"),
+                ..Handled::default()
+            });
+        }
+        client.nsnew(TEMP_NAMESPACE).map_err(zdb)?;
+        for (property, value) in [
+            ("mode", "seq"),
+            ("public", "0"),
+            ("password", ZDBFS_TEMP_PASSWORD),
+        ] {
+            client.nsset(TEMP_NAMESPACE, property, value).map_err(zdb)?;
+        }
+        Ok(Handled {
+            namespace: Some(TEMP_NAMESPACE.to_string()),
+            note: Some("created zdbfs-temp for zdbfs (a restored VM)"),
+            ..Handled::default()
+        })
     }
 
     /// Writes one job: `snapshots` are copied first (mutable files), `files` are uploaded as
