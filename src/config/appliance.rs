@@ -54,6 +54,9 @@ pub struct Paths {
     /// zdb's unix socket (`--socket`).
     #[serde(deserialize_with = "absolute_path")]
     pub zdb_socket: PathBuf,
+    /// The units' environment file (`qsfs.env`: sizes, MinIO's address).
+    #[serde(deserialize_with = "absolute_path")]
+    pub units_env: PathBuf,
 }
 
 impl Default for Paths {
@@ -65,6 +68,7 @@ impl Default for Paths {
             state_dir: "/var/zdbfs/state".into(),
             mountpoint: "/var/zdbfs/mnt".into(),
             zdb_socket: "/run/qsfs/zdb.sock".into(),
+            units_env: "/var/zdbfs/etc/qsfs.env".into(),
         }
     }
 }

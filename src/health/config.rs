@@ -349,9 +349,10 @@ impl Default for MountSettings {
 pub struct S3Settings {
     /// Longest each request may take, in milliseconds. Default 2000.
     pub timeout_ms: u64,
-    /// The URLs to GET; each must answer one of `accepted_statuses`. Default MinIO's
-    /// `http://127.0.0.1:9000/minio/health/live` and `…/ready`. No credentials in URLs.
-    pub urls: Vec<String>,
+    /// The URLs to GET; each must answer one of `accepted_statuses`. No credentials in URLs.
+    /// Default (`None`): MinIO's `/minio/health/live` and `/minio/health/ready` at the
+    /// `MINIO_ADDRESS` of the units' environment file ([`minio_health_urls`]).
+    pub urls: Option<Vec<String>>,
     /// The HTTP statuses that count as healthy. Default `[200]`.
     pub accepted_statuses: Vec<u16>,
 }
@@ -361,7 +362,7 @@ pub struct S3Settings {
 struct RawS3 {
     #[serde(deserialize_with = "timeout_ms")]
     timeout_ms: u64,
-    urls: Vec<String>,
+    urls: Option<Vec<String>>,
     accepted_statuses: Vec<u16>,
 }
 
@@ -390,23 +391,47 @@ impl Default for S3Settings {
     fn default() -> Self {
         S3Settings {
             timeout_ms: 2000,
-            urls: [
-                "http://127.0.0.1:9000/minio/health/live",
-                "http://127.0.0.1:9000/minio/health/ready",
-            ]
-            .map(String::from)
-            .to_vec(),
+            urls: None,
             accepted_statuses: vec![200],
         }
     }
 }
 
+/// MinIO's health URLs for its `--address` (`MINIO_ADDRESS`: `:9000`, `IP:PORT`, `[IPv6]:PORT`,
+/// `host:port`), as seen from this machine: a wildcard address is asked on loopback.
+pub fn minio_health_urls(address: &str) -> Vec<String> {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "9000"));
+    let host = match host {
+        "" | "0.0.0.0" => "127.0.0.1",
+        "[::]" => "[::1]",
+        host => host,
+    };
+    ["live", "ready"]
+        .iter()
+        .map(|what| format!("http://{host}:{port}/minio/health/{what}"))
+        .collect()
+}
+
+/// `MINIO_ADDRESS` from a systemd environment file (`KEY=VALUE` lines); `:9000` when the file
+/// or the key is missing.
+pub fn minio_address(env_file: &std::path::Path) -> String {
+    std::fs::read_to_string(env_file)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .find_map(|line| line.trim().strip_prefix("MINIO_ADDRESS="))
+                .map(|value| value.trim().trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| ":9000".to_string())
+}
+
 impl Validate for S3Settings {
     fn validate(self) -> Result<Self, String> {
-        if self.urls.is_empty() {
+        if self.urls.as_ref().is_some_and(Vec::is_empty) {
             return Err("urls must name at least one URL".into());
         }
-        for url in &self.urls {
+        for url in self.urls.iter().flatten() {
             let rest = url
                 .strip_prefix("http://")
                 .or_else(|| url.strip_prefix("https://"))
@@ -790,6 +815,38 @@ mod tests {
             parse("[health.remediation]\nbackoff_initial_secs = 900\nbackoff_max_secs = 60\n")
                 .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("health.remediation"));
+    }
+
+    #[test]
+    fn minio_health_urls_follow_its_address() {
+        assert_eq!(
+            minio_health_urls(":9000"),
+            [
+                "http://127.0.0.1:9000/minio/health/live",
+                "http://127.0.0.1:9000/minio/health/ready"
+            ]
+        );
+        assert_eq!(
+            minio_health_urls("10.1.2.3:9100")[0],
+            "http://10.1.2.3:9100/minio/health/live"
+        );
+        assert_eq!(
+            minio_health_urls("[::]:9000")[1],
+            "http://[::1]:9000/minio/health/ready"
+        );
+        assert_eq!(
+            minio_health_urls("[2a02::1]:9000")[0],
+            "http://[2a02::1]:9000/minio/health/live"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("qsfs.env");
+        assert_eq!(minio_address(&env), ":9000");
+        std::fs::write(
+            &env,
+            "ZDB_DATASIZE=67108864\nMINIO_ADDRESS=127.0.0.1:9100\n",
+        )
+        .unwrap();
+        assert_eq!(minio_address(&env), "127.0.0.1:9100");
     }
 
     #[test]

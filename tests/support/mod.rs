@@ -20,9 +20,17 @@ pub fn example(name: &str) -> PathBuf {
             .to_path_buf();
         if let Some(cargo) = std::env::var_os("CARGO") {
             let mut build = Command::new(cargo);
-            // Inherited, this variable makes build scripts that watch it (ring's) rebuild on
-            // every switch between the outer and this nested build.
-            build.env_remove("CARGO_MANIFEST_DIR");
+            // Inherited, the variables cargo sets for this test make build scripts that watch
+            // them (ring's) rebuild on every switch between the outer and this nested build.
+            for (name, _) in std::env::vars_os() {
+                if name.to_str().is_some_and(|n| {
+                    n.starts_with("CARGO_PKG_")
+                        || n.starts_with("CARGO_MANIFEST_")
+                        || n == "CARGO_CRATE_NAME"
+                }) {
+                    build.env_remove(name);
+                }
+            }
             build.args(["build", "--quiet", "--examples", "--manifest-path"]);
             build.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
             build

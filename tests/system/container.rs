@@ -16,6 +16,7 @@ pub const TARGET_IN_CONTAINER: &str = "/opt/qsfs/target";
 pub struct Container {
     name: String,
     dir: PathBuf,
+    binds: Vec<String>,
     nspawn: Option<Child>,
     leader: i32,
 }
@@ -72,6 +73,11 @@ impl Container {
     /// Boots a fresh container named `name` (also its hostname) and waits until systemd says
     /// the system is running.
     pub fn boot(name: &str) -> Container {
+        Container::boot_with(name, &[])
+    }
+
+    /// Boots a fresh container with host directories bound in (`(host, container)` pairs).
+    pub fn boot_with(name: &str, binds: &[(&Path, &str)]) -> Container {
         assert!(
             unsafe { libc::geteuid() } == 0,
             "system tests need root: run tests/run"
@@ -89,9 +95,14 @@ impl Container {
                 .arg(rootfs())
                 .arg(dir.join("root")),
         );
+        let binds = binds
+            .iter()
+            .map(|(host, inside)| format!("--bind={}:{inside}", host.display()))
+            .collect();
         let mut container = Container {
             name: name.to_string(),
             dir,
+            binds,
             nspawn: None,
             leader: 0,
         };
@@ -116,6 +127,7 @@ impl Container {
                 "--bind-ro={}:{TARGET_IN_CONTAINER}",
                 target_debug().display()
             ))
+            .args(&self.binds)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod appliance;
 mod container;
 mod dbus_client;
 mod health;

@@ -170,7 +170,10 @@ impl<U: UnitControl + Sync> Probes<U> {
             zdb: Lane::new(),
             mount: Lane::new(),
             disk: Lane::new(),
-            s3: s3::S3Probe::new(&config.health.s3),
+            s3: s3::S3Probe::new(
+                &config.health.s3,
+                &crate::health::config::minio_address(&config.paths.units_env),
+            ),
         }
     }
 

@@ -30,8 +30,9 @@ enum Answer {
 }
 
 impl S3Probe {
-    /// Sets up the agent for `settings`.
-    pub fn new(settings: &S3Settings) -> Self {
+    /// Sets up the agent for `settings`; without explicit URLs it asks MinIO's health URLs at
+    /// `minio_address`.
+    pub fn new(settings: &S3Settings, minio_address: &str) -> Self {
         let timeout = Duration::from_millis(settings.timeout_ms);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
@@ -45,8 +46,10 @@ impl S3Probe {
             agent,
             urls: settings
                 .urls
-                .iter()
-                .map(|u| (u.clone(), Lane::new()))
+                .clone()
+                .unwrap_or_else(|| crate::health::config::minio_health_urls(minio_address))
+                .into_iter()
+                .map(|u| (u, Lane::new()))
                 .collect(),
             accepted: settings.accepted_statuses.clone(),
             timeout,

@@ -1,0 +1,473 @@
+//! The appliance as an operator meets it, on real systemd: an image built with `qsfs-image`
+//! from the contract stand-ins (0-db, zstor, zdbfs, MinIO), unpacked into a fresh container,
+//! `systemctl start qsfs.target`, S3 through curl, faults, stop, restart and restore.
+//!
+//! The remote backends are 0-db stand-ins on the host's loopback (the containers share the
+//! host's network); the zstor stand-in keeps its objects in a host directory bound into each
+//! container, so a second container sees the same "remote" data. With `QSFS_UPSTREAM_BIN` set
+//! to a directory holding `zdb`, `zdbfs`, `zstor` and `minio`, the image is built from those
+//! instead and the same scenarios run against the real programs.
+
+use crate::container::{wait_for, Container};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every qsfs unit, in start order.
+pub const UNITS: [&str; 6] = [
+    "qsfs-zstor.service",
+    "qsfs-monitor.service",
+    "qsfs-zdb.service",
+    "qsfs-zdbfs.service",
+    "qsfs-minio.service",
+    "qsfs-health.service",
+];
+const S3_USER: &str = "qsfs-test";
+const S3_PASSWORD: &str = "qsfs-test-password";
+const STORE_IN_CONTAINER: &str = "/var/zdbfs/zstor-standin-store";
+const KEY: &str = "7e57000000000000000000000000000000000000000000000000000000007e57";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The remote 0-db backends: four metadata namespaces (user mode) and two data namespaces
+/// (sequential), each a 0-db stand-in on the host's loopback, password protected.
+pub struct Backends {
+    children: Vec<Child>,
+    pub meta: Vec<u16>,
+    pub data: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Backends {
+    pub fn start() -> Backends {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let standin = crate::support::example("zdb-standin");
+        let mut backends = Backends {
+            children: Vec::new(),
+            meta: Vec::new(),
+            data: Vec::new(),
+            _dir: dir,
+        };
+        for (n, mode) in ["user", "user", "user", "user", "seq", "seq"]
+            .into_iter()
+            .enumerate()
+        {
+            let port = free_port();
+            let root = backends._dir.path().join(format!("backend{n}"));
+            let child = Command::new(&standin)
+                .arg("--index")
+                .arg(root.join("index"))
+                .arg("--data")
+                .arg(root.join("data"))
+                .args(["--listen", "127.0.0.1", "--port", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            backends.children.push(child);
+            let endpoint = qsfs::zdb::Endpoint::Tcp(format!("127.0.0.1:{port}").parse().unwrap());
+            let mut client = wait_for(Duration::from_secs(10), || {
+                let mut c = qsfs::zdb::Client::connect(&endpoint, Duration::from_secs(2)).ok()?;
+                c.ping().ok().map(|()| c)
+            })
+            .expect("backend answers");
+            client.nsnew("qsfs").unwrap();
+            client.nsset("qsfs", "mode", mode).unwrap();
+            client
+                .nsset("qsfs", "password", "backend-password")
+                .unwrap();
+            if mode == "user" {
+                &mut backends.meta
+            } else {
+                &mut backends.data
+            }
+            .push(port);
+        }
+        backends
+    }
+
+    /// Site settings for these backends.
+    pub fn site(&self, s3_port: u16) -> String {
+        let mut site = format!(
+            "[zstor]\nminimal_shards = 1\nexpected_shards = 2\nkey = \"{KEY}\"\npassword = \"backend-password\"\n"
+        );
+        for port in &self.meta {
+            site.push_str(&format!(
+                "\n[[zstor.meta_backends]]\naddress = \"127.0.0.1:{port}\"\nnamespace = \"qsfs\"\n"
+            ));
+        }
+        site.push_str("\n[[zstor.groups]]\n");
+        for port in &self.data {
+            site.push_str(&format!("\n[[zstor.groups.backends]]\naddress = \"127.0.0.1:{port}\"\nnamespace = \"qsfs\"\n"));
+        }
+        site.push_str(&format!(
+            "\n[zdb]\ndatasize = \"1M\"\nrotate_secs = 0\nsynctime_secs = 1\n\n[zdbfs]\nsize = \"4G\"\n\n[cache]\nmax_size = \"64M\"\n\n\
+             [minio]\naddress = \"127.0.0.1:{s3_port}\"\nroot_user = \"{S3_USER}\"\nroot_password = \"{S3_PASSWORD}\"\n"
+        ));
+        site
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn target_debug() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Builds the appliance image with `qsfs-image`: the stand-ins in the third-party slots (or the
+/// upstream binaries from `QSFS_UPSTREAM_BIN`), our debug binaries, the repository's units and
+/// configs, and `site`. Returns the tarball.
+pub fn build_image(dir: &Path, site: &str) -> PathBuf {
+    let target = target_debug();
+    let site_file = dir.join("site.toml");
+    std::fs::write(&site_file, site).unwrap();
+    let components: Vec<(&str, PathBuf)> = match std::env::var_os("QSFS_UPSTREAM_BIN") {
+        Some(bin) => ["zdb", "zdbfs", "zstor", "minio"]
+            .iter()
+            .map(|n| (*n, Path::new(&bin).join(n)))
+            .collect(),
+        None => vec![
+            ("zdb", crate::support::example("zdb-standin")),
+            ("zstor", crate::support::example("zstor-standin")),
+            ("zdbfs", crate::support::example("zdbfs-standin")),
+            ("minio", crate::support::example("minio-standin")),
+        ],
+    };
+    let mut build = Command::new(target.join("qsfs-image"));
+    build
+        .arg("build")
+        .arg("--manifest")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("image/manifest.toml"))
+        .arg("--site")
+        .arg(&site_file)
+        .arg("--offline")
+        .arg("--ours-dir")
+        .arg(&target)
+        .arg("--output-dir")
+        .arg(dir)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"));
+    for (name, path) in components {
+        build
+            .arg("--component")
+            .arg(format!("{name}={}", path.display()));
+    }
+    let out = build.output().unwrap();
+    assert!(
+        out.status.success(),
+        "qsfs-image build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "gz"))
+        .expect("a tarball")
+}
+
+/// The appliance in a container: what a test does with it, and a dump of every qsfs unit when
+/// the test fails.
+pub struct Appliance {
+    pub container: Container,
+    pub s3_port: u16,
+}
+
+impl Appliance {
+    /// Boots a fresh container with the shared zstor store bound in, and unpacks the image
+    /// into it while it runs, as an operator does (no daemon-reload).
+    pub fn install(name: &str, image: &Path, store: &Path, s3_port: u16) -> Appliance {
+        let container = Container::boot_with(name, &[(store, STORE_IN_CONTAINER)]);
+        // (Not /tmp: nspawn mounts a tmpfs over it.)
+        std::fs::copy(image, container.root().join("root/qsfs.tar.gz")).unwrap();
+        container.ok("tar -xzpf /root/qsfs.tar.gz -C / && rm /root/qsfs.tar.gz");
+        // The zstor stand-in keeps its "remote" objects where this file says.
+        container.write("/var/zdbfs/etc/zstor-standin-store", STORE_IN_CONTAINER);
+        Appliance { container, s3_port }
+    }
+
+    /// Runs a command inside and returns its stdout (panics with the unit dump on failure).
+    pub fn ok(&self, script: &str) -> String {
+        self.container.ok(script)
+    }
+
+    /// `systemctl show -P PROPERTY UNIT`.
+    pub fn show(&self, unit: &str, property: &str) -> String {
+        self.ok(&format!("systemctl show -P {property} {unit}"))
+            .trim()
+            .to_string()
+    }
+
+    /// Waits until every qsfs unit is active.
+    pub fn wait_all_active(&self, timeout: Duration) {
+        let all_active = wait_for(timeout, || {
+            UNITS
+                .iter()
+                .all(|u| self.show(u, "ActiveState") == "active")
+                .then_some(())
+        });
+        assert!(
+            all_active.is_some(),
+            "not every unit became active:\n{}",
+            self.dump()
+        );
+    }
+
+    /// `curl` against the S3 endpoint with SigV4; returns the HTTP status.
+    pub fn s3(
+        &self,
+        method: &str,
+        path: &str,
+        upload: Option<&Path>,
+        output: Option<&Path>,
+    ) -> u16 {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "60", "-o"])
+            .arg(output.unwrap_or(Path::new("/dev/null")))
+            .args([
+                "-w",
+                "%{http_code}",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+            ])
+            .arg(format!("{S3_USER}:{S3_PASSWORD}"))
+            .args(["-X", method]);
+        if let Some(file) = upload {
+            curl.arg("--upload-file").arg(file);
+        }
+        let out = curl
+            .arg(format!("http://127.0.0.1:{}{path}", self.s3_port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// PUTs `content` as `bucket/key` and checks the answer.
+    pub fn put(&self, dir: &Path, bucket: &str, key: &str, content: &[u8]) {
+        let file = dir.join(format!("put-{key}"));
+        std::fs::write(&file, content).unwrap();
+        let status = self.s3("PUT", &format!("/{bucket}/{key}"), Some(&file), None);
+        assert_eq!(status, 200, "PUT {bucket}/{key}:\n{}", self.dump());
+    }
+
+    /// GETs `bucket/key`: its content, or the HTTP status when it is not 200.
+    pub fn get(&self, dir: &Path, bucket: &str, key: &str) -> Result<Vec<u8>, u16> {
+        let file = dir.join(format!("get-{key}"));
+        let _ = std::fs::remove_file(&file);
+        match self.s3("GET", &format!("/{bucket}/{key}"), None, Some(&file)) {
+            200 => Ok(std::fs::read(&file).unwrap()),
+            status => Err(status),
+        }
+    }
+
+    /// `qsfs-health check --format json`, parsed.
+    pub fn health(&self) -> serde_json::Value {
+        let out = self
+            .container
+            .sh("/var/zdbfs/bin/qsfs-health check --format json");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("health JSON: {e}: {}", String::from_utf8_lossy(&out.stdout))
+        })
+    }
+
+    /// Waits until `qsfs-health check` says everything is ok.
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let mut last = serde_json::Value::Null;
+        let healthy = wait_for(timeout, || {
+            last = self.health();
+            (last["state"] == "ok").then_some(())
+        });
+        assert!(healthy.is_some(), "not healthy: {last:#}\n{}", self.dump());
+    }
+
+    /// Unit states and the last journal lines of every qsfs unit.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        for unit in UNITS
+            .iter()
+            .chain(["qsfs-config.service", "qsfs.target"].iter())
+        {
+            let status = self.container.sh(&format!(
+                "systemctl status --no-pager -n 0 {unit}; journalctl --no-pager -n 25 -u {unit}"
+            ));
+            out.push_str(&format!(
+                "==== {unit}\n{}\n",
+                String::from_utf8_lossy(&status.stdout)
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("==== qsfs units at the failure\n{}", self.dump());
+        }
+    }
+}
+
+/// Prints how long a scenario took.
+pub struct Timing(&'static str, Instant);
+
+impl Timing {
+    pub fn start(name: &'static str) -> Timing {
+        Timing(name, Instant::now())
+    }
+}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        println!(
+            "scenario {:<48} {:>6.1} s",
+            self.0,
+            self.1.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Content of object `n`: a few hundred KiB, different for each.
+pub fn object(n: u32) -> Vec<u8> {
+    (0..(300 * 1024 + n * 7919))
+        .map(|i| (i.wrapping_mul(n + 13) % 253) as u8)
+        .collect()
+}
+
+/// The files zdb sealed (every index file and descriptor; data files but the active one),
+/// outside zdbfs-temp, with the zstor stand-in's answer and the local checksum.
+fn sealed_files_verified(appliance: &Appliance) -> Result<usize, String> {
+    let script = r#"
+set -e
+n=0
+for ns in /var/zdbfs/index/*/ /var/zdbfs/data/*/; do
+  case "$ns" in */zdbfs-temp/) continue;; esac
+  last=$(ls "$ns" | sed -n 's/^d\([0-9]*\)$/\1/p' | sort -n | tail -1)
+  for f in "$ns"*; do
+    case "$(basename "$f")" in d$last) continue;; esac
+    remote=$(/var/zdbfs/bin/zstor --log_file /tmp/check.log -c /var/zdbfs/etc/zstor-default.toml check --file "$f")
+    local=$(b2sum -l 128 "$f" | cut -d' ' -f1)
+    [ "$remote" = "$local" ] || { echo "NOT VERIFIED $f remote=$remote local=$local"; exit 1; }
+    n=$((n+1))
+  done
+done
+echo $n
+"#;
+    let out = appliance.container.sh(script);
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() {
+        Ok(stdout.parse().unwrap_or(0))
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[test]
+#[ignore = "needs root and systemd-nspawn: run tests/run"]
+fn the_appliance_on_real_systemd() {
+    let started = Instant::now();
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let store = work.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let backends = Backends::start();
+    let s3_port = free_port();
+    let image = build_image(work.path(), &backends.site(s3_port));
+    let appliance = Appliance::install("qsfs-appliance", &image, &store, s3_port);
+    let dir = work.path();
+
+    {
+        let _t = Timing::start("1 start on a fresh container");
+        appliance.ok("systemctl start qsfs.target");
+        appliance.wait_all_active(Duration::from_secs(60));
+        let entered: Vec<u64> = UNITS
+            .iter()
+            .map(|u| {
+                appliance
+                    .show(u, "ActiveEnterTimestampMonotonic")
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            entered.windows(2).all(|w| w[0] <= w[1]),
+            "start order {UNITS:?}: {entered:?}"
+        );
+        appliance.wait_healthy(Duration::from_secs(60));
+    }
+    {
+        let _t = Timing::start("2 S3 PUT and GET");
+        assert_eq!(
+            appliance.s3("PUT", "/photos", None, None),
+            200,
+            "{}",
+            appliance.dump()
+        );
+        for n in 0..4 {
+            appliance.put(dir, "photos", &format!("object-{n}"), &object(n));
+        }
+        for n in 0..4 {
+            assert_eq!(
+                appliance
+                    .get(dir, "photos", &format!("object-{n}"))
+                    .unwrap(),
+                object(n)
+            );
+        }
+    }
+    {
+        let _t = Timing::start("3 rotations, verified uploads, journal");
+        for n in 4..16 {
+            appliance.put(dir, "photos", &format!("object-{n}"), &object(n));
+        }
+        let rotated = wait_for(Duration::from_secs(30), || {
+            let n: u32 = appliance
+                .ok("ls /var/zdbfs/data/zdbfs-data | grep -c '^d'")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            (n >= 3).then_some(n)
+        });
+        assert!(
+            rotated.is_some(),
+            "zdb rotated its data files: {}",
+            appliance.ok("ls -l /var/zdbfs/data/zdbfs-data")
+        );
+        let verified = wait_for(Duration::from_secs(60), || {
+            sealed_files_verified(&appliance).ok().filter(|n| *n > 4)
+        });
+        assert!(
+            verified.is_some(),
+            "{:?}\n{}",
+            sealed_files_verified(&appliance),
+            appliance.dump()
+        );
+        let journal = appliance.ok(
+            "journalctl -u qsfs-zdb -o json --no-pager | grep -c '\"QSFS_EVENT\":\"jump-data\"'",
+        );
+        assert!(
+            journal.trim().parse::<u32>().unwrap() >= 2,
+            "hook events in the journal of qsfs-zdb"
+        );
+        let status = appliance.ok("systemctl status --no-pager qsfs-monitor.service");
+        assert!(status.contains("Status: \"uploads:"), "{status}");
+    }
+    println!("total so far {:.1} s", started.elapsed().as_secs_f64());
+    drop(backends);
+}
