@@ -28,6 +28,8 @@ pub mod message_id {
     pub const FILE_EVICTED: &str = "4d03c08fa132421e90cac0a3901e22bf";
     /// A backend changed state (healthy, low space, unknown, unreachable).
     pub const BACKEND_STATE_CHANGED: &str = "0de63988124a438b9c82dfdf67748f63";
+    /// zdbfs's cache could not be written to zdb (its snapshot ioctl failed or hung).
+    pub const ZDBFS_FLUSH_FAILED: &str = "d6a0f9d959b248fda38ce6fc427a53e1";
     /// A zdb hook event could not be handled.
     pub const HOOK_FAILED: &str = "fcb64dd5e8674a39bbf905c1cf0aff8e";
     /// qsfs-health: a probe changed state (ok, degraded, unknown, failed).

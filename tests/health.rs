@@ -445,6 +445,7 @@ async fn monitor_probe_reads_the_published_status() {
             reason: None,
         }],
         rebuild: None,
+        zdbfs: None,
     };
     std::fs::write(&path, serde_json::to_vec(&status).unwrap()).unwrap();
     let f = probes(&c).run(ProbeName::Monitor).await;

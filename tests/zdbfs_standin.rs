@@ -15,18 +15,15 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
-use support::{Appliance, Zdb};
+use std::time::Duration;
+use support::{is_mounted, Appliance, Fs, Zdb, ZDBFS_SIZE as SIZE};
 
-/// `size=` of the mounts.
-const SIZE: u64 = 1 << 30;
 /// `ZDBFS_IOCTL_SNAPSHOT = _IOR('E', 0, uint64_t)`
 const IOCTL_SNAPSHOT: u64 = 0x8008_4500;
 /// `ZDBFS_IOCTL_STATISTICS = _IOR('E', 1, stats_t)`, 30 × `size_t`
 const IOCTL_STATISTICS: u64 = 0x80F0_4501;
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Indexes into `stats_t`.
 mod stat {
@@ -55,153 +52,6 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-fn is_mounted(mountpoint: &Path) -> bool {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = mountpoint.to_string_lossy();
-    info.lines()
-        .any(|line| line.split(' ').nth(4) == Some(wanted.as_ref()))
-}
-
-/// `umount -l`, for every mount stacked on `mountpoint`.
-fn lazy_unmount(mountpoint: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()).expect("path");
-    for _ in 0..8 {
-        if !is_mounted(mountpoint) {
-            return;
-        }
-        // SAFETY: a valid NUL-terminated path.
-        unsafe {
-            libc::umount2(path.as_ptr(), libc::MNT_DETACH);
-        }
-    }
-}
-
-/// A zdbfs-standin process and its mountpoint. Dropping it kills the process and lazily
-/// unmounts whatever is left, so a failing test leaves no mount behind.
-struct Fs {
-    child: Child,
-    mountpoint: PathBuf,
-    log: PathBuf,
-}
-
-impl Fs {
-    /// Starts the stand-in with `-o <options> <mountpoint>` (without waiting for the mount).
-    fn spawn(app: &Appliance, mountpoint: &Path, options: &str) -> Fs {
-        fs::create_dir_all(mountpoint).unwrap();
-        let mountpoint = fs::canonicalize(mountpoint).unwrap();
-        let log = app.dir.path().join(format!(
-            "zdbfs-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        let out = fs::File::create(&log).unwrap();
-        let child = Command::new(support::example("zdbfs-standin"))
-            .arg("-o")
-            .arg(options)
-            .arg(&mountpoint)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start zdbfs-standin");
-        Fs {
-            child,
-            mountpoint,
-            log,
-        }
-    }
-
-    /// Starts the stand-in on `<socket>` with `autons,size=SIZE` plus `extra`, and waits for the
-    /// mount.
-    fn mount(app: &Appliance, mountpoint: &Path, extra: &str) -> Fs {
-        let mut options = format!("unix={},autons,size={SIZE}", app.socket.display());
-        if !extra.is_empty() {
-            options.push(',');
-            options.push_str(extra);
-        }
-        let mut fs = Fs::spawn(app, mountpoint, &options);
-        fs.wait_mounted();
-        fs
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_mounted(&mut self) {
-        let deadline = Instant::now() + TIMEOUT;
-        while !is_mounted(&self.mountpoint) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("zdbfs-standin exited with {status}:\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "zdbfs-standin did not mount:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-
-    fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "zdbfs-standin did not exit:\n{}",
-                self.log()
-            );
-            sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM: the stand-in writes its cache, unmounts and exits 0.
-    fn stop(&mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let status = self.wait_exit();
-        assert_eq!(status.code(), Some(0), "{}", self.log());
-        assert!(!is_mounted(&self.mountpoint), "still mounted after SIGTERM");
-    }
-
-    /// SIGKILL: the mount is left stale ("Transport endpoint is not connected"); then cleaned
-    /// up with a lazy unmount.
-    fn kill(&mut self) {
-        self.signal(nix::sys::signal::Signal::SIGKILL);
-        self.wait_exit();
-        let error = fs::metadata(&self.mountpoint).expect_err("the mount must be stale");
-        assert_eq!(error.raw_os_error(), Some(libc::ENOTCONN), "{error}");
-        lazy_unmount(&self.mountpoint);
-        assert!(!is_mounted(&self.mountpoint));
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.mountpoint.join(name)
-    }
-}
-
-impl Drop for Fs {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        lazy_unmount(&self.mountpoint);
-    }
 }
 
 /// An `_IOR` ioctl on the mountpoint directory, reading `N` bytes.

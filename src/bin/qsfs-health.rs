@@ -65,6 +65,14 @@ enum Command {
         #[arg(long, default_value = "250ms", value_parser = parse_duration)]
         interval: Duration,
     },
+    /// Asks zdbfs to write its cache to zdb (its snapshot ioctl), for zdbfs's ExecStop=: every
+    /// planned stop or restart flushes first. Exits 0 when flushed or when no zdbfs is mounted,
+    /// 1 when the flush failed or did not answer in time.
+    Flush {
+        /// How long to wait for zdbfs at most.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// The daemon (Type=notify, with watchdog): runs the probes every interval, publishes
     /// STATUS, the status file and metrics, and restarts through systemd a unit that is active
     /// but fails its probe (with backoff and a give-up limit). Stops on SIGTERM.
@@ -111,6 +119,9 @@ fn main() {
             timeout,
             interval,
         } => runtime.block_on(check::wait(&config, probe, timeout, interval)),
+        Command::Flush { timeout } => {
+            runtime.block_on(check::flush(&config.paths.mountpoint, timeout))
+        }
         Command::Serve { interval, rounds } => {
             qsfs::logging::init("qsfs-health");
             runtime.block_on(serve(config, ServeOptions { interval, rounds }))

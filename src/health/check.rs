@@ -141,6 +141,52 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|e| format!("`{text}`: {e}"))
 }
 
+/// `flush`: writes zdbfs's cache to zdb, bounded by `timeout`. Returns the exit code.
+pub async fn flush(mountpoint: &std::path::Path, timeout: Duration) -> i32 {
+    match crate::zdbfs::is_mounted(mountpoint) {
+        Ok(true) => {}
+        Ok(false) => {
+            eprintln!(
+                "qsfs-health: no zdbfs mounted at {}, nothing to flush",
+                mountpoint.display()
+            );
+            return crate::exit::OK;
+        }
+        Err(e) => {
+            eprintln!("qsfs-health: {e}");
+            return crate::exit::FAILURE;
+        }
+    }
+    let path = mountpoint.to_path_buf();
+    let started = std::time::Instant::now();
+    match crate::lane::Lane::new()
+        .run(timeout, move || crate::zdbfs::snapshot(&path))
+        .await
+    {
+        Ok(Ok(_)) => {
+            eprintln!(
+                "qsfs-health: zdbfs's cache written to zdb in {}",
+                crate::lane::human(started.elapsed())
+            );
+            crate::exit::OK
+        }
+        Ok(Err(e)) => {
+            eprintln!(
+                "qsfs-health: the snapshot ioctl on {} failed: {e}",
+                mountpoint.display()
+            );
+            crate::exit::FAILURE
+        }
+        Err(e) => {
+            eprintln!(
+                "qsfs-health: the snapshot ioctl on {}: {e}",
+                mountpoint.display()
+            );
+            crate::exit::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

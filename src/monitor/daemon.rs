@@ -11,7 +11,7 @@ use super::reconcile;
 use super::state::{FileRecord, State};
 use super::status::{
     BackendKind, BackendState, BackendStatus, CacheStatus, MonitorStatus, RebuildStatus,
-    UploadStatus, SCHEMA_VERSION,
+    UploadStatus, ZdbfsStatus, SCHEMA_VERSION,
 };
 use super::upload::{self, Source, Stored, UploadError};
 use super::vdc;
@@ -82,6 +82,7 @@ enum Event {
         label: String,
         result: Result<(), String>,
     },
+    Flushed(Result<crate::zdbfs::Stats, String>),
 }
 
 struct Pending {
@@ -145,6 +146,9 @@ pub struct Daemon {
     reconciling: bool,
     evicting: bool,
     checking_backends: bool,
+    flushing: bool,
+    zdbfs: ZdbfsStatus,
+    zdbfs_lane: crate::lane::Lane,
     stopping: bool,
     started_unix_ms: u64,
     notifier: Notifier,
@@ -247,6 +251,9 @@ impl Daemon {
             reconciling: false,
             evicting: false,
             checking_backends: false,
+            flushing: false,
+            zdbfs: ZdbfsStatus::default(),
+            zdbfs_lane: crate::lane::Lane::new(),
             stopping: false,
             started_unix_ms: now_ms(),
             notifier: Notifier::from_env(),
@@ -293,6 +300,8 @@ impl Daemon {
             tokio::time::interval(Duration::from_secs(self.config.backend_check_interval_secs));
         let mut publish_tick = tokio::time::interval(MonitorStatus::PUBLISH_INTERVAL);
         let mut garbage_tick = tokio::time::interval(SPOOL_GARBAGE_AGE);
+        let mut flush_tick =
+            tokio::time::interval(Duration::from_secs(self.config.flush_interval_secs.max(1)));
         let watchdog_every = self
             .notifier
             .watchdog_interval()
@@ -305,6 +314,7 @@ impl Daemon {
             &mut backend_tick,
             &mut publish_tick,
             &mut garbage_tick,
+            &mut flush_tick,
             &mut watchdog_tick,
         ] {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -351,6 +361,7 @@ impl Daemon {
                 _ = publish_tick.tick() => self.publish(),
                 _ = garbage_tick.tick(), if stopping.is_none() => { let _ = self.spool.collect_garbage(SPOOL_GARBAGE_AGE); }
                 _ = watchdog_tick.tick() => self.notifier.watchdog(),
+                _ = flush_tick.tick(), if stopping.is_none() && self.config.flush_interval_secs > 0 => self.start_flush(),
                 _ = hangup.recv() => self.reload(),
                 _ = terminate.recv() => stopping = Some(self.begin_stop("SIGTERM")),
                 _ = interrupt.recv() => stopping = Some(self.begin_stop("SIGINT")),
@@ -958,6 +969,73 @@ impl Daemon {
         }
     }
 
+    // ---- zdbfs ------------------------------------------------------------------------
+
+    /// Asks zdbfs to write its cache to zdb (and reads its statistics), on a lane of its own
+    /// so that a hung zdbfs never blocks the monitor.
+    fn start_flush(&mut self) {
+        if self.flushing {
+            return;
+        }
+        let mountpoint = self.config.zdbfs_mountpoint.clone();
+        match crate::zdbfs::is_mounted(&mountpoint) {
+            Ok(true) => {}
+            // zdbfs is not running: nothing is cached.
+            Ok(false) => return,
+            Err(e) => return self.flushed(Err(e)),
+        }
+        let pending = match self.zdbfs_lane.start(move || {
+            crate::zdbfs::snapshot(&mountpoint)?;
+            crate::zdbfs::statistics(&mountpoint)
+        }) {
+            Ok(pending) => pending,
+            Err(e) => return self.flushed(Err(format!("the snapshot ioctl: {e}"))),
+        };
+        self.flushing = true;
+        let timeout = Duration::from_secs(self.config.flush_timeout_secs);
+        let events = self.send();
+        tokio::spawn(async move {
+            let result = match pending.wait(Instant::now() + timeout, timeout).await {
+                Ok(Ok(stats)) => Ok(stats),
+                Ok(Err(e)) => Err(format!("the snapshot ioctl failed: {e}")),
+                Err(e) => Err(format!("the snapshot ioctl: {e}")),
+            };
+            let _ = events.send(Event::Flushed(result));
+        });
+    }
+
+    fn flushed(&mut self, result: Result<crate::zdbfs::Stats, String>) {
+        self.flushing = false;
+        let mountpoint = self.config.zdbfs_mountpoint.display().to_string();
+        match result {
+            Ok(stats) => {
+                if self.zdbfs.flush_failures_in_a_row > 0 {
+                    tracing::info!(
+                        qsfs_mountpoint = mountpoint,
+                        "zdbfs's cache is written to zdb again"
+                    );
+                }
+                self.zdbfs.last_flush_unix_ms = Some(now_ms());
+                self.zdbfs.flush_failures_in_a_row = 0;
+                self.zdbfs.last_flush_error = None;
+                self.zdbfs.stats = Some(stats);
+            }
+            Err(error) => {
+                self.zdbfs.flush_failures_in_a_row += 1;
+                // The first failure and then every tenth, not one line every few seconds.
+                if self.zdbfs.flush_failures_in_a_row % 10 == 1 {
+                    tracing::warn!(
+                        message_id = message_id::ZDBFS_FLUSH_FAILED,
+                        qsfs_mountpoint = mountpoint,
+                        "cannot write zdbfs's cache to zdb ({} times in a row): {error}",
+                        self.zdbfs.flush_failures_in_a_row
+                    );
+                }
+                self.zdbfs.last_flush_error = Some(error);
+            }
+        }
+    }
+
     // ---- configuration ----------------------------------------------------------------
 
     fn reload(&mut self) {
@@ -1056,6 +1134,7 @@ impl Daemon {
                 result,
             } => self.rebuilt(key, attempts, result),
             Event::VdcAnswered { label, result } => self.vdc_answered(label, result),
+            Event::Flushed(result) => self.flushed(result),
         }
     }
 
@@ -1109,6 +1188,11 @@ impl Daemon {
             rebuild: (self.rebuild.total > 0).then_some(RebuildStatus {
                 done: self.rebuild.done,
                 total: self.rebuild.total,
+            }),
+            zdbfs: Some(ZdbfsStatus {
+                mountpoint: self.config.zdbfs_mountpoint.clone(),
+                flush_interval_secs: self.config.flush_interval_secs,
+                ..self.zdbfs.clone()
             }),
         }
     }

@@ -80,6 +80,9 @@ pub fn render(status: &MonitorStatus) -> String {
         "Files evicted since the start.",
         status.cache.evicted_total,
     );
+    if let Some(zdbfs) = &status.zdbfs {
+        render_zdbfs(&mut out, zdbfs);
+    }
     let _ = writeln!(out, "# HELP qsfs_monitor_backend_state 1 for the state each backend is in.\n# TYPE qsfs_monitor_backend_state gauge");
     for backend in &status.backends {
         for (state, name) in [
@@ -101,4 +104,122 @@ pub fn render(status: &MonitorStatus) -> String {
         }
     }
     out
+}
+
+/// zdbfs's flush and statistics, with upstream zstor's `fs_*` names for the statistics.
+fn render_zdbfs(out: &mut String, zdbfs: &super::status::ZdbfsStatus) {
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    metric(
+        "qsfs_monitor_zdbfs_last_flush_timestamp_seconds",
+        "gauge",
+        "When zdbfs's cache was last written to zdb (0: never).",
+        zdbfs.last_flush_unix_ms.unwrap_or(0) / 1000,
+    );
+    metric(
+        "qsfs_monitor_zdbfs_flush_failures",
+        "gauge",
+        "Flushes of zdbfs's cache that failed in a row.",
+        zdbfs.flush_failures_in_a_row,
+    );
+    let Some(stats) = &zdbfs.stats else { return };
+    for (name, kind, help, value) in [
+        (
+            "fs_fuse_reqs",
+            "counter",
+            "FUSE requests served by zdbfs.",
+            stats.fuse_reqs,
+        ),
+        (
+            "fs_cache_hits",
+            "counter",
+            "zdbfs block cache hits.",
+            stats.cache_hit,
+        ),
+        (
+            "fs_cache_miss",
+            "counter",
+            "zdbfs block cache misses.",
+            stats.cache_miss,
+        ),
+        (
+            "fs_bytes_read",
+            "counter",
+            "Bytes read through zdbfs.",
+            stats.read_bytes,
+        ),
+        (
+            "fs_bytes_written",
+            "counter",
+            "Bytes written through zdbfs.",
+            stats.write_bytes,
+        ),
+        (
+            "fs_fuse_errors",
+            "counter",
+            "Errors answered by zdbfs.",
+            stats.errors,
+        ),
+        (
+            "fs_cache_full",
+            "gauge",
+            "Times zdbfs's cache was full.",
+            stats.cache_full,
+        ),
+        (
+            "fs_cache_linear_flush",
+            "gauge",
+            "Linear flushes of zdbfs's cache.",
+            stats.cache_linear_flush,
+        ),
+        (
+            "fs_cache_random_flush",
+            "gauge",
+            "Random flushes of zdbfs's cache.",
+            stats.cache_random_flush,
+        ),
+        (
+            "fs_cache_branches",
+            "gauge",
+            "zdbfs cache branches.",
+            stats.cache_branches,
+        ),
+        (
+            "fs_cache_branches_allocated",
+            "gauge",
+            "zdbfs cache branches allocated.",
+            stats.cache_branches_allocated,
+        ),
+        (
+            "fs_cache_entries",
+            "gauge",
+            "zdbfs cache entries.",
+            stats.cache_entries,
+        ),
+        (
+            "fs_cache_blocks",
+            "gauge",
+            "zdbfs cache blocks.",
+            stats.cache_blocks,
+        ),
+        (
+            "fs_cache_blocksize",
+            "gauge",
+            "zdbfs cache block size.",
+            stats.cache_blocksize,
+        ),
+    ] {
+        metric(name, kind, help, value);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP fs_syscalls zdbfs syscalls served, per syscall.\n# TYPE fs_syscalls counter"
+    );
+    for (syscall, count) in crate::zdbfs::SYSCALLS.iter().zip(stats.syscalls) {
+        let _ = writeln!(out, "fs_syscalls{{syscall=\"{syscall}\"}} {count}");
+    }
 }

@@ -33,6 +33,26 @@ pub struct MonitorStatus {
     pub backends: Vec<BackendStatus>,
     /// A rebuild onto a changed backend set, while one runs.
     pub rebuild: Option<RebuildStatus>,
+    /// The zdbfs cache flushes and zdbfs's statistics.
+    #[serde(default)]
+    pub zdbfs: Option<ZdbfsStatus>,
+}
+
+/// The periodic flush of zdbfs's cache (its snapshot ioctl) and its statistics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ZdbfsStatus {
+    /// The mountpoint.
+    pub mountpoint: std::path::PathBuf,
+    /// Seconds between flushes; 0 when flushing is off.
+    pub flush_interval_secs: u64,
+    /// When the last flush succeeded, unix milliseconds.
+    pub last_flush_unix_ms: Option<u64>,
+    /// Flushes that failed in a row (0 after a success).
+    pub flush_failures_in_a_row: u64,
+    /// Why the last flush failed, while flushes fail.
+    pub last_flush_error: Option<String>,
+    /// zdbfs's statistics, read with the last successful flush.
+    pub stats: Option<crate::zdbfs::Stats>,
 }
 
 /// The upload pipeline.

@@ -156,13 +156,14 @@ impl Appliance {
     /// Writes `qsfs.toml` with this layout's paths, followed by `extra` (more sections).
     pub fn write_qsfs_config(&self, extra: &str) {
         let text = format!(
-            "[paths]\nindex_dir = \"{}\"\ndata_dir = \"{}\"\nspool_dir = \"{}\"\nstate_dir = \"{}\"\nzdb_socket = \"{}\"\n\n\
+            "[paths]\nindex_dir = \"{}\"\ndata_dir = \"{}\"\nspool_dir = \"{}\"\nstate_dir = \"{}\"\nzdb_socket = \"{}\"\nmountpoint = \"{}\"\n\n\
              [zstor]\nbin = \"{}\"\nconfig = \"{}\"\nlog_file = \"{}\"\ntimeout_secs = 20\n\n{extra}",
             self.index.display(),
             self.data.display(),
             self.spool.display(),
             self.state.display(),
             self.socket.display(),
+            self.dir.path().join("mnt").display(),
             example("zstor-standin").display(),
             self.zstor_config.display(),
             self.dir.path().join("zstor.log").display(),
@@ -453,5 +454,155 @@ impl Drop for Monitor {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// `size=` of the zdbfs stand-in mounts.
+pub const ZDBFS_SIZE: u64 = 1 << 30;
+
+pub fn is_mounted(mountpoint: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = mountpoint.to_string_lossy();
+    info.lines()
+        .any(|line| line.split(' ').nth(4) == Some(wanted.as_ref()))
+}
+
+/// `umount -l`, for every mount stacked on `mountpoint`.
+pub fn lazy_unmount(mountpoint: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()).expect("path");
+    for _ in 0..8 {
+        if !is_mounted(mountpoint) {
+            return;
+        }
+        // SAFETY: a valid NUL-terminated path.
+        unsafe {
+            libc::umount2(path.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+}
+
+/// A zdbfs-standin process and its mountpoint. Dropping it kills the process and lazily
+/// unmounts whatever is left, so a failing test leaves no mount behind.
+pub struct Fs {
+    pub child: std::process::Child,
+    pub mountpoint: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Fs {
+    /// Starts the stand-in with `-o <options> <mountpoint>` (without waiting for the mount).
+    pub fn spawn(app: &Appliance, mountpoint: &Path, options: &str) -> Fs {
+        std::fs::create_dir_all(mountpoint).unwrap();
+        let mountpoint = std::fs::canonicalize(mountpoint).unwrap();
+        let log = app.dir.path().join(format!(
+            "zdbfs-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(example("zdbfs-standin"))
+            .arg("-o")
+            .arg(options)
+            .arg(&mountpoint)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start zdbfs-standin");
+        Fs {
+            child,
+            mountpoint,
+            log,
+        }
+    }
+
+    /// Starts the stand-in on `<socket>` with `autons,size=SIZE` plus `extra`, and waits for the
+    /// mount.
+    pub fn mount(app: &Appliance, mountpoint: &Path, extra: &str) -> Fs {
+        let mut options = format!("unix={},autons,size={ZDBFS_SIZE}", app.socket.display());
+        if !extra.is_empty() {
+            options.push(',');
+            options.push_str(extra);
+        }
+        let mut fs = Fs::spawn(app, mountpoint, &options);
+        fs.wait_mounted();
+        fs
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn wait_mounted(&mut self) {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while !is_mounted(&self.mountpoint) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("zdbfs-standin exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zdbfs-standin did not mount:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "zdbfs-standin did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM: the stand-in writes its cache, unmounts and exits 0.
+    pub fn stop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.wait_exit();
+        assert_eq!(status.code(), Some(0), "{}", self.log());
+        assert!(!is_mounted(&self.mountpoint), "still mounted after SIGTERM");
+    }
+
+    /// SIGKILL: the mount is left stale ("Transport endpoint is not connected"); then cleaned
+    /// up with a lazy unmount.
+    pub fn kill(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait_exit();
+        let error = std::fs::metadata(&self.mountpoint).expect_err("the mount must be stale");
+        assert_eq!(error.raw_os_error(), Some(libc::ENOTCONN), "{error}");
+        lazy_unmount(&self.mountpoint);
+        assert!(!is_mounted(&self.mountpoint));
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mountpoint.join(name)
+    }
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        lazy_unmount(&self.mountpoint);
     }
 }

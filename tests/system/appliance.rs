@@ -197,6 +197,18 @@ impl Appliance {
         container.ok("tar -xzpf /root/qsfs.tar.gz -C / && rm /root/qsfs.tar.gz");
         // The zstor stand-in keeps its "remote" objects where this file says.
         container.write("/var/zdbfs/etc/zstor-standin-store", STORE_IN_CONTAINER);
+        // An operator's edit: reconcile every 10 s instead of 10 min, so that files no hook
+        // announced (the `default` namespace's) are verified within the test.
+        let defaults = std::fs::read_to_string(
+            container
+                .root()
+                .join("var/zdbfs/etc/monitor_config.toml.default"),
+        )
+        .unwrap();
+        container.write(
+            "/var/zdbfs/etc/monitor_config.toml",
+            &format!("{defaults}reconcile_interval_secs = 10\n"),
+        );
         Appliance { container, s3_port }
     }
 
@@ -248,7 +260,10 @@ impl Appliance {
             .arg(format!("{S3_USER}:{S3_PASSWORD}"))
             .args(["-X", method]);
         if let Some(file) = upload {
-            curl.arg("--upload-file").arg(file);
+            // curl does not hash the payload for SigV4; S3 servers need to be told so.
+            curl.arg("--upload-file")
+                .arg(file)
+                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
         }
         let out = curl
             .arg(format!("http://127.0.0.1:{}{path}", self.s3_port))

@@ -17,124 +17,12 @@ pub mod zstor;
 use super::config::{HealthSettings, ProbeName};
 use super::{Outcome, State};
 use crate::config::appliance::{ApplianceConfig, Paths};
+pub use crate::lane::{human, Lane, LaneError};
 use crate::systemd::UnitControl;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Extra time the outer safety timeout grants a probe beyond its own timeout.
 const GRACE: Duration = Duration::from_millis(500);
-
-/// Why a call on a [`Lane`] gave no result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LaneError {
-    /// The call did not return within the timeout (it was abandoned).
-    TimedOut(Duration),
-    /// An earlier call, abandoned after its timeout, is still blocked since this long.
-    StillBlocked(Duration),
-    /// The thread could not be started, or it panicked.
-    Thread(String),
-}
-
-impl std::fmt::Display for LaneError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LaneError::TimedOut(t) => write!(f, "no answer within {}", human(*t)),
-            LaneError::StillBlocked(t) => {
-                write!(f, "an earlier call is still blocked after {}", human(*t))
-            }
-            LaneError::Thread(e) => write!(f, "probe thread: {e}"),
-        }
-    }
-}
-
-/// Formats a duration as `250 ms` or `2.5 s`.
-pub fn human(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
-    }
-}
-
-/// Runs blocking calls on their own thread, one at a time, with a timeout (see the module
-/// documentation).
-#[derive(Debug, Clone, Default)]
-pub struct Lane {
-    busy_since: Arc<Mutex<Option<Instant>>>,
-}
-
-/// Marks the lane idle when dropped: after the call returned, or while its thread unwinds
-/// from a panic (or if the thread never started).
-struct Idle(Arc<Mutex<Option<Instant>>>);
-
-impl Drop for Idle {
-    fn drop(&mut self) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-}
-
-/// A call started on a [`Lane`].
-pub struct Pending<T> {
-    receiver: tokio::sync::oneshot::Receiver<T>,
-}
-
-impl Lane {
-    /// A new, idle lane.
-    pub fn new() -> Self {
-        Lane::default()
-    }
-
-    /// Starts `call` on a new thread, unless an earlier call is still blocked.
-    pub fn start<T: Send + 'static>(
-        &self,
-        call: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<Pending<T>, LaneError> {
-        {
-            let mut busy = self.busy_since.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(since) = *busy {
-                return Err(LaneError::StillBlocked(since.elapsed()));
-            }
-            *busy = Some(Instant::now());
-        }
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let idle_again = Idle(self.busy_since.clone());
-        let spawned = std::thread::Builder::new()
-            .name("qsfs-probe".into())
-            .stack_size(512 * 1024)
-            .spawn(move || {
-                let value = call();
-                drop(idle_again);
-                let _ = sender.send(value);
-            });
-        // On a spawn error the closure (and with it `idle_again`) is dropped: the lane is idle.
-        if let Err(e) = spawned {
-            return Err(LaneError::Thread(e.to_string()));
-        }
-        Ok(Pending { receiver })
-    }
-
-    /// Starts `call` and waits at most `timeout` for it.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        timeout: Duration,
-        call: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, LaneError> {
-        self.start(call)?
-            .wait(Instant::now() + timeout, timeout)
-            .await
-    }
-}
-
-impl<T> Pending<T> {
-    /// Waits until `deadline` for the result; `timeout` is only used in the error.
-    pub async fn wait(self, deadline: Instant, timeout: Duration) -> Result<T, LaneError> {
-        match tokio::time::timeout_at(deadline.into(), self.receiver).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) => Err(LaneError::Thread("the probe thread panicked".into())),
-            Err(_) => Err(LaneError::TimedOut(timeout)),
-        }
-    }
-}
 
 /// One probe's result with its duration.
 #[derive(Debug, Clone)]

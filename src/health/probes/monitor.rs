@@ -60,6 +60,9 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
         );
     }
     let mut parts = vec![uploads(status, settings)];
+    if let Some(flush) = zdbfs_flush(status, now_unix_ms) {
+        parts.push(flush);
+    }
     let mut backend_problems = Vec::new();
     for kind in [BackendKind::Data, BackendKind::Meta] {
         let of_kind: Vec<_> = status.backends.iter().filter(|b| b.kind == kind).collect();
@@ -116,8 +119,15 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
             format!("{word}{fill}{why}"),
         ));
     }
-    let state =
-        worst(std::iter::once(parts[0].state).chain(backend_problems.iter().map(|(s, _)| *s)));
+    let flush_state = parts
+        .iter()
+        .find(|p| p.name == "zdbfs flush")
+        .map(|p| p.state);
+    let state = worst(
+        std::iter::once(parts[0].state)
+            .chain(flush_state)
+            .chain(backend_problems.iter().map(|(s, _)| *s)),
+    );
     let mut reasons = vec![parts[0].reason.clone()];
     if status.backends.is_empty() {
         reasons.push("no backends reported".to_string());
@@ -129,7 +139,41 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
     if let Some(rebuild) = &status.rebuild {
         reasons.push(format!("rebuilding {}/{}", rebuild.done, rebuild.total));
     }
+    if let Some(flush) = parts
+        .iter()
+        .find(|p| p.name == "zdbfs flush" && p.state != State::Ok)
+    {
+        reasons.push(format!("zdbfs flush {}", flush.reason));
+    }
     Outcome::new(state, reasons.join("; ")).with_parts(parts)
+}
+
+/// The periodic flush of zdbfs's cache: degraded while it fails (acknowledged writes are then
+/// only in zdbfs's memory).
+fn zdbfs_flush(status: &MonitorStatus, now_unix_ms: u64) -> Option<Part> {
+    let zdbfs = status
+        .zdbfs
+        .as_ref()
+        .filter(|z| z.flush_interval_secs > 0)?;
+    Some(match (&zdbfs.last_flush_error, zdbfs.last_flush_unix_ms) {
+        (Some(error), _) => Part::new(
+            "zdbfs flush",
+            State::Degraded,
+            format!(
+                "failing ({} in a row): {error}",
+                zdbfs.flush_failures_in_a_row
+            ),
+        ),
+        (None, Some(at)) => Part::new(
+            "zdbfs flush",
+            State::Ok,
+            format!(
+                "last {} ago",
+                human(Duration::from_millis(now_unix_ms.saturating_sub(at)))
+            ),
+        ),
+        (None, None) => Part::new("zdbfs flush", State::Ok, "no zdbfs mount to flush yet"),
+    })
 }
 
 fn uploads(status: &MonitorStatus, settings: &MonitorSettings) -> Part {
@@ -190,6 +234,7 @@ mod tests {
             cache: CacheStatus::default(),
             backends,
             rebuild: None,
+            zdbfs: None,
         }
     }
 

@@ -150,6 +150,7 @@ fn main() {
         cache: Default::default(),
         backends: Vec::new(),
         rebuild: None,
+        zdbfs: None,
     };
     std::fs::write(
         root.join("monitor.json"),

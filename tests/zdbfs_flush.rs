@@ -1,0 +1,162 @@
+//! The flush of zdbfs's cache (its snapshot ioctl), with the zdbfs stand-in mounted over the
+//! 0-db stand-in: zstor_monitor's periodic flush makes an fsynced file survive a SIGKILL of
+//! zdbfs, and a zdbfs that stops answering makes the flush time out while the monitor carries
+//! on (and `qsfs-health flush` gives up in time).
+//!
+//! They mount FUSE filesystems, so they need root, `/dev/fuse` and `fusermount3` (as CI has).
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{wait_for, Appliance, Fs, Monitor};
+
+fn write_synced(path: &std::path::Path, data: &[u8]) {
+    let mut file = std::fs::File::create(path).unwrap();
+    file.write_all(data).unwrap();
+    file.sync_all().unwrap();
+}
+
+fn monitor_extra(app: &Appliance, interval: u64) -> String {
+    format!(
+        "zdbfs_mountpoint = \"{}\"\nflush_interval_secs = {interval}\nflush_timeout_secs = 1",
+        app.dir.path().join("mnt").display()
+    )
+}
+
+#[test]
+fn the_periodic_flush_keeps_acknowledged_writes_across_a_zdbfs_crash() {
+    let app = Appliance::new(None, "");
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    zdb.client();
+    let mountpoint = app.dir.path().join("mnt");
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+
+    // Without the flush (interval 0), an fsynced file is gone after a crash of zdbfs: the loss
+    // this guards against.
+    let mut monitor = Monitor::start(&app, &monitor_extra(&app, 0), &[]);
+    let mut fs = Fs::mount(&app, &mountpoint, "");
+    write_synced(&fs.path("lost"), &data);
+    std::thread::sleep(Duration::from_secs(2));
+    fs.kill();
+    let fs = Fs::mount(&app, &mountpoint, "");
+    assert!(
+        !fs.path("lost").exists(),
+        "without a flush the file is lost (zdbfs 0.1.11's cache)"
+    );
+    drop(fs);
+    monitor.signal(Signal::SIGTERM);
+    monitor.wait();
+
+    // With it, the file survives once one flush has run after the write.
+    let mut monitor = Monitor::start(&app, &monitor_extra(&app, 1), &[]);
+    let mut fs = Fs::mount(&app, &mountpoint, "");
+    let written = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    write_synced(&fs.path("kept"), &data);
+    let status = monitor.wait_status("a flush after the write", |s| {
+        s.zdbfs
+            .as_ref()
+            .and_then(|z| z.last_flush_unix_ms)
+            .is_some_and(|t| t > written + 100)
+    });
+    let stats = status.zdbfs.unwrap().stats.expect("zdbfs statistics");
+    assert!(
+        stats.write_bytes >= data.len() as u64 && stats.fuse_reqs > 0,
+        "{stats:?}"
+    );
+    fs.kill();
+    let fs = Fs::mount(&app, &mountpoint, "");
+    assert_eq!(std::fs::read(fs.path("kept")).unwrap(), data);
+}
+
+#[test]
+fn a_hung_zdbfs_makes_the_flush_time_out_and_everyone_carries_on() {
+    let app = Appliance::new(None, "");
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    zdb.client();
+    let mountpoint = app.dir.path().join("mnt");
+    let mut monitor = Monitor::start(&app, &monitor_extra(&app, 1), &[]);
+    let fs = Fs::mount(&app, &mountpoint, "");
+    monitor.wait_status("a first flush", |s| {
+        s.zdbfs
+            .as_ref()
+            .is_some_and(|z| z.last_flush_unix_ms.is_some())
+    });
+
+    fs.signal(Signal::SIGSTOP);
+    // The monitor: its flush times out, it says so, and it keeps publishing its status.
+    let failing = monitor.wait_status("the flush failing", |s| {
+        s.zdbfs
+            .as_ref()
+            .is_some_and(|z| z.flush_failures_in_a_row >= 1)
+    });
+    let error = failing
+        .zdbfs
+        .as_ref()
+        .unwrap()
+        .last_flush_error
+        .clone()
+        .unwrap();
+    assert!(
+        error.contains("no answer within") || error.contains("still blocked"),
+        "{error}"
+    );
+    let later = monitor.wait_status("a later status", |s| {
+        s.updated_unix_ms > failing.updated_unix_ms + 1500
+    });
+    assert!(later.zdbfs.unwrap().flush_failures_in_a_row >= 1);
+    assert!(
+        monitor.log().contains("d6a0f9d959b248fda38ce6fc427a53e1"),
+        "{}",
+        monitor.log()
+    );
+
+    // qsfs-health flush (zdbfs's ExecStop=) gives up after its timeout.
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_qsfs-health"))
+        .args(["--config"])
+        .arg(&app.qsfs_config)
+        .args(["flush", "--timeout", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer within 1.0 s"));
+
+    // zdbfs answers again: so does the flush.
+    fs.signal(Signal::SIGCONT);
+    monitor.wait_status("the flush working again", |s| {
+        s.zdbfs
+            .as_ref()
+            .is_some_and(|z| z.flush_failures_in_a_row == 0)
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_qsfs-health"))
+        .args(["--config"])
+        .arg(&app.qsfs_config)
+        .args(["flush", "--timeout", "5s"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the log line of the recovery", || {
+        monitor.log().contains("written to zdb again").then_some(())
+    });
+}
