@@ -230,6 +230,27 @@ impl Container {
             let _ = child.wait();
         }
     }
+
+    /// Reboots: a clean shutdown, then a boot of the same root.
+    pub fn reboot(&mut self) {
+        self.shutdown();
+        self.start();
+    }
+
+    /// A power cut: every process of the container is killed at once, nothing is stopped
+    /// cleanly; then it boots again from the same root.
+    pub fn power_cycle(&mut self) {
+        if let Some(mut child) = self.nspawn.take() {
+            // SIGKILL to nspawn's whole process group would leave the container's processes
+            // running; killing its PID 1 takes the whole PID namespace down at once.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.leader),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = child.wait();
+        }
+        self.start();
+    }
 }
 
 impl Drop for Container {

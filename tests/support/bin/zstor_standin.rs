@@ -59,7 +59,9 @@
 //!
 //! The store directory is, in this order: the environment variable `ZSTOR_STANDIN_STORE` (if
 //! not empty); else the path written in a file `zstor-standin-store` next to the config file
-//! (relative paths are relative to the config's directory); else `/var/lib/zstor-standin`.
+//! (relative paths are relative to the config's directory); else `zstor-standin-store` in the
+//! parent of the config's directory (`/var/zdbfs/zstor-standin-store` for the appliance's
+//! `/var/zdbfs/etc/zstor-default.toml`: writable under the units' `ProtectSystem=strict`).
 //! Objects are `<store>/objects/<key>.data` and `<key>.meta` (JSON: path, checksum, size), each
 //! written atomically (temporary file, fsync, rename). Every command performed (by the
 //! in-process CLI or by the daemon, not by a CLI that only forwards to the daemon) appends a
@@ -103,8 +105,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Where objects live when neither the environment nor the config directory say otherwise.
-const DEFAULT_STORE: &str = "/var/lib/zstor-standin";
 /// Environment variable naming the store directory.
 const STORE_ENV: &str = "ZSTOR_STANDIN_STORE";
 /// File next to the config whose content names the store directory.
@@ -437,7 +437,8 @@ fn finish_local(command: &str, result: Result<Option<Checksum>, String>) -> ! {
     }
 }
 
-/// The store directory: the environment, then the file next to the config, then the default.
+/// The store directory: the environment, then the file next to the config, then
+/// `zstor-standin-store` beside the config's directory.
 fn store_dir(config: &Path) -> PathBuf {
     if let Some(dir) = std::env::var_os(STORE_ENV).filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
@@ -452,7 +453,7 @@ fn store_dir(config: &Path) -> PathBuf {
             return config_dir.join(text);
         }
     }
-    PathBuf::from(DEFAULT_STORE)
+    config_dir.join("..").join(STORE_FILE)
 }
 
 /// Upstream's message shape for local I/O errors (`ZstorErrorKind::LocalIo`).
