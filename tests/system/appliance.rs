@@ -486,6 +486,20 @@ fn the_appliance_on_real_systemd() {
 
     {
         let _t = Timing::start("1 start on a fresh container");
+        let verify = appliance.container.sh("systemd-analyze verify /etc/systemd/system/qsfs.target /etc/systemd/system/qsfs-*.service");
+        let complaints = format!(
+            "{}{}",
+            String::from_utf8_lossy(&verify.stdout),
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        assert!(
+            verify.status.success() && complaints.trim().is_empty(),
+            "systemd-analyze verify:\n{complaints}"
+        );
+        println!(
+            "systemd-analyze security:\n{}",
+            appliance.ok("for u in /etc/systemd/system/qsfs-*.service; do systemd-analyze security --no-pager $(basename $u) | tail -1 | sed \"s|^|$(basename $u): |\"; done")
+        );
         appliance.ok("systemctl start qsfs.target");
         appliance.wait_all_active(Duration::from_secs(60));
         let entered: Vec<u64> = UNITS
