@@ -140,6 +140,23 @@ impl Outcome {
         self.parts = parts;
         self
     }
+
+    /// The worst state of `parts`; the reason is `ok_reason` when all are ok, otherwise the
+    /// parts that are not, as `name: reason` joined by `; `.
+    pub fn from_parts(parts: Vec<Part>, ok_reason: impl FnOnce(&[Part]) -> String) -> Self {
+        let state = worst(parts.iter().map(|p| p.state));
+        let reason = if state == State::Ok {
+            ok_reason(&parts)
+        } else {
+            parts
+                .iter()
+                .filter(|p| p.state != State::Ok)
+                .map(|p| format!("{}: {}", p.name, p.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        Outcome::new(state, reason).with_parts(parts)
+    }
 }
 
 /// The worst of some states (ok when there are none).

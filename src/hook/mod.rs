@@ -682,30 +682,23 @@ fn retrieve_verified(
 /// Writes one journal entry per event.
 pub fn run(event_name: &str, instance: &str, args: &[OsString]) -> i32 {
     let started = Instant::now();
+    // An event that cannot be parsed, or a config that cannot be loaded, fails before any work.
+    let refuse = |message: String, code: i32| {
+        tracing::error!(
+            message_id = message_id::HOOK_FAILED,
+            qsfs_event = event_name,
+            qsfs_instance = instance,
+            "{message}"
+        );
+        code
+    };
     let event = match Event::parse(event_name, args) {
         Ok(event) => event,
-        Err(e) => {
-            tracing::error!(
-                message_id = message_id::HOOK_FAILED,
-                qsfs_event = event_name,
-                qsfs_instance = instance,
-                "{e}"
-            );
-            return e.exit_code();
-        }
+        Err(e) => return refuse(e.to_string(), e.exit_code()),
     };
-    let config_path = ApplianceConfig::path_from_env();
-    let config = match ApplianceConfig::load(&config_path) {
+    let config = match ApplianceConfig::load(&ApplianceConfig::path_from_env()) {
         Ok(config) => config,
-        Err(e) => {
-            tracing::error!(
-                message_id = message_id::HOOK_FAILED,
-                qsfs_event = event_name,
-                qsfs_instance = instance,
-                "{e}"
-            );
-            return e.exit_code();
-        }
+        Err(e) => return refuse(e.to_string(), e.exit_code()),
     };
     let result = Hook::new(config).handle(&event);
     let duration_ms = started.elapsed().as_millis() as u64;

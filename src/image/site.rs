@@ -9,7 +9,7 @@
 //! backends, the cache limit against the data file size) point at the key to change.
 
 use crate::config::{ConfigError, Secret, Source};
-use crate::zstor::config::META_BACKENDS;
+use crate::zstor::config::{hex_key, socket_address, META_BACKENDS};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -198,26 +198,6 @@ fn default_prefix() -> String {
 
 fn default_minio_address() -> String {
     ":9000".to_string()
-}
-
-fn hex_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
-    let key = String::deserialize(deserializer)?;
-    if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(Secret::new(key))
-    } else {
-        Err(serde::de::Error::custom(
-            "must be 64 hex digits (a 32-byte key), e.g. from `openssl rand -hex 32`",
-        ))
-    }
-}
-
-fn socket_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    text.parse().map_err(|_| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not an IP address with a port (such as 10.0.0.1:9900 or [2a02::1]:9900); zstor takes no host names"
-        ))
-    })
 }
 
 fn listen_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {

@@ -131,6 +131,25 @@ struct Observed {
     sha256: Option<String>,
 }
 
+/// An entry the MANIFEST lists that is not there.
+fn missing(expected: &EntryInfo) -> Finding {
+    Finding {
+        kind: FindingKind::Missing,
+        path: expected.path.clone(),
+        detail: format!("{} listed in the MANIFEST", expected.kind),
+    }
+}
+
+/// An entry that differs from what the MANIFEST lists, if it does.
+fn changed(expected: &EntryInfo, observed: &Observed) -> Option<Finding> {
+    let diffs = differences(expected, observed);
+    (!diffs.is_empty()).then(|| Finding {
+        kind: FindingKind::Changed,
+        path: expected.path.clone(),
+        detail: diffs.join("; "),
+    })
+}
+
 fn differences(expected: &EntryInfo, observed: &Observed) -> Vec<String> {
     let mut diffs = Vec::new();
     if observed.kind != expected.kind {
@@ -292,21 +311,8 @@ pub fn verify_tarball(path: &Path) -> Result<Report, Error> {
     observed.remove(layout::MANIFEST);
     for expected in &manifest.entries {
         match observed.remove(&expected.path) {
-            None => findings.push(Finding {
-                kind: FindingKind::Missing,
-                path: expected.path.clone(),
-                detail: format!("{} listed in the MANIFEST", expected.kind),
-            }),
-            Some(seen) => {
-                let diffs = differences(expected, &seen);
-                if !diffs.is_empty() {
-                    findings.push(Finding {
-                        kind: FindingKind::Changed,
-                        path: expected.path.clone(),
-                        detail: diffs.join("; "),
-                    });
-                }
-            }
+            None => findings.push(missing(expected)),
+            Some(seen) => findings.extend(changed(expected, &seen)),
         }
     }
     for (name, seen) in observed {
@@ -376,26 +382,13 @@ pub fn verify_root(root: &Path, manifest: Option<&Path>) -> Result<Report, Error
     for expected in &image.entries {
         let path = root.join(&expected.path);
         match observe(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => findings.push(Finding {
-                kind: FindingKind::Missing,
-                path: expected.path.clone(),
-                detail: format!("{} listed in the MANIFEST", expected.kind),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => findings.push(missing(expected)),
             Err(e) => findings.push(Finding {
                 kind: FindingKind::Changed,
                 path: expected.path.clone(),
                 detail: format!("cannot be read: {e}"),
             }),
-            Ok(seen) => {
-                let diffs = differences(expected, &seen);
-                if !diffs.is_empty() {
-                    findings.push(Finding {
-                        kind: FindingKind::Changed,
-                        path: expected.path.clone(),
-                        detail: diffs.join("; "),
-                    });
-                }
-            }
+            Ok(seen) => findings.extend(changed(expected, &seen)),
         }
     }
     findings.extend(installed_configs(root, &image));

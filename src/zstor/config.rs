@@ -161,22 +161,26 @@ fn expose_option<S: Serializer>(secret: &Option<Secret>, serializer: S) -> Resul
     }
 }
 
-fn socket_address<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+/// Deserializes an `ip:port` backend address (zstor takes no host names).
+pub(crate) fn socket_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(deserializer)?;
     text.parse().map_err(|_| {
         serde::de::Error::custom(format!(
-            "`{text}` is not an IP address with a port (such as 10.0.0.1:9900 or [2a02::1]:9900)"
+            "`{text}` is not an IP address with a port (such as 10.0.0.1:9900 or [2a02::1]:9900); zstor takes no host names"
         ))
     })
 }
 
-fn hex_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+/// Deserializes a 32-byte key written as 64 hex digits.
+pub(crate) fn hex_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
     let key = String::deserialize(deserializer)?;
     if key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(Secret::new(key))
     } else {
         Err(serde::de::Error::custom(
-            "must be 64 hex digits (a 32-byte key)",
+            "must be 64 hex digits (a 32-byte key), e.g. from `openssl rand -hex 32`",
         ))
     }
 }

@@ -12,7 +12,7 @@
 
 use super::{Lane, LaneError};
 use crate::health::config::S3Settings;
-use crate::health::{worst, Outcome, Part, State};
+use crate::health::{Outcome, Part, State};
 use std::time::{Duration, Instant};
 
 /// The S3 probe with its HTTP agent (set up once: connections are reused between rounds).
@@ -99,18 +99,8 @@ impl S3Probe {
             };
             parts.push(part);
         }
-        let state = worst(parts.iter().map(|p| p.state));
-        let reason = if state == State::Ok {
-            format!("{} URLs answer", parts.len())
-        } else {
-            parts
-                .iter()
-                .filter(|p| p.state != State::Ok)
-                .map(|p| format!("GET {}: {}", p.name, p.reason))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        let mut outcome = Outcome::new(state, reason).with_parts(parts);
+        let mut outcome =
+            Outcome::from_parts(parts, |parts| format!("{} URLs answer", parts.len()));
         outcome.restart_may_help = no_answer;
         outcome
     }

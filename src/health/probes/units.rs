@@ -6,7 +6,7 @@
 //! * unknown: systemd did not answer.
 
 use crate::health::config::UnitsSettings;
-use crate::health::{worst, Outcome, Part, State};
+use crate::health::{Outcome, Part, State};
 use crate::systemd::{UnitControl, UnitStatus};
 
 /// Asks systemd about every configured unit.
@@ -23,18 +23,7 @@ pub async fn probe<U: UnitControl>(control: &U, settings: &UnitsSettings) -> Out
 
 /// The probe's outcome from its parts: the worst state, and the units that are not ok.
 pub fn summarize(parts: Vec<Part>) -> Outcome {
-    let state = worst(parts.iter().map(|p| p.state));
-    let reason = if state == State::Ok {
-        format!("{} units active", parts.len())
-    } else {
-        parts
-            .iter()
-            .filter(|p| p.state != State::Ok)
-            .map(|p| format!("{}: {}", p.name, p.reason))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    Outcome::new(state, reason).with_parts(parts)
+    Outcome::from_parts(parts, |parts| format!("{} units active", parts.len()))
 }
 
 /// One unit's part.

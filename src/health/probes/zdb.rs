@@ -72,8 +72,7 @@ pub fn check(endpoint: &Endpoint, settings: &ZdbSettings, timeout: Duration) -> 
             Err(e) => return failure(e),
         }
     }
-    let state = worst(parts.iter().map(|p| p.state));
-    let reason = if state == State::Ok {
+    Outcome::from_parts(parts, |_| {
         let uptime = info
             .uptime
             .map(|u| format!(", up {}", crate::health::report::ago(u * 1000)))
@@ -82,15 +81,7 @@ pub fn check(endpoint: &Endpoint, settings: &ZdbSettings, timeout: Duration) -> 
             "PING ok{uptime}, {} namespaces sequential",
             settings.namespaces.len()
         )
-    } else {
-        parts
-            .iter()
-            .filter(|p| p.state != State::Ok)
-            .map(|p| format!("{}: {}", p.name, p.reason))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    Outcome::new(state, reason).with_parts(parts)
+    })
 }
 
 /// A connection-level failure: zdb does not answer (a restart may help); anything else (a

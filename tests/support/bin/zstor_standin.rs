@@ -298,29 +298,12 @@ fn error(message: &str) {
     log("ERROR", message);
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC`, without a date crate.
+/// `YYYY-MM-DD HH:MM:SS UTC`, zstor's log timestamp.
 fn timestamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+    humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .replace('T', " ")
+        .replace('Z', " UTC")
 }
 
 // ---------------------------------------------------------------------------------------------
