@@ -40,6 +40,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Version of the job format written by this build.
@@ -77,11 +78,14 @@ impl Job {
     }
 }
 
-/// The kernel's id of the current boot (`/proc/sys/kernel/random/boot_id`).
-pub fn boot_id() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|id| id.trim().to_string())
-        .unwrap_or_default()
+/// The kernel's id of the current boot (`/proc/sys/kernel/random/boot_id`), read once.
+pub fn boot_id() -> &'static str {
+    static BOOT_ID: OnceLock<String> = OnceLock::new();
+    BOOT_ID.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|id| id.trim().to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// One file of a job.
@@ -159,7 +163,7 @@ impl Spool {
             event: event.to_string(),
             namespace: namespace.to_string(),
             written_unix_ms: now.as_millis() as u64,
-            boot_id: boot_id(),
+            boot_id: boot_id().to_string(),
             files: Vec::new(),
         }
     }

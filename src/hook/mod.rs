@@ -311,8 +311,11 @@ impl Hook {
             Event::Ready => self.ready(),
             Event::JumpIndex { old, dirty, .. } => self.jump_index(old, dirty),
             Event::JumpData { old, .. } => self.jump_data(old),
-            Event::NamespaceCreated { namespace } | Event::NamespaceUpdated { namespace } => {
-                self.namespace_changed(event_name(event), namespace)
+            Event::NamespaceCreated { namespace } => {
+                self.namespace_changed("namespace-created", namespace)
+            }
+            Event::NamespaceUpdated { namespace } => {
+                self.namespace_changed("namespace-updated", namespace)
             }
             Event::Close => self.close(),
             Event::NamespaceClosing {
@@ -357,14 +360,8 @@ impl Hook {
         if namespace == TEMP_NAMESPACE {
             return Ok(skipped_temp(namespace));
         }
-        let mut files = vec![old.to_path_buf()];
-        for id in dirty {
-            let file = dir.join(format!("i{id}"));
-            if !files.contains(&file) {
-                files.push(file);
-            }
-        }
-        self.spool_job("jump-index", &namespace, &files, &[])
+        let snapshots = with_dirty(old, &dir, dirty);
+        self.spool_job("jump-index", &namespace, &snapshots, &[])
     }
 
     fn jump_data(&self, old: &Path) -> Result<Handled, HookError> {
@@ -438,17 +435,10 @@ impl Hook {
         if namespace == TEMP_NAMESPACE {
             return Ok(skipped_temp(namespace.to_string()));
         }
-        let mut snapshots = vec![index.to_path_buf()];
-        for id in dirty {
-            let file = index_dir.join(format!("i{id}"));
-            if !snapshots.contains(&file) {
-                snapshots.push(file);
-            }
-        }
         self.spool_job(
             "namespace-closing",
             namespace,
-            &snapshots,
+            &with_dirty(index, &index_dir, dirty),
             &existing(&[data.to_path_buf()]),
         )
     }
@@ -583,11 +573,16 @@ impl Hook {
     }
 }
 
-fn event_name(event: &Event) -> &'static str {
-    match event {
-        Event::NamespaceCreated { .. } => "namespace-created",
-        _ => "namespace-updated",
+/// `index` and the index files `i<id>` of `dir` that zdb's dirty list names, each once.
+fn with_dirty(index: &Path, dir: &Path, dirty: &[u32]) -> Vec<PathBuf> {
+    let mut files = vec![index.to_path_buf()];
+    for id in dirty {
+        let file = dir.join(format!("i{id}"));
+        if !files.contains(&file) {
+            files.push(file);
+        }
     }
+    files
 }
 
 fn skipped_temp(namespace: String) -> Handled {
