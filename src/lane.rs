@@ -21,21 +21,16 @@ pub enum LaneError {
 impl std::fmt::Display for LaneError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LaneError::TimedOut(t) => write!(f, "no answer within {}", human(*t)),
+            LaneError::TimedOut(t) => write!(f, "no answer within {}", crate::clock::human(*t)),
             LaneError::StillBlocked(t) => {
-                write!(f, "an earlier call is still blocked after {}", human(*t))
+                write!(
+                    f,
+                    "an earlier call is still blocked after {}",
+                    crate::clock::human(*t)
+                )
             }
             LaneError::Thread(e) => write!(f, "lane thread: {e}"),
         }
-    }
-}
-
-/// Formats a duration as `250 ms` or `2.5 s`.
-pub fn human(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
     }
 }
 

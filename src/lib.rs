@@ -5,8 +5,10 @@
 //! the modules below, which are split by concern.
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod config;
 pub mod exit;
+pub mod fsutil;
 pub mod health;
 pub mod hook;
 pub mod image;

@@ -2,6 +2,7 @@
 //! or a unix socket, answering with text the owner replaces whenever it has new numbers.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -34,6 +35,18 @@ impl FromStr for Address {
     }
 }
 
+/// Deserializes an optional [`Address`] of a config file; an empty string, like an absent
+/// key, turns the metrics off.
+pub fn optional_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Address>, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
 impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -41,6 +54,17 @@ impl fmt::Display for Address {
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
         }
     }
+}
+
+/// Writes the `# HELP` and `# TYPE` lines of a metric family; its samples follow.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Writes a metric family with its one unlabelled sample.
+pub fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl fmt::Display) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// The metrics text, shared between its owner (which replaces it) and the responder.

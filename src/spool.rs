@@ -200,7 +200,7 @@ impl Spool {
         file.sync_all()?;
         drop(file);
         fs::rename(&temp, self.job_path(&job.id))?;
-        fsync_dir(&self.dir)
+        crate::fsutil::sync_dir(&self.dir)
     }
 
     fn job_path(&self, id: &str) -> PathBuf {
@@ -246,7 +246,7 @@ impl Spool {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        fsync_dir(&self.dir)?;
+        crate::fsutil::sync_dir(&self.dir)?;
         match fs::remove_dir_all(self.dir.join(SNAPSHOTS).join(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -262,7 +262,7 @@ impl Spool {
             .create(&bad)?;
         let target = bad.join(job_file.file_name().unwrap_or_default());
         fs::rename(job_file, &target)?;
-        fsync_dir(&self.dir)?;
+        crate::fsutil::sync_dir(&self.dir)?;
         Ok(target)
     }
 
@@ -313,11 +313,6 @@ pub fn copy_file(from: &Path, to: &Path) -> std::io::Result<()> {
         std::io::copy(&mut source, &mut target)?;
     }
     Ok(())
-}
-
-/// fsync a directory, so the names created or removed in it are durable.
-pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -429,7 +429,7 @@ async fn monitor_probe_reads_the_published_status() {
         schema_version: SCHEMA_VERSION,
         pid: 1,
         started_unix_ms: 0,
-        updated_unix_ms: qsfs::health::report::now_unix_ms(),
+        updated_unix_ms: qsfs::clock::now_unix_ms(),
         uploads: UploadStatus {
             queued_files: 4,
             oldest_unverified_age_secs: Some(7200),

@@ -6,7 +6,6 @@ use qsfs::config::monitor::MonitorConfig;
 use qsfs::monitor::daemon::{summary_line, Daemon};
 use qsfs::monitor::status::MonitorStatus;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Uploads sealed 0-db files through zstor and verifies each one (zstor check must return the
 /// local checksum), evicts verified sealed data files when the cache passes
@@ -128,14 +127,7 @@ fn status(config: &std::path::Path, format: Format) -> i32 {
 }
 
 fn print_human(status: &MonitorStatus) {
-    let age = |ms: u64| {
-        let secs = Duration::from_millis(status.updated_unix_ms.saturating_sub(ms)).as_secs();
-        match secs {
-            0..=119 => format!("{secs} s"),
-            120..=7199 => format!("{} min", secs / 60),
-            _ => format!("{} h", secs / 3600),
-        }
-    };
+    let age = |ms: u64| qsfs::clock::ago(status.updated_unix_ms.saturating_sub(ms));
     println!(
         "zstor_monitor (pid {}), up {}",
         status.pid,
@@ -157,9 +149,9 @@ fn print_human(status: &MonitorStatus) {
     for backend in &status.backends {
         println!(
             "  {:<4} {:<40} {:<12} for {}{}",
-            format!("{:?}", backend.kind).to_lowercase(),
+            backend.kind.as_str(),
             backend.label,
-            format!("{:?}", backend.state).to_lowercase(),
+            backend.state.as_str(),
             age(backend.since_unix_ms),
             backend
                 .reason

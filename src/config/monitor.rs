@@ -97,7 +97,8 @@ pub struct MonitorConfig {
     pub shutdown_timeout_secs: u64,
     /// Prometheus metrics: `127.0.0.1:9101`, `[::1]:9101` or `unix:/run/qsfs/monitor-metrics.sock`;
     /// off when absent.
-    pub metrics_address: Option<String>,
+    #[serde(default, deserialize_with = "crate::metrics::optional_address")]
+    pub metrics_address: Option<crate::metrics::Address>,
     /// The zdbfs mountpoint whose cache is flushed.
     #[serde(
         default = "default_zdbfs_mountpoint",
@@ -210,11 +211,6 @@ impl MonitorConfig {
         }
         if config.retry_max_secs < config.retry_initial_secs {
             return Err(source.invalid("retry_max_secs", "must be at least retry_initial_secs"));
-        }
-        if let Some(address) = &config.metrics_address {
-            if let Err(e) = address.parse::<crate::metrics::Address>() {
-                return Err(source.invalid("metrics_address", e));
-            }
         }
         if config.max_zdb_data_dir_size == Some(0) {
             return Err(source.invalid(

@@ -3,8 +3,9 @@
 
 use super::config::ProbeName;
 use super::probes::{human, Probes};
-use super::report::{now_unix_ms, Report, Tracker};
+use super::report::{Report, Tracker};
 use super::State;
+use crate::clock::now_unix_ms;
 use crate::config::appliance::ApplianceConfig;
 use crate::systemd::Systemd;
 use std::io::Write;
@@ -166,7 +167,7 @@ pub async fn flush(mountpoint: &std::path::Path, timeout: Duration) -> i32 {
         Ok(Ok(_)) => {
             eprintln!(
                 "qsfs-health: zdbfs's cache written to zdb in {}",
-                crate::lane::human(started.elapsed())
+                crate::clock::human(started.elapsed())
             );
             crate::exit::OK
         }

@@ -105,7 +105,7 @@ pub struct HealthSettings {
     pub status_file: PathBuf,
     /// `serve`: where to answer `GET /metrics` (Prometheus text): `127.0.0.1:9101` or
     /// `unix:/run/qsfs/health-metrics.sock`. Empty (the default) turns metrics off.
-    #[serde(deserialize_with = "metrics_address")]
+    #[serde(deserialize_with = "crate::metrics::optional_address")]
     pub metrics: Option<crate::metrics::Address>,
     /// The units probe.
     pub units: UnitsSettings,
@@ -167,16 +167,6 @@ impl HealthSettings {
     pub fn enabled(&self, probe: ProbeName) -> bool {
         self.probes.contains(&probe)
     }
-}
-
-fn metrics_address<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<crate::metrics::Address>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    if text.is_empty() {
-        return Ok(None);
-    }
-    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// A probe timeout in milliseconds: between 1 ms and 10 minutes.

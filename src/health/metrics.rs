@@ -15,6 +15,7 @@
 use super::config::ProbeName;
 use super::remediation::{Remediator, TargetCounters};
 use super::report::Report;
+use crate::metrics::{family, single};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
@@ -31,23 +32,20 @@ pub struct RemediationView<'a> {
 /// Renders the Prometheus text format.
 pub fn render(report: &Report, rounds: u64, remediation: Option<RemediationView<'_>>) -> String {
     let mut out = String::new();
-    fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-    family(
+    single(
         &mut out,
         "qsfs_health_state",
         "gauge",
         "Overall state: 0 ok, 1 degraded, 2 failed, 3 unknown.",
+        report.state.metric(),
     );
-    let _ = writeln!(out, "qsfs_health_state {}", report.state.metric());
-    family(
+    single(
         &mut out,
         "qsfs_health_rounds_total",
         "counter",
         "Rounds of probes run since start.",
+        rounds,
     );
-    let _ = writeln!(out, "qsfs_health_rounds_total {rounds}");
     let per_probe: [(&str, &str, &str); 4] = [
         (
             "qsfs_health_probe_state",

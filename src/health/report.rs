@@ -32,7 +32,6 @@ use super::{worst, Part, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The version of the JSON format; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -67,14 +66,6 @@ pub struct ProbeReport {
     pub duration_ms: f64,
     /// Per-part results (units, namespaces, URLs, backends, directories).
     pub parts: Vec<Part>,
-}
-
-/// Now, in unix milliseconds.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// Remembers since when each probe is in its state.
@@ -148,8 +139,8 @@ impl Report {
                 probe.state.to_string(),
                 format!(
                     "{} ({} ago)",
-                    utc(probe.since_unix_ms),
-                    ago(self.checked_unix_ms.saturating_sub(probe.since_unix_ms))
+                    crate::clock::utc(probe.since_unix_ms),
+                    crate::clock::ago(self.checked_unix_ms.saturating_sub(probe.since_unix_ms))
                 ),
                 probe.reason.clone(),
             ]);
@@ -204,39 +195,12 @@ impl Report {
 
     /// Reads a report written by [`Report::write`]; `None` when there is none or it is not one.
     pub fn read(path: &Path) -> Option<Report> {
-        let bytes = std::fs::read(path).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        crate::fsutil::read_json(path).ok()
     }
 
-    /// Writes the report atomically (temp file, rename), creating the directory if needed.
+    /// Writes the report atomically, creating the directory if needed.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        std::fs::create_dir_all(dir)?;
-        let temp = dir.join(format!(
-            ".{}.tmp",
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        std::fs::write(&temp, self.to_json())?;
-        std::fs::rename(&temp, path)
-    }
-}
-
-/// `2026-01-01T00:00:00Z` from unix milliseconds.
-pub fn utc(unix_ms: u64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(unix_ms);
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
-/// `45s`, `12m`, `3h5m`, `2d4h`.
-pub fn ago(ms: u64) -> String {
-    let s = Duration::from_millis(ms).as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+        crate::fsutil::write_json(path, self)
     }
 }
 
@@ -244,6 +208,7 @@ pub fn ago(ms: u64) -> String {
 mod tests {
     use super::*;
     use crate::health::Outcome;
+    use std::time::Duration;
 
     fn finding(probe: ProbeName, state: State) -> Finding {
         Finding {
@@ -292,8 +257,6 @@ mod tests {
         );
         assert!(r.to_table(true).contains("  a "));
         assert_eq!(r.summary(), "failed: mount failed");
-        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(ago(3_725_000), "1h2m");
     }
 
     #[test]

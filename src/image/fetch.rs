@@ -12,10 +12,11 @@
 //!
 //! Our own binaries come from `cargo build --release` of this package, or a directory.
 
-use super::fsutil::{check_executable, sha256_file, HashingReader, TempFile};
+use super::fsutil::{check_executable, sha256_file, HashingReader};
 use super::lock::{LockFile, Locked};
 use super::manifest::{Component, ComponentSource, Manifest, Ours};
 use super::{Error, Missing, COMPONENTS, OURS};
+use crate::fsutil::TempFile;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -268,7 +269,8 @@ fn remote(
         }
     }
     let target = cache.join("sha256").join(&actual);
-    temp.persist_to(&target)?;
+    temp.persist_to(&target)
+        .map_err(|e| Error::io(&target, e))?;
     if expected.is_none() {
         lock.record(Locked {
             name: component.name.clone(),

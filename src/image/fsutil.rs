@@ -1,98 +1,16 @@
-//! File helpers: every output is written to a temporary name, fsynced and renamed into place,
-//! so a crash or an error never leaves a partial file behind.
+//! File helpers of the image builder: hashing while reading, executable checks, scratch
+//! directories. Outputs are written with [`crate::fsutil`].
 
 use super::Error;
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// A file being written under a temporary name next to its final path. It is removed when
-/// dropped unless [`TempFile::persist`] renamed it into place.
-pub struct TempFile {
-    file: Option<File>,
-    temp: PathBuf,
-    target: PathBuf,
-}
-
-impl TempFile {
-    /// Creates `.<name>.tmp-<pid>` next to `target` with `mode`.
-    pub fn create(target: &Path, mode: u32) -> Result<TempFile, Error> {
-        let dir = parent(target);
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&temp)
-            .map_err(|e| Error::io(&temp, e))?;
-        // The umask may have narrowed the mode; set it exactly.
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(&temp, e))?;
-        Ok(TempFile {
-            file: Some(file),
-            temp,
-            target: target.to_path_buf(),
-        })
-    }
-
-    /// The open file.
-    pub fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("open until persisted")
-    }
-
-    /// fsync, rename onto the target, fsync the directory.
-    pub fn persist(self) -> Result<(), Error> {
-        let target = self.target.clone();
-        self.persist_to(&target)
-    }
-
-    /// fsync, rename onto `target` (in the same directory), fsync the directory.
-    pub fn persist_to(mut self, target: &Path) -> Result<(), Error> {
-        let file = self.file.take().expect("open until persisted");
-        file.sync_all().map_err(|e| Error::io(&self.temp, e))?;
-        drop(file);
-        std::fs::rename(&self.temp, target).map_err(|e| Error::io(target, e))?;
-        self.temp = PathBuf::new();
-        sync_dir(parent(target))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.temp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.temp);
-        }
-    }
-}
-
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// fsyncs a directory so that a rename in it is durable.
-pub fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
-}
-
-/// Writes `bytes` to `target` atomically with `mode`.
+/// [`crate::fsutil::write_atomic`], with the image builder's error naming `target`.
 pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    let mut temp = TempFile::create(target, mode)?;
-    temp.file()
-        .write_all(bytes)
-        .map_err(|e| Error::io(target, e))?;
-    temp.persist()
+    crate::fsutil::write_atomic(target, bytes, mode).map_err(|e| Error::io(target, e))
 }
 
 /// A private (0700) temporary directory, removed with its content when dropped.

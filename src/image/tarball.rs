@@ -7,9 +7,10 @@
 //! since it was planned is an error. The tarball is written under a temporary name, fsynced
 //! and renamed, so a failed build leaves nothing behind.
 
-use super::fsutil::{write_atomic, HashingReader, TempFile};
+use super::fsutil::{write_atomic, HashingReader};
 use super::tree::{Content, Entry};
 use super::Error;
+use crate::fsutil::TempFile;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -37,8 +38,8 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// Writes `entries` as a gzipped tarball to `target`; returns the tarball's sha256.
 pub fn write(entries: &[Entry], epoch: u64, target: &Path) -> Result<String, Error> {
-    let mut temp = TempFile::create(target, 0o644)?;
     let io = |e: std::io::Error| Error::io(target, e);
+    let mut temp = TempFile::create(target, 0o644).map_err(io)?;
     let hashing = HashingWriter {
         inner: std::io::BufWriter::with_capacity(1 << 20, temp.file()),
         hasher: Sha256::new(),
@@ -52,7 +53,7 @@ pub fn write(entries: &[Entry], epoch: u64, target: &Path) -> Result<String, Err
     let HashingWriter { inner, hasher } = gzip.finish().map_err(io)?;
     inner.into_inner().map_err(|e| io(e.into_error()))?;
     let sha256 = super::hex(&hasher.finalize());
-    temp.persist()?;
+    temp.persist().map_err(io)?;
     Ok(sha256)
 }
 

@@ -311,7 +311,7 @@ pub fn plan(inputs: &Inputs) -> Result<(Vec<Entry>, ImageManifest), Error> {
             arch: super::ARCH.to_string(),
             qsfs_version: env!("CARGO_PKG_VERSION").to_string(),
             source_date_epoch: inputs.epoch,
-            build_time: format_utc(inputs.epoch),
+            build_time: crate::clock::utc(inputs.epoch * 1000),
             secrets: entries.iter().any(|e| e.role == Role::Secret),
         },
         components: inputs.components.iter().map(info).collect(),
@@ -405,23 +405,10 @@ pub fn list_files(
     Ok(files)
 }
 
-/// `2026-11-25T17:08:01Z` for a Unix time.
-pub fn format_utc(epoch: u64) -> String {
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
-    humantime::format_rfc3339_seconds(time).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::image::fetch::Origin;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(format_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(format_utc(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 
     #[test]
     fn plan_is_sorted_normalized_and_described_by_its_manifest() {

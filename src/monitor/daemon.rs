@@ -25,7 +25,7 @@ use crate::zstor::Zstor;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
@@ -156,13 +156,6 @@ pub struct Daemon {
     events: (mpsc::UnboundedSender<Event>, mpsc::UnboundedReceiver<Event>),
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state
         .lock()
@@ -201,7 +194,10 @@ fn backend_entries(config: &ZstorConfig, previous: &[BackendEntry]) -> Vec<Backe
             let health = previous
                 .iter()
                 .find(|e| e.backend.label() == backend.label() && e.kind == kind)
-                .map_or_else(|| Health::unchecked(now_ms()), |e| e.health.clone());
+                .map_or_else(
+                    || Health::unchecked(crate::clock::now_unix_ms()),
+                    |e| e.health.clone(),
+                );
             BackendEntry {
                 backend: backend.clone(),
                 kind,
@@ -255,7 +251,7 @@ impl Daemon {
             zdbfs: ZdbfsStatus::default(),
             zdbfs_lane: crate::lane::Lane::new(),
             stopping: false,
-            started_unix_ms: now_ms(),
+            started_unix_ms: crate::clock::now_unix_ms(),
             notifier: Notifier::from_env(),
             metrics_text: Arc::new(Mutex::new(String::new())),
             events: mpsc::unbounded_channel(),
@@ -272,8 +268,7 @@ impl Daemon {
         let mut interrupt =
             signal(SignalKind::interrupt()).map_err(|e| StartError::Io(e.to_string()))?;
         if let Some(address) = &self.config.metrics_address {
-            let address: crate::metrics::Address = address.parse().map_err(StartError::Io)?;
-            crate::metrics::spawn(&address, self.metrics_text.clone())
+            crate::metrics::spawn(address, self.metrics_text.clone())
                 .await
                 .map_err(|e| StartError::Io(format!("cannot serve metrics on {address}: {e}")))?;
         }
@@ -501,7 +496,7 @@ impl Daemon {
                             .unwrap_or_default(),
                         attempts: 0,
                         due: None,
-                        queued_unix_ms: now_ms(),
+                        queued_unix_ms: crate::clock::now_unix_ms(),
                         superseded: false,
                     },
                 );
@@ -803,7 +798,7 @@ impl Daemon {
 
     fn backends_checked(&mut self, results: Vec<(String, Observation)>) {
         self.checking_backends = false;
-        let now = now_ms();
+        let now = crate::clock::now_unix_ms();
         let grace = Duration::from_secs(self.config.backend_grace_period_secs);
         let threshold = self.config.zdb_namespace_fill_treshold.0;
         let mut replace = Vec::new();
@@ -817,12 +812,9 @@ impl Daemon {
             };
             let next = backends::next(&entry.health, &observation, now, grace, threshold);
             if next.state != entry.health.state {
-                let kind = match entry.kind {
-                    BackendKind::Data => "data",
-                    BackendKind::Meta => "meta",
-                };
                 let message = format!(
-                    "{kind} backend {label}: {:?} → {:?}{}",
+                    "{} backend {label}: {} → {}{}",
+                    entry.kind,
                     entry.health.state,
                     next.state,
                     next.reason
@@ -875,9 +867,10 @@ impl Daemon {
                     qsfs_backend = label,
                     "asked the eVDC controller for a replacement of backend {label}"
                 );
-                if let Err(e) =
-                    lock(&self.state).set_meta(&vdc::state_key(&label), &now_ms().to_le_bytes())
-                {
+                if let Err(e) = lock(&self.state).set_meta(
+                    &vdc::state_key(&label),
+                    &crate::clock::now_unix_ms().to_le_bytes(),
+                ) {
                     tracing::error!("cannot remember the replacement request for {label}: {e}");
                 }
             }
@@ -1015,7 +1008,7 @@ impl Daemon {
                         "zdbfs's cache is written to zdb again"
                     );
                 }
-                self.zdbfs.last_flush_unix_ms = Some(now_ms());
+                self.zdbfs.last_flush_unix_ms = Some(crate::clock::now_unix_ms());
                 self.zdbfs.flush_failures_in_a_row = 0;
                 self.zdbfs.last_flush_error = None;
                 self.zdbfs.stats = Some(stats);
@@ -1147,7 +1140,7 @@ impl Daemon {
             .count() as u64;
         let tracked_files = state.len() as u64;
         drop(state);
-        let now = now_ms();
+        let now = crate::clock::now_unix_ms();
         let oldest = self.pending.values().map(|p| p.queued_unix_ms).min();
         MonitorStatus {
             schema_version: SCHEMA_VERSION,
@@ -1207,7 +1200,7 @@ impl Daemon {
         if let Ok(mut text) = self.metrics_text.lock() {
             *text = metrics::render(&status);
         }
-        if let Err(e) = write_status(&self.config.status_file, &status) {
+        if let Err(e) = crate::fsutil::write_json(&self.config.status_file, &status) {
             tracing::warn!(
                 "cannot publish the status to {}: {e}",
                 self.config.status_file.display()
@@ -1250,18 +1243,6 @@ pub fn summary_line(status: &MonitorStatus) -> String {
         "{uploads}; backends {healthy}/{} healthy; {cache}{rebuild}",
         status.backends.len()
     )
-}
-
-fn write_status(path: &Path, status: &MonitorStatus) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let temp = path.with_extension("json.tmp");
-    std::fs::write(
-        &temp,
-        serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(temp, path)
 }
 
 fn scratch_dir(config: &MonitorConfig) -> PathBuf {

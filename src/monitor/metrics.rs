@@ -2,69 +2,62 @@
 //! [`crate::metrics`], off unless `metrics_address` is set).
 
 use super::status::{BackendState, MonitorStatus};
+use crate::metrics::{family, single};
 use std::fmt::Write;
 
 /// The metrics text for a status.
 pub fn render(status: &MonitorStatus) -> String {
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
+    let mut gauge =
+        |name: &str, help: &str, value: u64| single(&mut out, name, "gauge", help, value);
     let u = &status.uploads;
     gauge(
         "qsfs_monitor_spool_jobs",
         "Spool jobs not finished yet.",
-        u.spool_jobs as f64,
+        u.spool_jobs,
     );
     gauge(
         "qsfs_monitor_upload_queue_files",
         "Files waiting for an upload.",
-        u.queued_files as f64,
+        u.queued_files,
     );
     gauge(
         "qsfs_monitor_uploads_in_flight",
         "Uploads running now.",
-        u.in_flight as f64,
+        u.in_flight,
     );
     gauge(
         "qsfs_monitor_oldest_unverified_seconds",
         "Age of the oldest file not yet verified remote (0 when none).",
-        u.oldest_unverified_age_secs.unwrap_or(0) as f64,
+        u.oldest_unverified_age_secs.unwrap_or(0),
     );
     gauge(
         "qsfs_monitor_tracked_files",
         "Sealed files known to the monitor.",
-        u.tracked_files as f64,
+        u.tracked_files,
     );
     gauge(
         "qsfs_monitor_verified_files",
         "Files whose local content is verified remote.",
-        u.verified_files as f64,
+        u.verified_files,
     );
     gauge(
         "qsfs_monitor_cache_used_bytes",
         "Bytes used by evictable data files.",
-        status.cache.used_bytes as f64,
+        status.cache.used_bytes,
     );
     gauge(
         "qsfs_monitor_cache_limit_bytes",
         "max_zdb_data_dir_size in bytes (0: no eviction).",
-        status.cache.limit_bytes.unwrap_or(0) as f64,
+        status.cache.limit_bytes.unwrap_or(0),
     );
     gauge(
         "qsfs_monitor_rebuild_remaining_files",
         "Files still to rebuild onto a changed backend set.",
-        status.rebuild.as_ref().map_or(0, |r| r.total - r.done) as f64,
+        status.rebuild.as_ref().map_or(0, |r| r.total - r.done),
     );
-    let mut counter = |name: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-        );
-    };
+    let mut counter =
+        |name: &str, help: &str, value: u64| single(&mut out, name, "counter", help, value);
     counter(
         "qsfs_monitor_uploads_verified_total",
         "Uploads verified since the start.",
@@ -83,22 +76,19 @@ pub fn render(status: &MonitorStatus) -> String {
     if let Some(zdbfs) = &status.zdbfs {
         render_zdbfs(&mut out, zdbfs);
     }
-    let _ = writeln!(out, "# HELP qsfs_monitor_backend_state 1 for the state each backend is in.\n# TYPE qsfs_monitor_backend_state gauge");
+    family(
+        &mut out,
+        "qsfs_monitor_backend_state",
+        "gauge",
+        "1 for the state each backend is in.",
+    );
     for backend in &status.backends {
-        for (state, name) in [
-            (BackendState::Healthy, "healthy"),
-            (BackendState::LowSpace, "low_space"),
-            (BackendState::Unknown, "unknown"),
-            (BackendState::Unreachable, "unreachable"),
-        ] {
-            let kind = match backend.kind {
-                super::status::BackendKind::Data => "data",
-                super::status::BackendKind::Meta => "meta",
-            };
+        for state in BackendState::ALL {
             let _ = writeln!(
                 out,
-                "qsfs_monitor_backend_state{{backend=\"{}\",kind=\"{kind}\",state=\"{name}\"}} {}",
+                "qsfs_monitor_backend_state{{backend=\"{}\",kind=\"{}\",state=\"{state}\"}} {}",
                 backend.label,
+                backend.kind,
                 u8::from(backend.state == state)
             );
         }
@@ -108,12 +98,8 @@ pub fn render(status: &MonitorStatus) -> String {
 
 /// zdbfs's flush and statistics, with upstream zstor's `fs_*` names for the statistics.
 fn render_zdbfs(out: &mut String, zdbfs: &super::status::ZdbfsStatus) {
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
+    let mut metric =
+        |name: &str, kind: &str, help: &str, value: u64| single(out, name, kind, help, value);
     metric(
         "qsfs_monitor_zdbfs_last_flush_timestamp_seconds",
         "gauge",
@@ -215,9 +201,11 @@ fn render_zdbfs(out: &mut String, zdbfs: &super::status::ZdbfsStatus) {
     ] {
         metric(name, kind, help, value);
     }
-    let _ = writeln!(
+    family(
         out,
-        "# HELP fs_syscalls zdbfs syscalls served, per syscall.\n# TYPE fs_syscalls counter"
+        "fs_syscalls",
+        "counter",
+        "zdbfs syscalls served, per syscall.",
     );
     for (syscall, count) in crate::zdbfs::SYSCALLS.iter().zip(stats.syscalls) {
         let _ = writeln!(out, "fs_syscalls{{syscall=\"{syscall}\"}} {count}");

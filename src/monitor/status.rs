@@ -99,6 +99,22 @@ pub enum BackendKind {
     Meta,
 }
 
+impl BackendKind {
+    /// The name used in JSON, metrics and logs: `data` or `meta`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Data => "data",
+            BackendKind::Meta => "meta",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A backend's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -111,6 +127,33 @@ pub enum BackendState {
     Unknown,
     /// Failing for longer than the grace period.
     Unreachable,
+}
+
+impl BackendState {
+    /// Every state, in the order of the metrics.
+    pub const ALL: [BackendState; 4] = [
+        BackendState::Healthy,
+        BackendState::LowSpace,
+        BackendState::Unknown,
+        BackendState::Unreachable,
+    ];
+
+    /// The name used in JSON, metrics and logs: `healthy`, `low_space`, `unknown`,
+    /// `unreachable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Healthy => "healthy",
+            BackendState::LowSpace => "low_space",
+            BackendState::Unknown => "unknown",
+            BackendState::Unreachable => "unreachable",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One backend.
@@ -145,17 +188,11 @@ impl MonitorStatus {
 
     /// Reads a published status.
     pub fn read(path: &Path) -> std::io::Result<Self> {
-        let bytes = std::fs::read(path)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        crate::fsutil::read_json(path)
     }
 
     /// How old this status is.
     pub fn age(&self) -> Duration {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.updated_unix_ms))
+        Duration::from_millis(crate::clock::now_unix_ms().saturating_sub(self.updated_unix_ms))
     }
 }

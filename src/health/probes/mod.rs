@@ -16,8 +16,9 @@ pub mod zstor;
 
 use super::config::{HealthSettings, ProbeName};
 use super::{Outcome, State};
+pub use crate::clock::human;
 use crate::config::appliance::{ApplianceConfig, Paths};
-pub use crate::lane::{human, Lane, LaneError};
+pub use crate::lane::{Lane, LaneError};
 use crate::systemd::UnitControl;
 use std::time::{Duration, Instant};
 
@@ -177,11 +178,5 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, LaneError::Thread(_)), "{err:?}");
         assert_eq!(lane.run(Duration::from_secs(5), || 1).await, Ok(1));
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human(Duration::from_millis(250)), "250 ms");
-        assert_eq!(human(Duration::from_millis(2500)), "2.5 s");
     }
 }

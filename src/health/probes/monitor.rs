@@ -35,7 +35,7 @@ pub fn probe(settings: &MonitorSettings) -> Outcome {
             )
         }
     };
-    evaluate(&status, crate::health::report::now_unix_ms(), settings)
+    evaluate(&status, crate::clock::now_unix_ms(), settings)
 }
 
 /// Judges `status` at `now_unix_ms`.
@@ -74,10 +74,7 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
             .iter()
             .filter(|b| b.state != BackendState::Healthy)
             .count();
-        let name = match kind {
-            BackendKind::Data => "data",
-            BackendKind::Meta => "meta",
-        };
+        let name = kind.as_str();
         if !of_kind.is_empty() && unreachable == of_kind.len() {
             backend_problems.push((
                 State::Failed,
@@ -109,12 +106,8 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
             .as_deref()
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
-        let kind = match backend.kind {
-            BackendKind::Data => "data",
-            BackendKind::Meta => "meta",
-        };
         parts.push(Part::new(
-            format!("{kind} {}", backend.label),
+            format!("{} {}", backend.kind, backend.label),
             state,
             format!("{word}{fill}{why}"),
         ));

@@ -75,7 +75,7 @@ pub fn check(endpoint: &Endpoint, settings: &ZdbSettings, timeout: Duration) -> 
     Outcome::from_parts(parts, |_| {
         let uptime = info
             .uptime
-            .map(|u| format!(", up {}", crate::health::report::ago(u * 1000)))
+            .map(|u| format!(", up {}", crate::clock::ago(u * 1000)))
             .unwrap_or_default();
         format!(
             "PING ok{uptime}, {} namespaces sequential",

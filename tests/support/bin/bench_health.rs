@@ -145,7 +145,7 @@ fn main() {
         schema_version: qsfs::monitor::status::SCHEMA_VERSION,
         pid: 1,
         started_unix_ms: 0,
-        updated_unix_ms: qsfs::health::report::now_unix_ms(),
+        updated_unix_ms: qsfs::clock::now_unix_ms(),
         uploads: Default::default(),
         cache: Default::default(),
         backends: Vec::new(),
