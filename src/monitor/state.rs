@@ -120,6 +120,24 @@ pub struct State {
     unsaved: HashMap<FileId, Option<FileRecord>>,
 }
 
+/// How long [`State::open`] waits for another process to release the database's lock: a
+/// monitor that was just killed can leave a child between fork and exec holding it briefly.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn open_waiting_for_lock(path: &Path) -> Result<Database, redb::DatabaseError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match Database::builder().set_cache_size(1 << 20).create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
 impl State {
     /// Opens (or creates) `<dir>/monitor.redb` and loads every record.
     pub fn open(dir: &Path) -> Result<State, StateError> {
@@ -131,10 +149,7 @@ impl State {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::builder()
-            .set_cache_size(1 << 20)
-            .create(&path)
-            .map_err(|e| error(e.to_string()))?;
+        let db = open_waiting_for_lock(&path).map_err(|e| error(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| error(e.to_string()))?;
         txn.open_table(FILES).map_err(|e| error(e.to_string()))?;
         txn.open_table(META).map_err(|e| error(e.to_string()))?;
