@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test crate uses a different part
 
+pub mod upstream;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -1,16 +1,20 @@
-//! The appliance as an operator meets it, on real systemd: an image built with `qsfs-image`
-//! from the contract stand-ins (0-db, zstor, zdbfs, MinIO), unpacked into a fresh container,
-//! `systemctl start qsfs.target`, S3 through curl, faults, stop, restart and restore.
+//! The appliance as an operator meets it, on real systemd: an image built with `qsfs-image`,
+//! unpacked into a fresh container, `systemctl start qsfs.target`, S3 through curl, faults,
+//! stop, restart and restore.
 //!
-//! The remote backends are 0-db stand-ins on the host's loopback (the containers share the
-//! host's network); the zstor stand-in keeps its objects in a host directory bound into each
-//! container, so a second container sees the same "remote" data. With `QSFS_UPSTREAM_BIN` set
-//! to a directory holding `zdb`, `zdbfs`, `zstor` and `minio`, the image is built from those
-//! instead and the same scenarios run against the real programs.
+//! With `QSFS_UPSTREAM_BIN` (tests/run sets it when the real programs are there) the image
+//! holds the real zdb, zdbfs and zstor, and the remote backends are real zdbs on the host's
+//! loopback (the containers share the host's network). Without it, the contract stand-ins
+//! take those slots; the zstor stand-in keeps its objects in a host directory bound into each
+//! container, so a second container sees the same "remote" data. The S3 slot is always s3s-fs
+//! behind MinIO's command line (no registry here carries MinIO).
 
 use crate::container::{wait_for, Container};
+use crate::support::upstream::{
+    Program, ZdbBackends, BACKEND_NAMESPACE, BACKEND_PASSWORD, UPSTREAM_BIN,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every qsfs unit, in start order.
@@ -36,91 +40,35 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The remote 0-db backends: four metadata namespaces (user mode) and two data namespaces
-/// (sequential), each a 0-db stand-in on the host's loopback, password protected.
-pub struct Backends {
-    children: Vec<Child>,
-    pub meta: Vec<u16>,
-    pub data: Vec<u16>,
-    _dir: tempfile::TempDir,
-}
+/// The remote 0-db backends on the host's loopback: four metadata namespaces (user mode) and
+/// two data namespaces (sequential), each on its own zdb (the real one when available),
+/// password protected.
+pub struct Backends(ZdbBackends);
 
 impl Backends {
     pub fn start() -> Backends {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        let standin = crate::support::example("zdb-standin");
-        let mut backends = Backends {
-            children: Vec::new(),
-            meta: Vec::new(),
-            data: Vec::new(),
-            _dir: dir,
-        };
-        for (n, mode) in ["user", "user", "user", "user", "seq", "seq"]
-            .into_iter()
-            .enumerate()
-        {
-            let port = free_port();
-            let root = backends._dir.path().join(format!("backend{n}"));
-            let child = Command::new(&standin)
-                .arg("--index")
-                .arg(root.join("index"))
-                .arg("--data")
-                .arg(root.join("data"))
-                .args(["--listen", "127.0.0.1", "--port", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            backends.children.push(child);
-            let endpoint = qsfs::zdb::Endpoint::Tcp(format!("127.0.0.1:{port}").parse().unwrap());
-            let mut client = wait_for(Duration::from_secs(10), || {
-                let mut c = qsfs::zdb::Client::connect(&endpoint, Duration::from_secs(2)).ok()?;
-                c.ping().ok().map(|()| c)
-            })
-            .expect("backend answers");
-            client.nsnew("qsfs").unwrap();
-            client.nsset("qsfs", "mode", mode).unwrap();
-            client
-                .nsset("qsfs", "password", "backend-password")
-                .unwrap();
-            if mode == "user" {
-                &mut backends.meta
-            } else {
-                &mut backends.data
-            }
-            .push(port);
-        }
-        backends
+        Backends(ZdbBackends::start(&Program::preferred("zdb"), 4, 2))
     }
 
     /// Site settings for these backends.
     pub fn site(&self, s3_port: u16) -> String {
         let mut site = format!(
-            "[zstor]\nminimal_shards = 1\nexpected_shards = 2\nkey = \"{KEY}\"\npassword = \"backend-password\"\n"
+            "[zstor]\nminimal_shards = 1\nexpected_shards = 2\nkey = \"{KEY}\"\npassword = \"{BACKEND_PASSWORD}\"\n"
         );
-        for port in &self.meta {
+        for address in &self.0.meta {
             site.push_str(&format!(
-                "\n[[zstor.meta_backends]]\naddress = \"127.0.0.1:{port}\"\nnamespace = \"qsfs\"\n"
+                "\n[[zstor.meta_backends]]\naddress = \"{address}\"\nnamespace = \"{BACKEND_NAMESPACE}\"\n"
             ));
         }
         site.push_str("\n[[zstor.groups]]\n");
-        for port in &self.data {
-            site.push_str(&format!("\n[[zstor.groups.backends]]\naddress = \"127.0.0.1:{port}\"\nnamespace = \"qsfs\"\n"));
+        for address in &self.0.data {
+            site.push_str(&format!("\n[[zstor.groups.backends]]\naddress = \"{address}\"\nnamespace = \"{BACKEND_NAMESPACE}\"\n"));
         }
         site.push_str(&format!(
             "\n[zdb]\ndatasize = \"1M\"\nrotate_secs = 0\nsynctime_secs = 1\n\n[zdbfs]\nsize = \"4G\"\n\n[cache]\nmax_size = \"64M\"\n\n\
              [minio]\naddress = \"127.0.0.1:{s3_port}\"\nroot_user = \"{S3_USER}\"\nroot_password = \"{S3_PASSWORD}\"\n"
         ));
         site
-    }
-}
-
-impl Drop for Backends {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -136,18 +84,18 @@ pub fn build_image(dir: &Path, site: &str) -> PathBuf {
     let target = target_debug();
     let site_file = dir.join("site.toml");
     std::fs::write(&site_file, site).unwrap();
-    let components: Vec<(&str, PathBuf)> = match std::env::var_os("QSFS_UPSTREAM_BIN") {
-        Some(bin) => ["zdb", "zdbfs", "zstor", "minio"]
-            .iter()
-            .map(|n| (*n, Path::new(&bin).join(n)))
-            .collect(),
-        None => vec![
-            ("zdb", crate::support::example("zdb-standin")),
-            ("zstor", crate::support::example("zstor-standin")),
-            ("zdbfs", crate::support::example("zdbfs-standin")),
-            ("minio", crate::support::example("minio-standin")),
-        ],
-    };
+    // MinIO is in no registry these machines reach: s3s-fs behind MinIO's command line stays
+    // in its slot unless the upstream directory has a real one.
+    let minio = std::env::var_os(UPSTREAM_BIN)
+        .map(|dir| Path::new(&dir).join("minio"))
+        .filter(|minio| minio.is_file())
+        .unwrap_or_else(|| crate::support::example("minio-standin"));
+    let components: Vec<(&str, PathBuf)> = vec![
+        ("zdb", Program::preferred("zdb").path),
+        ("zstor", Program::preferred("zstor").path),
+        ("zdbfs", Program::preferred("zdbfs").path),
+        ("minio", minio),
+    ];
     let mut build = Command::new(target.join("qsfs-image"));
     build
         .arg("build")

@@ -1,0 +1,235 @@
+//! The programs a contract test runs against: our stand-in always, and the real upstream
+//! program (zdb 2.0.7, zdbfs 0.1.11, zstor 0.5.0-rc.1) when `QSFS_UPSTREAM_BIN` names a
+//! directory holding it. The same assertions run on both, so a stand-in that drifts from the
+//! real program fails the test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The environment variable naming the directory of the real programs.
+pub const UPSTREAM_BIN: &str = "QSFS_UPSTREAM_BIN";
+
+/// One implementation of an upstream program.
+#[derive(Clone, Debug)]
+pub struct Program {
+    /// `zdb`, `zdbfs` or `zstor`.
+    pub name: &'static str,
+    pub path: PathBuf,
+    /// The real upstream program, not our stand-in.
+    pub real: bool,
+}
+
+impl Program {
+    /// `real zdb` or `zdb stand-in`, for messages.
+    pub fn label(&self) -> String {
+        if self.real {
+            format!("real {}", self.name)
+        } else {
+            format!("{} stand-in", self.name)
+        }
+    }
+
+    /// Our contract stand-in for `name`.
+    pub fn standin(name: &'static str) -> Program {
+        Program {
+            name,
+            path: super::example(&format!("{name}-standin")),
+            real: false,
+        }
+    }
+
+    /// The real program, when `QSFS_UPSTREAM_BIN` is set (it must then hold it).
+    pub fn real(name: &'static str) -> Option<Program> {
+        let dir = std::env::var_os(UPSTREAM_BIN)?;
+        let path = Path::new(&dir).join(name);
+        assert!(
+            path.is_file(),
+            "{UPSTREAM_BIN}={} has no {name}",
+            Path::new(&dir).display()
+        );
+        Some(Program {
+            name,
+            path,
+            real: true,
+        })
+    }
+
+    /// The real program when there is one, else the stand-in.
+    pub fn preferred(name: &'static str) -> Program {
+        Program::real(name).unwrap_or_else(|| Program::standin(name))
+    }
+}
+
+/// The stand-in, then the real program when it is available.
+pub fn implementations(name: &'static str) -> Vec<Program> {
+    let mut all = vec![Program::standin(name)];
+    all.extend(Program::real(name));
+    all
+}
+
+/// Runs a contract check on every implementation of `name`, saying which one runs, so a
+/// failure names the implementation that broke the contract.
+pub fn each(name: &'static str, mut check: impl FnMut(&Program)) {
+    for program in implementations(name) {
+        eprintln!(
+            "---- contract on the {}: {}",
+            program.label(),
+            program.path.display()
+        );
+        check(&program);
+    }
+}
+
+/// Remote 0-db backends on the loopback, as zstor sees them: `meta` namespaces in user mode
+/// and `data` namespaces in sequential mode, each on its own 0-db, all password protected.
+pub struct ZdbBackends {
+    children: Vec<Option<Child>>,
+    args: Vec<Vec<String>>,
+    program: Program,
+    pub meta: Vec<SocketAddr>,
+    pub data: Vec<SocketAddr>,
+    pub dir: tempfile::TempDir,
+}
+
+/// The namespace and password every backend of [`ZdbBackends`] has.
+pub const BACKEND_NAMESPACE: &str = "qsfs";
+pub const BACKEND_PASSWORD: &str = "backend-password";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ZdbBackends {
+    /// Starts `meta + data` instances of `zdb` (real or stand-in) under `/var/tmp`.
+    pub fn start(zdb: &Program, meta: usize, data: usize) -> ZdbBackends {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let mut backends = ZdbBackends {
+            children: Vec::new(),
+            args: Vec::new(),
+            program: zdb.clone(),
+            meta: Vec::new(),
+            data: Vec::new(),
+            dir,
+        };
+        for n in 0..meta + data {
+            let port = free_port();
+            let root = backends.dir.path().join(format!("backend{n}"));
+            let args = vec![
+                "--index".to_string(),
+                root.join("index").display().to_string(),
+                "--data".to_string(),
+                root.join("data").display().to_string(),
+                "--listen".to_string(),
+                "127.0.0.1".to_string(),
+                "--port".to_string(),
+                port.to_string(),
+            ];
+            backends.args.push(args);
+            backends.children.push(None);
+            backends.spawn(n);
+            let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut client = backends.client(address);
+            let mode = if n < meta { "user" } else { "seq" };
+            client.nsnew(BACKEND_NAMESPACE).unwrap();
+            client.nsset(BACKEND_NAMESPACE, "mode", mode).unwrap();
+            client
+                .nsset(BACKEND_NAMESPACE, "password", BACKEND_PASSWORD)
+                .unwrap();
+            if n < meta {
+                backends.meta.push(address);
+            } else {
+                backends.data.push(address);
+            }
+        }
+        backends
+    }
+
+    fn spawn(&mut self, n: usize) {
+        let log = self.dir.path().join(format!("backend{n}.log"));
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new(&self.program.path)
+            .args(&self.args[n])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.program.label()));
+        self.children[n] = Some(child);
+    }
+
+    fn client(&self, address: SocketAddr) -> qsfs::zdb::Client {
+        let endpoint = qsfs::zdb::Endpoint::Tcp(address);
+        super::wait_for("a backend to answer PING", || {
+            let mut c =
+                qsfs::zdb::Client::connect(&endpoint, std::time::Duration::from_secs(2)).ok()?;
+            c.ping().ok().map(|()| c)
+        })
+    }
+
+    /// Every backend, metadata first.
+    pub fn all(&self) -> Vec<SocketAddr> {
+        self.meta.iter().chain(&self.data).copied().collect()
+    }
+
+    /// Kills backend `n` (in [`ZdbBackends::all`] order): it stops answering.
+    pub fn kill(&mut self, n: usize) {
+        if let Some(mut child) = self.children[n].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts backend `n` again on its port and data.
+    pub fn restart(&mut self, n: usize) {
+        self.kill(n);
+        self.spawn(n);
+        self.client(self.all()[n]);
+    }
+
+    /// A zstor v0.5 config over these backends: all metadata backends, one group of the data
+    /// backends, `minimal_shards = data - 1` (at least 1). `socket` turns the daemon on.
+    pub fn zstor_config(&self, socket: Option<&Path>) -> String {
+        let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+        let expected = self.data.len();
+        let minimal = expected.saturating_sub(1).max(1);
+        let mut text = format!(
+            "minimal_shards = {minimal}\nexpected_shards = {expected}\nredundant_groups = 0\nredundant_nodes = 0\n"
+        );
+        if let Some(socket) = socket {
+            text.push_str(&format!(
+                "socket = \"{}\"\npid_file = \"{}.pid\"\n",
+                socket.display(),
+                socket.display()
+            ));
+        }
+        text.push_str(&format!(
+            "\n[encryption]\nalgorithm = \"AES\"\nkey = \"{key}\"\n\n[compression]\nalgorithm = \"snappy\"\n\n\
+             [meta]\ntype = \"zdb\"\n\n[meta.config]\nprefix = \"qsfs\"\n\n[meta.config.encryption]\nalgorithm = \"AES\"\nkey = \"{key}\"\n"
+        ));
+        for address in &self.meta {
+            text.push_str(&format!(
+                "\n[[meta.config.backends]]\naddress = \"{address}\"\nnamespace = \"{BACKEND_NAMESPACE}\"\npassword = \"{BACKEND_PASSWORD}\"\n"
+            ));
+        }
+        text.push_str("\n[[groups]]\n");
+        for address in &self.data {
+            text.push_str(&format!(
+                "\n[[groups.backends]]\naddress = \"{address}\"\nnamespace = \"{BACKEND_NAMESPACE}\"\npassword = \"{BACKEND_PASSWORD}\"\n"
+            ));
+        }
+        text
+    }
+}
+
+impl Drop for ZdbBackends {
+    fn drop(&mut self) {
+        for n in 0..self.children.len() {
+            self.kill(n);
+        }
+    }
+}
