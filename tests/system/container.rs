@@ -247,6 +247,18 @@ impl Container {
         std::fs::write(host_path, content).unwrap();
     }
 
+    /// Copies an executable from the host to `path` inside (mode 0755).
+    pub fn install_program(&self, host: &Path, path: &str) {
+        let host_path = self.root().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(host_path.parent().unwrap()).unwrap();
+        std::fs::copy(host, &host_path).unwrap();
+        std::fs::set_permissions(
+            &host_path,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+    }
+
     /// Stops the container cleanly (systemd powers off), or kills it after 60 s.
     pub fn shutdown(&mut self) {
         let Some(mut child) = self.nspawn.take() else {

@@ -1,8 +1,9 @@
 //! `qsfs-health` on real systemd: `wait` as a readiness gate, and `serve` restarting a unit that
 //! is active but no longer answers (a SIGSTOPped zdb) through systemd's D-Bus API, with the
-//! actions in the journal under their MESSAGE_IDs.
+//! actions in the journal under their MESSAGE_IDs. zdb is the real one when available.
 
 use crate::container::{wait_for, Container, TARGET_IN_CONTAINER};
+use crate::support::upstream::Program;
 use std::time::Duration;
 
 const CONFIG: &str = "\
@@ -37,15 +38,16 @@ fn show(container: &Container, unit: &str, property: &str) -> String {
 #[test]
 #[ignore = "needs root and systemd-nspawn: run tests/run"]
 fn serve_restarts_a_hung_zdb_through_systemd() {
-    crate::support::example("zdb-standin");
+    let zdb = Program::preferred("zdb");
     let container = Container::boot("qsfs-health");
+    container.install_program(&zdb.path, "/usr/local/bin/zdb");
     container.write("/etc/qsfs-health-test.toml", CONFIG);
     container.write(
         "/etc/systemd/system/qsfs-zdb.service",
         &format!(
             "[Service]\nRuntimeDirectory=qsfs\nRuntimeDirectoryPreserve=yes\n\
              ExecStartPre=/bin/rm -f /run/qsfs/zdb.sock\n\
-             ExecStart={TARGET_IN_CONTAINER}/examples/zdb-standin --index /var/lib/zdb/index --data /var/lib/zdb/data --socket /run/qsfs/zdb.sock\n\
+             ExecStart=/usr/local/bin/zdb --index /var/lib/zdb/index --data /var/lib/zdb/data --socket /run/qsfs/zdb.sock\n\
              SuccessExitStatus=143\n"
         ),
     );
