@@ -184,6 +184,11 @@ impl Server {
     /// waited for) and a flush. The caller exits.
     pub fn close(&mut self) {
         self.hooks.run_wait("close", &[]);
+        self.close_namespaces();
+    }
+
+    /// `namespace-closing` per namespace (not waited for) and a flush.
+    pub fn close_namespaces(&mut self) {
         for ns in &mut self.namespaces {
             println!("[+] namespaces: flushing: {}", ns.name);
             let args = [
@@ -701,7 +706,8 @@ impl Server {
         // 0-db prints the 32-bit next id byte-swapped: `0x%08x` of `bswap_32(nextid)`.
         line(
             "next_internal_id",
-            format!("0x{:08x}", (ns.next_entry as u32).swap_bytes()),
+            // zdb 2.0.7 prints bswap_64 of the 64-bit id with "0x%08" PRIx64
+            format!("0x{:08x}", (ns.next_entry as u64).swap_bytes()),
         );
         line("mode", ns.mode.name().into());
         line("stats_index_io_errors", ns.stats.index_errors.to_string());
