@@ -10,6 +10,7 @@ use qsfs::zdb::{Client, Endpoint, Mode, ServerError, ZdbError};
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -33,6 +34,20 @@ impl Zdb {
         let out = fs::File::create(log).expect("log file");
         let err = out.try_clone().expect("log file");
         let mut command = Command::new(&program.path);
+        // In the test's directory and without core files: the real zdb dumps core when it
+        // crashes (SIGTERM during `namespaces-init`).
+        command.current_dir(log.parent().expect("log directory"));
+        // SAFETY: setrlimit is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                Ok(())
+            });
+        }
         command
             .args(args)
             .stdin(Stdio::null())
@@ -107,27 +122,41 @@ impl Drop for Zdb {
     }
 }
 
-/// A hook that appends one line per call (`printf '%s|' "$@"`) to `$HOOK_LOG`. `ready` sleeps
-/// `$READY_SLEEP` and exits `$READY_EXIT`; `jump-index` exits `$JUMP_INDEX_EXIT`;
-/// `missing-data` sleeps `$MISSING_SLEEP` and restores the file from `$BACKUP_DIR`;
-/// `namespace-created` writes zdb's pid (`$PPID`) to `$PID_FILE`. Everything else exits 0.
+/// A hook that appends one line per call (`printf '%s|' "$@"`, or with `$0` first when
+/// `$LOG_ARGV0` is set) to `$HOOK_LOG`. `namespaces-init` sleeps `$INIT_SLEEP`; `ready` sleeps
+/// `$READY_SLEEP` and exits `$READY_EXIT`; `jump-index` sleeps `$JUMP_INDEX_SLEEP` and exits
+/// `$JUMP_INDEX_EXIT`; `$READY_KILL` / `$JUMP_INDEX_KILL` make those two kill themselves with
+/// SIGKILL instead; `missing-data` sleeps `$MISSING_SLEEP` and restores the file from
+/// `$BACKUP_DIR`; `namespace-created` writes zdb's pid (`$PPID`) to `$PID_FILE`;
+/// `namespace-closing` waits for the file `$CLOSING_RELEASE` (when set) and then logs
+/// `done|<line>`. Everything else exits 0.
 fn write_hook(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("hook.sh");
     let script = r#"#!/bin/sh
-line=$(printf '%s|' "$@")
+if [ -n "$LOG_ARGV0" ]; then line=$(printf '%s|' "$0" "$@"); else line=$(printf '%s|' "$@"); fi
 printf '%s\n' "$line" >> "$HOOK_LOG"
 case "$1" in
+    namespaces-init)
+        [ -n "$INIT_SLEEP" ] && sleep "$INIT_SLEEP" ;;
     ready)
         [ -n "$READY_SLEEP" ] && sleep "$READY_SLEEP"
+        [ -n "$READY_KILL" ] && kill -KILL $$
         exit "${READY_EXIT:-0}" ;;
     jump-index)
+        [ -n "$JUMP_INDEX_SLEEP" ] && sleep "$JUMP_INDEX_SLEEP"
+        [ -n "$JUMP_INDEX_KILL" ] && kill -KILL $$
         exit "${JUMP_INDEX_EXIT:-0}" ;;
     missing-data)
         [ -n "$MISSING_SLEEP" ] && sleep "$MISSING_SLEEP"
         cp "$BACKUP_DIR/$(basename "$3")" "$3" || exit 1 ;;
     namespace-created)
         [ -n "$PID_FILE" ] && echo "$PPID" > "$PID_FILE" ;;
+    namespace-closing)
+        if [ -n "$CLOSING_RELEASE" ]; then
+            while [ ! -e "$CLOSING_RELEASE" ]; do sleep 0.02; done
+            printf 'done|%s\n' "$line" >> "$HOOK_LOG"
+        fi ;;
 esac
 exit 0
 "#;
@@ -1314,4 +1343,251 @@ fn check_command_line_is_parsed_like_getopt_long_only(program: &Program) {
         Some(1),
         "index and data in one directory"
     );
+}
+
+/// `--index <root>/index --data <root>/data --socket <root>/zdb.sock --hook <root>/hook.sh`
+/// and `extra`.
+fn hooked_args(root: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--index",
+        &s(&root.join("index")),
+        "--data",
+        &s(&root.join("data")),
+        "--socket",
+        &s(&root.join("zdb.sock")),
+        "--hook",
+        &s(&write_hook(root)),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// The dirty-list argument (the last one) of every `event` line.
+fn dirty_args(lines: &[String], event: &str) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{event}|")))
+        .map(|l| l.rsplit('|').nth(1).unwrap().to_string())
+        .collect()
+}
+
+/// SIGTERM while the blocking `namespaces-init` hook runs: zdb runs `close`, then its emergency
+/// flush dereferences the namespace list, not allocated yet: SIGSEGV, the `crash` hook, and the
+/// process dies by that signal (no exit code; not 143). No `namespace-closing`.
+#[test]
+fn sigterm_during_namespaces_init_crashes() {
+    support::upstream::each("zdb", check_sigterm_during_namespaces_init_crashes);
+}
+
+fn check_sigterm_during_namespaces_init_crashes(program: &Program) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hook_log = root.join("hooks.log");
+    let env = [("HOOK_LOG", s(&hook_log)), ("INIT_SLEEP", "2".into())];
+    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    assert_eq!(wait_lines(&hook_log, 1).len(), 1, "no namespaces-init");
+    zdb.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = zdb.wait_exit();
+    assert_eq!(
+        (status.code(), status.signal()),
+        (None, Some(libc::SIGSEGV)),
+        "{status}; log:\n{}",
+        zdb.log()
+    );
+    let id = format!("unix://{}", s(&root.join("zdb.sock")));
+    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let expected = [
+        format!("namespaces-init|{id}|{index}|{data}|"),
+        format!("close|{id}|"),
+        format!("crash|{id}|"),
+    ];
+    assert_eq!(wait_lines(&hook_log, 3), expected);
+    sleep(Duration::from_millis(200));
+    assert_eq!(read_lines(&hook_log), expected, "nothing after `crash`");
+}
+
+/// The dirty list of `jump-index` and `namespace-closing` is the ids separated by single
+/// spaces, without a trailing one (`"0 1"`), and empty when nothing is dirty.
+#[test]
+fn dirty_lists_have_no_trailing_space() {
+    support::upstream::each("zdb", check_dirty_lists_have_no_trailing_space);
+}
+
+fn check_dirty_lists_have_no_trailing_space(program: &Program) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hook_log = root.join("hooks.log");
+    let env = [("HOOK_LOG", s(&hook_log)), ("JUMP_INDEX_EXIT", "1".into())];
+    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    c.nsnew("u").unwrap();
+    c.select("u", None).unwrap();
+    let jump =
+        |c: &mut Client| assert_eq!(c.command(&[b"NSJUMP"]).unwrap(), Reply::Status("OK".into()));
+    c.command(&[b"SET", b"a", b"1"]).unwrap();
+    jump(&mut c); // a in i0
+    c.command(&[b"SET", b"b", b"1"]).unwrap();
+    jump(&mut c); // b in i1
+    c.command(&[b"SET", b"a", b"2"]).unwrap(); // flags i0
+    c.command(&[b"SET", b"b", b"2"]).unwrap(); // flags i1
+    jump(&mut c); // "0 1"; the hook fails, so the list is kept for namespace-closing
+    assert_eq!(
+        c.command(&[b"INDEX", b"DIRTY"]).unwrap(),
+        Reply::Array(vec![Reply::Integer(0), Reply::Integer(1)])
+    );
+    zdb.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(zdb.wait_exit().code(), Some(143), "log:\n{}", zdb.log());
+    let lines = wait_lines(&hook_log, 10);
+    assert_eq!(dirty_args(&lines, "jump-index"), ["", "", "0 1"], "{lines:?}");
+    let id = format!("unix://{}", s(&root.join("zdb.sock")));
+    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    assert!(
+        lines.contains(&format!(
+            "namespace-closing|{id}|u|{index}/u/i3|{data}/u/d3|0 1|"
+        )),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&format!(
+            "namespace-closing|{id}|default|{index}/default/i0|{data}/default/d0||"
+        )),
+        "{lines:?}"
+    );
+}
+
+/// A blocking hook killed by a signal counts as success: zdb reads `WEXITSTATUS` of the
+/// signalled child, which is 0. A killed `ready` lets zdb serve; a killed `jump-index` clears
+/// the dirty list.
+#[test]
+fn a_hook_killed_by_a_signal_counts_as_success() {
+    support::upstream::each("zdb", check_a_hook_killed_by_a_signal_counts_as_success);
+}
+
+fn check_a_hook_killed_by_a_signal_counts_as_success(program: &Program) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hook_log = root.join("hooks.log");
+    let env = [
+        ("HOOK_LOG", s(&hook_log)),
+        ("READY_KILL", "1".into()),
+        ("JUMP_INDEX_KILL", "1".into()),
+    ];
+    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    c.nsnew("u").unwrap();
+    c.select("u", None).unwrap();
+    c.command(&[b"SET", b"a", b"1"]).unwrap();
+    c.command(&[b"NSJUMP"]).unwrap();
+    c.command(&[b"SET", b"a", b"2"]).unwrap();
+    assert_eq!(
+        c.command(&[b"INDEX", b"DIRTY"]).unwrap(),
+        Reply::Array(vec![Reply::Integer(0)])
+    );
+    c.command(&[b"NSJUMP"]).unwrap();
+    assert_eq!(
+        c.command(&[b"INDEX", b"DIRTY"]).unwrap(),
+        Reply::Array(vec![]),
+        "a killed jump-index cleared the list"
+    );
+    let lines = read_lines(&hook_log);
+    assert_eq!(dirty_args(&lines, "jump-index"), ["", "0"], "{lines:?}");
+}
+
+/// While a blocking hook runs zdb serves nobody, not even PING: during `namespaces-init`
+/// nothing listens yet; during `ready` and `jump-index` connections queue in the backlog
+/// without an answer until the hook returns.
+#[test]
+fn nobody_is_served_while_a_blocking_hook_runs() {
+    support::upstream::each("zdb", check_nobody_is_served_while_a_blocking_hook_runs);
+}
+
+fn check_nobody_is_served_while_a_blocking_hook_runs(program: &Program) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("zdb.sock");
+    let hook_log = root.join("hooks.log");
+    let env = [
+        ("HOOK_LOG", s(&hook_log)),
+        ("INIT_SLEEP", "1".into()),
+        ("READY_SLEEP", "1".into()),
+        ("JUMP_INDEX_SLEEP", "1".into()),
+    ];
+    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    assert_eq!(wait_lines(&hook_log, 1).len(), 1, "no namespaces-init");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&socket).is_err(),
+        "listening during namespaces-init"
+    );
+    assert_eq!(wait_lines(&hook_log, 2).len(), 2, "no ready");
+    assert_no_answer(&socket, Duration::from_millis(300));
+    let mut c = zdb.wait_ready(&Endpoint::Unix(socket.clone()));
+    c.nsnew("u").unwrap();
+    c.select("u", None).unwrap();
+    c.command(&[b"SET", b"a", b"1"]).unwrap();
+
+    // jump-index (blocking) sleeps: a second client gets nothing meanwhile.
+    let before = read_lines(&hook_log).len();
+    let jumper = std::thread::spawn(move || {
+        let reply = c.command(&[b"NSJUMP"]);
+        (c, reply)
+    });
+    let deadline = Instant::now() + TIMEOUT;
+    while !read_lines(&hook_log)[before..]
+        .iter()
+        .any(|l| l.starts_with("jump-index|"))
+    {
+        assert!(Instant::now() < deadline, "jump-index never ran");
+        sleep(Duration::from_millis(20));
+    }
+    assert_no_answer(&socket, Duration::from_millis(300));
+    let (mut c, reply) = jumper.join().unwrap();
+    assert_eq!(reply.unwrap(), Reply::Status("OK".into()));
+    c.ping().unwrap();
+}
+
+/// `namespace-closing` hooks are started and not waited for: zdb exits (143) while they still
+/// run, and they finish after it.
+#[test]
+fn namespace_closing_hooks_are_not_waited_for() {
+    support::upstream::each("zdb", check_namespace_closing_hooks_are_not_waited_for);
+}
+
+fn check_namespace_closing_hooks_are_not_waited_for(program: &Program) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hook_log = root.join("hooks.log");
+    let release = root.join("release");
+    let env = [
+        ("HOOK_LOG", s(&hook_log)),
+        ("CLOSING_RELEASE", s(&release)),
+    ];
+    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    c.nsnew("u").unwrap();
+    zdb.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(zdb.wait_exit().code(), Some(143), "log:\n{}", zdb.log());
+    let closing = |lines: &[String], prefix: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .count()
+    };
+    let deadline = Instant::now() + TIMEOUT;
+    while closing(&read_lines(&hook_log), "namespace-closing|") < 2 {
+        assert!(Instant::now() < deadline, "{:?}", read_lines(&hook_log));
+        sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        closing(&read_lines(&hook_log), "done|"),
+        0,
+        "zdb exited before its namespace-closing hooks finished"
+    );
+    fs::write(&release, "").unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while closing(&read_lines(&hook_log), "done|namespace-closing|") < 2 {
+        assert!(Instant::now() < deadline, "{:?}", read_lines(&hook_log));
+        sleep(Duration::from_millis(20));
+    }
 }
