@@ -1936,3 +1936,91 @@ fn recorded_hook_calls_parse_with_the_product_parser() {
         [("default".to_string(), vec![]), ("seqns".to_string(), vec![0, 1])]
     );
 }
+
+/// SIGSEGV (here from `kill`) while serving: the `crash` hook (not waited for, no `close`),
+/// the emergency flush with `namespace-closing` for every namespace, exit code 139.
+#[test]
+fn sigsegv_fires_crash_and_namespace_closing_and_exits_139() {
+    support::upstream::each(
+        "zdb",
+        check_sigsegv_fires_crash_and_namespace_closing_and_exits_139,
+    );
+}
+
+fn check_sigsegv_fires_crash_and_namespace_closing_and_exits_139(program: &Program) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hook_log = root.join("hooks.log");
+    let env = [("HOOK_LOG", s(&hook_log))];
+    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    c.nsnew("u").unwrap();
+    assert_eq!(wait_lines(&hook_log, 3).len(), 3, "no namespace-created");
+    zdb.signal(nix::sys::signal::Signal::SIGSEGV);
+    let status = zdb.wait_exit();
+    assert_eq!(
+        (status.code(), status.signal()),
+        (Some(139), None),
+        "{status}; log:\n{}",
+        zdb.log()
+    );
+    let id = format!("unix://{}", s(&root.join("zdb.sock")));
+    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let expected = vec![
+        (format!("namespaces-init|{id}|{index}|{data}|"), true),
+        (format!("ready|{id}|"), true),
+        (format!("namespace-created|{id}|u|"), false),
+        (format!("crash|{id}|"), false),
+        (
+            format!("namespace-closing|{id}|default|{index}/default/i0|{data}/default/d0||"),
+            false,
+        ),
+        (
+            format!("namespace-closing|{id}|u|{index}/u/i0|{data}/u/d0||"),
+            false,
+        ),
+    ];
+    assert_hook_order(&wait_lines(&hook_log, expected.len()), &expected);
+}
+
+/// SIGTERM or SIGINT while the blocking `ready` hook runs: the namespaces exist, so zdb runs
+/// `close` and `namespace-closing` and exits 143 or 130 at once, without waiting for `ready`.
+#[test]
+fn a_signal_during_ready_closes_without_waiting_for_it() {
+    support::upstream::each(
+        "zdb",
+        check_a_signal_during_ready_closes_without_waiting_for_it,
+    );
+}
+
+fn check_a_signal_during_ready_closes_without_waiting_for_it(program: &Program) {
+    use nix::sys::signal::Signal;
+    for (signal, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let hook_log = root.join("hooks.log");
+        let env = [("HOOK_LOG", s(&hook_log)), ("READY_SLEEP", "5".into())];
+        let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+        assert_eq!(wait_lines(&hook_log, 2).len(), 2, "no ready");
+        let started = Instant::now();
+        zdb.signal(signal);
+        assert_eq!(zdb.wait_exit().code(), Some(code), "log:\n{}", zdb.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "waited for ready: {:?}",
+            started.elapsed()
+        );
+        let id = format!("unix://{}", s(&root.join("zdb.sock")));
+        let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+        assert_eq!(
+            wait_lines(&hook_log, 4),
+            [
+                format!("namespaces-init|{id}|{index}|{data}|"),
+                format!("ready|{id}|"),
+                format!("close|{id}|"),
+                format!("namespace-closing|{id}|default|{index}/default/i0|{data}/default/d0||"),
+            ],
+            "{signal}"
+        );
+    }
+}

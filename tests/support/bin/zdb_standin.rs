@@ -16,8 +16,10 @@
 //! `.lockfile`s (held: exit 1); blocking `namespaces-init <index root> <data root>`; load or create
 //! `default`, then every namespace directory of the index root (in readdir order); bind and
 //! listen; blocking `ready` (non-zero: `namespace-closing` per namespace, exit 0); serve.
-//! SIGINT/SIGTERM: blocking `close`, `namespace-closing` per namespace, exit 128+signal; during
-//! `namespaces-init` instead `close`, `crash` and death by SIGSEGV (§8.3). Hooks: see `hooks.rs`.
+//! SIGINT/SIGTERM: blocking `close`, `namespace-closing` per namespace, exit 128+signal (also
+//! during `ready`, whose hook is not waited for); during `namespaces-init` instead `close`,
+//! `crash` and death by SIGSEGV (§8.3). SIGSEGV (from `kill`): `crash`, `namespace-closing` per
+//! namespace, exit 139. Hooks: see `hooks.rs`.
 //!
 //! **Commands**: `PING`, `TIME`, `INFO`, `HOOKS`, `INDEX DIRTY [RESET]`, `SET`/`SETX`, `GET`,
 //! `MGET`, `DEL`, `EXISTS`, `CHECK`, `LENGTH`, `KEYTIME`, `DBSIZE`, `NSNEW`, `NSDEL`, `NSLIST`,
@@ -303,10 +305,17 @@ fn lock_root(root: &str) -> File {
 }
 
 /// SIGINT/SIGTERM: the `close` hook, `namespace-closing` for each namespace, exit 128+signal.
+/// SIGSEGV (sent by `kill`: the stand-in does not crash by itself): the `crash` hook (not
+/// waited for) instead of `close`, then the same, exit 139.
 /// Like 0-db's signal handler this does not wait for a blocking hook that is running: it
 /// closes from the published namespace state instead.
 fn shutdown(signal: Signal) -> ! {
-    println!("[+] signal: {signal}, closing");
+    let crashed = signal == Signal::SIGSEGV;
+    if crashed {
+        println!("[+] signal: crashed, trying to clean");
+    } else {
+        println!("[+] signal: request cleaning");
+    }
     let hooks = || {
         EARLY_HOOK
             .get()
@@ -315,11 +324,13 @@ fn shutdown(signal: Signal) -> ! {
     match SERVER.get() {
         Some(mutex) => loop {
             match mutex.try_lock() {
-                Ok(mut server) => break server.close(),
-                Err(TryLockError::Poisoned(poisoned)) => break poisoned.into_inner().close(),
+                Ok(mut server) => break server.stop(crashed),
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    break poisoned.into_inner().stop(crashed)
+                }
                 Err(TryLockError::WouldBlock) if hooks::BLOCKING.load(Ordering::SeqCst) => {
                     if let Some(mut hooks) = hooks() {
-                        Server::close_without_lock(&mut hooks);
+                        Server::stop_without_lock(&mut hooks, crashed);
                     }
                     break;
                 }
@@ -330,9 +341,12 @@ fn shutdown(signal: Signal) -> ! {
         None => {
             // Before the namespaces exist (during `namespaces-init`) zdb 2.0.7 runs `close`,
             // then its emergency flush walks a namespace list not yet allocated: SIGSEGV, whose
-            // handler fires `crash` (not waited for); the process dies by that signal.
+            // handler fires `crash` (not waited for) and flushes again, which faults inside the
+            // handler: the process dies by SIGSEGV (no exit code).
             if let Some(mut hooks) = hooks() {
-                hooks.run_wait("close", &[]);
+                if !crashed {
+                    hooks.run_wait("close", &[]);
+                }
                 hooks.run_async("crash", &[]);
             }
             println!("[-] fatal: segmentation fault");
@@ -513,6 +527,7 @@ fn main() {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGSEGV);
     signals
         .thread_block()
         .unwrap_or_else(|e| fatal(&format!("sigprocmask: {e}")));

@@ -180,10 +180,14 @@ impl Server {
         self.namespaces.iter().position(|ns| ns.name == name)
     }
 
-    /// SIGINT/SIGTERM: `close` (blocking), then `namespace-closing` per namespace (not
-    /// waited for) and a flush. The caller exits.
-    pub fn close(&mut self) {
-        self.hooks.run_wait("close", &[]);
+    /// SIGINT/SIGTERM: `close` (blocking), or for SIGSEGV `crash` (not waited for); then
+    /// `namespace-closing` per namespace and a flush. The caller exits.
+    pub fn stop(&mut self, crashed: bool) {
+        if crashed {
+            self.hooks.run_async("crash", &[]);
+        } else {
+            self.hooks.run_wait("close", &[]);
+        }
         self.close_namespaces();
     }
 
@@ -204,8 +208,12 @@ impl Server {
 
     /// The same while another thread holds the server in a blocking hook: from [`CLOSING`]
     /// (no flush: what was written is in the page cache and survives the exit).
-    pub fn close_without_lock(hooks: &mut Hooks) {
-        hooks.run_wait("close", &[]);
+    pub fn stop_without_lock(hooks: &mut Hooks, crashed: bool) {
+        if crashed {
+            hooks.run_async("crash", &[]);
+        } else {
+            hooks.run_wait("close", &[]);
+        }
         let closing = CLOSING
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
