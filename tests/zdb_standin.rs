@@ -657,6 +657,8 @@ fn exercise(endpoint: &Endpoint, ns: &str) {
         server_error(c.command(&[b"FOOBAR"])),
         other("Command not supported")
     );
+    // compiled out of reach in zdb release builds
+    assert_eq!(server_error(c.command(&[b"STOP"])), other("Unauthorized"));
 
     // A private namespace with a password.
     c.nsset(ns, "password", "s3cret").unwrap();
@@ -2022,5 +2024,66 @@ fn check_a_signal_during_ready_closes_without_waiting_for_it(program: &Program) 
             ],
             "{signal}"
         );
+    }
+}
+
+/// `HOOKS` lists every run, in the order started, `ready` included:
+/// `[event, [args without the id], pid, created, finished (0 while it runs), status]`.
+#[test]
+fn hooks_lists_every_run_in_order() {
+    support::upstream::each("zdb", check_hooks_lists_every_run_in_order);
+}
+
+fn check_hooks_lists_every_run_in_order(program: &Program) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let hook_log = root.join("hooks.log");
+    let env = [("HOOK_LOG", s(&hook_log)), ("JUMP_INDEX_EXIT", "3".into())];
+    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    c.nsnew("u").unwrap();
+    c.select("u", None).unwrap();
+    c.command(&[b"NSJUMP"]).unwrap();
+    let Reply::Array(runs) = c.command(&[b"HOOKS"]).unwrap() else {
+        panic!("HOOKS is not an array")
+    };
+    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let expected: [(&str, Vec<String>, Option<i64>); 5] = [
+        ("namespaces-init", vec![index.clone(), data.clone()], Some(0)),
+        ("ready", vec![], Some(0)),
+        ("namespace-created", vec!["u".into()], None),
+        (
+            "jump-index",
+            vec![format!("{index}/u/i0"), format!("{index}/u/i1"), String::new()],
+            Some(3),
+        ),
+        (
+            "jump-data",
+            vec![format!("{data}/u/d0"), format!("{data}/u/d1")],
+            None,
+        ),
+    ];
+    assert_eq!(runs.len(), expected.len(), "{runs:?}");
+    let text = |r: &Reply| String::from_utf8(bulk(r.clone())).unwrap();
+    for (run, (event, args, status)) in runs.iter().zip(expected) {
+        let Reply::Array(fields) = run else {
+            panic!("{run:?}")
+        };
+        assert_eq!(fields.len(), 6, "{run:?}");
+        assert_eq!(text(&fields[0]), event, "{run:?}");
+        let Reply::Array(got_args) = &fields[1] else {
+            panic!("{run:?}")
+        };
+        assert_eq!(got_args.iter().map(text).collect::<Vec<_>>(), args);
+        let number = |n: usize| match fields[n] {
+            Reply::Integer(i) => i,
+            _ => panic!("{run:?}"),
+        };
+        assert!(number(2) > 0 && number(3) > 1_600_000_000, "{run:?}");
+        if let Some(status) = status {
+            // blocking: finished, with its exit status
+            assert!(number(4) >= number(3), "{run:?}");
+            assert_eq!(number(5), status, "{run:?}");
+        }
     }
 }

@@ -613,7 +613,9 @@ fn main() {
     // The ready hook runs without the server lock, so a signal is handled meanwhile.
     let ready = {
         let mut hooks = Hooks::new(settings.hook.clone(), instance_id);
-        hooks.run_wait("ready", &[])
+        let status = hooks.run_wait("ready", &[]);
+        server().hooks.adopt(hooks); // HOOKS lists it
+        status
     };
     if ready.is_some_and(|status| status != 0) {
         // zdb 2.0.7 returns from redis_listen and tears down: `namespace-closing` for every
