@@ -2087,3 +2087,51 @@ fn check_hooks_lists_every_run_in_order(program: &Program) {
         }
     }
 }
+
+/// A data file that is gone and not brought back (the `missing-data` hook fails, or there is no
+/// hook): `GET` answers `-Internal Error`, `CHECK` -1, `EXISTS` still 1 (the index has it), and
+/// keys in other files are served.
+#[test]
+fn a_missing_data_file_not_restored_fails_the_read() {
+    support::upstream::each("zdb", check_a_missing_data_file_not_restored_fails_the_read);
+}
+
+fn check_a_missing_data_file_not_restored_fails_the_read(program: &Program) {
+    for with_hook in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let hook_log = root.join("hooks.log");
+        let empty = root.join("empty");
+        fs::create_dir(&empty).unwrap();
+        let mut args = hooked_args(root, &[]);
+        if !with_hook {
+            args.truncate(args.len() - 2);
+        }
+        let env = [("HOOK_LOG", s(&hook_log)), ("BACKUP_DIR", s(&empty))];
+        let mut zdb = Zdb::start(program, &args, &env, &root.join("zdb.log"));
+        let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+        c.nsnew("u").unwrap();
+        c.select("u", None).unwrap();
+        c.command(&[b"SET", b"k", b"v"]).unwrap();
+        c.command(&[b"NSJUMP"]).unwrap();
+        c.command(&[b"SET", b"k2", b"v2"]).unwrap();
+        fs::remove_file(root.join("data/u/d0")).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                server_error(c.command(&[b"GET", b"k"])),
+                other("Internal Error")
+            );
+        }
+        assert_eq!(c.command(&[b"CHECK", b"k"]).unwrap(), Reply::Integer(-1));
+        assert_eq!(c.command(&[b"EXISTS", b"k"]).unwrap(), Reply::Integer(1));
+        assert_eq!(bulk(c.command(&[b"GET", b"k2"]).unwrap()), b"v2");
+        let missing: Vec<String> = read_lines(&hook_log)
+            .into_iter()
+            .filter(|l| l.starts_with("missing-data|"))
+            .collect();
+        let id = format!("unix://{}", s(&root.join("zdb.sock")));
+        let line = format!("missing-data|{id}|{}|", s(&root.join("data/u/d0")));
+        let expected = if with_hook { vec![line; 3] } else { vec![] };
+        assert_eq!(missing, expected, "hook: {with_hook}");
+    }
+}

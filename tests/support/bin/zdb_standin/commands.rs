@@ -589,10 +589,13 @@ impl Server {
         let Some(entry) = ns.get(&argv[1]) else {
             return Ok(Reply::Nil);
         };
-        let valid = ns
-            .read(&mut self.hooks, &entry)
-            .is_ok_and(|v| crate::store::crc32(&v) == entry.crc);
-        Ok(Reply::Integer(i64::from(valid)))
+        // 1: the CRC matches, 0: it does not, -1: the data cannot be read (a missing data
+        // file that missing-data did not bring back), as zdb 2.0.7 answers.
+        let status = match ns.read(&mut self.hooks, &entry) {
+            Ok(value) => i64::from(crate::store::crc32(&value) == entry.crc),
+            Err(_) => -1,
+        };
+        Ok(Reply::Integer(status))
     }
 
     fn nsnew(&mut self, argv: &[Vec<u8>]) -> Result<Reply, Reply> {
