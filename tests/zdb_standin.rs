@@ -2135,3 +2135,97 @@ fn check_a_missing_data_file_not_restored_fails_the_read(program: &Program) {
         assert_eq!(missing, expected, "hook: {with_hook}");
     }
 }
+
+/// `INFO` counts every request in `commands_executed` (before INFO itself), only unknown
+/// commands in `commands_failed`, every accepted connection in `clients_lifetime`, and the
+/// request and reply bytes in `network_rx_bytes` (INFO's request included) and
+/// `network_tx_bytes` (INFO's reply not yet).
+#[test]
+fn info_counts_commands_clients_and_bytes() {
+    support::upstream::each("zdb", check_info_counts_commands_clients_and_bytes);
+}
+
+fn check_info_counts_commands_clients_and_bytes(program: &Program) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let socket = root.join("zdb.sock");
+    let args = [
+        "--index",
+        &s(&root.join("index")),
+        "--data",
+        &s(&root.join("data")),
+        "--socket",
+        &s(&socket),
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut zdb = Zdb::start(program, &args, &[], &root.join("zdb.log"));
+    let endpoint = Endpoint::Unix(socket);
+    // wait_ready: one connection for its PING, then the one it returns
+    let mut c = zdb.wait_ready(&endpoint);
+    let encode = |reply: &Reply| {
+        let mut out = Vec::new();
+        reply.encode(&mut out);
+        out.len() as u64
+    };
+    let request = |argv: &[&[u8]]| {
+        encode(&Reply::Array(
+            argv.iter().map(|a| Reply::Bulk(a.to_vec())).collect(),
+        ))
+    };
+    let (mut rx, mut tx, mut executed) = (
+        request(&[b"PING"]),
+        encode(&Reply::Status("PONG".into())),
+        1u64,
+    );
+    let mut send = |c: &mut Client, argv: &[&[u8]]| {
+        let reply = match c.command(argv) {
+            Ok(reply) => reply,
+            Err(ZdbError::Server(e)) => Reply::Error(e.to_string()),
+            Err(e) => panic!("{argv:?}: {e}"),
+        };
+        rx += request(argv);
+        tx += encode(&reply);
+        executed += 1;
+    };
+    let script: [&[&[u8]]; 10] = [
+        &[b"NSNEW", b"u"],
+        &[b"SELECT", b"u"],
+        &[b"SET", b"k", b"v"],
+        &[b"GET", b"k"],
+        &[b"GET", b"nope"],
+        &[b"DEL", b"nope"],
+        &[b"FOO"],
+        &[b"SELECT", b"nope"],
+        &[b"NSSET", b"u", b"password", b"x"],
+        &[b"NSSET", b"u", b"public", b"0"],
+    ];
+    for argv in script {
+        send(&mut c, argv);
+    }
+    let mut guest = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
+    send(&mut guest, &[b"SELECT", b"u"]);
+    send(&mut guest, &[b"SELECT", b"u", b"bad"]);
+    rx += request(&[b"INFO"]);
+    let text = String::from_utf8(bulk(c.command(&[b"INFO"]).unwrap())).unwrap();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .to_string()
+    };
+    let counters = [
+        "clients_lifetime",
+        "commands_executed",
+        "commands_failed",
+        "commands_unauthorized",
+        "network_rx_bytes",
+        "network_tx_bytes",
+    ]
+    .map(field);
+    assert_eq!(
+        counters,
+        [3, executed, 1, 0, rx, tx].map(|n| n.to_string()),
+        "{text}"
+    );
+}
