@@ -9,8 +9,8 @@ use qsfs::zdb::resp::Reply;
 use qsfs::zdb::{Client, Endpoint, Mode, ServerError, ZdbError};
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -100,7 +100,11 @@ impl Zdb {
                 }
             }
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("the {} exited with {status}; log:\n{}", self.label, self.log());
+                panic!(
+                    "the {} exited with {status}; log:\n{}",
+                    self.label,
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -759,7 +763,12 @@ fn check_client_over_unix_tcp4_and_tcp6(program: &Program) {
     ]
     .map(String::from)
     .to_vec();
-    let mut zdb6 = Zdb::start(program, &args, &[("HOOK_LOG", s(&hook_log))], &root.join("zdb6.log"));
+    let mut zdb6 = Zdb::start(
+        program,
+        &args,
+        &[("HOOK_LOG", s(&hook_log))],
+        &root.join("zdb6.log"),
+    );
     let tcp6 = Endpoint::Tcp(format!("[::1]:{port6}").parse().unwrap());
     zdb6.wait_ready(&tcp6);
     exercise(&tcp6, "over-tcp6");
@@ -779,7 +788,10 @@ fn check_client_over_unix_tcp4_and_tcp6(program: &Program) {
 
 #[test]
 fn restart_serves_old_keys_and_a_second_instance_is_refused() {
-    support::upstream::each("zdb", check_restart_serves_old_keys_and_a_second_instance_is_refused);
+    support::upstream::each(
+        "zdb",
+        check_restart_serves_old_keys_and_a_second_instance_is_refused,
+    );
 }
 
 fn check_restart_serves_old_keys_and_a_second_instance_is_refused(program: &Program) {
@@ -1237,7 +1249,11 @@ fn check_bad_client_input_never_takes_it_down(program: &Program) {
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         stream.write_all(bytes).unwrap();
-        assert_eq!(answer(&mut stream), (reply.to_string(), closes), "{bytes:?}");
+        assert_eq!(
+            answer(&mut stream),
+            (reply.to_string(), closes),
+            "{bytes:?}"
+        );
         if !closes && !reply.is_empty() {
             stream.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
             assert_eq!(answer(&mut stream), (reply.to_string(), false), "{bytes:?}");
@@ -1388,7 +1404,12 @@ fn check_sigterm_during_namespaces_init_crashes(program: &Program) {
     let root = dir.path();
     let hook_log = root.join("hooks.log");
     let env = [("HOOK_LOG", s(&hook_log)), ("INIT_SLEEP", "2".into())];
-    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut zdb = Zdb::start(
+        program,
+        &hooked_args(root, &[]),
+        &env,
+        &root.join("zdb.log"),
+    );
     assert_eq!(wait_lines(&hook_log, 1).len(), 1, "no namespaces-init");
     zdb.signal(nix::sys::signal::Signal::SIGTERM);
     let status = zdb.wait_exit();
@@ -1422,7 +1443,12 @@ fn check_dirty_lists_have_no_trailing_space(program: &Program) {
     let root = dir.path();
     let hook_log = root.join("hooks.log");
     let env = [("HOOK_LOG", s(&hook_log)), ("JUMP_INDEX_EXIT", "1".into())];
-    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut zdb = Zdb::start(
+        program,
+        &hooked_args(root, &[]),
+        &env,
+        &root.join("zdb.log"),
+    );
     let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
@@ -1442,7 +1468,11 @@ fn check_dirty_lists_have_no_trailing_space(program: &Program) {
     zdb.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(zdb.wait_exit().code(), Some(143), "log:\n{}", zdb.log());
     let lines = wait_lines(&hook_log, 10);
-    assert_eq!(dirty_args(&lines, "jump-index"), ["", "", "0 1"], "{lines:?}");
+    assert_eq!(
+        dirty_args(&lines, "jump-index"),
+        ["", "", "0 1"],
+        "{lines:?}"
+    );
     let id = format!("unix://{}", s(&root.join("zdb.sock")));
     let (index, data) = (s(&root.join("index")), s(&root.join("data")));
     assert!(
@@ -1476,7 +1506,12 @@ fn check_a_hook_killed_by_a_signal_counts_as_success(program: &Program) {
         ("READY_KILL", "1".into()),
         ("JUMP_INDEX_KILL", "1".into()),
     ];
-    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut zdb = Zdb::start(
+        program,
+        &hooked_args(root, &[]),
+        &env,
+        &root.join("zdb.log"),
+    );
     let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
@@ -1516,7 +1551,12 @@ fn check_nobody_is_served_while_a_blocking_hook_runs(program: &Program) {
         ("READY_SLEEP", "1".into()),
         ("JUMP_INDEX_SLEEP", "1".into()),
     ];
-    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut zdb = Zdb::start(
+        program,
+        &hooked_args(root, &[]),
+        &env,
+        &root.join("zdb.log"),
+    );
     assert_eq!(wait_lines(&hook_log, 1).len(), 1, "no namespaces-init");
     assert!(
         std::os::unix::net::UnixStream::connect(&socket).is_err(),
@@ -1561,21 +1601,19 @@ fn check_namespace_closing_hooks_are_not_waited_for(program: &Program) {
     let root = dir.path();
     let hook_log = root.join("hooks.log");
     let release = root.join("release");
-    let env = [
-        ("HOOK_LOG", s(&hook_log)),
-        ("CLOSING_RELEASE", s(&release)),
-    ];
-    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let env = [("HOOK_LOG", s(&hook_log)), ("CLOSING_RELEASE", s(&release))];
+    let mut zdb = Zdb::start(
+        program,
+        &hooked_args(root, &[]),
+        &env,
+        &root.join("zdb.log"),
+    );
     let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
     c.nsnew("u").unwrap();
     zdb.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(zdb.wait_exit().code(), Some(143), "log:\n{}", zdb.log());
-    let closing = |lines: &[String], prefix: &str| {
-        lines
-            .iter()
-            .filter(|l| l.starts_with(prefix))
-            .count()
-    };
+    let closing =
+        |lines: &[String], prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
     let deadline = Instant::now() + TIMEOUT;
     while closing(&read_lines(&hook_log), "namespace-closing|") < 2 {
         assert!(Instant::now() < deadline, "{:?}", read_lines(&hook_log));
@@ -1640,9 +1678,8 @@ const BLOCKING_EVENTS: [&str; 5] = [
 fn normalize_hook_log(lines: &[String], root: &Path) -> String {
     let root = s(root);
     let lines: Vec<String> = lines.iter().map(|l| l.replace(&root, "<ROOT>")).collect();
-    let blocking = |line: &str| {
-        BLOCKING_EVENTS.contains(&line.split('|').nth(1).unwrap_or_default())
-    };
+    let blocking =
+        |line: &str| BLOCKING_EVENTS.contains(&line.split('|').nth(1).unwrap_or_default());
     let mut out: Vec<String> = Vec::new();
     let mut run: Vec<String> = Vec::new();
     for line in lines {
@@ -1676,7 +1713,12 @@ fn hook_session(program: &Program) -> String {
         assert_eq!(lines.len(), count, "hook calls: {lines:#?}");
         // and no more than that
         sleep(Duration::from_millis(30));
-        assert_eq!(read_lines(&hook_log).len(), count, "{:#?}", read_lines(&hook_log));
+        assert_eq!(
+            read_lines(&hook_log).len(),
+            count,
+            "{:#?}",
+            read_lines(&hook_log)
+        );
     };
     let mut count = 2; // namespaces-init, ready
     settle(count);
@@ -1838,7 +1880,10 @@ fn recorded_replies(program: &Program) -> Vec<(&'static str, String)> {
 #[test]
 fn real_info_and_nsinfo_match_the_fixtures() {
     let Some(real) = Program::real("zdb") else {
-        eprintln!("{} is not set: nothing to compare", support::upstream::UPSTREAM_BIN);
+        eprintln!(
+            "{} is not set: nothing to compare",
+            support::upstream::UPSTREAM_BIN
+        );
         return;
     };
     for (name, text) in recorded_replies(&real) {
@@ -1856,7 +1901,10 @@ fn recorded_replies_parse_with_the_product_parsers() {
         assert_eq!(info.server_revision.as_deref(), Some("v2.0.7"), "{name}");
         assert_eq!(info.sequential_key_size, Some(8), "{name}");
         assert_eq!((info.data_version, info.index_version), (Some(3), Some(4)));
-        assert_eq!((info.boot_time, info.disk_failures()), (Some(1700000000), 0));
+        assert_eq!(
+            (info.boot_time, info.disk_failures()),
+            (Some(1700000000), 0)
+        );
     }
     for (ns, limit) in [("unlimited", None), ("limited", Some(1048576))] {
         for who in ["admin", "user"] {
@@ -1880,11 +1928,7 @@ fn recorded_replies_parse_with_the_product_parsers() {
                 .map(|l| l.split_once(": ").expect("key: value").0)
                 .collect();
             if who == "admin" {
-                assert_eq!(
-                    info.data_path,
-                    Some(format!("<ROOT>/data/{ns}")),
-                    "{name}"
-                );
+                assert_eq!(info.data_path, Some(format!("<ROOT>/data/{ns}")), "{name}");
                 assert_eq!(info.data_current_id, Some(0), "{name}");
                 // the field list the stand-in is held to (`exercise`)
                 assert_eq!(fields, nsinfo_fields(limit.is_some()), "{name}");
@@ -1911,12 +1955,13 @@ fn recorded_hook_calls_parse_with_the_product_parser() {
     for line in fixture("hooks-session.txt").lines() {
         let fields: Vec<&str> = line.split('|').collect();
         assert_eq!(fields.last(), Some(&""), "{line}");
-        assert_eq!(fields[0], "<ROOT>/hook.sh", "argv[0] is the hook path: {line}");
+        assert_eq!(
+            fields[0], "<ROOT>/hook.sh",
+            "argv[0] is the hook path: {line}"
+        );
         assert_eq!(fields[2], "unix://<ROOT>/zdb.sock", "{line}");
-        let args: Vec<std::ffi::OsString> = fields[3..fields.len() - 1]
-            .iter()
-            .map(Into::into)
-            .collect();
+        let args: Vec<std::ffi::OsString> =
+            fields[3..fields.len() - 1].iter().map(Into::into).collect();
         let event = Event::parse(fields[1], &args).unwrap_or_else(|e| panic!("{line}: {e}"));
         assert!(!matches!(event, Event::Unknown(_)), "{line}");
         assert_eq!(
@@ -1935,7 +1980,10 @@ fn recorded_hook_calls_parse_with_the_product_parser() {
     assert_eq!(jump_dirty, [vec![], vec![0], vec![0, 1]]);
     assert_eq!(
         closing,
-        [("default".to_string(), vec![]), ("seqns".to_string(), vec![0, 1])]
+        [
+            ("default".to_string(), vec![]),
+            ("seqns".to_string(), vec![0, 1])
+        ]
     );
 }
 
@@ -1954,7 +2002,12 @@ fn check_sigsegv_fires_crash_and_namespace_closing_and_exits_139(program: &Progr
     let root = dir.path();
     let hook_log = root.join("hooks.log");
     let env = [("HOOK_LOG", s(&hook_log))];
-    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut zdb = Zdb::start(
+        program,
+        &hooked_args(root, &[]),
+        &env,
+        &root.join("zdb.log"),
+    );
     let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
     c.nsnew("u").unwrap();
     assert_eq!(wait_lines(&hook_log, 3).len(), 3, "no namespace-created");
@@ -2002,7 +2055,12 @@ fn check_a_signal_during_ready_closes_without_waiting_for_it(program: &Program) 
         let root = dir.path();
         let hook_log = root.join("hooks.log");
         let env = [("HOOK_LOG", s(&hook_log)), ("READY_SLEEP", "5".into())];
-        let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+        let mut zdb = Zdb::start(
+            program,
+            &hooked_args(root, &[]),
+            &env,
+            &root.join("zdb.log"),
+        );
         assert_eq!(wait_lines(&hook_log, 2).len(), 2, "no ready");
         let started = Instant::now();
         zdb.signal(signal);
@@ -2039,7 +2097,12 @@ fn check_hooks_lists_every_run_in_order(program: &Program) {
     let root = dir.path();
     let hook_log = root.join("hooks.log");
     let env = [("HOOK_LOG", s(&hook_log)), ("JUMP_INDEX_EXIT", "3".into())];
-    let mut zdb = Zdb::start(program, &hooked_args(root, &[]), &env, &root.join("zdb.log"));
+    let mut zdb = Zdb::start(
+        program,
+        &hooked_args(root, &[]),
+        &env,
+        &root.join("zdb.log"),
+    );
     let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
@@ -2049,12 +2112,20 @@ fn check_hooks_lists_every_run_in_order(program: &Program) {
     };
     let (index, data) = (s(&root.join("index")), s(&root.join("data")));
     let expected: [(&str, Vec<String>, Option<i64>); 5] = [
-        ("namespaces-init", vec![index.clone(), data.clone()], Some(0)),
+        (
+            "namespaces-init",
+            vec![index.clone(), data.clone()],
+            Some(0),
+        ),
         ("ready", vec![], Some(0)),
         ("namespace-created", vec!["u".into()], None),
         (
             "jump-index",
-            vec![format!("{index}/u/i0"), format!("{index}/u/i1"), String::new()],
+            vec![
+                format!("{index}/u/i0"),
+                format!("{index}/u/i1"),
+                String::new(),
+            ],
             Some(3),
         ),
         (

@@ -325,9 +325,7 @@ fn shutdown(signal: Signal) -> ! {
         Some(mutex) => loop {
             match mutex.try_lock() {
                 Ok(mut server) => break server.stop(crashed),
-                Err(TryLockError::Poisoned(poisoned)) => {
-                    break poisoned.into_inner().stop(crashed)
-                }
+                Err(TryLockError::Poisoned(poisoned)) => break poisoned.into_inner().stop(crashed),
                 Err(TryLockError::WouldBlock) if hooks::BLOCKING.load(Ordering::SeqCst) => {
                     if let Some(mut hooks) = hooks() {
                         Server::stop_without_lock(&mut hooks, crashed);

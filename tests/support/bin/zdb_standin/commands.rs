@@ -720,7 +720,7 @@ impl Server {
         line(
             "next_internal_id",
             // zdb 2.0.7 prints bswap_64 of the 64-bit id with "0x%08" PRIx64
-            format!("0x{:08x}", (ns.next_entry as u64).swap_bytes()),
+            format!("0x{:08x}", ns.next_entry.swap_bytes()),
         );
         line("mode", ns.mode.name().into());
         line("stats_index_io_errors", ns.stats.index_errors.to_string());
