@@ -14,9 +14,12 @@
 //!
 //! **Startup** (§1.2): create the roots; refuse equal realpaths (exit 1); `flock` both
 //! `.lockfile`s (held: exit 1); blocking `namespaces-init <index root> <data root>`; load or create
-//! `default`, then every namespace directory of the index root (sorted by name); bind and
-//! listen; blocking `ready` (non-zero: exit 0); serve. SIGINT/SIGTERM: blocking `close`,
-//! `namespace-closing` per namespace, exit 128+signal. Hooks: see `hooks.rs`.
+//! `default`, then every namespace directory of the index root (in readdir order); bind and
+//! listen; blocking `ready` (non-zero: `namespace-closing` per namespace, exit 0); serve.
+//! SIGINT/SIGTERM: blocking `close`, `namespace-closing` per namespace, exit 128+signal (also
+//! during `ready`, whose hook is not waited for); during `namespaces-init` instead `close`,
+//! `crash` and death by SIGSEGV (§8.3). SIGSEGV (from `kill`): `crash`, `namespace-closing` per
+//! namespace, exit 139. Hooks: see `hooks.rs`.
 //!
 //! **Commands**: `PING`, `TIME`, `INFO`, `HOOKS`, `INDEX DIRTY [RESET]`, `SET`/`SETX`, `GET`,
 //! `MGET`, `DEL`, `EXISTS`, `CHECK`, `LENGTH`, `KEYTIME`, `DBSIZE`, `NSNEW`, `NSDEL`, `NSLIST`,
@@ -40,7 +43,7 @@ mod store;
 use commands::{Server, Session, Settings, NAMESPACE_DEFAULT, NETWORK_RX, NETWORK_TX};
 use hooks::Hooks;
 use nix::sys::signal::{SigSet, Signal};
-use qsfs::zdb::resp::{parse, Reply};
+use qsfs::zdb::resp::Reply;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, ToSocketAddrs};
@@ -302,10 +305,17 @@ fn lock_root(root: &str) -> File {
 }
 
 /// SIGINT/SIGTERM: the `close` hook, `namespace-closing` for each namespace, exit 128+signal.
+/// SIGSEGV (sent by `kill`: the stand-in does not crash by itself): the `crash` hook (not
+/// waited for) instead of `close`, then the same, exit 139.
 /// Like 0-db's signal handler this does not wait for a blocking hook that is running: it
 /// closes from the published namespace state instead.
 fn shutdown(signal: Signal) -> ! {
-    println!("[+] signal: {signal}, closing");
+    let crashed = signal == Signal::SIGSEGV;
+    if crashed {
+        println!("[+] signal: crashed, trying to clean");
+    } else {
+        println!("[+] signal: request cleaning");
+    }
     let hooks = || {
         EARLY_HOOK
             .get()
@@ -314,11 +324,11 @@ fn shutdown(signal: Signal) -> ! {
     match SERVER.get() {
         Some(mutex) => loop {
             match mutex.try_lock() {
-                Ok(mut server) => break server.close(),
-                Err(TryLockError::Poisoned(poisoned)) => break poisoned.into_inner().close(),
+                Ok(mut server) => break server.stop(crashed),
+                Err(TryLockError::Poisoned(poisoned)) => break poisoned.into_inner().stop(crashed),
                 Err(TryLockError::WouldBlock) if hooks::BLOCKING.load(Ordering::SeqCst) => {
                     if let Some(mut hooks) = hooks() {
-                        Server::close_without_lock(&mut hooks);
+                        Server::stop_without_lock(&mut hooks, crashed);
                     }
                     break;
                 }
@@ -327,13 +337,38 @@ fn shutdown(signal: Signal) -> ! {
             }
         },
         None => {
+            // Before the namespaces exist (during `namespaces-init`) zdb 2.0.7 runs `close`,
+            // then its emergency flush walks a namespace list not yet allocated: SIGSEGV, whose
+            // handler fires `crash` (not waited for) and flushes again, which faults inside the
+            // handler: the process dies by SIGSEGV (no exit code).
             if let Some(mut hooks) = hooks() {
-                hooks.run_wait("close", &[]);
+                if !crashed {
+                    hooks.run_wait("close", &[]);
+                }
+                hooks.run_async("crash", &[]);
             }
+            println!("[-] fatal: segmentation fault");
+            let _ = std::io::stdout().flush();
+            crash()
         }
     }
     let _ = std::io::stdout().flush();
     exit(128 + signal as i32)
+}
+
+/// Dies by SIGSEGV, as zdb does after its SIGSEGV handler ran.
+fn crash() -> ! {
+    // SAFETY: restoring the default action and raising a signal touch no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGSEGV);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(libc::SIGSEGV);
+    }
+    // raise returns only if the signal could not be delivered
+    exit(139)
 }
 
 fn spawn_signal_thread(signals: SigSet) {
@@ -344,34 +379,108 @@ fn spawn_signal_thread(signals: SigSet) {
     });
 }
 
-/// Serves one client: requests are arrays of bulk strings; anything else closes the connection.
+/// The largest bulk string zdb 2.0.7 reads: 8 MiB.
+const MAX_PAYLOAD: i64 = 8 << 20;
+
+/// What the front of a client's buffer holds, as zdb 2.0.7's request reader sees it.
+enum Request {
+    /// A whole request: its arguments and the bytes it took.
+    Whole(Vec<Vec<u8>>, usize),
+    /// Not all there yet (a negative bulk length also waits for more, as zdb does).
+    Incomplete,
+    /// An error reply; the bytes stay in the buffer, so every later read answers it again.
+    Keep(&'static str),
+    /// An error reply, then the connection is closed.
+    Close(&'static str),
+}
+
+/// `<digits>\r\n` at `at`: the number (atoi-like) and the offset after the line.
+fn number_line(buf: &[u8], at: usize) -> Option<(i64, usize)> {
+    let end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
+    let text = std::str::from_utf8(&buf[at..end]).unwrap_or("");
+    let digits = text
+        .char_indices()
+        .take_while(|(i, c)| c.is_ascii_digit() || (*i == 0 && *c == '-'))
+        .count();
+    Some((text[..digits].parse().unwrap_or(0), end + 2))
+}
+
+fn read_request(buf: &[u8]) -> Request {
+    match buf.first() {
+        None => return Request::Incomplete,
+        Some(b'*') => {}
+        Some(_) => return Request::Close("Malformed request, array expected"),
+    }
+    let Some((count, mut at)) = number_line(buf, 1) else {
+        return Request::Incomplete;
+    };
+    if count < 0 {
+        return Request::Close("Internal memory error");
+    }
+    if count == 0 {
+        return Request::Keep("Missing arguments");
+    }
+    let mut argv = Vec::with_capacity(count.min(64) as usize);
+    for _ in 0..count {
+        match buf.get(at) {
+            None => return Request::Incomplete,
+            Some(b'$') => {}
+            Some(_) => return Request::Keep("Malformed query string"),
+        }
+        let Some((length, start)) = number_line(buf, at + 1) else {
+            return Request::Incomplete;
+        };
+        if length > MAX_PAYLOAD {
+            return Request::Close("Payload too big");
+        }
+        if length < 0 {
+            return Request::Incomplete;
+        }
+        let end = start + length as usize;
+        if buf.len() < end + 2 {
+            return Request::Incomplete;
+        }
+        argv.push(buf[start..end].to_vec());
+        at = end + 2;
+    }
+    Request::Whole(argv, at)
+}
+
+fn send<S: Write>(stream: &mut S, reply: &Reply) -> bool {
+    let mut out = Vec::new();
+    reply.encode(&mut out);
+    if stream.write_all(&out).is_err() {
+        return false;
+    }
+    NETWORK_TX.fetch_add(out.len() as u64, Ordering::Relaxed);
+    true
+}
+
+/// Serves one client: requests are arrays of bulk strings; anything else gets zdb's error
+/// replies (see [`read_request`]).
 fn serve<S: Read + Write>(mut stream: S) {
     let mut session = Session::new();
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         loop {
-            let (items, used) = match parse(&buf) {
-                Ok(Some((Reply::Array(items), used))) if !items.is_empty() => (items, used),
-                Ok(None) => break,
-                _ => return,
+            let (argv, used) = match read_request(&buf) {
+                Request::Whole(argv, used) => (argv, used),
+                Request::Incomplete => break,
+                Request::Keep(message) => {
+                    if !send(&mut stream, &Reply::Error(message.to_string())) {
+                        return;
+                    }
+                    break;
+                }
+                Request::Close(message) => {
+                    send(&mut stream, &Reply::Error(message.to_string()));
+                    return;
+                }
             };
             buf.drain(..used);
-            let mut argv = Vec::with_capacity(items.len());
-            for item in items {
-                match item {
-                    Reply::Bulk(bytes) => argv.push(bytes),
-                    _ => return,
-                }
-            }
             let (reply, close) = server().execute(&mut session, &argv);
-            let mut out = Vec::new();
-            reply.encode(&mut out);
-            if stream.write_all(&out).is_err() {
-                return;
-            }
-            NETWORK_TX.fetch_add(out.len() as u64, Ordering::Relaxed);
-            if close {
+            if !send(&mut stream, &reply) || close {
                 return;
             }
         }
@@ -416,6 +525,7 @@ fn main() {
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGINT);
     signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGSEGV);
     signals
         .thread_block()
         .unwrap_or_else(|e| fatal(&format!("sigprocmask: {e}")));
@@ -455,14 +565,14 @@ fn main() {
         default.maxsize = settings.maxsize;
     }
     state.namespaces.push(default);
-    let mut names: Vec<String> = fs::read_dir(&settings.index_root)
+    let names: Vec<String> = fs::read_dir(&settings.index_root)
         .unwrap_or_else(|e| fatal(&format!("opendir: {e}")))
         .filter_map(Result::ok)
         .filter(|d| d.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|d| d.file_name().into_string().ok())
         .filter(|name| name != "." && name != ".." && name != NAMESPACE_DEFAULT)
         .collect();
-    names.sort();
+    // In readdir order, as zdb loads them (so NSLIST lists them in that order).
     for name in names {
         match state.load(&name) {
             Ok(ns) => state.namespaces.push(ns),
@@ -501,10 +611,16 @@ fn main() {
     // The ready hook runs without the server lock, so a signal is handled meanwhile.
     let ready = {
         let mut hooks = Hooks::new(settings.hook.clone(), instance_id);
-        hooks.run_wait("ready", &[])
+        let status = hooks.run_wait("ready", &[]);
+        server().hooks.adopt(hooks); // HOOKS lists it
+        status
     };
     if ready.is_some_and(|status| status != 0) {
+        // zdb 2.0.7 returns from redis_listen and tears down: `namespace-closing` for every
+        // namespace (not waited for, no `close` hook), then exit 0.
         eprintln!("[-] hook: ready: not ready, stopping");
+        server().close_namespaces();
+        let _ = std::io::stdout().flush();
         exit(0);
     }
 

@@ -180,10 +180,19 @@ impl Server {
         self.namespaces.iter().position(|ns| ns.name == name)
     }
 
-    /// SIGINT/SIGTERM: `close` (blocking), then `namespace-closing` per namespace (not
-    /// waited for) and a flush. The caller exits.
-    pub fn close(&mut self) {
-        self.hooks.run_wait("close", &[]);
+    /// SIGINT/SIGTERM: `close` (blocking), or for SIGSEGV `crash` (not waited for); then
+    /// `namespace-closing` per namespace and a flush. The caller exits.
+    pub fn stop(&mut self, crashed: bool) {
+        if crashed {
+            self.hooks.run_async("crash", &[]);
+        } else {
+            self.hooks.run_wait("close", &[]);
+        }
+        self.close_namespaces();
+    }
+
+    /// `namespace-closing` per namespace (not waited for) and a flush.
+    pub fn close_namespaces(&mut self) {
         for ns in &mut self.namespaces {
             println!("[+] namespaces: flushing: {}", ns.name);
             let args = [
@@ -199,8 +208,12 @@ impl Server {
 
     /// The same while another thread holds the server in a blocking hook: from [`CLOSING`]
     /// (no flush: what was written is in the page cache and survives the exit).
-    pub fn close_without_lock(hooks: &mut Hooks) {
-        hooks.run_wait("close", &[]);
+    pub fn stop_without_lock(hooks: &mut Hooks, crashed: bool) {
+        if crashed {
+            hooks.run_async("crash", &[]);
+        } else {
+            hooks.run_wait("close", &[]);
+        }
         let closing = CLOSING
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -239,7 +252,7 @@ impl Server {
         let known = [
             "PING", "TIME", "INFO", "HOOKS", "INDEX", "SET", "SETX", "GET", "MGET", "DEL",
             "EXISTS", "CHECK", "LENGTH", "KEYTIME", "DBSIZE", "NSNEW", "NSDEL", "NSLIST", "NSSET",
-            "NSINFO", "NSJUMP", "SELECT",
+            "NSINFO", "NSJUMP", "SELECT", "STOP",
         ];
         if !known.contains(&command.as_str()) {
             self.failed += 1;
@@ -248,6 +261,8 @@ impl Server {
         self.executed += 1;
         let reply = match command.as_str() {
             "PING" => Ok(Reply::Status("PONG".to_string())),
+            // zdb release builds compile STOP out of reach
+            "STOP" => Err(error("Unauthorized")),
             "TIME" => Ok(self.time()),
             "INFO" => Ok(self.info()),
             "HOOKS" => Ok(self.hooks_list()),
@@ -574,10 +589,13 @@ impl Server {
         let Some(entry) = ns.get(&argv[1]) else {
             return Ok(Reply::Nil);
         };
-        let valid = ns
-            .read(&mut self.hooks, &entry)
-            .is_ok_and(|v| crate::store::crc32(&v) == entry.crc);
-        Ok(Reply::Integer(i64::from(valid)))
+        // 1: the CRC matches, 0: it does not, -1: the data cannot be read (a missing data
+        // file that missing-data did not bring back), as zdb 2.0.7 answers.
+        let status = match ns.read(&mut self.hooks, &entry) {
+            Ok(value) => i64::from(crate::store::crc32(&value) == entry.crc),
+            Err(_) => -1,
+        };
+        Ok(Reply::Integer(status))
     }
 
     fn nsnew(&mut self, argv: &[Vec<u8>]) -> Result<Reply, Reply> {
@@ -701,7 +719,8 @@ impl Server {
         // 0-db prints the 32-bit next id byte-swapped: `0x%08x` of `bswap_32(nextid)`.
         line(
             "next_internal_id",
-            format!("0x{:08x}", (ns.next_entry as u32).swap_bytes()),
+            // zdb 2.0.7 prints bswap_64 of the 64-bit id with "0x%08" PRIx64
+            format!("0x{:08x}", ns.next_entry.swap_bytes()),
         );
         line("mode", ns.mode.name().into());
         line("stats_index_io_errors", ns.stats.index_errors.to_string());

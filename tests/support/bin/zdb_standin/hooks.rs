@@ -156,6 +156,11 @@ impl Hooks {
             .retain(|r| r.child.is_some() || now - r.finished <= EXPIRE_SECONDS);
     }
 
+    /// Takes over the runs of `other` (a hook run outside the server, `ready`), after ours.
+    pub fn adopt(&mut self, other: Hooks) {
+        self.records.extend(other.records);
+    }
+
     /// The runs `HOOKS` reports.
     pub fn list(&mut self) -> &[HookRecord] {
         self.reap();

@@ -857,9 +857,14 @@ impl Namespace {
         Ok(())
     }
 
-    /// The dirty index ids as hooks get them: each id followed by a space.
+    /// The dirty index ids as hooks get them: separated by single spaces, no trailing space
+    /// (`"0 3 7"`, what the real zdb 2.0.7 passes; empty when nothing is dirty).
     pub fn dirty_list(&self) -> String {
-        self.dirty.iter().map(|id| format!("{id} ")).collect()
+        self.dirty
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Removes the namespace's directories (`NSDEL`).
