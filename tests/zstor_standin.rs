@@ -1312,3 +1312,73 @@ fn check_unwritable_log(program: &Program) {
     assert!(out.status.success());
     assert!(cwd.join("zstor.log").exists());
 }
+
+/// Outputs captured from the real zstor 0.5.0-rc.1 (`tests/fixtures/zstor/README.md`).
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/zstor")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_product_reads_what_the_real_zstor_printed() {
+    // `check` of a stored file (`printf 'hello\n'`) and of one that is not: the runner's parser.
+    let stored = qsfs::zstor::parse_check(
+        Path::new("/tmp/zx/a/hello"),
+        ExitStatus::from_raw(0),
+        &fixture("check-stored.stdout"),
+        "",
+    )
+    .unwrap();
+    assert_eq!(stored, Some(Checksum::of_bytes(b"hello\n")));
+    let absent = qsfs::zstor::parse_check(
+        Path::new("/tmp/zx/a/never"),
+        ExitStatus::from_raw(0),
+        &fixture("check-not-stored.stdout"),
+        "",
+    )
+    .unwrap();
+    assert_eq!(absent, None);
+    // A failed check (exit 1 with an error) is an error, never "not stored".
+    let failed = qsfs::zstor::parse_check(
+        Path::new("/tmp/zx/a/never"),
+        ExitStatus::from_raw(1 << 8),
+        "",
+        &fixture("retrieve-unknown.stderr"),
+    );
+    assert!(failed.is_err());
+
+    // The config the real zstor ran with is one our config parser accepts.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("zstor.toml");
+    std::fs::write(&config, fixture("zstor.toml")).unwrap();
+    let parsed = qsfs::zstor::config::ZstorConfig::load(&config).unwrap();
+    assert_eq!(parsed.meta_backends().len(), 4);
+    assert_eq!(parsed.data_backends().count(), 2);
+
+    // Errors: in-process the Debug form, through the daemon the Display form, one line each.
+    let in_process = fixture("retrieve-unknown.stderr");
+    let daemon = fixture("retrieve-unknown-daemon.stderr");
+    assert_eq!(in_process.lines().count(), 1);
+    assert!(in_process.starts_with("Error: ZstorError { kind: LocalIo("));
+    assert!(daemon.starts_with("Zstor error: error during accessing local storage for"));
+
+    // status: two tables, the first with a meta backend down, the second with a limit whose
+    // percentage wrapped (upstream casts it to u8).
+    let status = fixture("status.stdout");
+    let tables = status_tables(&status);
+    assert_eq!(tables.len(), 2);
+    let meta = status_rows(&tables[0]);
+    let data = status_rows(&tables[1]);
+    assert_eq!(meta.len(), 4);
+    assert_eq!(meta[3][1..], ["No", "-", "-", "-", "-"]);
+    let used: u128 = data[0][3].parse().unwrap();
+    let limit: u128 = data[0][4].parse().unwrap();
+    assert_eq!(data[0][5], ((used * 100 / limit) as u8).to_string());
+
+    // The daemon's log lines for a silent client and a SIGTERM.
+    let log = fixture("daemon.log");
+    assert!(log.contains(": ERROR Error while handeling client: "));
+    assert!(log.contains(": INFO Shutting down zstor daemon after receiving SIGTERM"));
+}
