@@ -289,6 +289,28 @@ fn slow_file(setup: &Setup, name: &str, seed: u64) -> PathBuf {
     setup.file(name, &noise(seed, len))
 }
 
+/// How many sockets process `pid` has open.
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|entry| {
+                    std::fs::read_link(entry.path())
+                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the daemon `pid` has accepted one more client than `before` sockets, then a
+/// little longer for the client's request (written right after its connect) to arrive.
+fn wait_for_client(pid: u32, before: usize) {
+    wait_for("the daemon to accept the client", || sockets(pid) > before);
+    std::thread::sleep(Duration::from_millis(100));
+}
+
 /// True when process `pid` has `path` open.
 fn has_open(pid: u32, path: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
@@ -847,8 +869,9 @@ fn check_daemon_queue(program: &Program) {
         wait_for("the daemon to read the big file", || {
             has_open(daemon.pid(), &big)
         });
+        let before = sockets(daemon.pid());
         let check = scope.spawn(|| zstor.check(&small));
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for_client(daemon.pid(), before);
         daemon.signal(nix::sys::signal::Signal::SIGINT);
         store.join().unwrap().unwrap();
         assert_eq!(
@@ -897,13 +920,14 @@ fn check_killed_client(program: &Program) {
         wait_for("the daemon to read the big file", || {
             has_open(daemon.pid(), &big)
         });
+        let before = sockets(daemon.pid());
         let mut client = setup
             .command_in(&setup.dir, &["retrieve", "-f", file.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        wait_for_client(daemon.pid(), before);
         assert!(!store.is_finished(), "the store ended before the kill");
         client.kill().unwrap();
         assert_eq!(client.wait().unwrap().signal(), Some(libc::SIGKILL));
