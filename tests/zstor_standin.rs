@@ -593,6 +593,11 @@ fn check_delete_directory_rebuild(program: &Program) {
     let doomed = setup.file("doomed", b"delete me after upload");
     let out = setup.run(&["store", "--delete", "-f", doomed.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        (stdout(&out).as_str(), stderr(&out).as_str()),
+        ("", ""),
+        "store is silent"
+    );
     assert!(!doomed.exists());
     assert_eq!(
         zstor.check(&doomed).unwrap(),

@@ -348,7 +348,7 @@ fn main() {
 
     let config = match ZstorConfig::load(&opts.config) {
         Ok(config) => config,
-        Err(e) => fail("loading the config", &e.to_string()),
+        Err(e) => fail("loading the config", e.to_string()),
     };
     let store = store_dir(&opts.config);
     debug(&format!(
@@ -393,7 +393,7 @@ fn main() {
                     Ok(files) => files.into_iter().map(store).collect(),
                     Err(e) => fail(
                         "store",
-                        &io_error(
+                        io_error(
                             &format!("Could not read dir entries in {}", file.display()),
                             &e,
                         ),
@@ -484,12 +484,6 @@ impl From<String> for ZErr {
             display: message.clone(),
             debug: message,
         }
-    }
-}
-
-impl From<&String> for ZErr {
-    fn from(message: &String) -> ZErr {
-        message.clone().into()
     }
 }
 
@@ -1347,13 +1341,13 @@ fn monitor(mut ctx: Ctx) -> ! {
         signals.add(signal);
     }
     if let Err(e) = signals.thread_block() {
-        fail("monitor", &format!("cannot block signals: {e}"));
+        fail("monitor", format!("cannot block signals: {e}"));
     }
 
     if let Err(e) = fs::write(&pid_file, format!("{}\n", std::process::id())) {
         fail(
             "monitor",
-            &io_error(
+            io_error(
                 &format!("could not write pid file {}", pid_file.display()),
                 &e,
             ),
@@ -1364,7 +1358,7 @@ fn monitor(mut ctx: Ctx) -> ! {
         Ok(listener) => listener,
         Err(e) => {
             let _ = fs::remove_file(&pid_file);
-            fail("monitor", &io_error("Failed to bind unix socket", &e));
+            fail("monitor", io_error("Failed to bind unix socket", &e));
         }
     };
     info(&format!(
