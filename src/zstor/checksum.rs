@@ -21,7 +21,11 @@ impl Checksum {
 
     /// The checksum of a file's content, read in 1 MiB blocks.
     pub fn of_file(path: &Path) -> std::io::Result<Self> {
-        let mut file = std::fs::File::open(path)?;
+        Checksum::of_reader(&mut std::fs::File::open(path)?)
+    }
+
+    /// The checksum of everything `reader` yields, read in 1 MiB blocks.
+    pub fn of_reader(file: &mut impl Read) -> std::io::Result<Self> {
         let mut hasher = Blake2b::<U16>::new();
         let mut buf = vec![0u8; 1 << 20];
         loop {

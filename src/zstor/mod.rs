@@ -150,22 +150,7 @@ impl Zstor {
             file,
             &["check".as_ref(), "--file".as_ref(), file.as_os_str()],
         )?;
-        let answer = output.stdout.split_whitespace().next().unwrap_or_default();
-        match output.status.code() {
-            Some(0) if answer.is_empty() => Ok(None),
-            Some(0) => answer
-                .parse()
-                .map(Some)
-                .map_err(|_| ZstorError::UnexpectedOutput {
-                    command: "check",
-                    file: file.display().to_string(),
-                    output: output.stdout.lines().next().unwrap_or_default().to_string(),
-                }),
-            Some(1) if answer.is_empty() && !output.stderr.to_lowercase().contains("error") => {
-                Ok(None)
-            }
-            _ => Err(failed("check", file, &output)),
-        }
+        parse_check(file, output.status, &output.stdout, &output.stderr)
     }
 
     fn run_ok(
@@ -220,6 +205,38 @@ impl Zstor {
             stdout: stdout.join().unwrap_or_default(),
             stderr: stderr.join().unwrap_or_default(),
         })
+    }
+}
+
+/// Reads the answer of `zstor check --file FILE` from how it exited and what it printed (see
+/// [`Zstor::check`]).
+pub fn parse_check(
+    file: &Path,
+    status: ExitStatus,
+    stdout: &str,
+    stderr: &str,
+) -> Result<Option<Checksum>, ZstorError> {
+    let answer = stdout.split_whitespace().next().unwrap_or_default();
+    match status.code() {
+        Some(0) if answer.is_empty() => Ok(None),
+        Some(0) => answer
+            .parse()
+            .map(Some)
+            .map_err(|_| ZstorError::UnexpectedOutput {
+                command: "check",
+                file: file.display().to_string(),
+                output: stdout.lines().next().unwrap_or_default().to_string(),
+            }),
+        Some(1) if answer.is_empty() && !stderr.to_lowercase().contains("error") => Ok(None),
+        _ => Err(failed(
+            "check",
+            file,
+            &Output {
+                status,
+                stdout: stdout.to_string(),
+                stderr: stderr.to_string(),
+            },
+        )),
     }
 }
 

@@ -3,18 +3,24 @@
 //!
 //! It behaves like the real binary in everything a caller can observe (command line, config
 //! parsing, output, exit codes, the daemon and its socket, pid file and signals; see
-//! `/work/shared/reference/upstream-contracts.md` §3.2 and §4.2), but keeps objects in a local
-//! directory instead of compressing, encrypting and erasure-coding them over 0-db backends.
-//! Only `test` and `status` talk to the backends named in the config.
+//! `/work/shared/reference/upstream-contracts.md` §3.2, §4.2 and §8.1), but keeps objects in a
+//! local directory instead of compressing, encrypting and erasure-coding them over 0-db
+//! backends. Only `test` and `status` talk to the backends named in the config.
+//! `tests/zstor_standin.rs` runs the same contract on it and on the real zstor.
 //!
 //! # What it implements
 //!
 //! * Global flags `-c/--config` (default `zstor_config.toml`), `--log_file` (default
 //!   `zstor.log`), `-d/--debug`. The log file is opened for append first thing (its parent
 //!   directories are created, as log4rs does); if that fails the process aborts (SIGABRT), as
-//!   upstream's `.unwrap()` under `panic = "abort"` does. Every command appends a line to it.
+//!   upstream's `.unwrap()` under `panic = "abort"` does. Every command appends a line to it,
+//!   stamped `YYYY-MM-DD HH:MM:SS +00:00: LEVEL message` as log4rs does.
 //! * The config is parsed strictly with `qsfs::zstor::config::ZstorConfig::load`; an error
-//!   prints `Error: <message>` and exits 1. So does any error of a command run in-process.
+//!   prints `Error: <message>` and exits 1. Any error of a command run in-process prints
+//!   `Error: ` and upstream's `Debug` form of its error
+//!   (`ZstorError { kind: LocalIo("no metadata found for file"), internal: Other(Kind(NotFound)) }`)
+//!   and exits 1; the daemon answers with the `Display` form instead
+//!   (`error during accessing local storage for no metadata found for file: entity not found`).
 //!   Command-line usage errors exit 1 (upstream's structopt/clap 2 behaviour).
 //! * `store -f PATH [-k DIR] [-e] [-s] [-d] [-n]`: a directory stores each regular file in it
 //!   (not recursively, symlinks skipped, one store per file, the first failure ends the
@@ -22,38 +28,54 @@
 //!   accepted but the store is performed blocking (upstream's daemon would answer at once and
 //!   retry a failed store forever; the stand-in always answers with the real result). A file
 //!   whose stored checksum equals its own is not stored again. `-d` removes the file after a
-//!   successful (or skipped) store, best effort.
+//!   successful (or skipped) store, best effort. As upstream, the file is read twice: once for
+//!   the checksum (kept open meanwhile), then again for the data, so a file that changes in
+//!   between is stored with the first content's checksum and the second content's data.
 //! * `retrieve -f PATH`: creates the parent directories and writes the file in place with
-//!   truncation (not atomically, as upstream). An unknown file fails with a message ending in
-//!   `entity not found`.
+//!   truncation (not atomically, as upstream). An unknown file fails with `no metadata found
+//!   for file`.
 //! * `check -f PATH`: prints the 32 hex digit blake2b-128 checksum and a newline when the file
 //!   is stored, nothing when it is not; exits 0 in both cases.
-//! * `rebuild (-f PATH | -k KEY)`: the object must exist; it is rewritten. `KEY` is the hex key
-//!   or upstream's raw metadata key `/{prefix}/meta/{hex}`.
+//! * `rebuild (-f PATH | -k KEY)`: the object must exist; it is rewritten. `KEY` is upstream's
+//!   raw metadata key `/{prefix}/meta/{hex}`; a bare hex key names nothing.
 //! * `test`: connects to every data backend (PING, `SELECT ns password`, `NSINFO`) and fails
 //!   unless all answer and are in sequential mode. `status`: two tables (meta backends, then
-//!   data backends) from `NSINFO`. Both always run in-process.
+//!   data backends) from `NSINFO`, back to back, in upstream's prettytable layout (a `+===+`
+//!   rule under the header, a rule after every row, numbers right-aligned); free space is the
+//!   namespace limit (`u64::MAX` without one) and the usage percentage is cast to a u8, as
+//!   upstream. Both always run in-process.
 //! * `monitor`: the daemon. It needs `socket` in the config (else prints
 //!   `Missing "socket" argument in config` and exits 1), refuses to start when the pid file
 //!   (`pid_file`, default `/var/run/zstor.pid`) names a live process with our own
-//!   `/proc/<pid>/comm`, writes the pid file, removes a stale socket and binds. Requests are
-//!   read concurrently and run one at a time by a single worker, in arrival order. SIGINT and
-//!   SIGTERM finish the running and queued requests, remove the socket and the pid file and
-//!   exit 0. SIGUSR1 reloads the config (and the store directory).
+//!   `/proc/<pid>/comm` (`another daemon instance is running`), writes the pid file, removes a
+//!   stale socket and binds. Requests are read concurrently and run one at a time by a single
+//!   worker, in arrival order; a client that goes away cancels nothing (its command still runs,
+//!   a retrieve still writes its file). A connection that sends no request is logged as
+//!   `Error while handeling client: …` (upstream's spelling) and closed without an answer.
+//!   SIGINT and SIGTERM finish the running and queued requests, remove the socket and the pid
+//!   file and exit 0. SIGUSR1 reloads the config (and the store directory). The log lines of
+//!   these events are upstream's.
 //! * With `socket` set, `store`, `retrieve`, `check` and `rebuild` go through the daemon, with
 //!   the paths exactly as given (the daemon resolves them in its own working directory). If
-//!   nothing listens: `Error: Could not connect to daemon socket: …`, exit 1, no fallback. A
-//!   daemon error prints `Zstor error: <msg>` and exits 1. The wire format is the stand-in's
-//!   own: a u16 big-endian length and a JSON request, answered the same way with
-//!   `"Success"`, `{"Err": msg}` or `{"Checksum": hex}`.
+//!   nothing listens: `Error: ZstorError { kind: LocalIo("Could not connect to daemon socket"),
+//!   … }`, exit 1, no fallback. A daemon error prints `Zstor error: <msg>` and exits 1. The
+//!   wire format is the stand-in's own (upstream's is bincode): a u16 big-endian length and a
+//!   JSON request, answered the same way with `"Success"`, `{"Err": msg}` or
+//!   `{"Checksum": hex}`.
 //!
 //! # Keys
 //!
-//! The key of a file is the hex blake2b-128 of its canonicalized absolute path, minus `root`
-//! when that is set (a path outside `root` is refused with `… not in the file tree rooted at
-//! …`). `store` canonicalizes the file itself, or with `--key-path DIR` canonicalizes `DIR`
-//! (which must exist) and joins the file name. The other commands canonicalize the file if it
-//! exists, else its deepest existing ancestor, and join the rest.
+//! The key of a file is the hex blake2b-128 of a path, minus `root` when that is set (a path
+//! outside `root` is refused: `… not in the file tree rooted at …` by store, `could not strip
+//! path prefix` by the others). As upstream, the path differs by command:
+//!
+//! * `store` keys by `canonicalize(file)` (in its working directory, symlinks resolved), or
+//!   with `--key-path DIR` by `canonicalize(DIR/name)`; when nothing is at `DIR/name` an empty
+//!   dummy file is created there and removed after (`DIR` must exist: `could not create temp
+//!   file`).
+//! * `check`, `retrieve` and `rebuild` key by a lexical clean of the path as given (`.` dropped,
+//!   `..` folded, no symlink resolved, a relative path left relative): through a symlink, or
+//!   relative, they do not find what store stored.
 //!
 //! # Where it stores
 //!
@@ -62,7 +84,8 @@
 //! (relative paths are relative to the config's directory); else `zstor-standin-store` in the
 //! parent of the config's directory (`/var/zdbfs/zstor-standin-store` for the appliance's
 //! `/var/zdbfs/etc/zstor-default.toml`: writable under the units' `ProtectSystem=strict`).
-//! Objects are `<store>/objects/<key>.data` and `<key>.meta` (JSON: path, checksum, size), each
+//! Objects are `<store>/objects/<key>.data` and `<key>.meta` (JSON: path, checksum, checksum of
+//! the data written, size), each
 //! written atomically (temporary file, fsync, rename). Every command performed (by the
 //! in-process CLI or by the daemon, not by a CLI that only forwards to the daemon) appends a
 //! line `command<TAB>path<TAB>result` to `<store>/calls.log`, where path is the resolved key
@@ -78,7 +101,7 @@
 //!
 //! ```json
 //! {"fail_store_percent": 30, "hang_store_percent": 5, "hang_secs": 3600,
-//!  "fail_next_stores": 2, "store_delay_ms": 100, "fail_retrieve": false}
+//!  "fail_next_stores": 2, "store_delay_ms": 100, "fail_retrieve": false, "ms_per_mib": 0}
 //! ```
 //!
 //! All keys are optional. A hang (chosen with `hang_store_percent`) sleeps `hang_secs`
@@ -86,8 +109,11 @@
 //! fails when `fail_next_stores` is above zero (it is decremented in the file) or with
 //! probability `fail_store_percent`. A failed store stores nothing and reports
 //! `injected failure` (`Error: injected failure`, exit 1, in-process). `fail_retrieve` makes
-//! every retrieve fail the same way. The random choices use a small xorshift generator seeded
-//! from the clock and the pid.
+//! every retrieve fail the same way. `ms_per_mib` (default 0) makes a store (between its two
+//! reads, the file held open) and a retrieve (before it writes) take that long per MiB of the
+//! file, the stand-in's model of encoding time: with it the daemon's one-at-a-time queue is
+//! observable. The random choices use a small xorshift generator seeded from the clock and
+//! the pid.
 
 use clap::{Parser, Subcommand};
 use qsfs::zdb::{Client, Endpoint, Mode};
@@ -298,12 +324,13 @@ fn error(message: &str) {
     log("ERROR", message);
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC`, zstor's log timestamp.
+/// `YYYY-MM-DD HH:MM:SS +00:00`, zstor's log timestamp (log4rs' `{d(%Y-%m-%d %H:%M:%S %:z)}`;
+/// the stand-in always writes UTC).
 fn timestamp() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now())
         .to_string()
         .replace('T', " ")
-        .replace('Z', " UTC")
+        .replace('Z', " +00:00")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -321,7 +348,7 @@ fn main() {
 
     let config = match ZstorConfig::load(&opts.config) {
         Ok(config) => config,
-        Err(e) => fail("loading the config", &e.to_string()),
+        Err(e) => fail("loading the config", e.to_string()),
     };
     let store = store_dir(&opts.config);
     debug(&format!(
@@ -366,7 +393,7 @@ fn main() {
                     Ok(files) => files.into_iter().map(store).collect(),
                     Err(e) => fail(
                         "store",
-                        &io_error(
+                        io_error(
                             &format!("Could not read dir entries in {}", file.display()),
                             &e,
                         ),
@@ -399,11 +426,13 @@ fn main() {
     exit(0);
 }
 
-/// Logs `what` failed, prints `Error: <message>` and exits 1, as upstream's `main` returning
-/// an error.
-fn fail(what: &str, message: &str) -> ! {
-    error(&format!("{what} failed: {message}"));
-    eprintln!("Error: {message}");
+/// Logs the error, prints `Error: <its Debug form>` and exits 1, as upstream's `main`
+/// returning an error.
+fn fail(what: &str, e: impl Into<ZErr>) -> ! {
+    let e = e.into();
+    debug(&format!("{what} failed"));
+    error(&e.display);
+    eprintln!("Error: {}", e.debug);
     exit(1);
 }
 
@@ -416,7 +445,7 @@ fn finish_local(command: &str, result: Result<Option<Checksum>, String>) -> ! {
             }
             exit(0);
         }
-        Err(message) => fail(command, &message),
+        Err(message) => fail(command, message),
     }
 }
 
@@ -439,13 +468,62 @@ fn store_dir(config: &Path) -> PathBuf {
     config_dir.join("..").join(STORE_FILE)
 }
 
-/// Upstream's message shape for local I/O errors (`ZstorErrorKind::LocalIo`).
-fn io_error(context: &str, e: &io::Error) -> String {
-    format!("error during accessing local storage for {context}: {e}")
+/// An error the way upstream's `ZstorError` shows it: the daemon answers with its `Display`
+/// (`Zstor error: error during accessing local storage for …: entity not found`), the in-process
+/// CLI prints its `Debug` (`Error: ZstorError { kind: LocalIo("…"), internal: Other(Kind(NotFound)) }`).
+#[derive(Clone, Debug)]
+struct ZErr {
+    display: String,
+    debug: String,
 }
 
-fn not_found(context: &str) -> String {
-    io_error(context, &io::Error::from(io::ErrorKind::NotFound))
+impl From<String> for ZErr {
+    /// A stand-in-only message (failure injection, the stand-in's own problems): shown as is.
+    fn from(message: String) -> ZErr {
+        ZErr {
+            display: message.clone(),
+            debug: message,
+        }
+    }
+}
+
+impl From<&ZErr> for ZErr {
+    fn from(e: &ZErr) -> ZErr {
+        e.clone()
+    }
+}
+
+impl From<&str> for ZErr {
+    fn from(message: &str) -> ZErr {
+        message.to_string().into()
+    }
+}
+
+/// Upstream's local I/O error (`ZstorErrorKind::LocalIo(context)` over an `io::Error`).
+fn io_error(context: &str, e: &io::Error) -> ZErr {
+    ZErr {
+        display: format!("error during accessing local storage for {context}: {e}"),
+        debug: format!("ZstorError {{ kind: LocalIo({context:?}), internal: Other({e:?}) }}"),
+    }
+}
+
+fn io_kind(context: &str, kind: io::ErrorKind) -> ZErr {
+    io_error(context, &io::Error::from(kind))
+}
+
+fn not_found(context: &str) -> ZErr {
+    io_kind(context, io::ErrorKind::NotFound)
+}
+
+/// Upstream's error for a lookup key outside `root` (check, retrieve, rebuild).
+fn outside_root() -> ZErr {
+    let message = "could not strip path prefix: prefix not found";
+    ZErr {
+        display: format!("error during metadata: error in the metastore: key: {message}"),
+        debug: format!(
+            "ZstorError {{ kind: Metadata, internal: Other(MetaStoreError {{ error: ZdbMetaStoreError {{ kind: Key, internal: Other({message:?}) }} }}) }}"
+        ),
+    }
 }
 
 /// The regular files directly in `dir`, by name.
@@ -484,28 +562,38 @@ impl Ctx {
         self.objects().join(format!("{key}.{ext}"))
     }
 
-    /// The key of a canonical path: hex blake2b-128 of the path minus `root`.
-    fn key(&self, path: &Path) -> Result<String, String> {
+    /// The key of a path: hex blake2b-128 of the path minus `root`. `storing` picks upstream's
+    /// error for a path outside `root` (store's, or the metastore's of the lookups).
+    fn key(&self, path: &Path, storing: bool) -> Result<String, ZErr> {
         let relative = match &self.config.root {
             Some(root) => path.strip_prefix(root).map_err(|_| {
-                io_error(
-                    &format!(
-                        "attempting to use a file which is not in the file tree rooted at {}",
-                        root.display()
-                    ),
-                    &io::Error::from(io::ErrorKind::InvalidData),
-                )
+                if storing {
+                    io_kind(
+                        &format!(
+                            "attempting to store file which is not in the file tree rooted at {}",
+                            root.display()
+                        ),
+                        io::ErrorKind::InvalidData,
+                    )
+                } else {
+                    outside_root()
+                }
             })?,
             None => path,
         };
         Ok(Checksum::of_bytes(relative.as_os_str().as_bytes()).to_string())
     }
 
-    fn load_meta(&self, key: &str) -> Result<Option<ObjectMeta>, String> {
+    /// Upstream's raw metadata key of a hex key: `/{prefix}/meta/{hex}`.
+    fn raw_key(&self, key: &str) -> String {
+        format!("/{}/meta/{key}", self.config.meta.config.prefix)
+    }
+
+    fn load_meta(&self, key: &str) -> Result<Option<ObjectMeta>, ZErr> {
         match fs::read(self.object(key, "meta")) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| format!("error during metadata: corrupt metadata for key {key}: {e}")),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                format!("error during metadata: corrupt metadata for key {key}: {e}").into()
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_error("could not load metadata", &e)),
         }
@@ -528,13 +616,18 @@ impl Ctx {
 #[derive(Serialize, Deserialize, Debug)]
 struct ObjectMeta {
     path: PathBuf,
+    /// The checksum upstream keeps: of the file's content at its first read.
     checksum: Checksum,
+    /// The checksum of the data actually written (the second read, which may differ): the
+    /// stand-in's own shard check. Absent in objects written before it existed.
+    #[serde(default)]
+    data_checksum: Option<Checksum>,
     size: u64,
     stored_at: u64,
 }
 
 /// Performs one request; `Ok(Some(_))` is a checksum to print.
-fn perform(ctx: &mut Ctx, request: &Request) -> Result<Option<Checksum>, String> {
+fn perform(ctx: &mut Ctx, request: &Request) -> Result<Option<Checksum>, ZErr> {
     let mut resolved: Option<PathBuf> = None;
     let result = match request {
         Request::Store {
@@ -552,7 +645,7 @@ fn perform(ctx: &mut Ctx, request: &Request) -> Result<Option<Checksum>, String>
     };
     let path = resolved.map_or_else(|| request.target(), |p| p.display().to_string());
     let outcome = match (&result, request) {
-        (Err(message), _) => format!("failed: {message}"),
+        (Err(e), _) => format!("failed: {}", e.display),
         (Ok((Some(_), _)), _) => "stored".to_string(),
         (Ok((None, _)), Request::Check { .. }) => "missing".to_string(),
         (Ok((None, true)), _) => "skipped".to_string(),
@@ -562,61 +655,101 @@ fn perform(ctx: &mut Ctx, request: &Request) -> Result<Option<Checksum>, String>
     result.map(|(sum, _)| sum)
 }
 
-/// Canonicalizes a path that may not exist: the deepest existing ancestor is canonicalized and
-/// the remaining components are joined to it.
-fn canonical_lookup(path: &Path) -> Result<PathBuf, String> {
-    match fs::canonicalize(path) {
-        Ok(canonical) => Ok(canonical),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let name = path
-                .file_name()
-                .ok_or_else(|| not_found("could not get file name of path"))?;
-            let parent = match path.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => parent,
-                _ => Path::new("."),
-            };
-            Ok(canonical_lookup(parent)?.join(name))
+/// Upstream's lookup key path for check, retrieve and rebuild: a lexical clean of the path as
+/// given (`path-clean`): `.` dropped, `..` folded into its parent, no symlink resolved, a
+/// relative path left relative (so it names another key than the absolute one).
+fn lexical_clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut parts: Vec<Component> = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match parts.last() {
+                Some(Component::Normal(_)) => {
+                    parts.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => parts.push(component),
+            },
+            other => parts.push(other),
         }
-        Err(e) => Err(io_error("could not canonicalize path", &e)),
     }
+    if parts.is_empty() {
+        return PathBuf::from(".");
+    }
+    parts.iter().collect()
+}
+
+/// Store's key path: `canonicalize(file)`, or with `--key-path DIR` `canonicalize(DIR/name)`,
+/// creating an empty dummy file there first (and removing it after) when nothing is there.
+fn store_key_path(file: &Path, key_dir: Option<&Path>) -> Result<PathBuf, ZErr> {
+    let Some(dir) = key_dir else {
+        return fs::canonicalize(file).map_err(|e| io_error("could not canonicalize path", &e));
+    };
+    let name = file
+        .file_name()
+        .ok_or_else(|| not_found("Could not get file name of data file"))?;
+    let target = dir.join(name);
+    if fs::symlink_metadata(&target).is_ok() {
+        return fs::canonicalize(&target).map_err(|e| io_error("could not canonicalize path", &e));
+    }
+    File::create(&target).map_err(|e| io_error("could not create temp file", &e))?;
+    let canonical =
+        fs::canonicalize(&target).map_err(|e| io_error("could not canonicalize path", &e));
+    if let Err(e) = fs::remove_file(&target) {
+        error(&format!(
+            "could not remove temp file {}: {e}",
+            target.display()
+        ));
+    }
+    canonical
+}
+
+/// The stand-in's stand-in for encoding time: `ms_per_mib` of `inject.json` per MiB of `size`.
+fn encode_delay(ctx: &Ctx, size: u64) -> Result<(), ZErr> {
+    let per_mib = Injection::read(ctx)?.ms_per_mib;
+    if per_mib > 0 {
+        let micros = u128::from(size) * u128::from(per_mib) * 1000 / (1 << 20);
+        std::thread::sleep(Duration::from_micros(
+            u64::try_from(micros).unwrap_or(u64::MAX),
+        ));
+    }
+    Ok(())
 }
 
 /// Stores one file; `Ok(true)` when it was already stored with the same checksum.
+///
+/// Like upstream's pipeline it reads the file twice: once for the checksum (kept in the
+/// metadata, compared to skip an unchanged file), then again for the data. A file that changes
+/// in between is stored with the first content's checksum and the second content's data.
 fn store(
     ctx: &Ctx,
     file: &Path,
     key_dir: Option<&Path>,
     delete: bool,
     resolved: &mut Option<PathBuf>,
-) -> Result<bool, String> {
+) -> Result<bool, ZErr> {
     let injected = Injection::take(ctx, file)?;
     if injected.fail {
-        return Err("injected failure".to_string());
+        return Err("injected failure".into());
     }
 
-    let key_path = match key_dir {
-        None => fs::canonicalize(file).map_err(|e| io_error("could not load file metadata", &e))?,
-        Some(dir) => {
-            let name = file
-                .file_name()
-                .ok_or_else(|| not_found("Could not get file name of data file"))?;
-            fs::canonicalize(dir)
-                .map_err(|e| io_error("could not canonicalize key path", &e))?
-                .join(name)
-        }
-    };
-    *resolved = Some(key_path.clone());
-    let key = ctx.key(&key_path)?;
-    let metadata = fs::metadata(file).map_err(|e| io_error("could not load file metadata", &e))?;
+    let metadata = fs::metadata(file).map_err(|e| io_error("Could not load file metadata", &e))?;
     if !metadata.is_file() {
-        return Err(io_error(
+        return Err(io_kind(
             "only files can be stored",
-            &io::Error::from(io::ErrorKind::InvalidData),
+            io::ErrorKind::InvalidData,
         ));
     }
+    let key_path = store_key_path(file, key_dir)?;
+    *resolved = Some(key_path.clone());
+    let key = ctx.key(&key_path, true)?;
 
-    let checksum =
-        Checksum::of_file(file).map_err(|e| io_error("could not read file to encode", &e))?;
+    // First read: the checksum. The file stays open while the stand-in "encodes" (its delay),
+    // as upstream holds it while hashing, so a test can see the store in flight.
+    let mut first = File::open(file).map_err(|e| io_error("could not open file to encode", &e))?;
+    let checksum = Checksum::of_reader(&mut first)
+        .map_err(|e| io_error("could not read file to encode", &e))?;
     let skipped = matches!(ctx.load_meta(&key)?, Some(old) if old.checksum == checksum);
     if skipped {
         info(&format!(
@@ -624,17 +757,23 @@ fn store(
             key_path.display()
         ));
     } else {
+        info(&format!(
+            "stand-in: checksum {checksum} of {} taken, encoding",
+            file.display()
+        ));
+        encode_delay(ctx, metadata.len())?;
+        drop(first);
         fs::create_dir_all(ctx.objects())
             .map_err(|e| io_error("could not create the store directory", &e))?;
+        // Second read: the data.
         let mut source =
             File::open(file).map_err(|e| io_error("could not open file to encode", &e))?;
         let data = ctx.object(&key, "data");
         let size = write_atomic(&data, |out| io::copy(&mut source, out))
             .map_err(|e| io_error("could not write the object", &e))?;
-        // The checksum of what was written, in case the file changed since it was read.
-        let checksum =
+        let data_checksum =
             Checksum::of_file(&data).map_err(|e| io_error("could not read the object", &e))?;
-        save_meta(ctx, &key, &key_path, checksum, size)?;
+        save_meta(ctx, &key, &key_path, checksum, data_checksum, size)?;
         info(&format!(
             "Stored file {} as {} ({size} bytes, {checksum})",
             file.display(),
@@ -654,8 +793,9 @@ fn save_meta(
     key: &str,
     path: &Path,
     checksum: Checksum,
+    data_checksum: Checksum,
     size: u64,
-) -> Result<(), String> {
+) -> Result<(), ZErr> {
     let stored_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -663,6 +803,7 @@ fn save_meta(
     let meta = ObjectMeta {
         path: path.to_path_buf(),
         checksum,
+        data_checksum: Some(data_checksum),
         size,
         stored_at,
     };
@@ -676,28 +817,29 @@ fn save_meta(
 }
 
 /// Loads an object's data and checks it against its metadata.
-fn load_object(ctx: &Ctx, key: &str) -> Result<(ObjectMeta, Vec<u8>), String> {
+fn load_object(ctx: &Ctx, key: &str) -> Result<(ObjectMeta, Vec<u8>), ZErr> {
     let meta = ctx
         .load_meta(key)?
         .ok_or_else(|| not_found("no metadata found for file"))?;
     let data = fs::read(ctx.object(key, "data")).map_err(|e| io_error("shard not found", &e))?;
-    if Checksum::of_bytes(&data) != meta.checksum {
-        return Err("error during encoding: shard checksum verification failed".to_string());
+    if Checksum::of_bytes(&data) != meta.data_checksum.unwrap_or(meta.checksum) {
+        return Err("error during encoding: shard checksum verification failed".into());
     }
     Ok((meta, data))
 }
 
-fn retrieve(ctx: &Ctx, file: &Path, resolved: &mut Option<PathBuf>) -> Result<(), String> {
-    let path = canonical_lookup(file)?;
+fn retrieve(ctx: &Ctx, file: &Path, resolved: &mut Option<PathBuf>) -> Result<(), ZErr> {
+    let path = lexical_clean(file);
     *resolved = Some(path.clone());
-    let key = ctx.key(&path)?;
+    let key = ctx.key(&path, false)?;
     if ctx.load_meta(&key)?.is_none() {
         return Err(not_found("no metadata found for file"));
     }
     if Injection::read(ctx)?.fail_retrieve {
-        return Err("injected failure".to_string());
+        return Err("injected failure".into());
     }
     let (_, data) = load_object(ctx, &key)?;
+    encode_delay(ctx, data.len() as u64)?;
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
             .map_err(|e| io_error("could not create parent directories", &e))?;
@@ -714,14 +856,12 @@ fn retrieve(ctx: &Ctx, file: &Path, resolved: &mut Option<PathBuf>) -> Result<()
     Ok(())
 }
 
-fn check(
-    ctx: &Ctx,
-    file: &Path,
-    resolved: &mut Option<PathBuf>,
-) -> Result<Option<Checksum>, String> {
-    let path = canonical_lookup(file)?;
+fn check(ctx: &Ctx, file: &Path, resolved: &mut Option<PathBuf>) -> Result<Option<Checksum>, ZErr> {
+    let path = lexical_clean(file);
     *resolved = Some(path.clone());
-    Ok(ctx.load_meta(&ctx.key(&path)?)?.map(|meta| meta.checksum))
+    Ok(ctx
+        .load_meta(&ctx.key(&path, false)?)?
+        .map(|meta| meta.checksum))
 }
 
 fn rebuild(
@@ -729,30 +869,41 @@ fn rebuild(
     file: Option<&Path>,
     key: Option<&str>,
     resolved: &mut Option<PathBuf>,
-) -> Result<(), String> {
-    let invalid = |message: &str| io_error(message, &io::Error::from(io::ErrorKind::InvalidInput));
+) -> Result<(), ZErr> {
     let key = match (file, key) {
-        (None, None) => return Err(invalid("Either `file` or `key` argument must be set")),
+        (None, None) => {
+            return Err(io_kind(
+                "Either `file` or `key` argument must be set",
+                io::ErrorKind::InvalidInput,
+            ))
+        }
         (Some(_), Some(_)) => {
-            return Err(invalid("Only one of `file` or `key` argument must be set"))
+            return Err(io_kind(
+                "Only one of `file` or `key` argument must be set",
+                io::ErrorKind::InvalidInput,
+            ))
         }
         (Some(file), None) => {
-            let path = canonical_lookup(file)?;
+            let path = lexical_clean(file);
             *resolved = Some(path.clone());
-            ctx.key(&path)?
+            ctx.key(&path, false)?
         }
-        // Upstream's raw keys look like `/{prefix}/meta/{hex}`; a bare hex key works too.
-        (None, Some(raw)) => raw.rsplit('/').next().unwrap_or(raw).to_string(),
+        // A raw metadata key, `/{prefix}/meta/{hex}`, as upstream: a bare hex key names no
+        // metadata.
+        (None, Some(raw)) => match raw.rsplit('/').next() {
+            Some(hex) if hex.parse::<Checksum>().is_ok() && ctx.raw_key(hex) == raw => {
+                hex.to_string()
+            }
+            _ => return Err(not_found("no metadata found for file")),
+        },
     };
-    if key.parse::<Checksum>().is_err() {
-        return Err(not_found("no metadata found for file"));
-    }
     let (meta, data) = load_object(ctx, &key)?;
     let size = write_atomic(&ctx.object(&key, "data"), |out| {
         out.write_all(&data).map(|()| data.len() as u64)
     })
     .map_err(|e| io_error("could not write the object", &e))?;
-    save_meta(ctx, &key, &meta.path, meta.checksum, size)?;
+    let data_checksum = meta.data_checksum.unwrap_or(meta.checksum);
+    save_meta(ctx, &key, &meta.path, meta.checksum, data_checksum, size)?;
     info(&format!(
         "Rebuild file {} ({size} bytes)",
         meta.path.display()
@@ -799,6 +950,7 @@ struct InjectFile {
     fail_next_stores: u64,
     store_delay_ms: u64,
     fail_retrieve: bool,
+    ms_per_mib: u64,
 }
 
 /// What this store was dealt.
@@ -942,12 +1094,11 @@ fn test_backends(config: &ZstorConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// The two tables of `zstor status`.
+/// The two tables of `zstor status`, one right after the other (upstream's prettytable).
 fn status(config: &ZstorConfig) {
     let meta: Vec<&Backend> = config.meta_backends().iter().collect();
     let data: Vec<&Backend> = config.data_backends().collect();
     print_status_table(&meta);
-    println!();
     print_status_table(&data);
 }
 
@@ -974,18 +1125,19 @@ fn print_status_table(backends: &[&Backend]) {
                         .and_then(|(mut client, ns)| client.nsinfo(&ns).map_err(|e| e.to_string()));
                     match info {
                         Ok(info) => {
-                            // Upstream's free_space: the limit, or u64::MAX without one.
+                            // Upstream's free_space: the limit, or u64::MAX without one; its
+                            // percentage is cast to a u8 (wrapping: 1730 % shows as 194).
                             let free = info.limit().unwrap_or(u64::MAX);
-                            let usage = info
-                                .limit()
-                                .map_or(0, |limit| 100 * info.data_size_bytes / limit);
+                            let usage = info.limit().map_or(0, |limit| {
+                                (u128::from(info.data_size_bytes) * 100 / u128::from(limit)) as u8
+                            });
                             [
                                 name,
                                 "Yes".into(),
                                 info.entries.to_string(),
                                 info.data_size_bytes.to_string(),
                                 free.to_string(),
-                                format!("{usage}%"),
+                                usage.to_string(),
                             ]
                         }
                         Err(e) => {
@@ -1011,29 +1163,39 @@ fn print_status_table(backends: &[&Backend]) {
             *width = (*width).max(cell.len());
         }
     }
-    let rule: String = widths
-        .iter()
-        .map(|w| format!("+{}", "-".repeat(w + 2)))
-        .collect::<String>()
-        + "+";
-    let line = |cells: &[&str]| -> String {
+    let rule = |c: &str| -> String {
+        widths
+            .iter()
+            .map(|w| format!("+{}", c.repeat(w + 2)))
+            .collect::<String>()
+            + "+"
+    };
+    // Text columns left-aligned, numbers right-aligned; the header all left.
+    let line = |cells: &[&str], header: bool| -> String {
         cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("| {c:<w$} "))
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if header || i < 2 {
+                    format!("| {c:<w$} ")
+                } else {
+                    format!("| {c:>w$} ")
+                }
+            })
             .collect::<String>()
             + "|"
     };
-    println!("{rule}");
-    println!("{}", line(&header));
-    println!("{rule}");
+    println!("{}", rule("-"));
+    println!("{}", line(&header, true));
+    println!("{}", rule("="));
     for row in &rows {
         println!(
             "{}",
-            line(&row.iter().map(String::as_str).collect::<Vec<_>>())
+            line(&row.iter().map(String::as_str).collect::<Vec<_>>(), false)
         );
+        println!("{}", rule("-"));
     }
-    println!("{rule}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1056,6 +1218,24 @@ fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream) -> io::Resu
     serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Reads a request as upstream's daemon, with its error for a connection that sends nothing.
+fn read_request(stream: &mut UnixStream) -> Result<Request, ZErr> {
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).map_err(|e| {
+        let e = match e.kind() {
+            io::ErrorKind::UnexpectedEof => io::Error::from(io::ErrorKind::UnexpectedEof),
+            _ => e,
+        };
+        io_error("failed to read msg length prefix", &e)
+    })?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream
+        .read_exact(&mut buf)
+        .map_err(|e| io_error("failed to read msg", &e))?;
+    serde_json::from_slice(&buf)
+        .map_err(|e| ZErr::from(format!("error during error in the wire format: {e}")))
+}
+
 /// Sends one request to the daemon and acts on its answer like upstream's CLI.
 fn via_daemon(socket: &Path, request: &Request) {
     debug("Sending command to zstor daemon");
@@ -1063,20 +1243,20 @@ fn via_daemon(socket: &Path, request: &Request) {
         Ok(stream) => stream,
         Err(e) => fail(
             request.name(),
-            &format!("Could not connect to daemon socket: {e}"),
+            io_error("Could not connect to daemon socket", &e),
         ),
     };
     if let Err(e) = write_frame(&mut stream, request) {
         fail(
             request.name(),
-            &format!("Could not write command to socket: {e}"),
+            io_error("could not write command to socket", &e),
         );
     }
     let response: Response = match read_frame(&mut stream) {
         Ok(response) => response,
         Err(e) => fail(
             request.name(),
-            &format!("Could not read response from socket: {e}"),
+            io_error("could not read response from socket", &e),
         ),
     };
     match response {
@@ -1112,7 +1292,7 @@ enum Job {
 }
 
 /// Refuses when the pid file names another live process with our own comm.
-fn check_pid_file(pid_file: &Path) -> Result<(), String> {
+fn check_pid_file(pid_file: &Path) -> Result<(), ZErr> {
     let Ok(text) = fs::read_to_string(pid_file) else {
         return Ok(());
     };
@@ -1125,10 +1305,16 @@ fn check_pid_file(pid_file: &Path) -> Result<(), String> {
     let theirs = fs::read_to_string(format!("/proc/{pid}/comm"));
     let ours = fs::read_to_string("/proc/self/comm");
     match (theirs, ours) {
-        (Ok(theirs), Ok(ours)) if theirs == ours => Err(format!(
-            "zstor daemon already running with pid {pid} (pid file {})",
-            pid_file.display()
-        )),
+        (Ok(theirs), Ok(ours)) if theirs == ours => {
+            let message = "another daemon instance is running";
+            debug(&format!("pid {pid} of {} is alive", pid_file.display()));
+            Err(ZErr {
+                display: format!("error during accessing local storage for socket: {message}"),
+                debug: format!(
+                    "ZstorError {{ kind: LocalIo(\"socket\"), internal: Msg({message:?}) }}"
+                ),
+            })
+        }
         _ => Ok(()),
     }
 }
@@ -1145,8 +1331,8 @@ fn monitor(mut ctx: Ctx) -> ! {
         .pid_file
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PID_FILE));
-    if let Err(message) = check_pid_file(&pid_file) {
-        fail("monitor", &message);
+    if let Err(e) = check_pid_file(&pid_file) {
+        fail("monitor", e);
     }
 
     // Signals are taken by a dedicated thread: block them before any thread starts.
@@ -1155,13 +1341,13 @@ fn monitor(mut ctx: Ctx) -> ! {
         signals.add(signal);
     }
     if let Err(e) = signals.thread_block() {
-        fail("monitor", &format!("cannot block signals: {e}"));
+        fail("monitor", format!("cannot block signals: {e}"));
     }
 
     if let Err(e) = fs::write(&pid_file, format!("{}\n", std::process::id())) {
         fail(
             "monitor",
-            &io_error(
+            io_error(
                 &format!("could not write pid file {}", pid_file.display()),
                 &e,
             ),
@@ -1172,7 +1358,7 @@ fn monitor(mut ctx: Ctx) -> ! {
         Ok(listener) => listener,
         Err(e) => {
             let _ = fs::remove_file(&pid_file);
-            fail("monitor", &io_error("Failed to bind unix socket", &e));
+            fail("monitor", io_error("Failed to bind unix socket", &e));
         }
     };
     info(&format!(
@@ -1187,11 +1373,13 @@ fn monitor(mut ctx: Ctx) -> ! {
     std::thread::spawn(move || loop {
         match signals.wait() {
             Ok(Signal::SIGUSR1) => {
+                info("Reloading config after receiving SIGUSR1");
                 let _ = signal_jobs.send(Job::Reload);
             }
             Ok(signal) => {
                 info(&format!(
-                    "received {signal}, shutting down after the queued commands"
+                    "Shutting down zstor daemon after receiving {}",
+                    signal.as_str()
                 ));
                 let _ = signal_jobs.send(Job::Shutdown);
                 return;
@@ -1209,15 +1397,13 @@ fn monitor(mut ctx: Ctx) -> ! {
                 }
             };
             let jobs = jobs.clone();
-            std::thread::spawn(move || match read_frame::<Request>(&mut stream) {
+            // Upstream's handle_client: an unreadable request is logged (with upstream's
+            // spelling) and the connection closed without an answer.
+            std::thread::spawn(move || match read_request(&mut stream) {
                 Ok(request) => {
                     let _ = jobs.send(Job::Request(request, stream));
                 }
-                Err(e) => {
-                    error(&format!("Error while handling client: {e}"));
-                    let _ =
-                        write_frame(&mut stream, &Response::Err(format!("invalid request: {e}")));
-                }
+                Err(e) => error(&format!("Error while handeling client: {}", e.display)),
             });
         }
     });
@@ -1227,7 +1413,7 @@ fn monitor(mut ctx: Ctx) -> ! {
         let response = match perform(ctx, &request) {
             Ok(Some(checksum)) => Response::Checksum(checksum.to_string()),
             Ok(None) => Response::Success,
-            Err(message) => Response::Err(message.chars().take(16_000).collect()),
+            Err(e) => Response::Err(e.display.chars().take(16_000).collect()),
         };
         info(&format!(
             "{} {}: {response:?}",
@@ -1245,7 +1431,7 @@ fn monitor(mut ctx: Ctx) -> ! {
                 Ok(config) => {
                     ctx.config = config;
                     ctx.store = store_dir(&ctx.config_path);
-                    info(&format!("config {} reloaded", ctx.config_path.display()));
+                    debug(&format!("config {} reloaded", ctx.config_path.display()));
                 }
                 Err(e) => error(&format!(
                     "could not reload the config, keeping the old one: {e}"
@@ -1265,6 +1451,6 @@ fn monitor(mut ctx: Ctx) -> ! {
         error(&format!("Could not remove socket file: {e}"));
     }
     let _ = fs::remove_file(&pid_file);
-    info("zstor daemon stopped");
+    info("all commands should be fullfilled by now");
     exit(0);
 }
