@@ -373,6 +373,38 @@ fn sigkill_after_12_s_idle_keeps_new_files_and_directories() {
     });
 }
 
+/// zdbfs's 1 s loop runs only after a second without any request (its epoll timeout; or after
+/// 8192 requests): a request every half second, even an fsync of an unrelated file (which does
+/// nothing), keeps it from writing anything, and 12 s later new files are still lost.
+#[test]
+fn requests_every_half_second_keep_the_idle_loop_from_writing() {
+    each("zdbfs", |program| {
+        let (app, _zdb) = appliance(program);
+        let mut zdbfs = mount(program, &app, "");
+        write_synced(&zdbfs.path("other"), b"other");
+        snapshot(&zdbfs.mountpoint);
+        let other = fs::OpenOptions::new()
+            .write(true)
+            .open(zdbfs.path("other"))
+            .unwrap();
+        let data = write_new_files(&zdbfs);
+        for _ in 0..24 {
+            other.sync_all().unwrap();
+            sleep(Duration::from_millis(500));
+        }
+        zdbfs.kill();
+        drop(other);
+
+        let zdbfs = mount(program, &app, "");
+        eprintln!(
+            "12 s of fsyncs, after SIGKILL: {}; {}",
+            outcome(&zdbfs, "top", &data),
+            outcome(&zdbfs, "bucket/object", &data)
+        );
+        assert_eq!(names(&zdbfs.mountpoint), ["other"]);
+    });
+}
+
 /// The snapshot ioctl writes and then frees every cached inode and block (the cache is empty
 /// afterwards) and replies with the current unix time; a SIGKILL right after loses nothing.
 #[test]

@@ -57,7 +57,8 @@
 //! nothing.** Inode and directory-entry changes stay in memory (only an inode's first version is
 //! written when it is created, zdb gives it its number): they are written by the release (the
 //! file's own inode, not its entry in the directory), by the **1 s loop** (every cached inode
-//! not written yet and unused for 10 s: `zdbfs_cache_sync`), by the snapshot ioctl and by a
+//! not written yet and unused for 10 s: `zdbfs_cache_sync`; it runs only once a second passed
+//! without any request, or after 8192 requests), by the snapshot ioctl and by a
 //! graceful stop (SIGTERM, SIGINT, SIGHUP, or an unmount from outside). So a new file written
 //! with `conv=fsync` and closed is gone after a SIGKILL within ~10 s (its directory entry, and a
 //! new directory, were still in the cache); 12 s later, or after the snapshot ioctl, it
@@ -485,8 +486,8 @@ fn main() {
         // zdbfs's loop wakes up after 1 s without requests and writes the idle inodes
         let state = state.clone();
         std::thread::spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_secs(1));
-            fs::lock(&state).write_idle_inodes();
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            fs::lock(&state).tick();
         });
     }
     {

@@ -187,6 +187,11 @@ pub struct State {
     used: HashMap<u64, Instant>,
     /// Files whose blocks could not be written at release: zdbfs crashes at their next use.
     poisoned: HashSet<u64>,
+    /// When the last request came, and how many came since the 1 s loop last ran: zdbfs runs
+    /// it when a second passes without a request (its epoll timeout), or after 8192 requests.
+    last_request: Instant,
+    last_sync: Instant,
+    requests_since_sync: u64,
     /// Keys of `zdbfs-meta` and `zdbfs-data` to delete once the metadata that no longer
     /// references them is in zdb (so a crash never leaves a reference to a deleted key).
     doomed_meta: Vec<u64>,
@@ -233,6 +238,9 @@ impl State {
             cached: HashSet::new(),
             used: HashMap::new(),
             poisoned: HashSet::new(),
+            last_request: Instant::now(),
+            last_sync: Instant::now(),
+            requests_since_sync: 0,
             doomed_meta: Vec::new(),
             doomed_data: Vec::new(),
             stats: Stats::default(),
@@ -1336,9 +1344,20 @@ impl State {
         Ok(())
     }
 
+    /// Runs the 1 s loop when zdbfs would: a second without requests since the last request
+    /// and since the last run (so requests at least every second starve it).
+    pub fn tick(&mut self) {
+        let second = Duration::from_secs(1);
+        if self.last_request.elapsed() >= second && self.last_sync.elapsed() >= second {
+            self.write_idle_inodes();
+        }
+    }
+
     /// zdbfs's 1 s loop (`zdbfs_cache_sync`): writes every cached inode not written yet whose
     /// last use is at least [`IDLE_WRITE`] ago (only the inode: blocks go at release).
     pub fn write_idle_inodes(&mut self) {
+        self.last_sync = Instant::now();
+        self.requests_since_sync = 0;
         let now = Instant::now();
         let idle: Vec<u64> = self
             .dirty
@@ -1400,6 +1419,11 @@ impl Zdbfs {
     ) -> Result<T, Errno> {
         let mut state = lock(&self.state);
         state.count(op);
+        state.last_request = Instant::now();
+        state.requests_since_sync += 1;
+        if state.requests_since_sync > 8192 {
+            state.write_idle_inodes();
+        }
         let result = catch_unwind(AssertUnwindSafe(|| {
             state.use_inode(ino.0, op)?;
             f(&mut state)
