@@ -91,36 +91,57 @@ pub fn snapshot(mountpoint: &Path) -> std::io::Result<u64> {
 /// Reads zdbfs's statistics.
 pub fn statistics(mountpoint: &Path) -> std::io::Result<Stats> {
     let dir = open(mountpoint)?;
-    let mut raw = [0u64; 30];
-    // SAFETY: the request writes 30 u64 (`stats_t` on x86_64) into `raw`.
+    let mut raw = [0u8; STATS_SIZE];
+    // SAFETY: the request writes `stats_t` (30 `size_t` on x86_64, STATS_SIZE bytes) into `raw`.
     if unsafe { libc::ioctl(dir.as_raw_fd(), IOCTL_STATISTICS, raw.as_mut_ptr()) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    if raw[0] != STATS_VERSION {
-        return Err(std::io::Error::other(format!(
-            "zdbfs statistics version {} (this reads {STATS_VERSION})",
-            raw[0]
-        )));
+    Stats::parse(&raw)
+}
+
+/// The size of `stats_t` version 2: 30 `size_t`.
+pub const STATS_SIZE: usize = 30 * 8;
+
+impl Stats {
+    /// A `stats_t` as the statistics ioctl returns it (native byte order, 30 `size_t`);
+    /// another version or size is refused.
+    pub fn parse(bytes: &[u8]) -> std::io::Result<Stats> {
+        if bytes.len() != STATS_SIZE {
+            return Err(std::io::Error::other(format!(
+                "zdbfs statistics of {} bytes (stats_t version {STATS_VERSION} has {STATS_SIZE})",
+                bytes.len()
+            )));
+        }
+        let mut raw = [0u64; 30];
+        for (field, chunk) in raw.iter_mut().zip(bytes.chunks_exact(8)) {
+            *field = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        }
+        if raw[0] != STATS_VERSION {
+            return Err(std::io::Error::other(format!(
+                "zdbfs statistics version {} (this reads {STATS_VERSION})",
+                raw[0]
+            )));
+        }
+        let mut syscalls = [0u64; 15];
+        syscalls.copy_from_slice(&raw[12..27]);
+        Ok(Stats {
+            fuse_reqs: raw[1],
+            cache_hit: raw[2],
+            cache_miss: raw[3],
+            cache_full: raw[4],
+            cache_linear_flush: raw[5],
+            cache_random_flush: raw[6],
+            cache_branches: raw[7],
+            cache_branches_allocated: raw[8],
+            cache_entries: raw[9],
+            cache_blocks: raw[10],
+            cache_blocksize: raw[11],
+            syscalls,
+            read_bytes: raw[27],
+            write_bytes: raw[28],
+            errors: raw[29],
+        })
     }
-    let mut syscalls = [0u64; 15];
-    syscalls.copy_from_slice(&raw[12..27]);
-    Ok(Stats {
-        fuse_reqs: raw[1],
-        cache_hit: raw[2],
-        cache_miss: raw[3],
-        cache_full: raw[4],
-        cache_linear_flush: raw[5],
-        cache_random_flush: raw[6],
-        cache_branches: raw[7],
-        cache_branches_allocated: raw[8],
-        cache_entries: raw[9],
-        cache_blocks: raw[10],
-        cache_blocksize: raw[11],
-        syscalls,
-        read_bytes: raw[27],
-        write_bytes: raw[28],
-        errors: raw[29],
-    })
 }
 
 #[cfg(test)]

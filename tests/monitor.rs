@@ -418,6 +418,7 @@ fn backend(app: &Appliance, name: &str, mode: &str) -> (support::Zdb, u16) {
         child,
         log,
         endpoint,
+        program: support::upstream::Program::standin("zdb"),
     };
     let mut c = zdb.client();
     c.nsnew("data").unwrap();

@@ -214,6 +214,16 @@ impl Appliance {
 
     /// Starts the 0-db stand-in on this layout with `zdb-hook` as its hook.
     pub fn start_zdb(&self, extra_args: &[&str], env: &[(&str, &str)]) -> Zdb {
+        self.start_zdb_with(&upstream::Program::standin("zdb"), extra_args, env)
+    }
+
+    /// Starts `zdb` (the stand-in or the real 0-db) on this layout with `zdb-hook` as its hook.
+    pub fn start_zdb_with(
+        &self,
+        zdb: &upstream::Program,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Zdb {
         let log = self.dir.path().join(format!(
             "zdb-{}.log",
             std::time::SystemTime::now()
@@ -222,7 +232,7 @@ impl Appliance {
                 .as_nanos()
         ));
         let out = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(example("zdb-standin"));
+        let mut command = Command::new(&zdb.path);
         command
             .arg("--index")
             .arg(&self.index)
@@ -241,18 +251,23 @@ impl Appliance {
             .stdout(out.try_clone().unwrap())
             .stderr(out);
         Zdb {
-            child: command.spawn().expect("start zdb-standin"),
+            child: command
+                .spawn()
+                .unwrap_or_else(|e| panic!("start the {}: {e}", zdb.label())),
             log,
             endpoint: qsfs::zdb::Endpoint::Unix(self.socket.clone()),
+            program: zdb.clone(),
         }
     }
 }
 
-/// A running 0-db stand-in; killed when dropped.
+/// A running 0-db (stand-in or real); killed when dropped.
 pub struct Zdb {
     pub child: std::process::Child,
     pub log: PathBuf,
     pub endpoint: qsfs::zdb::Endpoint,
+    /// Which implementation runs.
+    pub program: upstream::Program,
 }
 
 impl Zdb {
@@ -274,11 +289,16 @@ impl Zdb {
                 }
             }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("zdb-standin exited with {status}:\n{}", self.log());
+                panic!(
+                    "the {} exited with {status}:\n{}",
+                    self.program.label(),
+                    self.log()
+                );
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "zdb-standin never answered PING:\n{}",
+                "the {} never answered PING:\n{}",
+                self.program.label(),
                 self.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -288,7 +308,7 @@ impl Zdb {
     /// Waits for the process to exit.
     pub fn wait(&mut self) -> std::process::ExitStatus {
         let child = &mut self.child;
-        wait_for("zdb-standin to exit", || child.try_wait().unwrap())
+        wait_for("zdb to exit", || child.try_wait().unwrap())
     }
 
     /// SIGTERM, then waits for the exit (zdb runs `close` and exits 143).
@@ -486,17 +506,36 @@ pub fn lazy_unmount(mountpoint: &Path) {
     }
 }
 
-/// A zdbfs-standin process and its mountpoint. Dropping it kills the process and lazily
-/// unmounts whatever is left, so a failing test leaves no mount behind.
+/// A zdbfs process (stand-in or real) and its mountpoint. Dropping it kills the process and
+/// lazily unmounts whatever is left, so a failing test leaves no mount behind.
 pub struct Fs {
     pub child: std::process::Child,
     pub mountpoint: PathBuf,
     pub log: PathBuf,
+    /// Which implementation runs.
+    pub program: upstream::Program,
 }
 
 impl Fs {
     /// Starts the stand-in with `-o <options> <mountpoint>` (without waiting for the mount).
     pub fn spawn(app: &Appliance, mountpoint: &Path, options: &str) -> Fs {
+        Fs::spawn_with(
+            &upstream::Program::standin("zdbfs"),
+            app,
+            mountpoint,
+            options,
+        )
+    }
+
+    /// Starts `zdbfs` (the stand-in or the real one, both stay in the foreground without `-f`)
+    /// with `-o <options> <mountpoint>`, as the appliance's unit does (without waiting for the
+    /// mount).
+    pub fn spawn_with(
+        zdbfs: &upstream::Program,
+        app: &Appliance,
+        mountpoint: &Path,
+        options: &str,
+    ) -> Fs {
         std::fs::create_dir_all(mountpoint).unwrap();
         let mountpoint = std::fs::canonicalize(mountpoint).unwrap();
         let log = app.dir.path().join(format!(
@@ -507,7 +546,7 @@ impl Fs {
                 .as_nanos()
         ));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(example("zdbfs-standin"))
+        let child = Command::new(&zdbfs.path)
             .arg("-o")
             .arg(options)
             .arg(&mountpoint)
@@ -515,23 +554,34 @@ impl Fs {
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("start zdbfs-standin");
+            .unwrap_or_else(|e| panic!("start the {}: {e}", zdbfs.label()));
         Fs {
             child,
             mountpoint,
             log,
+            program: zdbfs.clone(),
         }
     }
 
     /// Starts the stand-in on `<socket>` with `autons,size=SIZE` plus `extra`, and waits for the
     /// mount.
     pub fn mount(app: &Appliance, mountpoint: &Path, extra: &str) -> Fs {
+        Fs::mount_with(&upstream::Program::standin("zdbfs"), app, mountpoint, extra)
+    }
+
+    /// [`Fs::mount`] with `zdbfs` (the stand-in or the real one).
+    pub fn mount_with(
+        zdbfs: &upstream::Program,
+        app: &Appliance,
+        mountpoint: &Path,
+        extra: &str,
+    ) -> Fs {
         let mut options = format!("unix={},autons,size={ZDBFS_SIZE}", app.socket.display());
         if !extra.is_empty() {
             options.push(',');
             options.push_str(extra);
         }
-        let mut fs = Fs::spawn(app, mountpoint, &options);
+        let mut fs = Fs::spawn_with(zdbfs, app, mountpoint, &options);
         fs.wait_mounted();
         fs
     }
@@ -544,11 +594,16 @@ impl Fs {
         let deadline = std::time::Instant::now() + TIMEOUT;
         while !is_mounted(&self.mountpoint) {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("zdbfs-standin exited with {status}:\n{}", self.log());
+                panic!(
+                    "the {} exited with {status}:\n{}",
+                    self.program.label(),
+                    self.log()
+                );
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "zdbfs-standin did not mount:\n{}",
+                "the {} did not mount:\n{}",
+                self.program.label(),
                 self.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
@@ -568,7 +623,8 @@ impl Fs {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "zdbfs-standin did not exit:\n{}",
+                "the {} did not exit:\n{}",
+                self.program.label(),
                 self.log()
             );
             std::thread::sleep(std::time::Duration::from_millis(20));

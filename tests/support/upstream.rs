@@ -55,16 +55,35 @@ impl Program {
         })
     }
 
+    /// The implementation of `name` that goes with this one: the real program with a real one,
+    /// the stand-in with a stand-in (real zdbfs runs over real zdb).
+    pub fn partner(&self, name: &'static str) -> Program {
+        if self.real {
+            Program::real(name).unwrap_or_else(|| panic!("{UPSTREAM_BIN} has no {name}"))
+        } else {
+            Program::standin(name)
+        }
+    }
+
     /// The real program when there is one, else the stand-in.
     pub fn preferred(name: &'static str) -> Program {
         Program::real(name).unwrap_or_else(|| Program::standin(name))
     }
 }
 
-/// The stand-in, then the real program when it is available.
+/// `QSFS_CONTRACT_ONLY=real` (or `standin`) runs the contract checks on that implementation
+/// only, to look at one of them.
+pub const CONTRACT_ONLY: &str = "QSFS_CONTRACT_ONLY";
+
+/// The stand-in, then the real program when it is available (filtered by [`CONTRACT_ONLY`]).
 pub fn implementations(name: &'static str) -> Vec<Program> {
     let mut all = vec![Program::standin(name)];
     all.extend(Program::real(name));
+    match std::env::var(CONTRACT_ONLY).as_deref() {
+        Ok("real") => all.retain(|p| p.real),
+        Ok("standin") => all.retain(|p| !p.real),
+        _ => {}
+    }
     all
 }
 

@@ -20,13 +20,14 @@
 //! `hello`. `ms=`/`ds=` are used for SELECT.
 //!
 //! **Startup** (§2.2): print `initializing zdbfs v0.1.11 (stand-in)`; connect the three
-//! namespaces' zdbs; `INFO` must say `sequential_key_size: 8`, else "incompatible version of
-//! 0-db" and exit 1; with `autons`: `NSNEW zdbfs-meta` + `NSSET mode seq`, `NSNEW zdbfs-data` +
+//! namespaces' zdbs; with `autons`: `NSNEW zdbfs-meta` + `NSSET mode seq`, `NSNEW zdbfs-data` +
 //! mode seq, `NSNEW zdbfs-temp` + mode seq + `public 0` + `password hello`, stopping at the first
 //! failing NSNEW and ignoring that failure; `SELECT` each namespace (temp with `hello`), a
 //! failure exits 1 (so a restored machine without `zdbfs-temp` fails as upstream does,
-//! qss#38); load the filesystem from `zdbfs-meta` (see below); mount; with `background`, fork
-//! after the mount.
+//! qss#38); then `INFO` must say `sequential_key_size: 8`, else "incompatible version of 0-db:
+//! v2 with 64 bits keys required" and exit 1; load the filesystem from `zdbfs-meta` (see
+//! below); only then are unknown options refused (by FUSE in zdbfs); mount; with `background`,
+//! fork after the mount.
 //!
 //! **Storage in zdb** (the stand-in's own layout, all three namespaces in sequential mode):
 //! * `zdbfs-meta` key 0: a header starting with the magic `ZDBFSM` (format in `inode.rs`);
@@ -47,35 +48,48 @@
 //! files survive an unmount/remount, a zdb restart, and a restore of zdb's files onto another
 //! machine. An empty `zdbfs-meta` gets a fresh header and root.
 //!
-//! **Cache, as zdbfs 0.1.11** (the point of this stand-in): data blocks go to `zdbfs-data` when a
-//! write reaches the end of a block, and on close (flush), fsync and release; when a file holds
-//! `cachesize` blocks in memory, its least recently used clean block is dropped, or, if all are
-//! dirty (random writes), moved to `zdbfs-temp`. Inode and directory-entry changes stay in memory:
-//! only the inode's first version is written when it is created (zdb gives it its number),
-//! everything after that (size, block list, the entry in the parent directory) is written only by
-//! (a) the snapshot ioctl, (b) a graceful stop (SIGTERM, SIGINT, SIGHUP, or an unmount from
-//! outside), or (c) the cache holding more than `cachesize` dirty inodes. **fsync does not write
-//! them**: a file written with `conv=fsync` and left alone is gone after a SIGKILL and a remount
-//! (its blocks stay behind in `zdbfs-data`, unreferenced). `nocache` writes everything through at
-//! once. (Upstream's 1 s loop also writes inodes untouched for 10 s, `zdbfs_cache_sync`; the
-//! stand-in does not, so its window is not limited to 10 s.)
+//! **Cache, as zdbfs 0.1.11** (the point of this stand-in; `upstream-contracts.md` §8.2, and
+//! `tests/zdbfs_standin.rs` checks each point against the real zdbfs): a file's blocks stay in
+//! memory until its **release** (last close), which writes its inode and then its blocks and
+//! frees them; when a file holds `cachesize` blocks, a linear run of cached blocks is written
+//! (all but the last: `cache_linear_flush`), else a clean block is dropped or the least
+//! recently used one moved to `zdbfs-temp` (`cache_random_flush`). **`flush` and `fsync` do
+//! nothing.** Inode and directory-entry changes stay in memory (only an inode's first version is
+//! written when it is created, zdb gives it its number): they are written by the release (the
+//! file's own inode, not its entry in the directory), by the **1 s loop** (every cached inode
+//! not written yet and unused for 10 s: `zdbfs_cache_sync`; it runs only once a second passed
+//! without any request, or after 8192 requests), by the snapshot ioctl and by a
+//! graceful stop (SIGTERM, SIGINT, SIGHUP, or an unmount from outside). So a new file written
+//! with `conv=fsync` and closed is gone after a SIGKILL within ~10 s (its directory entry, and a
+//! new directory, were still in the cache); 12 s later, or after the snapshot ioctl, it
+//! survives. `nocache` writes everything through at once. A release that cannot write the
+//! blocks (a full `zdbfs-data`) leaves freed blocks referenced in zdbfs: the next request on
+//! the file crashes it ("fatal: segmentation fault", exit 139, the mount left dead). Only whole
+//! seconds of times are kept. rmdir, as upstream, looks only at the one of a directory's 128
+//! entry lists the removed name falls in (sum of its bytes mod 128): a non-empty directory is
+//! usually removed, its contents left unreachable.
 //!
 //! **ioctls** on an fd of the mountpoint (or of any file in it): `ZDBFS_IOCTL_SNAPSHOT =
-//! _IOR('E', 0, uint64_t)` writes everything to zdb and returns the current unix time;
-//! `ZDBFS_IOCTL_STATISTICS = _IOR('E', 1, stats_t)` returns `stats_t` version 2 (30 `size_t`).
-//! Counters: `fuse_reqs` every request handled; `cache_hit`/`cache_miss` block-cache lookups;
-//! `cache_full` a full block cache or more than `cachesize` dirty inodes; `cache_linear_flush`
-//! blocks written because a write reached their end; `cache_random_flush` blocks moved to
-//! `zdbfs-temp`; `cache_branches` inodes in memory (all of them), `cache_branches_allocated`
-//! inodes with cached blocks, `cache_entries` dirty inodes (not yet in zdb), `cache_blocks` and
-//! `cache_blocksize` blocks and bytes in the block cache; `syscall_*` per request kind
-//! (`create` counts mknod too); `read_bytes`/`write_bytes`; `errors` every error reply.
+//! _IOR('E', 0, uint64_t)` writes every cached inode and block to zdb and empties the cache
+//! (inodes are read from zdb again on their next use), and returns the current unix time
+//! whatever the writes did (even with zdb down); `ZDBFS_IOCTL_STATISTICS = _IOR('E', 1,
+//! stats_t)` returns `stats_t` version 2 (30 `size_t`). Counters: `fuse_reqs` every request
+//! handled; `cache_hit`/`cache_miss` inode-cache lookups; `cache_full` always 0 (as upstream);
+//! `cache_linear_flush`, `cache_random_flush` as above; `cache_branches` always 1024 (the hash
+//! branches), `cache_branches_allocated` inodes in the cache, `cache_entries` cached inodes not
+//! yet written, `cache_blocks` and `cache_blocksize` blocks and bytes in the block cache (these
+//! five 0 with `nocache`); `syscall_*` per request kind (`create` counts mknod too);
+//! `read_bytes`/`write_bytes`; `errors` every error reply.
 //! SIGUSR1 prints them to stdout.
 //!
 //! **Stopping**: SIGTERM/SIGINT/SIGHUP write the cache to zdb, print the statistics, unmount
 //! lazily and exit 0. After SIGKILL the kernel leaves the mount as "Transport endpoint is not
-//! connected". Errors: a zdb connection failure gives EIO and the next request reconnects
-//! (and re-SELECTs); `No space left on this namespace` / `Namespace definitely full` give
+//! connected". Errors: a zdb connection failure gives EIO and zdbfs then reconnects every
+//! connection (and re-SELECTs); one whose reconnection failed fails its next request too, so
+//! the first request after zdb came back still gets EIO; a request whose inode left the cache
+//! (snapshot) and cannot be read from zdb gets ENOENT (EIO for a read); statfs is NSINFO of
+//! meta then data (`f_frsize` 1 KiB, `f_files` 0xffffffffff, `f_ffree` that minus the meta
+//! entries); `No space left on this namespace` / `Namespace definitely full` give
 //! ENOSPC, other zdb errors EIO; "Namespace is temporarily locked" is retried every 100 ms
 //! without end (as zdbfs). Not implemented: hard links (EPERM), xattrs (ENOSYS), special files
 //! (EPERM), `O_APPEND`/`O_TMPFILE` semantics and permission checks (as upstream).
@@ -113,10 +127,14 @@ struct Options {
     allow_other: bool,
     allow_root: bool,
     auto_unmount: bool,
+    /// Options neither zdbfs nor FUSE knows: refused by FUSE once zdbfs connected to zdb.
+    unknown: Vec<String>,
 }
 
 fn usage(program: &str) {
-    println!("usage: {program} [options] <mountpoint>\n");
+    // zdbfs prints its own name whatever argv[0] says
+    let _ = program;
+    println!("usage: zdbfs [options] <mountpoint>\n");
     println!("zdbfs options (-o):");
     println!("    host=, port=, unix=     one 0-db for metadata, data and temp");
     println!(
@@ -180,6 +198,7 @@ fn parse_args() -> Options {
         allow_other: false,
         allow_root: false,
         auto_unmount: false,
+        unknown: Vec::new(),
     };
     // host=/port=/unix= are the defaults of all three; the per-namespace options win.
     let mut shared: Vec<(char, String)> = Vec::new();
@@ -277,12 +296,7 @@ fn parse_args() -> Options {
             _ => unknown.push(opt.to_string()),
         }
     }
-    if !unknown.is_empty() {
-        fail(&format!(
-            "fuse: unknown option(s): `-o {}'",
-            unknown.join(",")
-        ));
-    }
+    o.unknown = unknown;
     let apply = |target: &mut Target, field: char, value: &str| match field {
         'h' => target.host = value.to_string(),
         'p' => {
@@ -386,6 +400,14 @@ fn main() {
         log,
     };
     let state = fs::State::load(conns, settings).unwrap_or_else(|e| fail(&format!("[-] {e}")));
+    // zdbfs hands the options it does not know to fuse_session_new, after connecting to zdb
+    // (and creating the namespaces, with autons) and initializing the filesystem
+    if !options.unknown.is_empty() {
+        fail(&format!(
+            "fuse: unknown option(s): `-o {}'",
+            options.unknown.join(",")
+        ));
+    }
     let state = Arc::new(Mutex::new(state));
 
     // Until here SIGTERM simply kills the process (libfuse installs its handlers with the
@@ -460,6 +482,14 @@ fn main() {
         }
     }
 
+    {
+        // zdbfs's loop wakes up after 1 s without requests and writes the idle inodes
+        let state = state.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            fs::lock(&state).tick();
+        });
+    }
     {
         let state = state.clone();
         let mountpoint = options.mountpoint.clone();

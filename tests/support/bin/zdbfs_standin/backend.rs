@@ -70,10 +70,15 @@ impl std::fmt::Display for Error {
     }
 }
 
+/// Bumped whenever a connection fails: zdbfs then reconnects all its connections.
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One connection, bound to one namespace.
 pub struct Conn {
     pub target: Target,
     client: Option<Client>,
+    /// The [`GENERATION`] this connection was (re)connected in.
+    generation: u64,
 }
 
 impl Conn {
@@ -83,6 +88,7 @@ impl Conn {
         Ok(Conn {
             target,
             client: Some(client),
+            generation: GENERATION.load(std::sync::atomic::Ordering::SeqCst),
         })
     }
 
@@ -113,26 +119,51 @@ impl Conn {
         }
     }
 
-    /// Sends a command, reconnecting (and re-selecting) first when the previous call lost the
-    /// connection. A connection-level failure fails this call with EIO and drops the
-    /// connection, as zdbfs does.
+    /// Connects again and re-selects; the connection stays down when that fails.
+    fn reconnect(&mut self) -> Result<(), Error> {
+        self.client = None;
+        self.generation = GENERATION.load(std::sync::atomic::Ordering::SeqCst);
+        self.client = Some(open(&self.target).map_err(Error::Io)?);
+        if let Err(e) = self.select() {
+            self.client = None;
+            return Err(Error::Io(format!(
+                "{}: reconnect: SELECT {}: {e}",
+                self.target.describe(),
+                self.target.namespace
+            )));
+        }
+        eprintln!(
+            "[+] zdb: {}: reconnected ({})",
+            self.target.namespace,
+            self.target.describe()
+        );
+        Ok(())
+    }
+
+    /// Marks every connection for reconnection (after a failure of this one) and reconnects
+    /// this one.
+    fn failed(&mut self) {
+        GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Err(e) = self.reconnect() {
+            eprintln!("[-] zdb: {}: {e}", self.target.namespace);
+        }
+    }
+
+    /// Sends a command. As zdbfs 0.1.11: a connection-level failure fails this call with EIO
+    /// and reconnects every connection *afterwards*; a connection whose reconnection failed
+    /// fails its next call too (and tries again), so the first request after zdb comes back
+    /// still gets EIO.
     pub fn command(&mut self, args: &[&[u8]]) -> Result<Reply, Error> {
         if self.client.is_none() {
-            let client = open(&self.target).map_err(Error::Io)?;
-            self.client = Some(client);
-            if let Err(e) = self.select() {
-                self.client = None;
-                return Err(Error::Io(format!(
-                    "{}: reconnect: SELECT {}: {e}",
-                    self.target.describe(),
-                    self.target.namespace
-                )));
-            }
-            eprintln!(
-                "[+] zdb: {}: reconnected ({})",
-                self.target.namespace,
+            self.failed();
+            return Err(Error::Io(format!(
+                "{}: not connected",
                 self.target.describe()
-            );
+            )));
+        }
+        if self.generation < GENERATION.load(std::sync::atomic::Ordering::SeqCst) {
+            // another connection failed: zdbfs reconnected them all then
+            self.reconnect()?;
         }
         let client = self
             .client
@@ -145,7 +176,7 @@ impl Conn {
             Err(ZdbError::Server(e)) => Err(Error::Server(e.to_string())),
             Err(e) => {
                 eprintln!("[-] zdb: {}: {e}", self.target.namespace);
-                self.client = None;
+                self.failed();
                 Err(Error::Io(e.to_string()))
             }
         }
@@ -248,15 +279,8 @@ pub fn init(targets: [Target; 3], autons: bool) -> Result<[Conn; 3], String> {
     let mut conns = Vec::with_capacity(3);
     for target in [meta, data, temp] {
         let describe = target.describe();
-        let mut conn =
+        let conn =
             Conn::connect(target).map_err(|e| format!("zdb: cannot connect to {describe}: {e}"))?;
-        let info = match conn.startup(&[b"INFO"]) {
-            Ok(Reply::Bulk(text)) => Info::parse(&String::from_utf8_lossy(&text)).ok(),
-            _ => None,
-        };
-        if info.and_then(|i| i.sequential_key_size) != Some(8) {
-            return Err("incompatible version of 0-db".into());
-        }
         conns.push(conn);
     }
     if autons {
@@ -300,6 +324,16 @@ pub fn init(targets: [Target; 3], autons: bool) -> Result<[Conn; 3], String> {
                 conn.target.describe(),
                 conn.target.namespace
             ));
+        }
+    }
+    // zdbfs checks the server after the SELECTs
+    for conn in &mut conns {
+        let info = match conn.startup(&[b"INFO"]) {
+            Ok(Reply::Bulk(text)) => Info::parse(&String::from_utf8_lossy(&text)).ok(),
+            _ => None,
+        };
+        if info.and_then(|i| i.sequential_key_size) != Some(8) {
+            return Err("incompatible version of 0-db: v2 with 64 bits keys required".into());
         }
     }
     let mut conns = conns.into_iter();

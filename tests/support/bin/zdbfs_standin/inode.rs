@@ -51,9 +51,10 @@ impl Time {
 
     pub fn from_system(time: SystemTime) -> Time {
         match time.duration_since(UNIX_EPOCH) {
+            // zdbfs keeps whole seconds (u32 fields in its inode)
             Ok(d) => Time {
                 secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                nanos: d.subsec_nanos(),
+                nanos: 0,
             },
             Err(e) => {
                 // before 1970: floor to whole seconds
