@@ -322,7 +322,7 @@ async fn s3_probe_against_200_503_silence_and_a_closed_port() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// zdb: the 0-db stand-in
+// zdb: the 0-db stand-in and the real zdb
 
 fn zdb_config(app: &support::Appliance, namespaces: &[&str]) -> ApplianceConfig {
     let list: Vec<String> = namespaces.iter().map(|n| format!("'{n}'")).collect();
@@ -335,7 +335,14 @@ fn zdb_config(app: &support::Appliance, namespaces: &[&str]) -> ApplianceConfig 
 
 #[tokio::test]
 async fn zdb_probe_up_wrong_mode_missing_hung_and_down() {
-    let app = support::Appliance::new(None, "");
+    for stack in support::upstream::stacks() {
+        eprintln!("---- on {}", stack.label());
+        zdb_probe_on(&stack).await;
+    }
+}
+
+async fn zdb_probe_on(stack: &support::upstream::Stack) {
+    let app = support::Appliance::on(stack, "");
     let mut zdb = app.start_zdb(&[], &[]);
     let mut client = zdb.client();
     for ns in ["zdbfs-meta", "zdbfs-data", "zdbfs-temp"] {

@@ -337,7 +337,7 @@ etc = "../etc"
         for c in &m.components {
             assert!(matches!(c.source, ComponentSource::Url(_)), "{c:?}");
         }
-        assert_eq!(m.components[0].version, "2.0.8");
+        assert_eq!(m.components[0].version, "2.0.7");
     }
 
     #[test]

@@ -119,12 +119,46 @@ pub struct Appliance {
     pub socket: PathBuf,
     pub qsfs_config: PathBuf,
     pub zstor_config: PathBuf,
+    /// The zdb and zstor this layout runs.
+    pub stack: upstream::Stack,
+    /// With the real zstor: the real 0-db backends it stores on (shared by the layouts of one
+    /// test through [`Appliance::fresh_vm`]).
+    pub backends: Option<std::rc::Rc<upstream::ZdbBackends>>,
 }
 
 impl Appliance {
-    /// A fresh layout whose zstor store is `store` (shared between appliances to play the same
-    /// backends), or its own when `None`.
+    /// A fresh layout on the stand-ins whose zstor store is `store` (shared between
+    /// appliances to play the same backends), or its own when `None`.
     pub fn new(store: Option<&Path>, extra_config: &str) -> Appliance {
+        Appliance::build(&upstream::Stack::standins(), store, None, extra_config)
+    }
+
+    /// A fresh layout on `stack`: with the real zstor, over real 0-db backends of its own.
+    pub fn on(stack: &upstream::Stack, extra_config: &str) -> Appliance {
+        let backends = stack
+            .zstor
+            .real
+            .then(|| std::rc::Rc::new(upstream::ZdbBackends::start(&stack.zdb, 4, 2)));
+        Appliance::build(stack, None, backends, extra_config)
+    }
+
+    /// Another VM with empty zdb directories and the same configuration and backends (a
+    /// restore target).
+    pub fn fresh_vm(&self, extra_config: &str) -> Appliance {
+        Appliance::build(
+            &self.stack,
+            Some(&self.store),
+            self.backends.clone(),
+            extra_config,
+        )
+    }
+
+    fn build(
+        stack: &upstream::Stack,
+        store: Option<&Path>,
+        backends: Option<std::rc::Rc<upstream::ZdbBackends>>,
+        extra_config: &str,
+    ) -> Appliance {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let store = store
@@ -133,7 +167,11 @@ impl Appliance {
         std::fs::create_dir_all(&store).unwrap();
         let zstor_config = root.join("etc/zstor-default.toml");
         std::fs::create_dir_all(zstor_config.parent().unwrap()).unwrap();
-        std::fs::write(&zstor_config, zstor_config_text(None)).unwrap();
+        let zstor_text = match &backends {
+            Some(backends) => backends.zstor_config(None),
+            None => zstor_config_text(None),
+        };
+        std::fs::write(&zstor_config, zstor_text).unwrap();
         std::fs::write(
             root.join("etc/zstor-standin-store"),
             store.display().to_string(),
@@ -150,6 +188,8 @@ impl Appliance {
             qsfs_config,
             zstor_config,
             dir,
+            stack: stack.clone(),
+            backends,
         };
         appliance.write_qsfs_config(extra_config);
         appliance
@@ -166,7 +206,7 @@ impl Appliance {
             self.state.display(),
             self.socket.display(),
             self.dir.path().join("mnt").display(),
-            example("zstor-standin").display(),
+            self.stack.zstor.path.display(),
             self.zstor_config.display(),
             self.dir.path().join("zstor.log").display(),
         );
@@ -176,7 +216,7 @@ impl Appliance {
     /// The zstor runner the product would use.
     pub fn zstor(&self) -> qsfs::zstor::Zstor {
         qsfs::zstor::Zstor::new(
-            example("zstor-standin"),
+            &self.stack.zstor.path,
             &self.zstor_config,
             std::time::Duration::from_secs(20),
         )
@@ -212,9 +252,9 @@ impl Appliance {
         }
     }
 
-    /// Starts the 0-db stand-in on this layout with `zdb-hook` as its hook.
+    /// Starts this layout's zdb with `zdb-hook` as its hook.
     pub fn start_zdb(&self, extra_args: &[&str], env: &[(&str, &str)]) -> Zdb {
-        self.start_zdb_with(&upstream::Program::standin("zdb"), extra_args, env)
+        self.start_zdb_with(&self.stack.zdb, extra_args, env)
     }
 
     /// Starts `zdb` (the stand-in or the real 0-db) on this layout with `zdb-hook` as its hook.
@@ -357,7 +397,7 @@ pub fn monitor_config_text(app: &Appliance, extra: &str) -> String {
         app.index.display(),
         app.data.display(),
         app.zstor_config.display(),
-        example("zstor-standin").display()
+        app.stack.zstor.path.display()
     );
     for (key, value) in defaults {
         if !extra

@@ -252,3 +252,50 @@ impl Drop for ZdbBackends {
         }
     }
 }
+
+/// The zdb and zstor a test of our product runs with: both stand-ins, or both real programs
+/// (the real zstor then stores on real 0-db backends).
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub zdb: Program,
+    pub zstor: Program,
+}
+
+impl Stack {
+    /// The contract stand-ins.
+    pub fn standins() -> Stack {
+        Stack {
+            zdb: Program::standin("zdb"),
+            zstor: Program::standin("zstor"),
+        }
+    }
+
+    /// `the real programs` or `the stand-ins`, for messages.
+    pub fn label(&self) -> &'static str {
+        if self.zdb.real {
+            "the real programs"
+        } else {
+            "the stand-ins"
+        }
+    }
+}
+
+/// The stand-ins, then the real zdb and zstor when they are available (filtered by
+/// [`CONTRACT_ONLY`] like [`implementations`]).
+pub fn stacks() -> Vec<Stack> {
+    implementations("zdb")
+        .into_iter()
+        .map(|zdb| Stack {
+            zstor: zdb.partner("zstor"),
+            zdb,
+        })
+        .collect()
+}
+
+/// Runs a test of our product on every stack of [`stacks`], saying which one runs.
+pub fn each_stack(mut test: impl FnMut(&Stack)) {
+    for stack in stacks() {
+        eprintln!("---- on {}", stack.label());
+        test(&stack);
+    }
+}
