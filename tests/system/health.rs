@@ -44,12 +44,10 @@ fn serve_restarts_a_hung_zdb_through_systemd() {
     container.write("/etc/qsfs-health-test.toml", CONFIG);
     container.write(
         "/etc/systemd/system/qsfs-zdb.service",
-        &format!(
-            "[Service]\nRuntimeDirectory=qsfs\nRuntimeDirectoryPreserve=yes\n\
-             ExecStartPre=/bin/rm -f /run/qsfs/zdb.sock\n\
-             ExecStart=/usr/local/bin/zdb --index /var/lib/zdb/index --data /var/lib/zdb/data --socket /run/qsfs/zdb.sock\n\
-             SuccessExitStatus=143\n"
-        ),
+        "[Service]\nRuntimeDirectory=qsfs\nRuntimeDirectoryPreserve=yes\n\
+         ExecStartPre=/bin/rm -f /run/qsfs/zdb.sock\n\
+         ExecStart=/usr/local/bin/zdb --index /var/lib/zdb/index --data /var/lib/zdb/data --socket /run/qsfs/zdb.sock\n\
+         SuccessExitStatus=143\n",
     );
     let health = format!("{TARGET_IN_CONTAINER}/qsfs-health --config /etc/qsfs-health-test.toml");
     container.ok("systemctl start qsfs-zdb.service");
