@@ -715,7 +715,7 @@ fn started_appliance(name: &str, monitor_extra: &str) -> (tempfile::TempDir, Bac
 
 /// What an acknowledged S3 PUT survives (the README's table, one scenario per row): with the
 /// periodic flush, a crash of zdbfs (8a) or of zdb (8d) one flush interval after the PUT loses
-/// nothing; without it, a crash of zdbfs loses the object even 15 s later (8b); a power cut
+/// nothing; without it, a crash of zdbfs 5 s later loses the object (8b); a power cut
 /// after the flush and zdb's sync loses nothing (8c). On the real tier this is real zdbfs
 /// 0.1.11 over real zdb 2.0.7.
 #[test]
@@ -743,7 +743,7 @@ fn acknowledged_writes_survive_crashes_once_flushed() {
         assert_eq!(appliance.get(dir, "docs", "flushed").unwrap(), object(100));
     }
     {
-        let _t = Timing::start("8b zdbfs crash 15 s after the PUT, flush off");
+        let _t = Timing::start("8b zdbfs crash 5 s after the PUT, flush off");
         std::fs::write(
             &monitor_config,
             with_flush.replace("flush_interval_secs = 2", "flush_interval_secs = 0"),
@@ -751,13 +751,12 @@ fn acknowledged_writes_survive_crashes_once_flushed() {
         .unwrap();
         appliance.ok("systemctl reload qsfs-monitor.service");
         appliance.put(dir, "docs", "not-flushed", &object(101));
-        // Longer than zdbfs 0.1.11's own write-back of inodes idle for 10 s: it does not
-        // make the object durable.
-        std::thread::sleep(Duration::from_secs(15));
+        // Within zdbfs 0.1.11's own write-back of inodes idle for 10 s (which a busy mount
+        // starves: later than that the object may or may not survive).
+        std::thread::sleep(Duration::from_secs(5));
         crash_zdbfs(&appliance);
-        assert_ne!(
-            appliance.get(dir, "docs", "not-flushed").as_deref(),
-            Ok(object(101).as_slice()),
+        assert!(
+            appliance.get(dir, "docs", "not-flushed").as_deref() != Ok(object(101).as_slice()),
             "without the flush, zdbfs 0.1.11 loses an acknowledged PUT when it crashes"
         );
         assert_eq!(appliance.get(dir, "docs", "flushed").unwrap(), object(100));
