@@ -4,6 +4,7 @@
 mod support;
 
 use std::process::Command;
+use support::upstream::{Stack, BACKEND_PASSWORD};
 use support::Appliance;
 
 const KEY: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
@@ -18,15 +19,22 @@ fn assert_clean(what: &str, output: &std::process::Output) {
     }
 }
 
+/// On the stand-ins and on the real zdb and zstor: zstor 0.5 itself prints the whole config,
+/// secrets and all, when it cannot parse it; the hook's output never repeats them.
 #[test]
 fn the_hook_never_prints_a_secret() {
-    let app = Appliance::new(None, "");
+    support::upstream::each_stack(check_the_hook_never_prints_a_secret);
+}
+
+fn check_the_hook_never_prints_a_secret(stack: &Stack) {
+    let app = Appliance::on(stack, "");
     let good = std::fs::read_to_string(&app.zstor_config)
         .unwrap()
         .replace(
             "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
             KEY,
         )
+        .replace(BACKEND_PASSWORD, PASSWORD)
         .replace("datapass-secret", PASSWORD);
     let variants = [
         ("a valid config", good.clone()),
@@ -77,20 +85,21 @@ fn the_hook_never_prints_a_secret() {
                 assert!(stderr.contains("missing-data failed"), "{stderr}");
             }
         }
-        // What zstor itself printed reaches the hook's errors: check it too.
-        let out = Command::new(support::example("zstor-standin"))
-            .arg("-c")
-            .arg(&app.zstor_config)
-            .arg("--log_file")
-            .arg(app.dir.path().join("zstor.log"))
-            .args(["check", "--file", &d0])
-            .output()
-            .unwrap();
-        assert_clean(&format!("zstor check with {what}"), &out);
-        let log = std::fs::read_to_string(app.dir.path().join("zstor.log")).unwrap_or_default();
-        assert!(
-            !log.contains(KEY) && !log.contains(PASSWORD),
-            "zstor's log holds a secret"
-        );
+        // zstor's own answer to a config it cannot parse holds the secrets (zstor 0.5 prints
+        // the config's text): the hook's output above is clean because the runner redacts it.
+        if what != "a valid config" {
+            let out = Command::new(&stack.zstor.path)
+                .arg("-c")
+                .arg(&app.zstor_config)
+                .arg("--log_file")
+                .arg(app.dir.path().join("zstor.log"))
+                .args(["check", "--file", &d0])
+                .output()
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains(PASSWORD),
+                "zstor with {what}: {out:?}"
+            );
+        }
     }
 }

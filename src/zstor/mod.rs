@@ -200,12 +200,44 @@ impl Zstor {
                 });
             }
         };
+        let mut stderr = stderr.join().unwrap_or_default();
+        if !stderr.is_empty() {
+            // zstor 0.5 prints the offending lines of a config it cannot parse, and its whole
+            // text in the debug form of the error: the key and the passwords with them.
+            let config = std::fs::read_to_string(&self.config).unwrap_or_default();
+            stderr = redact(&stderr, &secret_values(&config));
+        }
         Ok(Output {
             status,
             stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
+            stderr,
         })
     }
+}
+
+/// The values of a zstor config's secret keys (`key`, `password`), read line by line so that
+/// a config zstor cannot parse still yields them.
+fn secret_values(config: &str) -> Vec<String> {
+    config
+        .lines()
+        .filter_map(|line| {
+            let (name, value) = line.split_once('=')?;
+            matches!(name.trim(), "key" | "password").then(|| {
+                value
+                    .trim()
+                    .trim_matches(|c| c == '"' || c == '\'')
+                    .to_string()
+            })
+        })
+        .filter(|value| value.len() >= 4)
+        .collect()
+}
+
+/// `text` with every secret value replaced by `<redacted>`.
+fn redact(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_string(), |text, secret| {
+        text.replace(secret.as_str(), "<redacted>")
+    })
 }
 
 /// Reads the answer of `zstor check --file FILE` from how it exited and what it printed (see
@@ -325,6 +357,33 @@ mod tests {
             "exit 3",
         ] {
             assert!(fake(dir.path(), script).check(file).is_err(), "{script}");
+        }
+    }
+
+    /// What the real zstor 0.5 prints for a config it cannot parse: its whole text, in the
+    /// debug form of the error (`tests/fixtures/zstor/`).
+    #[test]
+    fn errors_never_repeat_the_configs_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "5ec2".repeat(16);
+        std::fs::write(
+            dir.path().join("zstor.toml"),
+            format!(
+                "[encryption]\nkey = \"{key}\"\n[[groups.backends]]\npassword = 'hunter2-pw'\n\
+                 [[meta.config.backends]]\npassword = 918273645\n"
+            ),
+        )
+        .unwrap();
+        let zstor = fake(
+            dir.path(),
+            &format!(
+                "echo 'Error: raw: Some(\\\"key = \\\"{key}\\\" password = hunter2-pw 918273645\\\")' >&2; exit 1"
+            ),
+        );
+        let error = zstor.retrieve(Path::new("/d/d1")).unwrap_err().to_string();
+        assert!(error.contains("<redacted>"), "{error}");
+        for secret in [key.as_str(), "hunter2-pw", "918273645"] {
+            assert!(!error.contains(secret), "{error}");
         }
     }
 

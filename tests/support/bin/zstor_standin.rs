@@ -15,8 +15,9 @@
 //!   directories are created, as log4rs does); if that fails the process aborts (SIGABRT), as
 //!   upstream's `.unwrap()` under `panic = "abort"` does. Every command appends a line to it,
 //!   stamped `YYYY-MM-DD HH:MM:SS +00:00: LEVEL message` as log4rs does.
-//! * The config is parsed strictly with `qsfs::zstor::config::ZstorConfig::load`; an error
-//!   prints `Error: <message>` and exits 1. Any error of a command run in-process prints
+//! * The config is parsed strictly with `qsfs::zstor::config::ZstorConfig::load`; an error is
+//!   logged as `error during configuration: <message>` and printed as upstream's debug form of
+//!   its TOML error, which holds the config's whole text (with its secrets), and exits 1. Any error of a command run in-process prints
 //!   `Error: ` and upstream's `Debug` form of its error
 //!   (`ZstorError { kind: LocalIo("no metadata found for file"), internal: Other(Kind(NotFound)) }`)
 //!   and exits 1; the daemon answers with the `Display` form instead
@@ -348,7 +349,21 @@ fn main() {
 
     let config = match ZstorConfig::load(&opts.config) {
         Ok(config) => config,
-        Err(e) => fail("loading the config", e.to_string()),
+        Err(e) => {
+            // As zstor 0.5: the log says what is wrong; stderr carries the debug form of the
+            // TOML error, which holds the whole text of the config, secrets and all.
+            let raw = std::fs::read_to_string(&opts.config).unwrap_or_default();
+            fail(
+                "loading the config",
+                ZErr {
+                    display: format!("error during configuration: {e}"),
+                    debug: format!(
+                        "ZstorError {{ kind: Config, internal: Other(Error {{ inner: Error {{ inner: TomlError {{ message: {:?}, raw: Some({raw:?}) }} }} }}) }}",
+                        e.to_string()
+                    ),
+                },
+            )
+        }
     };
     let store = store_dir(&opts.config);
     debug(&format!(
