@@ -10,6 +10,8 @@
 
 mod support;
 
+use support::upstream::free_port;
+
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::net::{TcpListener, TcpStream};
@@ -29,15 +31,6 @@ fn standin() -> Command {
         command.env_remove(name);
     }
     command
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Deterministic bytes that do not compress or repeat in a way that could hide a mix-up.

@@ -75,12 +75,21 @@ pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// A zstor v0.5 config with four meta and two data backends (nothing needs to listen there:
-/// the stand-in keeps objects in its store directory).
-pub fn zstor_config_text(socket: Option<&Path>) -> String {
+/// One backend of a zstor config: address, namespace, password.
+pub type ConfigBackend = (String, String, String);
+
+/// A zstor v0.5 config over these metadata backends and one group of these data backends,
+/// `minimal_shards` one less than the data backends (at least 1). `socket` turns the daemon on.
+pub fn zstor_config_over(
+    meta: &[ConfigBackend],
+    data: &[ConfigBackend],
+    socket: Option<&Path>,
+) -> String {
     let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-    let mut text = String::from(
-        "minimal_shards = 1\nexpected_shards = 2\nredundant_groups = 0\nredundant_nodes = 0\n",
+    let expected = data.len();
+    let minimal = expected.saturating_sub(1).max(1);
+    let mut text = format!(
+        "minimal_shards = {minimal}\nexpected_shards = {expected}\nredundant_groups = 0\nredundant_nodes = 0\n"
     );
     if let Some(socket) = socket {
         text.push_str(&format!(
@@ -93,18 +102,45 @@ pub fn zstor_config_text(socket: Option<&Path>) -> String {
         "\n[encryption]\nalgorithm = \"AES\"\nkey = \"{key}\"\n\n[compression]\nalgorithm = \"snappy\"\n\n\
          [meta]\ntype = \"zdb\"\n\n[meta.config]\nprefix = \"qsfs\"\n\n[meta.config.encryption]\nalgorithm = \"AES\"\nkey = \"{key}\"\n"
     ));
-    for port in 1..=4 {
+    for (address, namespace, password) in meta {
         text.push_str(&format!(
-            "\n[[meta.config.backends]]\naddress = \"[::1]:{port}\"\nnamespace = \"meta{port}\"\npassword = \"metapass-secret\"\n"
+            "\n[[meta.config.backends]]\naddress = \"{address}\"\nnamespace = \"{namespace}\"\npassword = \"{password}\"\n"
         ));
     }
     text.push_str("\n[[groups]]\n");
-    for port in 5..=6 {
+    for (address, namespace, password) in data {
         text.push_str(&format!(
-            "\n[[groups.backends]]\naddress = \"127.0.0.1:{port}\"\nnamespace = \"data\"\npassword = \"datapass-secret\"\n"
+            "\n[[groups.backends]]\naddress = \"{address}\"\nnamespace = \"{namespace}\"\npassword = \"{password}\"\n"
         ));
     }
     text
+}
+
+/// A zstor v0.5 config with four meta and two data backends (nothing needs to listen there:
+/// the stand-in keeps objects in its store directory).
+pub fn zstor_config_text(socket: Option<&Path>) -> String {
+    let backend = |address: String, namespace: String, password: &str| {
+        (address, namespace, password.to_string())
+    };
+    let meta: Vec<_> = (1..=4)
+        .map(|port| {
+            backend(
+                format!("[::1]:{port}"),
+                format!("meta{port}"),
+                "metapass-secret",
+            )
+        })
+        .collect();
+    let data: Vec<_> = (5..=6)
+        .map(|port| {
+            backend(
+                format!("127.0.0.1:{port}"),
+                "data".into(),
+                "datapass-secret",
+            )
+        })
+        .collect();
+    zstor_config_over(&meta, &data, socket)
 }
 
 /// A temporary appliance layout: zdb roots, spool, state, `qsfs.toml`, a zstor config for the

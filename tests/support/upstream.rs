@@ -115,7 +115,8 @@ pub struct ZdbBackends {
 pub const BACKEND_NAMESPACE: &str = "qsfs";
 pub const BACKEND_PASSWORD: &str = "backend-password";
 
-fn free_port() -> u16 {
+/// A TCP port on the loopback that nothing listens on now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -210,38 +211,22 @@ impl ZdbBackends {
         self.client(self.all()[n]);
     }
 
-    /// A zstor v0.5 config over these backends: all metadata backends, one group of the data
-    /// backends, `minimal_shards = data - 1` (at least 1). `socket` turns the daemon on.
+    /// A zstor v0.5 config over these backends ([`super::zstor_config_over`]): all metadata
+    /// backends, one group of the data backends. `socket` turns the daemon on.
     pub fn zstor_config(&self, socket: Option<&Path>) -> String {
-        let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-        let expected = self.data.len();
-        let minimal = expected.saturating_sub(1).max(1);
-        let mut text = format!(
-            "minimal_shards = {minimal}\nexpected_shards = {expected}\nredundant_groups = 0\nredundant_nodes = 0\n"
-        );
-        if let Some(socket) = socket {
-            text.push_str(&format!(
-                "socket = \"{}\"\npid_file = \"{}.pid\"\n",
-                socket.display(),
-                socket.display()
-            ));
-        }
-        text.push_str(&format!(
-            "\n[encryption]\nalgorithm = \"AES\"\nkey = \"{key}\"\n\n[compression]\nalgorithm = \"snappy\"\n\n\
-             [meta]\ntype = \"zdb\"\n\n[meta.config]\nprefix = \"qsfs\"\n\n[meta.config.encryption]\nalgorithm = \"AES\"\nkey = \"{key}\"\n"
-        ));
-        for address in &self.meta {
-            text.push_str(&format!(
-                "\n[[meta.config.backends]]\naddress = \"{address}\"\nnamespace = \"{BACKEND_NAMESPACE}\"\npassword = \"{BACKEND_PASSWORD}\"\n"
-            ));
-        }
-        text.push_str("\n[[groups]]\n");
-        for address in &self.data {
-            text.push_str(&format!(
-                "\n[[groups.backends]]\naddress = \"{address}\"\nnamespace = \"{BACKEND_NAMESPACE}\"\npassword = \"{BACKEND_PASSWORD}\"\n"
-            ));
-        }
-        text
+        let list = |addresses: &[SocketAddr]| -> Vec<super::ConfigBackend> {
+            addresses
+                .iter()
+                .map(|a| {
+                    (
+                        a.to_string(),
+                        BACKEND_NAMESPACE.to_string(),
+                        BACKEND_PASSWORD.to_string(),
+                    )
+                })
+                .collect()
+        };
+        super::zstor_config_over(&list(&self.meta), &list(&self.data), socket)
     }
 }
 

@@ -11,7 +11,7 @@
 
 use crate::container::{wait_for, Container};
 use crate::support::upstream::{
-    Program, ZdbBackends, BACKEND_NAMESPACE, BACKEND_PASSWORD, UPSTREAM_BIN,
+    free_port, Program, ZdbBackends, BACKEND_NAMESPACE, BACKEND_PASSWORD, UPSTREAM_BIN,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,14 +31,6 @@ const S3_PASSWORD: &str = "qsfs-test-password";
 /// Where the zstor stand-in keeps its "remote" objects (beside /var/zdbfs/etc).
 const STORE_IN_CONTAINER: &str = "/var/zdbfs/zstor-standin-store";
 const KEY: &str = "7e57000000000000000000000000000000000000000000000000000000007e57";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The remote 0-db backends on the host's loopback: four metadata namespaces (user mode) and
 /// two data namespaces (sequential), each on its own zdb (the real one when available),
