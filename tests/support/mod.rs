@@ -270,7 +270,12 @@ impl Appliance {
             .jobs()
             .unwrap()
             .into_iter()
-            .map(|job| job.expect("a whole job"))
+            .filter_map(|job| match job {
+                Ok(job) => Some(job),
+                // A running monitor removed it between the listing and the read.
+                Err(bad) if !bad.path.exists() => None,
+                Err(bad) => panic!("a whole job: {bad:?}"),
+            })
             .collect()
     }
 
