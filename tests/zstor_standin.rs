@@ -966,27 +966,22 @@ fn check_of_an_unknown_file_and_a_silent_client() {
 fn check_unknown_and_silent_client(program: &Program) {
     let setup = Setup::new(program);
     let unknown = setup.dir.join("not/stored");
-    let out = setup.run(&["check", "-f", unknown.to_str().unwrap()]);
-    assert_eq!(
-        (
-            out.status.code(),
-            stdout(&out).as_str(),
-            stderr(&out).as_str()
-        ),
-        (Some(0), "", "")
-    );
+    let check_unknown = || {
+        let out = setup.run(&["check", "-f", unknown.to_str().unwrap()]);
+        assert_eq!(
+            (
+                out.status.code(),
+                stdout(&out).as_str(),
+                stderr(&out).as_str()
+            ),
+            (Some(0), "", "")
+        );
+    };
+    check_unknown();
 
     setup.write_config(&setup.config, &setup.daemon_spec());
     let daemon = Daemon::start(&setup);
-    let out = setup.run(&["check", "-f", unknown.to_str().unwrap()]);
-    assert_eq!(
-        (
-            out.status.code(),
-            stdout(&out).as_str(),
-            stderr(&out).as_str()
-        ),
-        (Some(0), "", "")
-    );
+    check_unknown();
     drop(UnixStream::connect(&setup.socket).unwrap());
     wait_for("the daemon to log the silent client", || {
         setup.log_text().contains(
