@@ -324,6 +324,11 @@ fn other(message: &str) -> ServerError {
     ServerError::Other(message.to_string())
 }
 
+/// `NSJUMP`, which must answer `OK`.
+fn jump(c: &mut Client) {
+    assert_eq!(c.command(&[b"NSJUMP"]).unwrap(), Reply::Status("OK".into()));
+}
+
 /// Sends `PING` on a new unix connection and checks that no answer comes within `wait`
 /// (the connection may be closed: that is no answer either). A raw socket, so that an `EINTR`
 /// (Linux gives one to a `recv` with a timeout when the process is stopped and resumed) is
@@ -992,8 +997,6 @@ fn check_a_failed_jump_index_keeps_the_dirty_list(program: &Program) {
     let mut c = zdb.wait_ready(&layout.endpoint());
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
-    let jump =
-        |c: &mut Client| assert_eq!(c.command(&[b"NSJUMP"]).unwrap(), Reply::Status("OK".into()));
     c.command(&[b"SET", b"a", b"1"]).unwrap();
     jump(&mut c); // i0 -> i1, nothing dirty
     c.command(&[b"SET", b"a", b"2"]).unwrap(); // flags a's record in i0
@@ -1452,8 +1455,6 @@ fn check_dirty_lists_have_no_trailing_space(program: &Program) {
     let mut c = zdb.wait_ready(&layout.endpoint());
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
-    let jump =
-        |c: &mut Client| assert_eq!(c.command(&[b"NSJUMP"]).unwrap(), Reply::Status("OK".into()));
     c.command(&[b"SET", b"a", b"1"]).unwrap();
     jump(&mut c); // a in i0
     c.command(&[b"SET", b"b", b"1"]).unwrap();
