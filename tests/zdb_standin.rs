@@ -131,6 +131,81 @@ impl Drop for Zdb {
     }
 }
 
+/// A test's own directory for one 0-db: `index/`, `data/` and the socket `zdb.sock` in it.
+struct Layout {
+    dir: tempfile::TempDir,
+}
+
+impl Layout {
+    fn new() -> Layout {
+        Layout {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn index(&self) -> String {
+        s(&self.root().join("index"))
+    }
+
+    fn data(&self) -> String {
+        s(&self.root().join("data"))
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.root().join("zdb.sock")
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint::Unix(self.socket())
+    }
+
+    /// The id zdb gives its hooks: `unix://<socket>`.
+    fn id(&self) -> String {
+        format!("unix://{}", s(&self.socket()))
+    }
+
+    /// `--index <root>/index --data <root>/data --socket <root>/zdb.sock` and `extra`.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "--index".to_string(),
+            self.index(),
+            "--data".to_string(),
+            self.data(),
+            "--socket".to_string(),
+            s(&self.socket()),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+
+    /// [`Layout::args`] with `--hook <root>/hook.sh` (see [`write_hook`]) before `extra`.
+    fn hooked_args(&self, extra: &[&str]) -> Vec<String> {
+        let hook = s(&write_hook(self.root()));
+        self.args(&[&["--hook", hook.as_str()], extra].concat())
+    }
+
+    /// Where the hook of [`Layout::start_hooked`] logs its calls.
+    fn hook_log(&self) -> PathBuf {
+        self.root().join("hooks.log")
+    }
+
+    /// Starts `program` with [`Layout::hooked_args`] of `extra` and the hook's `env` besides
+    /// `HOOK_LOG` (see [`write_hook`]), its output in `<root>/zdb.log`.
+    fn start_hooked(&self, program: &Program, extra: &[&str], env: &[(&str, String)]) -> Zdb {
+        let env = [&[("HOOK_LOG", s(&self.hook_log()))], env].concat();
+        self.start(program, &self.hooked_args(extra), &env, "zdb.log")
+    }
+
+    /// Starts `program` with `args` and `env`, its output in `<root>/<log>`.
+    fn start(&self, program: &Program, args: &[String], env: &[(&str, String)], log: &str) -> Zdb {
+        Zdb::start(program, args, env, &self.root().join(log))
+    }
+}
+
 /// A hook that appends one line per call (`printf '%s|' "$@"`, or with `$0` first when
 /// `$LOG_ARGV0` is set) to `$HOOK_LOG`. `namespaces-init` sleeps `$INIT_SLEEP`; `ready` sleeps
 /// `$READY_SLEEP` and exits `$READY_EXIT`; `jump-index` sleeps `$JUMP_INDEX_SLEEP` and exits
@@ -249,6 +324,11 @@ fn other(message: &str) -> ServerError {
     ServerError::Other(message.to_string())
 }
 
+/// `NSJUMP`, which must answer `OK`.
+fn jump(c: &mut Client) {
+    assert_eq!(c.command(&[b"NSJUMP"]).unwrap(), Reply::Status("OK".into()));
+}
+
 /// Sends `PING` on a new unix connection and checks that no answer comes within `wait`
 /// (the connection may be closed: that is no answer either). A raw socket, so that an `EINTR`
 /// (Linux gives one to a `recv` with a timeout when the process is stopped and resumed) is
@@ -291,35 +371,18 @@ fn hooks_rotation_offload_and_shutdown() {
 }
 
 fn check_hooks_rotation_offload_and_shutdown(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let (index, data, socket) = (
-        s(&root.join("index")),
-        s(&root.join("data")),
-        s(&root.join("zdb.sock")),
-    );
+    let layout = Layout::new();
+    let root = layout.root();
+    let (index, data, socket) = (layout.index(), layout.data(), s(&layout.socket()));
     let backup = root.join("backup");
     fs::create_dir(&backup).unwrap();
-    let hook_log = root.join("hooks.log");
-    let hook = write_hook(root);
-    let args: Vec<String> = [
-        "--index",
-        &index,
-        "--data",
-        &data,
-        "--socket",
-        &socket,
-        "--hook",
-        &s(&hook),
-        "--datasize",
-        "512k",
-    ]
-    .map(String::from)
-    .to_vec();
-    let env = [("HOOK_LOG", s(&hook_log)), ("BACKUP_DIR", s(&backup))];
-    let mut zdb = Zdb::start(program, &args, &env, &root.join("zdb.log"));
-    let endpoint = Endpoint::Unix(socket.clone().into());
-    let mut c = zdb.wait_ready(&endpoint);
+    let hook_log = layout.hook_log();
+    let mut zdb = layout.start_hooked(
+        program,
+        &["--datasize", "512k"],
+        &[("BACKUP_DIR", s(&backup))],
+    );
+    let mut c = zdb.wait_ready(&layout.endpoint());
 
     c.nsnew("seqns").unwrap();
     c.nsset("seqns", "mode", "seq").unwrap();
@@ -453,41 +516,25 @@ fn failing_ready_hook_exits_0_without_serving() {
 }
 
 fn check_failing_ready_hook_exits_0_without_serving(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
-    let hook_log = root.join("hooks.log");
-    let args = [
-        "--index",
-        &s(&root.join("i")),
-        "--data",
-        &s(&root.join("d")),
-        "--socket",
-        &s(&socket),
-    ]
-    .map(String::from)
-    .to_vec();
-    let args = [args, vec!["--hook".to_string(), s(&write_hook(root))]].concat();
-    let env = [
-        ("HOOK_LOG", s(&hook_log)),
-        ("READY_EXIT", "1".into()),
-        ("READY_SLEEP", "1".into()),
-    ];
-    let mut zdb = Zdb::start(program, &args, &env, &root.join("zdb.log"));
+    let layout = Layout::new();
+    let socket = layout.socket();
+    let hook_log = layout.hook_log();
+    let env = [("READY_EXIT", "1".into()), ("READY_SLEEP", "1".into())];
+    let mut zdb = layout.start_hooked(program, &[], &env);
 
     // While `ready` runs the socket listens, but nothing is served.
     let lines = wait_lines(&hook_log, 2);
     assert_eq!(lines.len(), 2, "hooks: {lines:?}; log:\n{}", zdb.log());
     assert_no_answer(&socket, Duration::from_millis(300));
-    let endpoint = Endpoint::Unix(socket);
+    let endpoint = layout.endpoint();
 
     assert_eq!(zdb.wait_exit().code(), Some(0), "log:\n{}", zdb.log());
     assert!(Client::connect(&endpoint, Duration::from_millis(300))
         .and_then(|mut c| c.ping())
         .is_err());
-    let id = format!("unix://{}", s(&endpoint_path(&endpoint)));
+    let id = layout.id();
     // No `close`, but `namespace-closing` for every namespace (started, not waited for).
-    let (i, d) = (s(&root.join("i")), s(&root.join("d")));
+    let (i, d) = (layout.index(), layout.data());
     assert_eq!(
         wait_lines(&hook_log, 3),
         vec![
@@ -496,13 +543,6 @@ fn check_failing_ready_hook_exits_0_without_serving(program: &Program) {
             format!("namespace-closing|{id}|default|{i}/default/i0|{d}/default/d0||"),
         ]
     );
-}
-
-fn endpoint_path(endpoint: &Endpoint) -> PathBuf {
-    match endpoint {
-        Endpoint::Unix(path) => path.clone(),
-        Endpoint::Tcp(_) => unreachable!(),
-    }
 }
 
 /// NSINFO field names in 0-db's order (§1.6), for an admin client, without `password_raw`.
@@ -721,9 +761,9 @@ fn client_over_unix_tcp4_and_tcp6() {
 }
 
 fn check_client_over_unix_tcp4_and_tcp6(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
+    let layout = Layout::new();
+    let root = layout.root();
+    let socket = layout.socket();
     let port = free_port("127.0.0.1");
     let args = [
         "--index",
@@ -740,8 +780,8 @@ fn check_client_over_unix_tcp4_and_tcp6(program: &Program) {
     ]
     .map(String::from)
     .to_vec();
-    let mut zdb = Zdb::start(program, &args, &[], &root.join("zdb4.log"));
-    let unix = Endpoint::Unix(socket);
+    let mut zdb = layout.start(program, &args, &[], "zdb4.log");
+    let unix = layout.endpoint();
     let tcp4 = Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], port)));
     zdb.wait_ready(&unix);
     zdb.wait_ready(&tcp4);
@@ -801,21 +841,11 @@ fn an_older_index_hands_out_sequential_ids_again() {
 }
 
 fn check_an_older_index_hands_out_sequential_ids_again(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
-    let args = [
-        "--index",
-        &s(&root.join("index")),
-        "--data",
-        &s(&root.join("data")),
-        "--socket",
-        &s(&socket),
-    ]
-    .map(String::from)
-    .to_vec();
-    let endpoint = Endpoint::Unix(socket);
-    let mut zdb = Zdb::start(program, &args, &[], &root.join("first.log"));
+    let layout = Layout::new();
+    let root = layout.root();
+    let args = layout.args(&[]);
+    let endpoint = layout.endpoint();
+    let mut zdb = layout.start(program, &args, &[], "first.log");
     let mut c = zdb.wait_ready(&endpoint);
     c.nsnew("blocks").unwrap();
     c.nsset("blocks", "mode", "seq").unwrap();
@@ -831,7 +861,7 @@ fn check_an_older_index_hands_out_sequential_ids_again(program: &Program) {
     assert_eq!(zdb.wait_exit().code(), Some(130));
     let index = root.join("index/blocks/i0");
     let older = fs::read(&index).unwrap();
-    let mut zdb = Zdb::start(program, &args, &[], &root.join("second.log"));
+    let mut zdb = layout.start(program, &args, &[], "second.log");
     let mut c = zdb.wait_ready(&endpoint);
     c.select("blocks", None).unwrap();
     for n in 4..6u8 {
@@ -845,7 +875,7 @@ fn check_an_older_index_hands_out_sequential_ids_again(program: &Program) {
 
     // Restored: the older index beside the newer data file.
     fs::write(&index, older).unwrap();
-    let mut zdb = Zdb::start(program, &args, &[], &root.join("restored.log"));
+    let mut zdb = layout.start(program, &args, &[], "restored.log");
     let mut c = zdb.wait_ready(&endpoint);
     c.select("blocks", None).unwrap();
     let reused = seq_id(c.command(&[b"SET", b"", b"new block"]).unwrap());
@@ -873,23 +903,11 @@ fn restart_serves_old_keys_and_a_second_instance_is_refused() {
 }
 
 fn check_restart_serves_old_keys_and_a_second_instance_is_refused(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
-    let args = [
-        "--index",
-        &s(&root.join("index")),
-        "--data",
-        &s(&root.join("data")),
-        "--socket",
-        &s(&socket),
-        "--datasize",
-        "512k",
-    ]
-    .map(String::from)
-    .to_vec();
-    let endpoint = Endpoint::Unix(socket);
-    let mut zdb = Zdb::start(program, &args, &[], &root.join("first.log"));
+    let layout = Layout::new();
+    let root = layout.root();
+    let args = layout.args(&["--datasize", "512k"]);
+    let endpoint = layout.endpoint();
+    let mut zdb = layout.start(program, &args, &[], "first.log");
     let mut c = zdb.wait_ready(&endpoint);
 
     let value = |byte: u8| vec![byte; 200 * 1024];
@@ -916,7 +934,7 @@ fn check_restart_serves_old_keys_and_a_second_instance_is_refused(program: &Prog
     }
 
     // Same directories while the first instance runs: refused, and the first keeps serving.
-    let mut second = Zdb::start(program, &args, &[], &root.join("second.log"));
+    let mut second = layout.start(program, &args, &[], "second.log");
     assert_eq!(second.wait_exit().code(), Some(1));
     assert!(
         second.log().contains("an instance of zdb is already using"),
@@ -928,7 +946,7 @@ fn check_restart_serves_old_keys_and_a_second_instance_is_refused(program: &Prog
     zdb.signal(nix::sys::signal::Signal::SIGINT);
     assert_eq!(zdb.wait_exit().code(), Some(130));
 
-    let mut zdb = Zdb::start(program, &args, &[], &root.join("restart.log"));
+    let mut zdb = layout.start(program, &args, &[], "restart.log");
     let mut c = zdb.wait_ready(&endpoint);
     // `default` first, then the others in the order readdir gives them.
     let on_disk: Vec<String> = fs::read_dir(root.join("index"))
@@ -972,30 +990,13 @@ fn a_failed_jump_index_keeps_the_dirty_list() {
 }
 
 fn check_a_failed_jump_index_keeps_the_dirty_list(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
-    let hook_log = root.join("hooks.log");
-    let index = s(&root.join("index"));
-    let args = [
-        "--index",
-        &index,
-        "--data",
-        &s(&root.join("data")),
-        "--socket",
-        &s(&socket),
-        "--hook",
-        &s(&write_hook(root)),
-    ]
-    .map(String::from)
-    .to_vec();
-    let env = [("HOOK_LOG", s(&hook_log)), ("JUMP_INDEX_EXIT", "1".into())];
-    let mut zdb = Zdb::start(program, &args, &env, &root.join("zdb.log"));
-    let mut c = zdb.wait_ready(&Endpoint::Unix(socket.clone()));
+    let layout = Layout::new();
+    let hook_log = layout.hook_log();
+    let index = layout.index();
+    let mut zdb = layout.start_hooked(program, &[], &[("JUMP_INDEX_EXIT", "1".into())]);
+    let mut c = zdb.wait_ready(&layout.endpoint());
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
-    let jump =
-        |c: &mut Client| assert_eq!(c.command(&[b"NSJUMP"]).unwrap(), Reply::Status("OK".into()));
     c.command(&[b"SET", b"a", b"1"]).unwrap();
     jump(&mut c); // i0 -> i1, nothing dirty
     c.command(&[b"SET", b"a", b"2"]).unwrap(); // flags a's record in i0
@@ -1018,7 +1019,7 @@ fn check_a_failed_jump_index_keeps_the_dirty_list(program: &Program) {
         .map(|l| l.rsplit('|').nth(1).unwrap().to_string())
         .collect();
     assert_eq!(dirty, ["", "0", "0", ""]);
-    let id = format!("unix://{}", s(&socket));
+    let id = layout.id();
     assert!(read_lines(&hook_log).contains(&format!("jump-index|{id}|{index}/u/i3|{index}/u/i4||")));
 }
 
@@ -1028,32 +1029,16 @@ fn a_blocking_hook_stalls_clients_but_not_a_signal() {
 }
 
 fn check_a_blocking_hook_stalls_clients_but_not_a_signal(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
-    let hook_log = root.join("hooks.log");
-    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let layout = Layout::new();
+    let root = layout.root();
+    let socket = layout.socket();
+    let hook_log = layout.hook_log();
+    let (index, data) = (layout.index(), layout.data());
     let backup = root.join("backup");
     fs::create_dir(&backup).unwrap();
-    let args = [
-        "--index",
-        &index,
-        "--data",
-        &data,
-        "--socket",
-        &s(&socket),
-        "--hook",
-        &s(&write_hook(root)),
-    ]
-    .map(String::from)
-    .to_vec();
-    let env = [
-        ("HOOK_LOG", s(&hook_log)),
-        ("BACKUP_DIR", s(&backup)),
-        ("MISSING_SLEEP", "4".into()),
-    ];
-    let mut zdb = Zdb::start(program, &args, &env, &root.join("zdb.log"));
-    let endpoint = Endpoint::Unix(socket.clone());
+    let env = [("BACKUP_DIR", s(&backup)), ("MISSING_SLEEP", "4".into())];
+    let mut zdb = layout.start_hooked(program, &[], &env);
+    let endpoint = layout.endpoint();
     let mut c = zdb.wait_ready(&endpoint);
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
@@ -1087,7 +1072,7 @@ fn check_a_blocking_hook_stalls_clients_but_not_a_signal(program: &Program) {
         "the GET never got an answer"
     );
 
-    let id = format!("unix://{}", s(&socket));
+    let id = layout.id();
     let line = |parts: &[&str]| {
         format!(
             "{}|",
@@ -1169,38 +1154,21 @@ fn background_fork_and_time_rotation() {
 }
 
 fn check_background_fork_and_time_rotation(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
+    let layout = Layout::new();
+    let root = layout.root();
     let (hook_log, pid_file, logfile) = (
         root.join("hooks.log"),
         root.join("zdb.pid"),
         root.join("background.log"),
     );
-    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
-    let args = [
-        "--index",
-        &index,
-        "--data",
-        &data,
-        "--socket",
-        &s(&socket),
-        "--hook",
-        &s(&write_hook(root)),
-        "--background",
-        "--logfile",
-        &s(&logfile),
-        "--rotate",
-        "1",
-    ]
-    .map(String::from)
-    .to_vec();
+    let (index, data) = (layout.index(), layout.data());
+    let args = layout.hooked_args(&["--background", "--logfile", &s(&logfile), "--rotate", "1"]);
     let env = [("HOOK_LOG", s(&hook_log)), ("PID_FILE", s(&pid_file))];
-    let mut zdb = Zdb::start(program, &args, &env, &root.join("foreground.log"));
+    let mut zdb = layout.start(program, &args, &env, "foreground.log");
 
     // The foreground process exits 0 once `ready` succeeded; its fork serves.
     assert_eq!(zdb.wait_exit().code(), Some(0), "log:\n{}", zdb.log());
-    let endpoint = Endpoint::Unix(socket.clone());
+    let endpoint = layout.endpoint();
     let mut c = Client::connect(&endpoint, Duration::from_secs(5)).expect("the fork listens");
     c.ping().unwrap();
     c.nsnew("r").unwrap();
@@ -1230,7 +1198,7 @@ fn check_background_fork_and_time_rotation(program: &Program) {
     sleep(Duration::from_millis(1300));
     assert_eq!(c.nsinfo("r").unwrap().data_current_id, Some(1));
     assert_eq!(c.nsinfo("default").unwrap().data_current_id, Some(0));
-    let id = format!("unix://{}", s(&socket));
+    let id = layout.id();
     let lines = read_lines(&hook_log);
     assert!(
         lines.contains(&format!("jump-index|{id}|{index}/r/i0|{index}/r/i1||")),
@@ -1272,21 +1240,11 @@ fn bad_client_input_never_takes_it_down() {
 
 fn check_bad_client_input_never_takes_it_down(program: &Program) {
     use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
-    let args = [
-        "--index",
-        &s(&root.join("i")),
-        "--data",
-        &s(&root.join("d")),
-        "--socket",
-        &s(&socket),
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut zdb = Zdb::start(program, &args, &[], &root.join("zdb.log"));
-    let endpoint = Endpoint::Unix(socket.clone());
+    let layout = Layout::new();
+    let socket = layout.socket();
+    let args = layout.args(&[]);
+    let mut zdb = layout.start(program, &args, &[], "zdb.log");
+    let endpoint = layout.endpoint();
     zdb.wait_ready(&endpoint);
 
     // Not requests: zdb answers an error and closes, or answers an error and keeps the bytes
@@ -1387,8 +1345,8 @@ fn command_line_is_parsed_like_getopt_long_only() {
 }
 
 fn check_command_line_is_parsed_like_getopt_long_only(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
+    let layout = Layout::new();
+    let root = layout.root();
     let run = |args: &[&str]| {
         Command::new(&program.path)
             .args(args)
@@ -1441,25 +1399,6 @@ fn check_command_line_is_parsed_like_getopt_long_only(program: &Program) {
     );
 }
 
-/// `--index <root>/index --data <root>/data --socket <root>/zdb.sock --hook <root>/hook.sh`
-/// and `extra`.
-fn hooked_args(root: &Path, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--index",
-        &s(&root.join("index")),
-        "--data",
-        &s(&root.join("data")),
-        "--socket",
-        &s(&root.join("zdb.sock")),
-        "--hook",
-        &s(&write_hook(root)),
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(extra.iter().map(|a| a.to_string()));
-    args
-}
-
 /// The dirty-list argument (the last one) of every `event` line.
 fn dirty_args(lines: &[String], event: &str) -> Vec<String> {
     lines
@@ -1478,16 +1417,9 @@ fn sigterm_during_namespaces_init_crashes() {
 }
 
 fn check_sigterm_during_namespaces_init_crashes(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let hook_log = root.join("hooks.log");
-    let env = [("HOOK_LOG", s(&hook_log)), ("INIT_SLEEP", "2".into())];
-    let mut zdb = Zdb::start(
-        program,
-        &hooked_args(root, &[]),
-        &env,
-        &root.join("zdb.log"),
-    );
+    let layout = Layout::new();
+    let hook_log = layout.hook_log();
+    let mut zdb = layout.start_hooked(program, &[], &[("INIT_SLEEP", "2".into())]);
     assert_eq!(wait_lines(&hook_log, 1).len(), 1, "no namespaces-init");
     zdb.signal(nix::sys::signal::Signal::SIGTERM);
     let status = zdb.wait_exit();
@@ -1497,8 +1429,8 @@ fn check_sigterm_during_namespaces_init_crashes(program: &Program) {
         "{status}; log:\n{}",
         zdb.log()
     );
-    let id = format!("unix://{}", s(&root.join("zdb.sock")));
-    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let id = layout.id();
+    let (index, data) = (layout.index(), layout.data());
     let expected = [
         format!("namespaces-init|{id}|{index}|{data}|"),
         format!("close|{id}|"),
@@ -1517,21 +1449,12 @@ fn dirty_lists_have_no_trailing_space() {
 }
 
 fn check_dirty_lists_have_no_trailing_space(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let hook_log = root.join("hooks.log");
-    let env = [("HOOK_LOG", s(&hook_log)), ("JUMP_INDEX_EXIT", "1".into())];
-    let mut zdb = Zdb::start(
-        program,
-        &hooked_args(root, &[]),
-        &env,
-        &root.join("zdb.log"),
-    );
-    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    let layout = Layout::new();
+    let hook_log = layout.hook_log();
+    let mut zdb = layout.start_hooked(program, &[], &[("JUMP_INDEX_EXIT", "1".into())]);
+    let mut c = zdb.wait_ready(&layout.endpoint());
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
-    let jump =
-        |c: &mut Client| assert_eq!(c.command(&[b"NSJUMP"]).unwrap(), Reply::Status("OK".into()));
     c.command(&[b"SET", b"a", b"1"]).unwrap();
     jump(&mut c); // a in i0
     c.command(&[b"SET", b"b", b"1"]).unwrap();
@@ -1551,8 +1474,8 @@ fn check_dirty_lists_have_no_trailing_space(program: &Program) {
         ["", "", "0 1"],
         "{lines:?}"
     );
-    let id = format!("unix://{}", s(&root.join("zdb.sock")));
-    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let id = layout.id();
+    let (index, data) = (layout.index(), layout.data());
     assert!(
         lines.contains(&format!(
             "namespace-closing|{id}|u|{index}/u/i3|{data}/u/d3|0 1|"
@@ -1576,21 +1499,14 @@ fn a_hook_killed_by_a_signal_counts_as_success() {
 }
 
 fn check_a_hook_killed_by_a_signal_counts_as_success(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let hook_log = root.join("hooks.log");
-    let env = [
-        ("HOOK_LOG", s(&hook_log)),
-        ("READY_KILL", "1".into()),
-        ("JUMP_INDEX_KILL", "1".into()),
-    ];
-    let mut zdb = Zdb::start(
+    let layout = Layout::new();
+    let hook_log = layout.hook_log();
+    let mut zdb = layout.start_hooked(
         program,
-        &hooked_args(root, &[]),
-        &env,
-        &root.join("zdb.log"),
+        &[],
+        &[("READY_KILL", "1".into()), ("JUMP_INDEX_KILL", "1".into())],
     );
-    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    let mut c = zdb.wait_ready(&layout.endpoint());
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
     c.command(&[b"SET", b"a", b"1"]).unwrap();
@@ -1619,21 +1535,17 @@ fn nobody_is_served_while_a_blocking_hook_runs() {
 }
 
 fn check_nobody_is_served_while_a_blocking_hook_runs(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
-    let hook_log = root.join("hooks.log");
-    let env = [
-        ("HOOK_LOG", s(&hook_log)),
-        ("INIT_SLEEP", "1".into()),
-        ("READY_SLEEP", "1".into()),
-        ("JUMP_INDEX_SLEEP", "1".into()),
-    ];
-    let mut zdb = Zdb::start(
+    let layout = Layout::new();
+    let socket = layout.socket();
+    let hook_log = layout.hook_log();
+    let mut zdb = layout.start_hooked(
         program,
-        &hooked_args(root, &[]),
-        &env,
-        &root.join("zdb.log"),
+        &[],
+        &[
+            ("INIT_SLEEP", "1".into()),
+            ("READY_SLEEP", "1".into()),
+            ("JUMP_INDEX_SLEEP", "1".into()),
+        ],
     );
     assert_eq!(wait_lines(&hook_log, 1).len(), 1, "no namespaces-init");
     assert!(
@@ -1642,7 +1554,7 @@ fn check_nobody_is_served_while_a_blocking_hook_runs(program: &Program) {
     );
     assert_eq!(wait_lines(&hook_log, 2).len(), 2, "no ready");
     assert_no_answer(&socket, Duration::from_millis(300));
-    let mut c = zdb.wait_ready(&Endpoint::Unix(socket.clone()));
+    let mut c = zdb.wait_ready(&layout.endpoint());
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
     c.command(&[b"SET", b"a", b"1"]).unwrap();
@@ -1675,18 +1587,12 @@ fn namespace_closing_hooks_are_not_waited_for() {
 }
 
 fn check_namespace_closing_hooks_are_not_waited_for(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let hook_log = root.join("hooks.log");
+    let layout = Layout::new();
+    let root = layout.root();
+    let hook_log = layout.hook_log();
     let release = root.join("release");
-    let env = [("HOOK_LOG", s(&hook_log)), ("CLOSING_RELEASE", s(&release))];
-    let mut zdb = Zdb::start(
-        program,
-        &hooked_args(root, &[]),
-        &env,
-        &root.join("zdb.log"),
-    );
-    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    let mut zdb = layout.start_hooked(program, &[], &[("CLOSING_RELEASE", s(&release))]);
+    let mut c = zdb.wait_ready(&layout.endpoint());
     c.nsnew("u").unwrap();
     zdb.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(zdb.wait_exit().code(), Some(143), "log:\n{}", zdb.log());
@@ -1779,13 +1685,15 @@ fn normalize_hook_log(lines: &[String], root: &Path) -> String {
 /// lists `"0"`, then `"0 1"`), `NSJUMP`, dirty them again, SIGTERM. After each step it waits for
 /// the hook calls the step makes, so the log has one order. Returns the normalized hook log.
 fn hook_session(program: &Program) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let hook_log = root.join("hooks.log");
-    let env = [("HOOK_LOG", s(&hook_log)), ("LOG_ARGV0", "1".into())];
-    let args = hooked_args(root, &["--datasize", "512k"]);
-    let mut zdb = Zdb::start(program, &args, &env, &root.join("zdb.log"));
-    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    let layout = Layout::new();
+    let root = layout.root();
+    let hook_log = layout.hook_log();
+    let mut zdb = layout.start_hooked(
+        program,
+        &["--datasize", "512k"],
+        &[("LOG_ARGV0", "1".into())],
+    );
+    let mut c = zdb.wait_ready(&layout.endpoint());
     let settle = |count: usize| {
         let lines = wait_lines(&hook_log, count);
         assert_eq!(lines.len(), count, "hook calls: {lines:#?}");
@@ -1888,23 +1796,11 @@ fn normalize_reply(text: &str, root: &Path) -> String {
 /// INFO and NSINFO as an admin and as a plain client see them (`--admin`), for a namespace
 /// without and with a size limit; replies recorded in a fixed order, so counters are stable.
 fn recorded_replies(program: &Program) -> Vec<(&'static str, String)> {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
-    let args = [
-        "--index",
-        &s(&root.join("index")),
-        "--data",
-        &s(&root.join("data")),
-        "--socket",
-        &s(&socket),
-        "--admin",
-        "adminpw",
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut zdb = Zdb::start(program, &args, &[], &root.join("zdb.log"));
-    let endpoint = Endpoint::Unix(socket);
+    let layout = Layout::new();
+    let root = layout.root();
+    let args = layout.args(&["--admin", "adminpw"]);
+    let mut zdb = layout.start(program, &args, &[], "zdb.log");
+    let endpoint = layout.endpoint();
     zdb.wait_ready(&endpoint);
     let mut admin = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
     let mut user = Client::connect(&endpoint, Duration::from_secs(5)).unwrap();
@@ -2076,17 +1972,10 @@ fn sigsegv_fires_crash_and_namespace_closing_and_exits_139() {
 }
 
 fn check_sigsegv_fires_crash_and_namespace_closing_and_exits_139(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let hook_log = root.join("hooks.log");
-    let env = [("HOOK_LOG", s(&hook_log))];
-    let mut zdb = Zdb::start(
-        program,
-        &hooked_args(root, &[]),
-        &env,
-        &root.join("zdb.log"),
-    );
-    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    let layout = Layout::new();
+    let hook_log = layout.hook_log();
+    let mut zdb = layout.start_hooked(program, &[], &[]);
+    let mut c = zdb.wait_ready(&layout.endpoint());
     c.nsnew("u").unwrap();
     assert_eq!(wait_lines(&hook_log, 3).len(), 3, "no namespace-created");
     zdb.signal(nix::sys::signal::Signal::SIGSEGV);
@@ -2097,8 +1986,8 @@ fn check_sigsegv_fires_crash_and_namespace_closing_and_exits_139(program: &Progr
         "{status}; log:\n{}",
         zdb.log()
     );
-    let id = format!("unix://{}", s(&root.join("zdb.sock")));
-    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let id = layout.id();
+    let (index, data) = (layout.index(), layout.data());
     let expected = vec![
         (format!("namespaces-init|{id}|{index}|{data}|"), true),
         (format!("ready|{id}|"), true),
@@ -2129,16 +2018,9 @@ fn a_signal_during_ready_closes_without_waiting_for_it() {
 fn check_a_signal_during_ready_closes_without_waiting_for_it(program: &Program) {
     use nix::sys::signal::Signal;
     for (signal, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let hook_log = root.join("hooks.log");
-        let env = [("HOOK_LOG", s(&hook_log)), ("READY_SLEEP", "5".into())];
-        let mut zdb = Zdb::start(
-            program,
-            &hooked_args(root, &[]),
-            &env,
-            &root.join("zdb.log"),
-        );
+        let layout = Layout::new();
+        let hook_log = layout.hook_log();
+        let mut zdb = layout.start_hooked(program, &[], &[("READY_SLEEP", "5".into())]);
         assert_eq!(wait_lines(&hook_log, 2).len(), 2, "no ready");
         let started = Instant::now();
         zdb.signal(signal);
@@ -2148,8 +2030,8 @@ fn check_a_signal_during_ready_closes_without_waiting_for_it(program: &Program) 
             "waited for ready: {:?}",
             started.elapsed()
         );
-        let id = format!("unix://{}", s(&root.join("zdb.sock")));
-        let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+        let id = layout.id();
+        let (index, data) = (layout.index(), layout.data());
         assert_eq!(
             wait_lines(&hook_log, 4),
             [
@@ -2171,24 +2053,16 @@ fn hooks_lists_every_run_in_order() {
 }
 
 fn check_hooks_lists_every_run_in_order(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let hook_log = root.join("hooks.log");
-    let env = [("HOOK_LOG", s(&hook_log)), ("JUMP_INDEX_EXIT", "3".into())];
-    let mut zdb = Zdb::start(
-        program,
-        &hooked_args(root, &[]),
-        &env,
-        &root.join("zdb.log"),
-    );
-    let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+    let layout = Layout::new();
+    let mut zdb = layout.start_hooked(program, &[], &[("JUMP_INDEX_EXIT", "3".into())]);
+    let mut c = zdb.wait_ready(&layout.endpoint());
     c.nsnew("u").unwrap();
     c.select("u", None).unwrap();
     c.command(&[b"NSJUMP"]).unwrap();
     let Reply::Array(runs) = c.command(&[b"HOOKS"]).unwrap() else {
         panic!("HOOKS is not an array")
     };
-    let (index, data) = (s(&root.join("index")), s(&root.join("data")));
+    let (index, data) = (layout.index(), layout.data());
     let expected: [(&str, Vec<String>, Option<i64>); 5] = [
         (
             "namespaces-init",
@@ -2247,18 +2121,18 @@ fn a_missing_data_file_not_restored_fails_the_read() {
 
 fn check_a_missing_data_file_not_restored_fails_the_read(program: &Program) {
     for with_hook in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let hook_log = root.join("hooks.log");
+        let layout = Layout::new();
+        let root = layout.root();
+        let hook_log = layout.hook_log();
         let empty = root.join("empty");
         fs::create_dir(&empty).unwrap();
-        let mut args = hooked_args(root, &[]);
+        let mut args = layout.hooked_args(&[]);
         if !with_hook {
             args.truncate(args.len() - 2);
         }
         let env = [("HOOK_LOG", s(&hook_log)), ("BACKUP_DIR", s(&empty))];
-        let mut zdb = Zdb::start(program, &args, &env, &root.join("zdb.log"));
-        let mut c = zdb.wait_ready(&Endpoint::Unix(root.join("zdb.sock")));
+        let mut zdb = layout.start(program, &args, &env, "zdb.log");
+        let mut c = zdb.wait_ready(&layout.endpoint());
         c.nsnew("u").unwrap();
         c.select("u", None).unwrap();
         c.command(&[b"SET", b"k", b"v"]).unwrap();
@@ -2278,7 +2152,7 @@ fn check_a_missing_data_file_not_restored_fails_the_read(program: &Program) {
             .into_iter()
             .filter(|l| l.starts_with("missing-data|"))
             .collect();
-        let id = format!("unix://{}", s(&root.join("zdb.sock")));
+        let id = layout.id();
         let line = format!("missing-data|{id}|{}|", s(&root.join("data/u/d0")));
         let expected = if with_hook { vec![line; 3] } else { vec![] };
         assert_eq!(missing, expected, "hook: {with_hook}");
@@ -2295,21 +2169,10 @@ fn info_counts_commands_clients_and_bytes() {
 }
 
 fn check_info_counts_commands_clients_and_bytes(program: &Program) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let socket = root.join("zdb.sock");
-    let args = [
-        "--index",
-        &s(&root.join("index")),
-        "--data",
-        &s(&root.join("data")),
-        "--socket",
-        &s(&socket),
-    ]
-    .map(String::from)
-    .to_vec();
-    let mut zdb = Zdb::start(program, &args, &[], &root.join("zdb.log"));
-    let endpoint = Endpoint::Unix(socket);
+    let layout = Layout::new();
+    let args = layout.args(&[]);
+    let mut zdb = layout.start(program, &args, &[], "zdb.log");
+    let endpoint = layout.endpoint();
     // wait_ready: one connection for its PING, then the one it returns
     let mut c = zdb.wait_ready(&endpoint);
     let encode = |reply: &Reply| {

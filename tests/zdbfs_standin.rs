@@ -316,6 +316,34 @@ fn write_new_files(zdbfs: &Fs) -> Vec<u8> {
     data
 }
 
+/// Mounts `zdbfs` again after a SIGKILL and says what became of the files of
+/// [`write_new_files`], the message starting with `what`.
+fn remount_after_kill(zdbfs: &Program, app: &Appliance, what: &str, data: &[u8]) -> Fs {
+    let zdbfs = mount(zdbfs, app, "");
+    eprintln!(
+        "{what}, after SIGKILL: {}; {}",
+        outcome(&zdbfs, "top", data),
+        outcome(&zdbfs, "bucket/object", data)
+    );
+    zdbfs
+}
+
+/// The directory and the two files of [`write_new_files`] are there, with `data`.
+fn assert_new_files_kept(zdbfs: &Fs, data: &[u8]) {
+    assert_eq!(names(&zdbfs.mountpoint), ["bucket", "top"]);
+    assert_eq!(names(&zdbfs.path("bucket")), ["object"]);
+    assert!(fs::read(zdbfs.path("top")).unwrap() == data);
+    assert!(fs::read(zdbfs.path("bucket/object")).unwrap() == data);
+}
+
+/// Seconds since the epoch, as the snapshot ioctl replies.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// zdbfs 0.1.11: `flush` and `fsync` do nothing; `release` (the last close) writes the file's
 /// inode and blocks, but the new directory entries (and a new directory) stay in the cache.
 /// Killed right after the close (or 5 s later), zdbfs loses the files and the directory.
@@ -360,16 +388,8 @@ fn sigkill_after_12_s_idle_keeps_new_files_and_directories() {
         sleep(Duration::from_secs(12));
         zdbfs.kill();
 
-        let zdbfs = mount(program, &app, "");
-        eprintln!(
-            "12 s idle, after SIGKILL: {}; {}",
-            outcome(&zdbfs, "top", &data),
-            outcome(&zdbfs, "bucket/object", &data)
-        );
-        assert_eq!(names(&zdbfs.mountpoint), ["bucket", "top"]);
-        assert_eq!(names(&zdbfs.path("bucket")), ["object"]);
-        assert!(fs::read(zdbfs.path("top")).unwrap() == data);
-        assert!(fs::read(zdbfs.path("bucket/object")).unwrap() == data);
+        let zdbfs = remount_after_kill(program, &app, "12 s idle", &data);
+        assert_new_files_kept(&zdbfs, &data);
     });
 }
 
@@ -395,12 +415,7 @@ fn requests_every_half_second_keep_the_idle_loop_from_writing() {
         zdbfs.kill();
         drop(other);
 
-        let zdbfs = mount(program, &app, "");
-        eprintln!(
-            "12 s of fsyncs, after SIGKILL: {}; {}",
-            outcome(&zdbfs, "top", &data),
-            outcome(&zdbfs, "bucket/object", &data)
-        );
+        let zdbfs = remount_after_kill(program, &app, "12 s of fsyncs", &data);
         assert_eq!(names(&zdbfs.mountpoint), ["other"]);
     });
 }
@@ -415,10 +430,7 @@ fn the_snapshot_ioctl_empties_the_cache_and_makes_files_survive_sigkill() {
         let data = write_new_files(&zdbfs);
         let before_stats = stats(&zdbfs.mountpoint);
         assert!(before_stats[stat::CACHE_ENTRIES] > 0, "{before_stats:?}");
-        let before = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let before = unix_now();
         let time = snapshot(&zdbfs.mountpoint);
         assert!(time >= before && time <= before + 5, "{time} vs {before}");
         let after = stats(&zdbfs.mountpoint);
@@ -430,16 +442,8 @@ fn the_snapshot_ioctl_empties_the_cache_and_makes_files_survive_sigkill() {
         assert_eq!(after[stat::CACHE_BRANCHES_ALLOCATED], 0, "{after:?}");
         zdbfs.kill();
 
-        let zdbfs = mount(program, &app, "");
-        eprintln!(
-            "snapshot, after SIGKILL: {}; {}",
-            outcome(&zdbfs, "top", &data),
-            outcome(&zdbfs, "bucket/object", &data)
-        );
-        assert_eq!(names(&zdbfs.mountpoint), ["bucket", "top"]);
-        assert_eq!(names(&zdbfs.path("bucket")), ["object"]);
-        assert!(fs::read(zdbfs.path("top")).unwrap() == data);
-        assert!(fs::read(zdbfs.path("bucket/object")).unwrap() == data);
+        let zdbfs = remount_after_kill(program, &app, "snapshot", &data);
+        assert_new_files_kept(&zdbfs, &data);
     });
 }
 
@@ -490,10 +494,7 @@ fn the_snapshot_ioctl_succeeds_while_zdb_is_down() {
         let zdbfs = mount(program, &app, "");
         write_synced(&zdbfs.path("f"), &pattern(400_000, 22));
         zdb.stop();
-        let before = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let before = unix_now();
         let time = snapshot(&zdbfs.mountpoint);
         assert!(time >= before && time <= before + 5, "{time} vs {before}");
     });

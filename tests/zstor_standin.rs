@@ -304,11 +304,24 @@ fn sockets(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
-/// Waits until the daemon `pid` has accepted one more client than `before` sockets, then a
-/// little longer for the client's request (written right after its connect) to arrive.
-fn wait_for_client(pid: u32, before: usize) {
-    wait_for("the daemon to accept the client", || sockets(pid) > before);
+/// Runs `connect`, which starts a client of `daemon`, and waits until the daemon has accepted
+/// one more client, then a little longer for the client's request (written right after its
+/// connect) to arrive: it is then queued behind what the daemon runs.
+fn queued<T>(daemon: &Daemon, connect: impl FnOnce() -> T) -> T {
+    let before = sockets(daemon.pid());
+    let client = connect();
+    wait_for("the daemon to accept the client", || {
+        sockets(daemon.pid()) > before
+    });
     std::thread::sleep(Duration::from_millis(100));
+    client
+}
+
+/// Waits until `daemon` reads `file` (see [`slow_file`]), so the command it serves still runs.
+fn wait_until_reading(daemon: &Daemon, file: &Path) {
+    wait_for("the daemon to read the big file", || {
+        has_open(daemon.pid(), file)
+    });
 }
 
 /// True when process `pid` has `path` open.
@@ -835,9 +848,7 @@ fn check_daemon_queue(program: &Program) {
             zstor.store(&big, None).unwrap();
             Instant::now()
         });
-        wait_for("the daemon to read the big file", || {
-            has_open(daemon.pid(), &big)
-        });
+        wait_until_reading(&daemon, &big);
         let check_started = Instant::now();
         let answer = zstor.check(&small).unwrap();
         let check_done = Instant::now();
@@ -871,12 +882,8 @@ fn check_daemon_queue(program: &Program) {
     let expected = Checksum::of_file(&big).unwrap();
     std::thread::scope(|scope| {
         let store = scope.spawn(|| zstor.store(&big, None));
-        wait_for("the daemon to read the big file", || {
-            has_open(daemon.pid(), &big)
-        });
-        let before = sockets(daemon.pid());
-        let check = scope.spawn(|| zstor.check(&small));
-        wait_for_client(daemon.pid(), before);
+        wait_until_reading(&daemon, &big);
+        let check = queued(&daemon, || scope.spawn(|| zstor.check(&small)));
         daemon.signal(nix::sys::signal::Signal::SIGINT);
         store.join().unwrap().unwrap();
         assert_eq!(
@@ -922,17 +929,15 @@ fn check_killed_client(program: &Program) {
 
     std::thread::scope(|scope| {
         let store = scope.spawn(|| zstor.store(&big, None));
-        wait_for("the daemon to read the big file", || {
-            has_open(daemon.pid(), &big)
+        wait_until_reading(&daemon, &big);
+        let mut client = queued(&daemon, || {
+            setup
+                .command_in(&setup.dir, &["retrieve", "-f", file.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
         });
-        let before = sockets(daemon.pid());
-        let mut client = setup
-            .command_in(&setup.dir, &["retrieve", "-f", file.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_client(daemon.pid(), before);
         assert!(!store.is_finished(), "the store ended before the kill");
         client.kill().unwrap();
         assert_eq!(client.wait().unwrap().signal(), Some(libc::SIGKILL));
@@ -961,27 +966,22 @@ fn check_of_an_unknown_file_and_a_silent_client() {
 fn check_unknown_and_silent_client(program: &Program) {
     let setup = Setup::new(program);
     let unknown = setup.dir.join("not/stored");
-    let out = setup.run(&["check", "-f", unknown.to_str().unwrap()]);
-    assert_eq!(
-        (
-            out.status.code(),
-            stdout(&out).as_str(),
-            stderr(&out).as_str()
-        ),
-        (Some(0), "", "")
-    );
+    let check_unknown = || {
+        let out = setup.run(&["check", "-f", unknown.to_str().unwrap()]);
+        assert_eq!(
+            (
+                out.status.code(),
+                stdout(&out).as_str(),
+                stderr(&out).as_str()
+            ),
+            (Some(0), "", "")
+        );
+    };
+    check_unknown();
 
     setup.write_config(&setup.config, &setup.daemon_spec());
     let daemon = Daemon::start(&setup);
-    let out = setup.run(&["check", "-f", unknown.to_str().unwrap()]);
-    assert_eq!(
-        (
-            out.status.code(),
-            stdout(&out).as_str(),
-            stderr(&out).as_str()
-        ),
-        (Some(0), "", "")
-    );
+    check_unknown();
     drop(UnixStream::connect(&setup.socket).unwrap());
     wait_for("the daemon to log the silent client", || {
         setup.log_text().contains(
