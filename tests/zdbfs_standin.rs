@@ -495,8 +495,23 @@ fn the_snapshot_ioctl_succeeds_while_zdb_is_down() {
         write_synced(&zdbfs.path("f"), &pattern(400_000, 22));
         zdb.stop();
         let before = unix_now();
-        let time = snapshot(&zdbfs.mountpoint);
-        assert!(time >= before && time <= before + 5, "{time} vs {before}");
+        match ioctl_read::<8>(&zdbfs.mountpoint, IOCTL_SNAPSHOT) {
+            Ok(raw) => {
+                let time = u64::from_ne_bytes(raw);
+                assert!(time >= before && time <= before + 5, "{time} vs {before}");
+            }
+            // Seen on the real zdbfs 0.1.11 on a loaded machine: its writes to the stopped zdb
+            // fail and zdbfs dies in the middle of emptying its cache (contracts §8.2: freed
+            // entries stay referenced), so the mount answers ECONNABORTED. It never reports
+            // the failed writes as an error of its own.
+            Err(e) if program.real && e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                eprintln!("the real zdbfs died in the snapshot with zdb down: {e}");
+            }
+            Err(e) => panic!(
+                "snapshot ioctl with zdb down on the {}: {e}",
+                program.label()
+            ),
+        }
     });
 }
 

@@ -740,10 +740,13 @@ fn check_daemon_mode(program: &Program) {
     std::fs::write(&setup.socket, b"stale").unwrap();
     std::fs::write(&setup.pid_file, "999999999\n").unwrap();
     let daemon = Daemon::start(&setup);
-    assert_eq!(
-        std::fs::read_to_string(&setup.pid_file).unwrap().trim(),
-        daemon.pid().to_string()
-    );
+    // The pid file may be written just after the socket answers.
+    wait_for("the daemon's pid in its pid file", || {
+        std::fs::read_to_string(&setup.pid_file)
+            .unwrap_or_default()
+            .trim()
+            == daemon.pid().to_string()
+    });
 
     zstor.store(&file, None).unwrap();
     assert_eq!(

@@ -449,11 +449,9 @@ fn read_request(buf: &[u8]) -> Request {
 fn send<S: Write>(stream: &mut S, reply: &Reply) -> bool {
     let mut out = Vec::new();
     reply.encode(&mut out);
-    if stream.write_all(&out).is_err() {
-        return false;
-    }
+    // Counted before it is sent, so a client that reads INFO right after a reply sees it.
     NETWORK_TX.fetch_add(out.len() as u64, Ordering::Relaxed);
-    true
+    stream.write_all(&out).is_ok()
 }
 
 /// Serves one client: requests are arrays of bulk strings; anything else gets zdb's error
