@@ -439,6 +439,7 @@ fn backend(app: &Appliance, name: &str, mode: &str) -> (support::Zdb, u16) {
         log,
         endpoint,
         program: support::upstream::Program::standin("zdb"),
+        lockfile: root.join("index/.lockfile"),
     };
     let mut c = zdb.client();
     c.nsnew("data").unwrap();

@@ -338,6 +338,7 @@ impl Appliance {
             log,
             endpoint: qsfs::zdb::Endpoint::Unix(self.socket.clone()),
             program: zdb.clone(),
+            lockfile: self.index.join(".lockfile"),
         }
     }
 }
@@ -349,6 +350,8 @@ pub struct Zdb {
     pub endpoint: qsfs::zdb::Endpoint,
     /// Which implementation runs.
     pub program: upstream::Program,
+    /// `<index>/.lockfile`, which zdb locks and its hook children inherit.
+    pub lockfile: PathBuf,
 }
 
 impl Zdb {
@@ -386,10 +389,21 @@ impl Zdb {
         }
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit, and for the hooks it left running (`namespace-closing`
+    /// is not waited for), which hold its lock: the real zdb refuses to start until they end.
     pub fn wait(&mut self) -> std::process::ExitStatus {
         let child = &mut self.child;
-        wait_for("zdb to exit", || child.try_wait().unwrap())
+        let status = wait_for("zdb to exit", || child.try_wait().unwrap());
+        let lockfile = &self.lockfile;
+        wait_for("zdb's hooks to release its lock", || {
+            let Ok(file) = std::fs::File::open(lockfile) else {
+                return Some(());
+            };
+            nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .ok()
+                .map(drop)
+        });
+        status
     }
 
     /// SIGTERM, then waits for the exit (zdb runs `close` and exits 143).
