@@ -157,9 +157,8 @@ pub struct Appliance {
     pub zstor_config: PathBuf,
     /// The zdb and zstor this layout runs.
     pub stack: upstream::Stack,
-    /// With the real zstor: the real 0-db backends it stores on (shared by the layouts of one
-    /// test through [`Appliance::fresh_vm`]).
-    pub backends: Option<std::rc::Rc<upstream::ZdbBackends>>,
+    /// With the real zstor: the real 0-db backends it stores on.
+    pub backends: Option<upstream::ZdbBackends>,
 }
 
 impl Appliance {
@@ -174,25 +173,14 @@ impl Appliance {
         let backends = stack
             .zstor
             .real
-            .then(|| std::rc::Rc::new(upstream::ZdbBackends::start(&stack.zdb, 4, 2)));
+            .then(|| upstream::ZdbBackends::start(&stack.zdb, 4, 2));
         Appliance::build(stack, None, backends, extra_config)
-    }
-
-    /// Another VM with empty zdb directories and the same configuration and backends (a
-    /// restore target).
-    pub fn fresh_vm(&self, extra_config: &str) -> Appliance {
-        Appliance::build(
-            &self.stack,
-            Some(&self.store),
-            self.backends.clone(),
-            extra_config,
-        )
     }
 
     fn build(
         stack: &upstream::Stack,
         store: Option<&Path>,
-        backends: Option<std::rc::Rc<upstream::ZdbBackends>>,
+        backends: Option<upstream::ZdbBackends>,
         extra_config: &str,
     ) -> Appliance {
         let dir = tempfile::tempdir().unwrap();

@@ -103,9 +103,7 @@ pub fn each(name: &'static str, mut check: impl FnMut(&Program)) {
 /// Remote 0-db backends on the loopback, as zstor sees them: `meta` namespaces in user mode
 /// and `data` namespaces in sequential mode, each on its own 0-db, all password protected.
 pub struct ZdbBackends {
-    children: Vec<Option<Child>>,
-    args: Vec<Vec<String>>,
-    program: Program,
+    children: Vec<Child>,
     pub meta: Vec<SocketAddr>,
     pub data: Vec<SocketAddr>,
     pub dir: tempfile::TempDir,
@@ -127,33 +125,36 @@ pub fn free_port() -> u16 {
 impl ZdbBackends {
     /// Starts `meta + data` instances of `zdb` (real or stand-in) under `/var/tmp`.
     pub fn start(zdb: &Program, meta: usize, data: usize) -> ZdbBackends {
-        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
         let mut backends = ZdbBackends {
             children: Vec::new(),
-            args: Vec::new(),
-            program: zdb.clone(),
             meta: Vec::new(),
             data: Vec::new(),
-            dir,
+            dir: tempfile::tempdir_in("/var/tmp").unwrap(),
         };
         for n in 0..meta + data {
             let port = free_port();
             let root = backends.dir.path().join(format!("backend{n}"));
-            let args = vec![
-                "--index".to_string(),
-                root.join("index").display().to_string(),
-                "--data".to_string(),
-                root.join("data").display().to_string(),
-                "--listen".to_string(),
-                "127.0.0.1".to_string(),
-                "--port".to_string(),
-                port.to_string(),
-            ];
-            backends.args.push(args);
-            backends.children.push(None);
-            backends.spawn(n);
+            let out = std::fs::File::create(root.with_extension("log")).unwrap();
+            let child = Command::new(&zdb.path)
+                .arg("--index")
+                .arg(root.join("index"))
+                .arg("--data")
+                .arg(root.join("data"))
+                .args(["--listen", "127.0.0.1", "--port", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start {}: {e}", zdb.label()));
+            backends.children.push(child);
             let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut client = backends.client(address);
+            let endpoint = qsfs::zdb::Endpoint::Tcp(address);
+            let mut client = super::wait_for("a backend to answer PING", || {
+                let mut c =
+                    qsfs::zdb::Client::connect(&endpoint, std::time::Duration::from_secs(2))
+                        .ok()?;
+                c.ping().ok().map(|()| c)
+            });
             let mode = if n < meta { "user" } else { "seq" };
             client.nsnew(BACKEND_NAMESPACE).unwrap();
             client.nsset(BACKEND_NAMESPACE, "mode", mode).unwrap();
@@ -169,46 +170,10 @@ impl ZdbBackends {
         backends
     }
 
-    fn spawn(&mut self, n: usize) {
-        let log = self.dir.path().join(format!("backend{n}.log"));
-        let out = std::fs::File::create(log).unwrap();
-        let child = Command::new(&self.program.path)
-            .args(&self.args[n])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", self.program.label()));
-        self.children[n] = Some(child);
-    }
-
-    fn client(&self, address: SocketAddr) -> qsfs::zdb::Client {
-        let endpoint = qsfs::zdb::Endpoint::Tcp(address);
-        super::wait_for("a backend to answer PING", || {
-            let mut c =
-                qsfs::zdb::Client::connect(&endpoint, std::time::Duration::from_secs(2)).ok()?;
-            c.ping().ok().map(|()| c)
-        })
-    }
-
-    /// Every backend, metadata first.
-    pub fn all(&self) -> Vec<SocketAddr> {
-        self.meta.iter().chain(&self.data).copied().collect()
-    }
-
-    /// Kills backend `n` (in [`ZdbBackends::all`] order): it stops answering.
+    /// Kills backend `n` (metadata backends first, then data): it stops answering.
     pub fn kill(&mut self, n: usize) {
-        if let Some(mut child) = self.children[n].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts backend `n` again on its port and data.
-    pub fn restart(&mut self, n: usize) {
-        self.kill(n);
-        self.spawn(n);
-        self.client(self.all()[n]);
+        let _ = self.children[n].kill();
+        let _ = self.children[n].wait();
     }
 
     /// A zstor v0.5 config over these backends ([`super::zstor_config_over`]): all metadata
