@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use qsfs::config::monitor::MonitorConfig;
-use qsfs::monitor::daemon::{summary_line, Daemon};
+use qsfs::monitor::daemon::Daemon;
 use qsfs::monitor::status::MonitorStatus;
 use std::path::PathBuf;
 
@@ -133,7 +133,7 @@ fn print_human(status: &MonitorStatus) {
         status.pid,
         age(status.started_unix_ms)
     );
-    println!("{}", summary_line(status));
+    println!("{}", status.summary_line());
     let u = &status.uploads;
     println!(
         "uploads: {} spool jobs, {} files queued, {} running; {} of {} tracked files verified remote; {} verified and {} failed since start",

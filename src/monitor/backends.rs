@@ -10,9 +10,10 @@
 //! * A namespace in the wrong mode (data backends must be `sequential`, metadata backends
 //!   `userkey`) counts as a failure.
 
+use crate::logging::message_id;
 use crate::monitor::status::{BackendKind, BackendState};
 use crate::zdb::{Client, Endpoint, Mode};
-use crate::zstor::config::Backend;
+use crate::zstor::config::{Backend, ZstorConfig};
 use std::time::Duration;
 
 /// A backend's health and since when.
@@ -136,6 +137,97 @@ pub fn check(backend: &Backend, kind: BackendKind, timeout: Duration) -> Observa
         }
         Err(e) => Observation::Failed(e.to_string()),
     }
+}
+
+/// One backend of the zstor config and its health.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The backend.
+    pub backend: Backend,
+    /// Data or metadata.
+    pub kind: BackendKind,
+    /// Its health.
+    pub health: Health,
+}
+
+/// The backends of `config`, keeping the health of those already in `previous`.
+pub fn entries(config: &ZstorConfig, previous: &[Entry], now_unix_ms: u64) -> Vec<Entry> {
+    let data = config.data_backends().map(|b| (b, BackendKind::Data));
+    let meta = config
+        .meta_backends()
+        .iter()
+        .map(|b| (b, BackendKind::Meta));
+    data.chain(meta)
+        .map(|(backend, kind)| Entry {
+            health: previous
+                .iter()
+                .find(|e| e.backend.label() == backend.label() && e.kind == kind)
+                .map_or_else(|| Health::unchecked(now_unix_ms), |e| e.health.clone()),
+            backend: backend.clone(),
+            kind,
+        })
+        .collect()
+}
+
+/// A stable hash of the backend set (addresses and namespaces, never passwords).
+pub fn set_hash(config: &ZstorConfig) -> u64 {
+    let mut labels: Vec<String> = config
+        .data_backends()
+        .chain(config.meta_backends())
+        .map(Backend::label)
+        .collect();
+    labels.sort();
+    let sum = crate::zstor::Checksum::of_bytes(labels.join("\n").as_bytes());
+    u64::from_le_bytes(sum.0[..8].try_into().expect("8 bytes"))
+}
+
+/// Folds one round of check results into `entries`, logging every change of state. Returns
+/// the labels of the backends that just became unreachable or low on space.
+pub fn apply(
+    entries: &mut [Entry],
+    results: Vec<(String, Observation)>,
+    now_unix_ms: u64,
+    grace: Duration,
+    fill_threshold: f64,
+) -> Vec<String> {
+    let mut lost = Vec::new();
+    for (label, observation) in results {
+        let Some(entry) = entries.iter_mut().find(|e| e.backend.label() == label) else {
+            continue;
+        };
+        let next = next(
+            &entry.health,
+            &observation,
+            now_unix_ms,
+            grace,
+            fill_threshold,
+        );
+        if next.state != entry.health.state {
+            let reason = next
+                .reason
+                .as_ref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            let message = format!(
+                "{} backend {label}: {} → {}{reason}",
+                entry.kind, entry.health.state, next.state
+            );
+            let id = message_id::BACKEND_STATE_CHANGED;
+            if next.state == BackendState::Healthy {
+                tracing::info!(message_id = id, qsfs_backend = label, qsfs_backend_state = ?next.state, "{message}");
+            } else {
+                tracing::warn!(message_id = id, qsfs_backend = label, qsfs_backend_state = ?next.state, "{message}");
+            }
+            if matches!(
+                next.state,
+                BackendState::Unreachable | BackendState::LowSpace
+            ) {
+                lost.push(label.clone());
+            }
+        }
+        entry.health = next;
+    }
+    lost
 }
 
 #[cfg(test)]

@@ -183,6 +183,41 @@ pub struct RebuildStatus {
 }
 
 impl MonitorStatus {
+    /// One line for `systemctl status`: "uploads: 3 queued, oldest 12 s; backends 4/4 healthy;
+    /// cache 1.2/4.0 GiB".
+    pub fn summary_line(&self) -> String {
+        let u = &self.uploads;
+        let uploads = match u.oldest_unverified_age_secs {
+            Some(age) if u.queued_files > 0 => {
+                format!("uploads: {} queued, oldest {age} s", u.queued_files)
+            }
+            _ => "uploads: none queued".to_string(),
+        };
+        let healthy = self
+            .backends
+            .iter()
+            .filter(|b| b.state == BackendState::Healthy)
+            .count();
+        let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+        let cache = match self.cache.limit_bytes {
+            Some(limit) => format!(
+                "cache {:.1}/{:.1} GiB",
+                gib(self.cache.used_bytes),
+                gib(limit)
+            ),
+            None => format!("cache {:.1} GiB (no limit)", gib(self.cache.used_bytes)),
+        };
+        let rebuild = self
+            .rebuild
+            .as_ref()
+            .map(|r| format!("; rebuild {}/{}", r.done, r.total))
+            .unwrap_or_default();
+        format!(
+            "{uploads}; backends {healthy}/{} healthy; {cache}{rebuild}",
+            self.backends.len()
+        )
+    }
+
     /// How often the daemon rewrites the file.
     pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(2);
 

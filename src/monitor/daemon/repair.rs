@@ -1,0 +1,161 @@
+//! The daemon's repair lane: backend checks, replacement requests, rebuilds.
+
+use super::{lock, Daemon, Event, BACKEND_CHECKS_AT_ONCE};
+use crate::clock::now_unix_ms;
+use crate::monitor::backends::{self, Observation};
+use crate::monitor::rebuild::{self, Rebuild, Step};
+use crate::monitor::state::FileRecord;
+use crate::monitor::tasks::Activity;
+use crate::monitor::vdc;
+use crate::zstor::ZstorError;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Daemon {
+    // Backends, replacement, rebuild.
+
+    pub(super) fn start_backend_checks(&mut self) {
+        if self.tasks.busy(&Activity::CheckBackends) || self.backends.is_empty() {
+            return;
+        }
+        let timeout = Duration::from_secs(self.config.backend_timeout_secs);
+        let targets: Vec<_> = self
+            .backends
+            .iter()
+            .map(|e| (e.backend.clone(), e.kind))
+            .collect();
+        self.tasks.spawn(Activity::CheckBackends, async move {
+            let limit = Arc::new(tokio::sync::Semaphore::new(BACKEND_CHECKS_AT_ONCE));
+            let checks = targets.into_iter().map(|(backend, kind)| {
+                let limit = limit.clone();
+                async move {
+                    let _permit = limit.acquire_owned().await;
+                    let label = backend.label();
+                    let observation = tokio::task::spawn_blocking(move || {
+                        backends::check(&backend, kind, timeout)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Observation::Failed(e.to_string()));
+                    (label, observation)
+                }
+            });
+            Event::BackendsChecked(futures_util::future::join_all(checks).await)
+        });
+    }
+
+    pub(super) fn backends_checked(&mut self, results: Vec<(String, Observation)>) {
+        let grace = Duration::from_secs(self.config.backend_grace_period_secs);
+        let threshold = self.config.zdb_namespace_fill_treshold.0;
+        let lost = backends::apply(&mut self.backends, results, now_unix_ms(), grace, threshold);
+        for label in lost {
+            self.request_replacement(label);
+        }
+    }
+
+    fn request_replacement(&mut self, label: String) {
+        let Some(vdc) = self.config.vdc_config.clone() else {
+            return;
+        };
+        let asked = matches!(lock(&self.state).meta(&vdc::state_key(&label)), Ok(Some(_)));
+        if asked || self.tasks.busy(&Activity::AskVdc(label.clone())) {
+            return;
+        }
+        self.tasks
+            .spawn_blocking(Activity::AskVdc(label.clone()), move || {
+                let result = vdc::request_replacement(&vdc, Duration::from_secs(30));
+                Event::VdcAnswered(label, result)
+            });
+    }
+
+    pub(super) fn vdc_answered(&mut self, label: String, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    qsfs_backend = label,
+                    "asked the eVDC controller for a replacement of backend {label}"
+                );
+                let asked_at = now_unix_ms().to_le_bytes();
+                if let Err(e) = lock(&self.state).set_meta(&vdc::state_key(&label), &asked_at) {
+                    tracing::error!("cannot remember the replacement request for {label}: {e}");
+                }
+            }
+            Err(e) => tracing::error!(
+                qsfs_backend = label,
+                "replacement request for backend {label} failed (retried at the next check): {e}"
+            ),
+        }
+    }
+
+    /// When the backend set differs from the one the remote copies were written for, queues a
+    /// rebuild of every verified file.
+    pub(super) fn start_rebuild_if_needed(&mut self) {
+        let current = self.backend_set.to_le_bytes();
+        let mut state = lock(&self.state);
+        match state.meta("backend_set").ok().flatten() {
+            None => {
+                let _ = state.set_meta("backend_set", &current);
+            }
+            Some(stored) if stored == current => {}
+            Some(_) => {
+                let keys: Vec<String> = state
+                    .records()
+                    .filter(|(_, r)| r.remote.is_some() && r.backend_set != self.backend_set)
+                    .map(|(key, _)| key)
+                    .collect();
+                drop(state);
+                self.rebuild.add(keys);
+                let total = self.rebuild.total;
+                tracing::info!("the backend set changed: rebuilding {total} files onto it");
+                self.finish_rebuild_if_done();
+            }
+        }
+    }
+
+    pub(super) fn rebuilt(&mut self, task: rebuild::Task, result: Result<(), ZstorError>) {
+        let key = task.key.clone();
+        let attempt = task.attempts + 1;
+        match (self.rebuild.finish(task, result.is_ok()), result) {
+            (Step::Done, _) => {
+                let mut state = lock(&self.state);
+                if let Some(record) = state.get(&key).copied() {
+                    state.set(
+                        &key,
+                        FileRecord {
+                            backend_set: self.backend_set,
+                            ..record
+                        },
+                    );
+                    if let Err(e) = state.commit() {
+                        tracing::error!("cannot record the rebuild of {key}: {e}");
+                    }
+                }
+                let (done, total) = (self.rebuild.done, self.rebuild.total.max(1));
+                if self.rebuild.report_progress() {
+                    tracing::info!("rebuild: {done}/{total} files ({}%)", done * 100 / total);
+                }
+            }
+            (Step::Retry, Err(e)) => {
+                tracing::warn!("rebuild of {key} failed (attempt {attempt}): {e}")
+            }
+            (_, Err(e)) => tracing::error!(
+                "rebuild of {key} failed {} times, left for the next start: {e}",
+                rebuild::ATTEMPTS
+            ),
+            (_, Ok(())) => unreachable!("a successful rebuild is done"),
+        }
+        self.finish_rebuild_if_done();
+    }
+
+    fn finish_rebuild_if_done(&mut self) {
+        if !self.rebuild.succeeded() {
+            return;
+        }
+        let set = self.backend_set.to_le_bytes();
+        if let Err(e) = lock(&self.state).set_meta("backend_set", &set) {
+            tracing::error!("cannot record the new backend set: {e}");
+        }
+        let done = self.rebuild.done;
+        tracing::info!("rebuild finished: {done} files on the new backend set");
+        self.rebuild = Rebuild::default();
+    }
+}

@@ -1,0 +1,201 @@
+//! The daemon's upload lane: spool jobs in, uploads and verifications out.
+
+use super::{lock, scratch_dir, Daemon, Event};
+use crate::clock::now_unix_ms;
+use crate::logging::message_id;
+use crate::monitor::files::{Kind, Roots};
+use crate::monitor::queue::{Outcome, Upload};
+use crate::monitor::tasks::Activity;
+use crate::monitor::upload::{self, Source, Stored, UploadError};
+use crate::spool::Job;
+use std::time::Instant;
+
+impl Daemon {
+    // Spool jobs.
+
+    /// Registers the jobs the hook wrote since the last poll.
+    pub(super) fn poll_spool(&mut self) {
+        let jobs = match self.spool.jobs() {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!("cannot list the spool {}: {e}", self.spool.dir().display());
+                return;
+            }
+        };
+        for job in jobs {
+            match job {
+                Ok(job) if self.queue.has_job(&job.id) => {}
+                Ok(job) => self.register_job(job),
+                Err(bad) => match self.spool.quarantine(&bad.path) {
+                    Ok(moved) => tracing::error!("{bad}; moved to {}", moved.display()),
+                    Err(e) => tracing::error!("{bad}; cannot move it aside: {e}"),
+                },
+            }
+        }
+    }
+
+    fn register_job(&mut self, job: Job) {
+        let mut files = Vec::new();
+        for file in &job.files {
+            match self.roots.key_of(&file.path) {
+                Some(key) => {
+                    let kind = Roots::parse_key(&key).map_or(Kind::Data(0), |(_, kind)| kind);
+                    let source = match &file.snapshot {
+                        Some(snapshot) if kind.mutable() && job.snapshots_usable() => {
+                            Source::Snapshot(snapshot.clone())
+                        }
+                        _ => Source::Live,
+                    };
+                    files.push((key, file.path.clone(), kind, source));
+                }
+                None if file
+                    .path
+                    .components()
+                    .any(|c| c.as_os_str() == crate::hook::TEMP_NAMESPACE) => {}
+                None => tracing::error!(
+                    qsfs_job = job.id,
+                    "spool job {}: {} is not a zdb file under {} or {}; ignoring it",
+                    job.id,
+                    file.path.display(),
+                    self.roots.index.display(),
+                    self.roots.data.display()
+                ),
+            }
+        }
+        if self
+            .queue
+            .add_job(&job.id, files, Instant::now(), now_unix_ms())
+        {
+            self.remove_job(&job.id);
+        }
+    }
+
+    fn remove_job(&mut self, id: &str) {
+        if let Err(e) = self.spool.remove(id) {
+            tracing::error!("cannot remove finished spool job {id}: {e}");
+        }
+    }
+
+    // Uploads.
+
+    /// Starts due uploads and rebuilds up to their concurrency limits.
+    pub(super) fn dispatch(&mut self) {
+        let now = Instant::now();
+        while self.tasks.count(&Activity::Upload) < self.config.upload_concurrency as usize {
+            let Some(upload) = self.queue.start_next(now) else {
+                break;
+            };
+            let request = upload::Request {
+                path: upload.path.clone(),
+                kind: upload.kind,
+                source: upload.source.clone(),
+                known_remote: lock(&self.state).get(&upload.key).and_then(|r| r.remote),
+                scratch_dir: scratch_dir(&self.config),
+            };
+            let zstor = self.zstor.clone();
+            self.tasks.spawn_blocking(Activity::Upload, move || {
+                Event::Stored(upload, upload::store(&zstor, &request))
+            });
+        }
+        let concurrency = self.config.rebuild_concurrency as usize;
+        while self.stopping.is_none() {
+            let Some(task) = self.rebuild.start_next(concurrency) else {
+                break;
+            };
+            let (path, zstor) = (self.roots.path_of(&task.key), self.zstor.clone());
+            self.tasks.spawn_blocking(Activity::Rebuild, move || {
+                let result = zstor.rebuild(&path);
+                Event::Rebuilt(task, result)
+            });
+        }
+    }
+
+    /// A store finished: verify it. Verifications do not count against the upload
+    /// concurrency (they are short, and at most one follows each store).
+    pub(super) fn stored(&mut self, upload: Upload, result: Result<Stored, UploadError>) {
+        match result {
+            Ok(stored) if !stored.already_remote => {
+                let zstor = self.zstor.clone();
+                self.tasks.spawn_blocking(Activity::Verify, move || {
+                    let result = upload::verify(&zstor, &upload.path, &stored).map(|()| stored);
+                    Event::Verified(upload, result)
+                });
+            }
+            result => self.verified(upload, result),
+        }
+    }
+
+    pub(super) fn verified(&mut self, upload: Upload, result: Result<Stored, UploadError>) {
+        let path = upload.path.display().to_string();
+        let result = match result {
+            Ok(verified) => self
+                .record_verified(&upload.key, &verified)
+                .map(|()| verified),
+            Err(UploadError::Gone(gone)) => {
+                let gone = gone.display();
+                tracing::warn!(
+                    qsfs_file = path,
+                    "{gone} is gone before it could be uploaded; nothing to upload"
+                );
+                return self.finish_upload(&upload, Outcome::Done);
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(verified) if verified.already_remote => {
+                tracing::debug!(qsfs_file = path, "already verified remote");
+                self.finish_upload(&upload, Outcome::Done);
+            }
+            Ok(verified) => {
+                self.counters.verified_total += 1;
+                self.counters.last_error = None;
+                tracing::info!(
+                    message_id = message_id::UPLOAD_VERIFIED,
+                    qsfs_file = path,
+                    qsfs_checksum = %verified.checksum,
+                    "upload verified: {path}"
+                );
+                self.finish_upload(&upload, Outcome::Done);
+            }
+            Err(error) => {
+                self.counters.failed_total += 1;
+                let finished =
+                    self.queue
+                        .finish(&upload.key, &upload.jobs, Outcome::Failed, Instant::now());
+                if let Some((attempt, delay)) = finished.retry {
+                    tracing::warn!(
+                        message_id = message_id::UPLOAD_FAILED,
+                        qsfs_file = path,
+                        qsfs_attempt = attempt,
+                        "upload of {path} failed (attempt {attempt}, retry in {} s): {error}",
+                        delay.as_secs()
+                    );
+                }
+                self.counters.last_error = Some(error);
+            }
+        }
+    }
+
+    /// Records `key` as verified remote with the checksum it was stored with.
+    fn record_verified(&self, key: &str, verified: &Stored) -> Result<(), String> {
+        let mut state = lock(&self.state);
+        let mut record = state.get(key).copied().unwrap_or_default();
+        record.remote = Some(verified.checksum);
+        record.backend_set = self.backend_set;
+        if let Some(local) = verified.local {
+            record.local = Some(local);
+            record.evicted = false;
+        }
+        state.set(key, record);
+        state.commit().map_err(|e| e.to_string())
+    }
+
+    fn finish_upload(&mut self, upload: &Upload, outcome: Outcome) {
+        let finished = self
+            .queue
+            .finish(&upload.key, &upload.jobs, outcome, Instant::now());
+        for id in &finished.jobs {
+            self.remove_job(id);
+        }
+    }
+}
