@@ -28,7 +28,7 @@ use super::probes::mount::{self, StatResult};
 use super::probes::{Finding, Lane};
 use super::State;
 use crate::logging::message_id;
-use crate::systemd::{JobResult, UnitControl, UnitStatus};
+use crate::systemd::{ActiveState, JobResult, UnitControl, UnitStatus};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,7 +169,7 @@ impl Remediator {
             target.failures = 0;
             return Decision::SystemdBusy(states);
         }
-        if status.active_state != "active" {
+        if status.active_state != ActiveState::Active {
             target.failures = 0;
             return Decision::UnitNotActive(states);
         }
@@ -500,7 +500,7 @@ mod tests {
         UnitStatus {
             name: "qsfs-zdb.service".into(),
             load_state: "loaded".into(),
-            active_state: "active".into(),
+            active_state: ActiveState::Active,
             sub_state: "running".into(),
             result: Some("success".into()),
             n_restarts: Some(0),
@@ -557,10 +557,10 @@ mod tests {
         let now = Instant::now();
         let unit = active();
         let mut busy = active();
-        busy.active_state = "activating".into();
+        busy.active_state = ActiveState::Activating;
         busy.sub_state = "auto-restart".into();
         let mut dead = active();
-        dead.active_state = "failed".into();
+        dead.active_state = ActiveState::Failed;
         dead.sub_state = "failed".into();
         let m = ProbeName::Mount;
         assert_eq!(r.failing(m, Ok(&unit), now), Decision::Counting(1));

@@ -104,7 +104,7 @@ impl UnitControl for Systemd {
         Ok(UnitStatus {
             name: unit.to_string(),
             load_state: unit_proxy.load_state().await?,
-            active_state: unit_proxy.active_state().await?,
+            active_state: unit_proxy.active_state().await?.as_str().into(),
             sub_state: unit_proxy.sub_state().await?,
             result,
             n_restarts,

@@ -18,8 +18,8 @@ pub struct UnitStatus {
     pub name: String,
     /// `LoadState`: `loaded`, `not-found`, `masked`, …
     pub load_state: String,
-    /// `ActiveState`: `active`, `activating`, `deactivating`, `inactive`, `failed`, `reloading`.
-    pub active_state: String,
+    /// `ActiveState`.
+    pub active_state: ActiveState,
     /// `SubState`: `running`, `start-post`, `auto-restart`, `dead`, …
     pub sub_state: String,
     /// `Result` of a service: `success`, `exit-code`, `signal`, `watchdog`, …
@@ -32,9 +32,69 @@ impl UnitStatus {
     /// systemd is itself (re)starting or stopping the unit right now.
     pub fn in_transition(&self) -> bool {
         matches!(
-            self.active_state.as_str(),
-            "activating" | "deactivating" | "reloading"
+            self.active_state,
+            ActiveState::Activating | ActiveState::Deactivating | ActiveState::Reloading
         ) || self.sub_state == "auto-restart"
+    }
+}
+
+/// A unit's `ActiveState`, serialized as systemd spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActiveState {
+    /// `active`
+    Active,
+    /// `reloading`
+    Reloading,
+    /// `inactive`
+    Inactive,
+    /// `failed`
+    Failed,
+    /// `activating`
+    Activating,
+    /// `deactivating`
+    Deactivating,
+    /// A state this version does not know (`maintenance`, `refreshing`, …).
+    Other(String),
+}
+
+impl ActiveState {
+    /// systemd's word for the state.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ActiveState::Active => "active",
+            ActiveState::Reloading => "reloading",
+            ActiveState::Inactive => "inactive",
+            ActiveState::Failed => "failed",
+            ActiveState::Activating => "activating",
+            ActiveState::Deactivating => "deactivating",
+            ActiveState::Other(other) => other,
+        }
+    }
+}
+
+impl From<&str> for ActiveState {
+    fn from(state: &str) -> Self {
+        match state {
+            "active" => ActiveState::Active,
+            "reloading" => ActiveState::Reloading,
+            "inactive" => ActiveState::Inactive,
+            "failed" => ActiveState::Failed,
+            "activating" => ActiveState::Activating,
+            "deactivating" => ActiveState::Deactivating,
+            other => ActiveState::Other(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ActiveState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ActiveState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

@@ -7,7 +7,7 @@
 
 use crate::health::config::UnitsSettings;
 use crate::health::{Outcome, Part, State};
-use crate::systemd::{UnitControl, UnitStatus};
+use crate::systemd::{ActiveState, UnitControl, UnitStatus};
 
 /// Asks systemd about every configured unit.
 pub async fn probe<U: UnitControl>(control: &U, settings: &UnitsSettings) -> Outcome {
@@ -47,14 +47,14 @@ pub fn evaluate(status: &UnitStatus, restarts_degraded: u32) -> Part {
     if status.in_transition() {
         return Part::new(name, State::Degraded, format!("{states}{result}"));
     }
-    match status.active_state.as_str() {
-        "active" if restarts_degraded > 0 && restarts >= restarts_degraded => Part::new(
+    match status.active_state {
+        ActiveState::Active if restarts_degraded > 0 && restarts >= restarts_degraded => Part::new(
             name,
             State::Degraded,
             format!("{states}, restarted {restarts} times"),
         ),
-        "active" => Part::new(name, State::Ok, states),
-        "inactive" | "failed" => Part::new(name, State::Failed, format!("{states}{result}")),
+        ActiveState::Active => Part::new(name, State::Ok, states),
+        ActiveState::Inactive | ActiveState::Failed => Part::new(name, State::Failed, format!("{states}{result}")),
         _ => Part::new(name, State::Unknown, format!("{states}{result}")),
     }
 }
