@@ -121,7 +121,7 @@ impl Queue {
     ) -> bool {
         let mut waits_for = 0;
         for (key, path, kind, source) in files {
-            self.insert(&key, path, kind, now, now_unix_ms);
+            self.add_file(&key, path, kind, now, now_unix_ms);
             let entry = self.files.get_mut(&key).expect("inserted");
             if !entry.jobs.insert(id.to_string()) {
                 continue;
@@ -141,21 +141,9 @@ impl Queue {
         waits_for == 0
     }
 
-    /// Queues `key` without a job (reconciliation found it unverified). Returns `false` when
-    /// it was queued already.
+    /// Queues `key` without a job (as reconciliation does for a file not verified remote), due
+    /// at `now`. Returns `false` when it was queued already.
     pub fn add_file(
-        &mut self,
-        key: &str,
-        path: PathBuf,
-        kind: Kind,
-        now: Instant,
-        now_unix_ms: u64,
-    ) -> bool {
-        self.insert(key, path, kind, now, now_unix_ms)
-    }
-
-    /// Adds `key`, due at `now`, unless it is queued already (then returns `false`).
-    fn insert(
         &mut self,
         key: &str,
         path: PathBuf,
