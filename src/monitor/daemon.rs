@@ -72,7 +72,7 @@ enum Event {
     Evicted(Result<(u64, u64), String>),
     BackendsChecked(Vec<(String, Observation)>),
     Rebuilt(rebuild::Task, Result<(), ZstorError>),
-    VdcAnswered(String, Result<(), String>),
+    VdcAnswered(String, Result<(), super::vdc::VdcError>),
     Flushed(Result<crate::zdbfs::Stats, String>),
 }
 

@@ -11,8 +11,29 @@ pub fn state_key(backend_label: &str) -> String {
     format!("vdc_requested/{backend_label}")
 }
 
-/// Sends the request (blocking). An error names the URL and the HTTP status, never the password.
-pub fn request_replacement(vdc: &VdcConfig, timeout: Duration) -> Result<(), String> {
+/// Why a replacement request failed. It names the URL, never the password.
+#[derive(Debug, thiserror::Error)]
+pub enum VdcError {
+    /// The controller answered with an error status.
+    #[error("{url} answered HTTP {code}")]
+    Status {
+        /// The request URL.
+        url: String,
+        /// The HTTP status.
+        code: u16,
+    },
+    /// No answer (connection, timeout, TLS).
+    #[error("{url}: {source}")]
+    Unreachable {
+        /// The request URL.
+        url: String,
+        /// The transport error.
+        source: ureq::Error,
+    },
+}
+
+/// Sends the request (blocking).
+pub fn request_replacement(vdc: &VdcConfig, timeout: Duration) -> Result<(), VdcError> {
     let url = format!("{}/api/controller/zdb/add", vdc.url.trim_end_matches('/'));
     let body = serde_json::json!({ "password": vdc.password.expose(), "capacity": vdc.new_size });
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -21,8 +42,8 @@ pub fn request_replacement(vdc: &VdcConfig, timeout: Duration) -> Result<(), Str
         .into();
     match agent.post(&url).send_json(&body) {
         Ok(_) => Ok(()),
-        Err(ureq::Error::StatusCode(code)) => Err(format!("{url} answered HTTP {code}")),
-        Err(e) => Err(format!("{url}: {e}")),
+        Err(ureq::Error::StatusCode(code)) => Err(VdcError::Status { url, code }),
+        Err(source) => Err(VdcError::Unreachable { url, source }),
     }
 }
 
@@ -86,7 +107,9 @@ mod tests {
 
         let (url, server) = serve_once(503);
         let vdc = VdcConfig { url, ..vdc };
-        let err = request_replacement(&vdc, Duration::from_secs(5)).unwrap_err();
+        let err = request_replacement(&vdc, Duration::from_secs(5))
+            .unwrap_err()
+            .to_string();
         server.join().unwrap();
         assert!(
             err.contains("HTTP 503") && !err.contains("vdc-secret"),

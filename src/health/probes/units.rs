@@ -54,7 +54,9 @@ pub fn evaluate(status: &UnitStatus, restarts_degraded: u32) -> Part {
             format!("{states}, restarted {restarts} times"),
         ),
         ActiveState::Active => Part::new(name, State::Ok, states),
-        ActiveState::Inactive | ActiveState::Failed => Part::new(name, State::Failed, format!("{states}{result}")),
+        ActiveState::Inactive | ActiveState::Failed => {
+            Part::new(name, State::Failed, format!("{states}{result}"))
+        }
         _ => Part::new(name, State::Unknown, format!("{states}{result}")),
     }
 }

@@ -67,7 +67,7 @@ impl Daemon {
             });
     }
 
-    pub(super) fn vdc_answered(&mut self, label: String, result: Result<(), String>) {
+    pub(super) fn vdc_answered(&mut self, label: String, result: Result<(), vdc::VdcError>) {
         match result {
             Ok(()) => {
                 tracing::info!(
