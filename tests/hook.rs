@@ -88,7 +88,7 @@ fn write_until_rotated(
 ) -> Vec<Written> {
     select(client, namespace);
     let dir = app.data.join(namespace);
-    let active = || qsfs::hook::highest_file_number(&dir, 'd').unwrap_or(0);
+    let active = || qsfs::layout::highest_file_number(&dir, 'd').unwrap_or(0);
     let start = active();
     let mut written = Vec::new();
     while active() < start + rotations {
@@ -519,7 +519,7 @@ fn check_namespaces_init_restores_a_fresh_vm_from_the_backends(stack: &Stack) {
     assert!(!app.state.join("restore-failed").exists());
     for ns in ["zdbfs-meta", "zdbfs-data"] {
         let old_index = app.dir.path().join("index.old").join(ns);
-        let highest = qsfs::hook::highest_file_number(&old_index, 'i').unwrap();
+        let highest = qsfs::layout::highest_file_number(&old_index, 'i').unwrap();
         for n in 0..=highest {
             assert!(
                 app.index.join(format!("{ns}/i{n}")).exists(),

@@ -1,7 +1,7 @@
 //! `qsfs-health`: checks whether the appliance works, and why not.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use qsfs::config::appliance::{ApplianceConfig, CONFIG_ENV, DEFAULT_PATH};
+use qsfs::config::appliance::{ApplianceConfig, CONFIG_ENV};
 use qsfs::health::check::{self, parse_duration, Format};
 use qsfs::health::config::ProbeName;
 use qsfs::health::serve::{serve, ServeOptions};
@@ -24,7 +24,7 @@ zdb data and index dirs). Settings: the [health] section of qsfs.toml.";
 #[command(name = "qsfs-health", version, after_help = EXIT_CODES)]
 struct Cli {
     /// The appliance config (qsfs.toml).
-    #[arg(long, env = CONFIG_ENV, default_value = DEFAULT_PATH, global = true)]
+    #[arg(long, env = CONFIG_ENV, default_value = qsfs::layout::QSFS_CONFIG, global = true)]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,

@@ -1,18 +1,17 @@
 //! `qsfs.toml`: the appliance's own settings shared by `zdb-hook` and `qsfs-health`.
 //!
 //! The file is found through the `QSFS_CONFIG` environment variable (the zdb unit sets it with
-//! `Environment=`), or at [`DEFAULT_PATH`]. Every key is optional; the defaults describe the
+//! `Environment=`), or at [`layout::QSFS_CONFIG`]. Every key is optional; the defaults describe the
 //! standard layout under `/var/zdbfs`.
 
 use super::{absolute_path, positive_secs, ConfigError};
+use crate::layout;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The environment variable naming the appliance config file.
 pub const CONFIG_ENV: &str = "QSFS_CONFIG";
-/// Where the appliance config file lives when `QSFS_CONFIG` is not set.
-pub const DEFAULT_PATH: &str = "/var/zdbfs/etc/qsfs.toml";
 
 /// The appliance's settings.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -62,13 +61,13 @@ pub struct Paths {
 impl Default for Paths {
     fn default() -> Self {
         Paths {
-            index_dir: "/var/zdbfs/index".into(),
-            data_dir: "/var/zdbfs/data".into(),
-            spool_dir: "/var/zdbfs/spool".into(),
-            state_dir: "/var/zdbfs/state".into(),
-            mountpoint: "/var/zdbfs/mnt".into(),
-            zdb_socket: "/run/qsfs/zdb.sock".into(),
-            units_env: "/var/zdbfs/etc/qsfs.env".into(),
+            index_dir: layout::INDEX_DIR.into(),
+            data_dir: layout::DATA_DIR.into(),
+            spool_dir: layout::SPOOL_DIR.into(),
+            state_dir: layout::STATE_DIR.into(),
+            mountpoint: layout::MOUNTPOINT.into(),
+            zdb_socket: layout::ZDB_SOCKET.into(),
+            units_env: layout::UNITS_ENV.into(),
         }
     }
 }
@@ -95,9 +94,9 @@ pub struct ZstorSettings {
 impl Default for ZstorSettings {
     fn default() -> Self {
         ZstorSettings {
-            bin: "/var/zdbfs/bin/zstor".into(),
-            config: "/var/zdbfs/etc/zstor-default.toml".into(),
-            log_file: "/var/zdbfs/log/zstor.log".into(),
+            bin: layout::ZSTOR_BIN.into(),
+            config: layout::ZSTOR_CONFIG.into(),
+            log_file: layout::ZSTOR_LOG.into(),
             timeout_secs: 600,
         }
     }
@@ -137,11 +136,11 @@ impl Default for HookSettings {
 }
 
 impl ApplianceConfig {
-    /// The config file to read: `$QSFS_CONFIG`, or [`DEFAULT_PATH`].
+    /// The config file to read: `$QSFS_CONFIG`, or [`layout::QSFS_CONFIG`].
     pub fn path_from_env() -> PathBuf {
         std::env::var_os(CONFIG_ENV)
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+            .unwrap_or_else(|| PathBuf::from(layout::QSFS_CONFIG))
     }
 
     /// Reads the file at `path`.

@@ -4,6 +4,7 @@
 //! so an operator's existing file keeps working. Unknown keys are refused, as upstream does.
 
 use super::{absolute_path, positive_secs, ConfigError, Percent, Secret, Source};
+use crate::layout;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -115,7 +116,7 @@ pub struct MonitorConfig {
 }
 
 fn default_zdbfs_mountpoint() -> PathBuf {
-    "/var/zdbfs/mnt".into()
+    layout::MOUNTPOINT.into()
 }
 fn default_flush_interval() -> u64 {
     5
@@ -125,16 +126,16 @@ fn default_flush_timeout() -> u64 {
 }
 
 fn default_spool_dir() -> PathBuf {
-    "/var/zdbfs/spool".into()
+    layout::SPOOL_DIR.into()
 }
 fn default_state_dir() -> PathBuf {
-    "/var/zdbfs/state".into()
+    layout::STATE_DIR.into()
 }
 fn default_status_file() -> PathBuf {
-    crate::monitor::status::DEFAULT_PATH.into()
+    layout::MONITOR_STATUS.into()
 }
 fn default_zstor_log_file() -> PathBuf {
-    "/var/zdbfs/log/zstor.log".into()
+    layout::ZSTOR_LOG.into()
 }
 fn default_zstor_timeout() -> u64 {
     600
@@ -155,7 +156,7 @@ fn default_eviction_interval() -> u64 {
     60
 }
 fn default_evict_namespaces() -> Vec<String> {
-    vec!["zdbfs-data".to_string()]
+    vec![layout::DATA_NAMESPACE.to_string()]
 }
 fn default_backend_interval() -> u64 {
     60

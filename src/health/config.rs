@@ -130,7 +130,7 @@ impl Default for HealthSettings {
         HealthSettings {
             probes: ProbeName::ALL.to_vec(),
             interval_secs: 10,
-            status_file: "/run/qsfs/health-status.json".into(),
+            status_file: crate::layout::HEALTH_STATUS.into(),
             metrics: None,
             units: UnitsSettings::default(),
             zdb: ZdbSettings::default(),
@@ -289,9 +289,7 @@ impl Default for ZdbSettings {
     fn default() -> Self {
         ZdbSettings {
             timeout_ms: 1000,
-            namespaces: ["zdbfs-meta", "zdbfs-data", "zdbfs-temp"]
-                .map(String::from)
-                .to_vec(),
+            namespaces: crate::layout::ZDBFS_NAMESPACES.map(String::from).to_vec(),
             fill_degraded_percent: 90.0,
             fill_failed_percent: 98.0,
         }
@@ -466,7 +464,7 @@ impl Default for ZstorProbeSettings {
     fn default() -> Self {
         ZstorProbeSettings {
             timeout_ms: 1000,
-            socket: "/run/qsfs/zstor.sock".into(),
+            socket: crate::layout::ZSTOR_SOCKET.into(),
         }
     }
 }
@@ -535,7 +533,7 @@ impl Default for MonitorSettings {
     fn default() -> Self {
         MonitorSettings {
             timeout_ms: 1000,
-            status_file: crate::monitor::status::DEFAULT_PATH.into(),
+            status_file: crate::layout::MONITOR_STATUS.into(),
             stale_after_secs: 10,
             backlog_degraded_files: 1000,
             unverified_degraded_secs: 3600,

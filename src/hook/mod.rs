@@ -15,6 +15,9 @@
 mod restore;
 
 use crate::config::appliance::ApplianceConfig;
+use crate::layout::{
+    self, highest_file_number, INDEX_PREFIX, META_NAMESPACE, NAMESPACE_FILE, TEMP_NAMESPACE,
+};
 use crate::logging::message_id;
 use crate::notify::Notifier;
 use crate::spool::{Job, JobFile, Spool};
@@ -23,14 +26,8 @@ use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// zdbfs's scratch namespace: never uploaded, never restored.
-pub const TEMP_NAMESPACE: &str = "zdbfs-temp";
-/// The namespaces a fresh VM restores from the backends.
-pub const RESTORED_NAMESPACES: [&str; 2] = ["zdbfs-meta", "zdbfs-data"];
 /// The password zdbfs always uses for zdbfs-temp (fixed in zdbfs 0.1.11, contracts §2.1).
 const ZDBFS_TEMP_PASSWORD: &str = "hello";
-/// The file of a namespace's index directory that describes it.
-pub const NAMESPACE_FILE: &str = "zdb-namespace";
 /// Written into the state directory when a restore failed; `ready` then refuses to start.
 pub const RESTORE_FAILED_MARKER: &str = "restore-failed";
 
@@ -399,16 +396,16 @@ impl Hook {
         let mut handled = Handled::default();
         for namespace in namespaces {
             let index_dir = index_root.join(&namespace);
-            let Some(active) = highest_file_number(&index_dir, 'i') else {
+            let Some(active) = highest_file_number(&index_dir, INDEX_PREFIX) else {
                 continue;
             };
-            let index = index_dir.join(format!("i{active}"));
+            let index = index_dir.join(layout::index_file(active));
             let data = self
                 .config
                 .paths
                 .data_dir
                 .join(&namespace)
-                .join(format!("d{active}"));
+                .join(layout::data_file(active));
             let done = self.spool_job("close", &namespace, &[index], &existing(&[data]))?;
             handled.files.extend(done.files);
             handled.jobs.extend(done.jobs);
@@ -489,7 +486,7 @@ impl Hook {
             crate::zdb::Client::connect(&endpoint, Duration::from_secs(30)).map_err(zdb)?;
         let namespaces = client.nslist().map_err(zdb)?;
         let has = |name: &str| namespaces.iter().any(|ns| ns == name);
-        if !has(RESTORED_NAMESPACES[0]) || has(TEMP_NAMESPACE) {
+        if !has(META_NAMESPACE) || has(TEMP_NAMESPACE) {
             return Ok(Handled {
                 note: Some("nothing to prepare"),
                 ..Handled::default()
@@ -577,7 +574,7 @@ impl Hook {
 fn with_dirty(index: &Path, dir: &Path, dirty: &[u32]) -> Vec<PathBuf> {
     let mut files = vec![index.to_path_buf()];
     for id in dirty {
-        let file = dir.join(format!("i{id}"));
+        let file = dir.join(layout::index_file(*id));
         if !files.contains(&file) {
             files.push(file);
         }
@@ -607,21 +604,6 @@ fn clean(path: &Path) -> Option<PathBuf> {
             .filter(|c| *c != Component::CurDir)
             .collect(),
     )
-}
-
-/// The highest N of the files `<prefix>N` in `dir`.
-pub fn highest_file_number(dir: &Path, prefix: char) -> Option<u32> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix(prefix)?
-                .parse::<u32>()
-                .ok()
-        })
-        .max()
 }
 
 /// The time left before `deadline`, or a timeout error.

@@ -12,11 +12,9 @@
 //! and the restore is tried again), and the next `namespaces-init` first removes the partial
 //! namespaces.
 
-use super::{
-    highest_file_number, Handled, HookError, NAMESPACE_FILE, RESTORED_NAMESPACES,
-    RESTORE_FAILED_MARKER,
-};
+use super::{Handled, HookError, RESTORE_FAILED_MARKER};
 use crate::config::appliance::ApplianceConfig;
+use crate::layout::{self, highest_file_number, INDEX_PREFIX, NAMESPACE_FILE, RESTORED_NAMESPACES};
 use crate::zstor::{Checksum, Zstor};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -91,7 +89,7 @@ fn restore_namespace(
     restored.push(namespace_file);
     let mut next = 0;
     loop {
-        let index = index_dir.join(format!("i{next}"));
+        let index = index_dir.join(layout::index_file(next));
         let Some(checksum) = check(zstor, &index, deadline)? else {
             break;
         };
@@ -99,8 +97,8 @@ fn restore_namespace(
         restored.push(index);
         next += 1;
     }
-    if let Some(last) = highest_file_number(&index_dir, 'i') {
-        let data = data_dir.join(format!("d{last}"));
+    if let Some(last) = highest_file_number(&index_dir, INDEX_PREFIX) {
+        let data = data_dir.join(layout::data_file(last));
         match check(zstor, &data, deadline)? {
             Some(checksum) => {
                 super::retrieve_verified(zstor, &data, checksum, deadline)?;

@@ -15,15 +15,13 @@
 //! `ApplianceConfig::load` or the env-file parser; `build` runs it on every config it ships,
 //! and `check-config` on the installed files.
 
-use super::layout::{
-    MINIO_ENV, MONITOR_CONFIG, MOUNTPOINT, QSFS_ENV, QSFS_TOML, ZSTOR_CONFIG, ZSTOR_PID_FILE,
-    ZSTOR_SOCKET,
-};
+use super::layout::{MINIO_ENV, MONITOR_CONFIG, QSFS_ENV, QSFS_TOML, ZSTOR_CONFIG};
 use super::site::{BackendSite, SiteSettings, ZdbSite, ZdbfsSite};
 use super::Error;
 use crate::config::appliance::ApplianceConfig;
 use crate::config::monitor::MonitorConfig;
 use crate::config::{ConfigError, Problem, Source};
+use crate::layout::{MOUNTPOINT, ZSTOR_PID_FILE, ZSTOR_SOCKET};
 use crate::zstor::config::{
     Backend, Compression, CompressionAlgorithm, Encryption, EncryptionAlgorithm, Group, Meta,
     MetaConfig, MetaType, ZstorConfig,
@@ -179,10 +177,10 @@ struct MonitorFile {
 
 fn monitor_config(site: &SiteSettings) -> Result<String, Error> {
     let file = MonitorFile {
-        zdb_index_dir_path: "/var/zdbfs/index",
-        zdb_data_dir_path: "/var/zdbfs/data",
-        zstor_config_path: "/var/zdbfs/etc/zstor-default.toml",
-        zstor_bin_path: "/var/zdbfs/bin/zstor",
+        zdb_index_dir_path: crate::layout::INDEX_DIR,
+        zdb_data_dir_path: crate::layout::DATA_DIR,
+        zstor_config_path: crate::layout::ZSTOR_CONFIG,
+        zstor_bin_path: crate::layout::ZSTOR_BIN,
         max_zdb_data_dir_size: site.cache_limit_mib(),
     };
     let note = if file.max_zdb_data_dir_size.is_some() {
