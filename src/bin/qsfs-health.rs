@@ -1,9 +1,10 @@
 //! `qsfs-health`: checks whether the appliance works, and why not.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use qsfs::config::appliance::{ApplianceConfig, CONFIG_ENV};
+use qsfs::config::appliance::CONFIG_ENV;
 use qsfs::health::check::{self, parse_duration, Format};
-use qsfs::health::config::ProbeName;
+use qsfs::health::config::HealthConfig;
+use qsfs::health::probes::ProbeName;
 use qsfs::health::serve::{serve, ServeOptions};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,7 +89,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let config = match ApplianceConfig::load(&cli.config) {
+    let config = match HealthConfig::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("qsfs-health: {e}");

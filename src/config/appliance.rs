@@ -1,22 +1,29 @@
 //! `qsfs.toml`: the appliance's own settings shared by `zdb-hook` and `qsfs-health`.
 //!
 //! The file is found through the `QSFS_CONFIG` environment variable (the zdb unit sets it with
-//! `Environment=`), or at [`layout::QSFS_CONFIG`]. Every key is optional; the defaults describe the
-//! standard layout under `/var/zdbfs`.
+//! `Environment=`), or at [`layout::QSFS_CONFIG`]. Every key is optional; the defaults describe
+//! the standard layout under `/var/zdbfs`.
+//!
+//! Each reader parses only what it needs: [`ApplianceConfig`] is generic over its `[health]`
+//! part, which `qsfs-health` reads as its settings (`crate::health::config::HealthConfig`) and
+//! the hook skips unread ([`HookConfig`]), so a mistake in a `[health.*]` table never stops a
+//! zdb event.
 
-use super::{absolute_path, positive_secs, ConfigError};
+use super::{absolute_path, positive_secs, ConfigError, Source, Validate};
 use crate::layout;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// The environment variable naming the appliance config file.
 pub const CONFIG_ENV: &str = "QSFS_CONFIG";
 
-/// The appliance's settings.
+/// `qsfs.toml` as the hook reads it: `[health]` is skipped unread.
+pub type HookConfig = ApplianceConfig<serde::de::IgnoredAny>;
+
+/// The appliance's settings, with `H` the reader's view of `[health]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApplianceConfig {
+pub struct ApplianceConfig<H> {
     /// Directories and sockets.
     #[serde(default)]
     pub paths: Paths,
@@ -28,7 +35,7 @@ pub struct ApplianceConfig {
     pub hook: HookSettings,
     /// `qsfs-health`: probes, thresholds, remediation.
     #[serde(default)]
-    pub health: crate::health::config::HealthSettings,
+    pub health: H,
 }
 
 /// Directories and sockets of the appliance.
@@ -102,18 +109,6 @@ impl Default for ZstorSettings {
     }
 }
 
-impl ZstorSettings {
-    /// The zstor runner these settings describe.
-    pub fn runner(&self) -> crate::zstor::Zstor {
-        crate::zstor::Zstor::new(
-            &self.bin,
-            &self.config,
-            Duration::from_secs(self.timeout_secs),
-        )
-        .with_log_file(&self.log_file)
-    }
-}
-
 /// Limits of the blocking hook events, during which zdb serves nobody.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -135,17 +130,23 @@ impl Default for HookSettings {
     }
 }
 
-impl ApplianceConfig {
-    /// The config file to read: `$QSFS_CONFIG`, or [`layout::QSFS_CONFIG`].
-    pub fn path_from_env() -> PathBuf {
-        std::env::var_os(CONFIG_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(layout::QSFS_CONFIG))
-    }
+/// The config file to read: `$QSFS_CONFIG`, or [`layout::QSFS_CONFIG`].
+pub fn path_from_env() -> PathBuf {
+    std::env::var_os(CONFIG_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(layout::QSFS_CONFIG))
+}
 
-    /// Reads the file at `path`.
+impl<H: serde::de::DeserializeOwned + Validate + Default> ApplianceConfig<H> {
+    /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         super::load(path)
+    }
+}
+
+impl<H: Validate> Validate for ApplianceConfig<H> {
+    fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+        self.health.validate(source)
     }
 }
 
@@ -156,7 +157,7 @@ mod tests {
 
     #[test]
     fn empty_file_gives_the_standard_layout() {
-        let config: ApplianceConfig = Source::new(Path::new("/q.toml"), "").parse().unwrap();
+        let config: HookConfig = Source::new(Path::new("/q.toml"), "").parse().unwrap();
         assert_eq!(config.paths.spool_dir, Path::new("/var/zdbfs/spool"));
         assert_eq!(config.zstor.timeout_secs, 600);
         assert_eq!(config.hook.missing_data_timeout_secs, 120);
@@ -164,7 +165,7 @@ mod tests {
 
     #[test]
     fn overrides_and_errors() {
-        let config: ApplianceConfig =
+        let config: HookConfig =
             Source::new(Path::new("/q.toml"), "[paths]\nspool_dir = '/tmp/s'\n")
                 .parse()
                 .unwrap();
@@ -175,7 +176,7 @@ mod tests {
             Path::new("/q.toml"),
             "[hook]\nmissing_data_timeout_secs = 0\n",
         )
-        .parse::<ApplianceConfig>()
+        .parse::<HookConfig>()
         .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("hook.missing_data_timeout_secs"));
         assert_eq!(err.problem, Problem::InvalidValue);
@@ -184,6 +185,6 @@ mod tests {
     #[test]
     fn shipped_default_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/qsfs.toml");
-        ApplianceConfig::load(&path).unwrap();
+        HookConfig::load(&path).unwrap();
     }
 }

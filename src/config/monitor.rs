@@ -3,7 +3,7 @@
 //! Every key of the upstream v0.2.0 monitor config is accepted with the same meaning and units,
 //! so an operator's existing file keeps working. Unknown keys are refused, as upstream does.
 
-use super::{absolute_path, positive_secs, ConfigError, Percent, Secret, Source};
+use super::{absolute_path, positive_secs, ConfigError, Percent, Secret, Source, Validate};
 use crate::layout;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -202,24 +202,27 @@ fn default_fill_threshold() -> Percent {
 impl MonitorConfig {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = super::read(path)?;
-        let source = Source::new(path, &text);
-        let config: MonitorConfig = source.parse()?;
-        if let Some(vdc) = &config.vdc_config {
+        super::load(path)
+    }
+}
+
+impl Validate for MonitorConfig {
+    fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+        if let Some(vdc) = &self.vdc_config {
             if !(vdc.url.starts_with("http://") || vdc.url.starts_with("https://")) {
                 return Err(source.invalid("vdc_config.url", "must start with http:// or https://"));
             }
         }
-        if config.retry_max_secs < config.retry_initial_secs {
+        if self.retry_max_secs < self.retry_initial_secs {
             return Err(source.invalid("retry_max_secs", "must be at least retry_initial_secs"));
         }
-        if config.max_zdb_data_dir_size == Some(0) {
+        if self.max_zdb_data_dir_size == Some(0) {
             return Err(source.invalid(
                 "max_zdb_data_dir_size",
                 "must be at least 1 (MiB); leave it out to disable eviction",
             ));
         }
-        Ok(config)
+        Ok(())
     }
 }
 

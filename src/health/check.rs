@@ -1,12 +1,12 @@
 //! The one-shot commands: `check` (every probe once, a table or JSON) and `wait` (a readiness
 //! gate that blocks until one probe is ok).
 
-use super::config::ProbeName;
-use super::probes::{human, Probes};
+use super::config::HealthConfig;
+use super::probes::{human, ProbeName};
 use super::report::{Report, Tracker};
+use super::runner::Probes;
 use super::State;
 use crate::clock::now_unix_ms;
-use crate::config::appliance::ApplianceConfig;
 use crate::systemd::Systemd;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ pub async fn connect_systemd(timeout: Duration, job_timeout: Duration) -> Result
 }
 
 /// The probes of `config` for `which`, connected to systemd when the units probe is among them.
-pub async fn probes_for(config: &ApplianceConfig, which: &[ProbeName]) -> Probes<Systemd> {
+pub async fn probes_for(config: &HealthConfig, which: &[ProbeName]) -> Probes<Systemd> {
     let health = &config.health;
     let systemd = if which.contains(&ProbeName::Units) {
         connect_systemd(
@@ -49,7 +49,7 @@ pub async fn probes_for(config: &ApplianceConfig, which: &[ProbeName]) -> Probes
 
 /// Runs the probes in `which` (the configured ones when empty) once and returns the report.
 /// The since-timestamps come from `serve`'s status file when it is fresh.
-pub async fn check(config: &ApplianceConfig, which: &[ProbeName]) -> Report {
+pub async fn check(config: &HealthConfig, which: &[ProbeName]) -> Report {
     let health = &config.health;
     let which: Vec<ProbeName> = if which.is_empty() {
         health.probes.clone()
@@ -88,7 +88,7 @@ pub fn print(report: &Report, format: Format, all_parts: bool) -> i32 {
 /// Polls `probe` every `interval` until it is ok (exit code 0) or `timeout` passes (the
 /// state's exit code, with the last reason on stderr).
 pub async fn wait(
-    config: &ApplianceConfig,
+    config: &HealthConfig,
     probe: ProbeName,
     timeout: Duration,
     interval: Duration,

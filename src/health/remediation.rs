@@ -23,9 +23,9 @@
 //! helps): while a restart job runs nothing else is decided, and a restart starts every count
 //! afresh. Before zdbfs is restarted, [`before_zdbfs_restart`] runs.
 
-use super::config::{ProbeName, RemediationSettings};
+use super::config::RemediationSettings;
 use super::probes::mount::{self, StatResult};
-use super::probes::{Finding, Lane};
+use super::probes::{Finding, Lane, ProbeName};
 use super::State;
 use crate::logging::message_id;
 use crate::systemd::{JobResult, UnitControl, UnitStatus};

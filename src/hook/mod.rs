@@ -14,7 +14,7 @@
 
 mod restore;
 
-use crate::config::appliance::ApplianceConfig;
+use crate::config::appliance::{self, HookConfig};
 use crate::layout::{
     self, highest_file_number, INDEX_PREFIX, META_NAMESPACE, NAMESPACE_FILE, TEMP_NAMESPACE,
 };
@@ -285,7 +285,7 @@ pub struct Handled {
 
 /// The hook's context: settings, spool, zstor and systemd notification.
 pub struct Hook {
-    config: ApplianceConfig,
+    config: HookConfig,
     spool: Spool,
     zstor: Zstor,
     notifier: Notifier,
@@ -293,10 +293,10 @@ pub struct Hook {
 
 impl Hook {
     /// A hook working with the given settings.
-    pub fn new(config: ApplianceConfig) -> Self {
+    pub fn new(config: HookConfig) -> Self {
         Hook {
             spool: Spool::new(&config.paths.spool_dir),
-            zstor: config.zstor.runner(),
+            zstor: Zstor::from_settings(&config.zstor),
             notifier: Notifier::from_env(),
             config,
         }
@@ -673,7 +673,7 @@ pub fn run(event_name: &str, instance: &str, args: &[OsString]) -> i32 {
         Ok(event) => event,
         Err(e) => return refuse(e.to_string(), e.exit_code()),
     };
-    let config = match ApplianceConfig::load(&ApplianceConfig::path_from_env()) {
+    let config = match HookConfig::load(&appliance::path_from_env()) {
         Ok(config) => config,
         Err(e) => return refuse(e.to_string(), e.exit_code()),
     };
@@ -760,7 +760,7 @@ mod tests {
 
     #[test]
     fn paths_must_be_namespace_files_under_the_roots() {
-        let hook = Hook::new(ApplianceConfig::default());
+        let hook = Hook::new(HookConfig::default());
         let index = Path::new("/var/zdbfs/index");
         assert_eq!(
             hook.namespace_of(Path::new("/var/zdbfs/index/zdbfs-meta/i3"), index)

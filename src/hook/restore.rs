@@ -13,13 +13,13 @@
 //! namespaces.
 
 use super::{Handled, HookError, RESTORE_FAILED_MARKER};
-use crate::config::appliance::ApplianceConfig;
+use crate::config::appliance::HookConfig;
 use crate::layout::{self, highest_file_number, INDEX_PREFIX, NAMESPACE_FILE, RESTORED_NAMESPACES};
 use crate::zstor::{Checksum, Zstor};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub(super) fn run(config: &ApplianceConfig, zstor: &Zstor) -> Result<Handled, HookError> {
+pub(super) fn run(config: &HookConfig, zstor: &Zstor) -> Result<Handled, HookError> {
     let paths = &config.paths;
     let marker = paths.state_dir.join(RESTORE_FAILED_MARKER);
     if marker.exists() {
@@ -65,7 +65,7 @@ pub(super) fn run(config: &ApplianceConfig, zstor: &Zstor) -> Result<Handled, Ho
 }
 
 fn restore_namespace(
-    config: &ApplianceConfig,
+    config: &HookConfig,
     zstor: &Zstor,
     namespace: &str,
     deadline: Instant,
@@ -128,7 +128,7 @@ fn write_marker(marker: &Path, reason: &str) -> Result<(), HookError> {
         .map_err(super::io(format!("cannot write {}", marker.display())))
 }
 
-fn remove_namespaces(config: &ApplianceConfig) -> Result<(), HookError> {
+fn remove_namespaces(config: &HookConfig) -> Result<(), HookError> {
     for ns in RESTORED_NAMESPACES {
         for dir in [
             config.paths.index_dir.join(ns),

@@ -12,13 +12,12 @@
 //!   image is built without site settings.
 //!
 //! [`validate_config`] re-reads a file with `ZstorConfig::load`, `MonitorConfig::load`,
-//! `ApplianceConfig::load` or the env-file parser; `build` runs it on every config it ships,
+//! `HealthConfig::load` or the env-file parser; `build` runs it on every config it ships,
 //! and `check-config` on the installed files.
 
 use super::layout::{MINIO_ENV, MONITOR_CONFIG, QSFS_ENV, QSFS_TOML, ZSTOR_CONFIG};
 use super::site::{BackendSite, SiteSettings, ZdbSite, ZdbfsSite};
 use super::Error;
-use crate::config::appliance::ApplianceConfig;
 use crate::config::monitor::MonitorConfig;
 use crate::config::{ConfigError, Problem, Source};
 use crate::layout::{MOUNTPOINT, ZSTOR_PID_FILE, ZSTOR_SOCKET};
@@ -370,7 +369,7 @@ pub fn validate_config(name: &str, path: &Path) -> Result<(), ConfigError> {
             Ok(())
         }
         MONITOR_CONFIG => MonitorConfig::load(path).map(drop),
-        QSFS_TOML => ApplianceConfig::load(path).map(drop),
+        QSFS_TOML => crate::health::config::HealthConfig::load(path).map(drop),
         QSFS_ENV => validate_env(
             path,
             QSFS_ENV_KEYS,

@@ -11,11 +11,62 @@
 //!
 //! The monitor's own `last_error` text is not repeated here.
 
-use crate::health::config::MonitorSettings;
+use crate::config::{absolute_path, positive_secs};
 use crate::health::probes::human;
 use crate::health::{worst, Outcome, Part, State};
 use crate::monitor::status::{BackendKind, BackendState, MonitorStatus, SCHEMA_VERSION};
+use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// `[health.monitor]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorSettings {
+    /// Longest reading the status may take (`timeout_ms`, milliseconds). Default 1000.
+    #[serde(rename = "timeout_ms", deserialize_with = "super::timeout_ms")]
+    pub timeout: Duration,
+    /// The status file zstor_monitor publishes. Default [`crate::layout::MONITOR_STATUS`].
+    #[serde(deserialize_with = "absolute_path")]
+    pub status_file: PathBuf,
+    /// A status older than this (seconds) means the monitor is not running. Default 10.
+    #[serde(deserialize_with = "positive_secs")]
+    pub stale_after_secs: u64,
+    /// This many files waiting for upload or more is degraded. Default 1000.
+    pub backlog_degraded_files: u64,
+    /// A file unverified for this long (seconds) is degraded. Default 3600.
+    #[serde(deserialize_with = "positive_secs")]
+    pub unverified_degraded_secs: u64,
+    /// ... and for this long, failed. Default 86400.
+    #[serde(deserialize_with = "positive_secs")]
+    pub unverified_failed_secs: u64,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        MonitorSettings {
+            timeout: Duration::from_millis(1000),
+            status_file: crate::layout::MONITOR_STATUS.into(),
+            stale_after_secs: 10,
+            backlog_degraded_files: 1000,
+            unverified_degraded_secs: 3600,
+            unverified_failed_secs: 86400,
+        }
+    }
+}
+
+impl MonitorSettings {
+    /// The checks that span several keys of the table.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.unverified_degraded_secs > self.unverified_failed_secs {
+            return Err(format!(
+                "unverified_degraded_secs ({}) must not be above unverified_failed_secs ({})",
+                self.unverified_degraded_secs, self.unverified_failed_secs
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Reads and judges the published status.
 pub fn probe(settings: &MonitorSettings) -> Outcome {
