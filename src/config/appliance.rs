@@ -9,10 +9,11 @@
 //! the hook skips unread ([`HookConfig`]), so a mistake in a `[health.*]` table never stops a
 //! zdb event.
 
-use super::{absolute_path, positive_secs, ConfigError, Source, Validate};
+use super::{absolute_path, secs, ConfigError, Source, Validate};
 use crate::layout;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The environment variable naming the appliance config file.
 pub const CONFIG_ENV: &str = "QSFS_CONFIG";
@@ -93,9 +94,9 @@ pub struct ZstorSettings {
     /// working directory).
     #[serde(deserialize_with = "absolute_path")]
     pub log_file: PathBuf,
-    /// Longest a single zstor command may run before it is killed.
-    #[serde(deserialize_with = "positive_secs")]
-    pub timeout_secs: u64,
+    /// Longest a single zstor command may run before it is killed (`timeout_secs`).
+    #[serde(rename = "timeout_secs", deserialize_with = "secs")]
+    pub timeout: Duration,
 }
 
 impl Default for ZstorSettings {
@@ -104,7 +105,7 @@ impl Default for ZstorSettings {
             bin: layout::ZSTOR_BIN.into(),
             config: layout::ZSTOR_CONFIG.into(),
             log_file: layout::ZSTOR_LOG.into(),
-            timeout_secs: 600,
+            timeout: Duration::from_secs(600),
         }
     }
 }
@@ -113,19 +114,19 @@ impl Default for ZstorSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HookSettings {
-    /// Longest a `missing-data` retrieval may take.
-    #[serde(deserialize_with = "positive_secs")]
-    pub missing_data_timeout_secs: u64,
-    /// Longest the whole `namespaces-init` restore may take.
-    #[serde(deserialize_with = "positive_secs")]
-    pub restore_timeout_secs: u64,
+    /// Longest a `missing-data` retrieval may take (`missing_data_timeout_secs`).
+    #[serde(rename = "missing_data_timeout_secs", deserialize_with = "secs")]
+    pub missing_data_timeout: Duration,
+    /// Longest the whole `namespaces-init` restore may take (`restore_timeout_secs`).
+    #[serde(rename = "restore_timeout_secs", deserialize_with = "secs")]
+    pub restore_timeout: Duration,
 }
 
 impl Default for HookSettings {
     fn default() -> Self {
         HookSettings {
-            missing_data_timeout_secs: 120,
-            restore_timeout_secs: 1800,
+            missing_data_timeout: Duration::from_secs(120),
+            restore_timeout: Duration::from_secs(1800),
         }
     }
 }
@@ -159,8 +160,8 @@ mod tests {
     fn empty_file_gives_the_standard_layout() {
         let config: HookConfig = Source::new(Path::new("/q.toml"), "").parse().unwrap();
         assert_eq!(config.paths.spool_dir, Path::new("/var/zdbfs/spool"));
-        assert_eq!(config.zstor.timeout_secs, 600);
-        assert_eq!(config.hook.missing_data_timeout_secs, 120);
+        assert_eq!(config.zstor.timeout, Duration::from_secs(600));
+        assert_eq!(config.hook.missing_data_timeout, Duration::from_secs(120));
     }
 
     #[test]

@@ -315,6 +315,19 @@ pub fn absolute_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathB
     }
 }
 
+/// Deserializes a number of seconds that must be at least 1, as a [`std::time::Duration`].
+pub fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::time::Duration, D::Error> {
+    positive_secs(deserializer).map(std::time::Duration::from_secs)
+}
+
+/// Deserializes a count that must be at least 1.
+pub fn at_least_one<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::num::NonZeroU32, D::Error> {
+    let n = u32::deserialize(deserializer)?;
+    std::num::NonZeroU32::new(n).ok_or_else(|| serde::de::Error::custom("must be at least 1"))
+}
+
 /// Deserializes a number of seconds that must be at least 1.
 pub fn positive_secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     let secs = u64::deserialize(deserializer)?;

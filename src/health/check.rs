@@ -38,7 +38,7 @@ pub async fn probes_for(config: &HealthConfig, which: &[ProbeName]) -> Probes<Sy
     let systemd = if which.contains(&ProbeName::Units) {
         connect_systemd(
             health.timeout(ProbeName::Units),
-            Duration::from_secs(health.remediation.job_timeout_secs),
+            health.remediation.job_timeout,
         )
         .await
     } else {
@@ -59,7 +59,7 @@ pub async fn check(config: &HealthConfig, which: &[ProbeName]) -> Report {
     let probes = probes_for(config, &which).await;
     let findings = probes.run_all(&which).await;
     let now = now_unix_ms();
-    let fresh_for = 3 * health.interval_secs * 1000 + 5000;
+    let fresh_for = 3 * health.interval.as_millis() as u64 + 5000;
     let mut tracker = Report::read(&health.status_file)
         .filter(|r| now.saturating_sub(r.checked_unix_ms) <= fresh_for)
         .map(|r| Tracker::from_report(&r))

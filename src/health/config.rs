@@ -16,8 +16,9 @@ use super::probes::zdb::ZdbSettings;
 use super::probes::zstor::ZstorProbeSettings;
 use super::probes::ProbeName;
 use crate::config::appliance::ApplianceConfig;
-use crate::config::{absolute_path, positive_secs, ConfigError, Source, Validate};
+use crate::config::{absolute_path, at_least_one, secs, ConfigError, Source, Validate};
 use serde::Deserialize;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,9 +31,9 @@ pub type HealthConfig = ApplianceConfig<HealthSettings>;
 pub struct HealthSettings {
     /// The probes `check` and `serve` run. Default: all seven.
     pub probes: Vec<ProbeName>,
-    /// `serve`: seconds between two rounds of probes. Default 10.
-    #[serde(deserialize_with = "positive_secs")]
-    pub interval_secs: u64,
+    /// `serve`: time between two rounds of probes (`interval_secs`). Default 10 s.
+    #[serde(rename = "interval_secs", deserialize_with = "secs")]
+    pub interval: Duration,
     /// `serve` writes every round's report here (the JSON of `check --format json`), and
     /// `check` reads it for the since-timestamps. Default [`crate::layout::HEALTH_STATUS`].
     #[serde(deserialize_with = "absolute_path")]
@@ -63,7 +64,7 @@ impl Default for HealthSettings {
     fn default() -> Self {
         HealthSettings {
             probes: ProbeName::ALL.to_vec(),
-            interval_secs: 10,
+            interval: Duration::from_secs(10),
             status_file: crate::layout::HEALTH_STATUS.into(),
             metrics: None,
             units: UnitsSettings::default(),
@@ -79,11 +80,6 @@ impl Default for HealthSettings {
 }
 
 impl HealthSettings {
-    /// The `serve` interval.
-    pub fn interval(&self) -> Duration {
-        Duration::from_secs(self.interval_secs)
-    }
-
     /// The timeout of one probe.
     pub fn timeout(&self, probe: ProbeName) -> Duration {
         match probe {
@@ -127,23 +123,25 @@ pub struct RemediationSettings {
     /// (qsfs-minio), `zstor` (qsfs-zstor). Empty turns remediation off. Default: all four.
     pub restart: Vec<ProbeName>,
     /// Consecutive failed rounds (with the unit active) before a restart. Default 3.
-    pub failures_before_restart: u32,
+    #[serde(deserialize_with = "at_least_one")]
+    pub failures_before_restart: NonZeroU32,
     /// Least time between two restarts of one unit; doubles after each restart that did not
-    /// help, and goes back once the probe is ok. Seconds, default 30.
-    #[serde(deserialize_with = "positive_secs")]
-    pub backoff_initial_secs: u64,
-    /// The most the backoff grows to, seconds. Default 600.
-    #[serde(deserialize_with = "positive_secs")]
-    pub backoff_max_secs: u64,
-    /// At most this many restarts of one unit per `window_secs`; then `serve` gives up (and
-    /// logs it) until the window has room again. Default 3.
-    pub max_restarts: u32,
-    /// The give-up window, seconds. Default 3600.
-    #[serde(deserialize_with = "positive_secs")]
-    pub window_secs: u64,
-    /// Longest to wait for a restart job, seconds. Default 300.
-    #[serde(deserialize_with = "positive_secs")]
-    pub job_timeout_secs: u64,
+    /// help, and goes back once the probe is ok (`backoff_initial_secs`). Default 30 s.
+    #[serde(rename = "backoff_initial_secs", deserialize_with = "secs")]
+    pub backoff_initial: Duration,
+    /// The most the backoff grows to (`backoff_max_secs`). Default 600 s.
+    #[serde(rename = "backoff_max_secs", deserialize_with = "secs")]
+    pub backoff_max: Duration,
+    /// At most this many restarts of one unit per window; then `serve` gives up (and logs it)
+    /// until the window has room again. Default 3.
+    #[serde(deserialize_with = "max_restarts")]
+    pub max_restarts: NonZeroU32,
+    /// The give-up window (`window_secs`). Default 3600 s.
+    #[serde(rename = "window_secs", deserialize_with = "secs")]
+    pub window: Duration,
+    /// Longest to wait for a restart job (`job_timeout_secs`). Default 300 s.
+    #[serde(rename = "job_timeout_secs", deserialize_with = "secs")]
+    pub job_timeout: Duration,
 }
 
 impl Default for RemediationSettings {
@@ -155,12 +153,12 @@ impl Default for RemediationSettings {
                 ProbeName::S3,
                 ProbeName::Zstor,
             ],
-            failures_before_restart: 3,
-            backoff_initial_secs: 30,
-            backoff_max_secs: 600,
-            max_restarts: 3,
-            window_secs: 3600,
-            job_timeout_secs: 300,
+            failures_before_restart: NonZeroU32::new(3).unwrap(),
+            backoff_initial: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(600),
+            max_restarts: NonZeroU32::new(3).unwrap(),
+            window: Duration::from_secs(3600),
+            job_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -173,23 +171,24 @@ impl RemediationSettings {
                 "restart: probe `{bad}` has no unit to restart (only zdb, mount, s3, zstor)"
             ));
         }
-        if self.failures_before_restart == 0 {
-            return Err("failures_before_restart must be at least 1".into());
-        }
-        if self.max_restarts == 0 {
-            return Err(
-                "max_restarts must be at least 1 (to turn restarts off, set restart = [])".into(),
-            );
-        }
-        if self.backoff_initial_secs > self.backoff_max_secs {
+        if self.backoff_initial > self.backoff_max {
             return Err(format!(
                 "backoff_initial_secs ({}) must not be above backoff_max_secs ({})",
-                self.backoff_initial_secs, self.backoff_max_secs
+                self.backoff_initial.as_secs(),
+                self.backoff_max.as_secs()
             ));
         }
         Ok(())
     }
 }
+
+/// `max_restarts`: at least 1; remediation is turned off by `restart = []` instead.
+fn max_restarts<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<NonZeroU32, D::Error> {
+    at_least_one(deserializer).map_err(|_: D::Error| {
+        serde::de::Error::custom("must be at least 1 (to turn restarts off, set restart = [])")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,7 +209,7 @@ mod tests {
     fn defaults() {
         let h = parse("").unwrap().health;
         assert_eq!(h.probes, ProbeName::ALL.to_vec());
-        assert_eq!(h.interval_secs, 10);
+        assert_eq!(h.interval, Duration::from_secs(10));
         assert_eq!(h.metrics, None);
         assert_eq!(h.s3.accepted_statuses, vec![200]);
         assert_eq!(h.remediation.restart.len(), 4);
@@ -264,6 +263,16 @@ mod tests {
             parse("[health.remediation]\nbackoff_initial_secs = 900\nbackoff_max_secs = 60\n")
                 .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("health.remediation"));
+
+        let err = parse("[health.remediation]\nfailures_before_restart = 0\n").unwrap_err();
+        assert_eq!(
+            err.key.as_deref(),
+            Some("health.remediation.failures_before_restart")
+        );
+        assert_eq!(err.message, "must be at least 1");
+        let err = parse("[health.remediation]\nmax_restarts = 0\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("health.remediation.max_restarts"));
+        assert!(err.message.contains("restart = []"), "{err}");
     }
 
     #[test]

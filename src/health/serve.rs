@@ -39,7 +39,7 @@ async fn connect(config: &HealthConfig, first: bool) -> Parts {
     let health = &config.health;
     let systemd = connect_systemd(
         health.timeout(ProbeName::Units),
-        Duration::from_secs(health.remediation.job_timeout_secs),
+        health.remediation.job_timeout,
     )
     .await;
     match &systemd {
@@ -69,7 +69,7 @@ async fn connect(config: &HealthConfig, first: bool) -> Parts {
 /// Runs until SIGTERM or SIGINT (or `options.rounds`); returns the exit code.
 pub async fn serve(config: HealthConfig, options: ServeOptions) -> i32 {
     let health = config.health.clone();
-    let interval = options.interval.unwrap_or(health.interval());
+    let interval = options.interval.unwrap_or(health.interval);
     let notifier = Notifier::from_env();
     let (mut sigterm, mut sigint) = match (
         signal(SignalKind::terminate()),

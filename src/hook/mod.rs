@@ -447,11 +447,10 @@ impl Hook {
         if namespace == TEMP_NAMESPACE {
             return Err(HookError::NotStored(path.to_path_buf()));
         }
-        let deadline =
-            Instant::now() + Duration::from_secs(self.config.hook.missing_data_timeout_secs);
+        let deadline = Instant::now() + self.config.hook.missing_data_timeout;
         fetch_verified(&self.zstor, path, deadline).map_err(|e| match e {
             HookError::Timeout(_) | HookError::Zstor(ZstorError::TimedOut { .. }) => {
-                HookError::Timeout(self.config.hook.missing_data_timeout_secs)
+                HookError::Timeout(self.config.hook.missing_data_timeout.as_secs())
             }
             e => e,
         })?;

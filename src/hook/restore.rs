@@ -17,7 +17,7 @@ use crate::config::appliance::HookConfig;
 use crate::layout::{self, highest_file_number, INDEX_PREFIX, NAMESPACE_FILE, RESTORED_NAMESPACES};
 use crate::zstor::{Checksum, Zstor};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub(super) fn run(config: &HookConfig, zstor: &Zstor) -> Result<Handled, HookError> {
     let paths = &config.paths;
@@ -36,7 +36,7 @@ pub(super) fn run(config: &HookConfig, zstor: &Zstor) -> Result<Handled, HookErr
         });
     }
     write_marker(&marker, "the restore was interrupted")?;
-    let deadline = Instant::now() + Duration::from_secs(config.hook.restore_timeout_secs);
+    let deadline = Instant::now() + config.hook.restore_timeout;
     let mut restored = Vec::new();
     let result = RESTORED_NAMESPACES
         .iter()

@@ -84,12 +84,8 @@ pub struct Zstor {
 impl Zstor {
     /// The runner `qsfs.toml`'s `[zstor]` table describes.
     pub fn from_settings(settings: &crate::config::appliance::ZstorSettings) -> Self {
-        Zstor::new(
-            &settings.bin,
-            &settings.config,
-            Duration::from_secs(settings.timeout_secs),
-        )
-        .with_log_file(&settings.log_file)
+        Zstor::new(&settings.bin, &settings.config, settings.timeout)
+            .with_log_file(&settings.log_file)
     }
 
     /// A runner for `bin -c config …`, killing commands that run longer than `timeout`.
