@@ -328,9 +328,9 @@ fn validate_env(path: &Path, required: &[&str], numeric: &[&str]) -> Result<(), 
 pub fn validate_config(name: &str, path: &Path) -> Result<(), ConfigError> {
     match name {
         ZSTOR_CONFIG => {
-            let config = ZstorConfig::load(path)?;
             let text = crate::config::read(path)?;
             let source = Source::new(path, &text);
+            let config: ZstorConfig = source.parse_valid()?;
             let expect = |key: &str, actual: Option<&Path>, wanted: &str| {
                 if actual == Some(Path::new(wanted)) {
                     Ok(())
