@@ -13,6 +13,7 @@ pub mod health;
 pub mod hook;
 pub mod image;
 pub mod lane;
+pub mod layout;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;

@@ -9,13 +9,13 @@
 
 mod support;
 
-use qsfs::config::appliance::ApplianceConfig;
 use qsfs::config::Source;
-use qsfs::health::config::ProbeName;
+use qsfs::health::config::HealthConfig;
 use qsfs::health::probes::mount;
-use qsfs::health::probes::{Finding, Lane, Probes};
+use qsfs::health::probes::{Finding, Lane, ProbeName};
 use qsfs::health::remediation::{Clock, Decision, Remediation};
 use qsfs::health::report::Tracker;
+use qsfs::health::runner::Probes;
 use qsfs::health::{Outcome, Part, State};
 use qsfs::mountinfo::at as find_mount;
 use qsfs::systemd::{JobResult, SystemdError, UnitControl, UnitStatus};
@@ -30,14 +30,14 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_qsfs-health");
 
-fn config(text: &str) -> ApplianceConfig {
+fn config(text: &str) -> HealthConfig {
     Source::new(Path::new("/test/qsfs.toml"), text)
         .parse()
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Probes of `config` without systemd.
-fn probes(config: &ApplianceConfig) -> Probes<FakeUnits> {
+fn probes(config: &HealthConfig) -> Probes<FakeUnits> {
     Probes::new(config, Err("no systemd in this test".into()))
 }
 
@@ -247,7 +247,7 @@ fn http_server(behaviour: Http) -> SocketAddr {
     addr
 }
 
-fn s3_config(urls: &[String], accepted: &str) -> ApplianceConfig {
+fn s3_config(urls: &[String], accepted: &str) -> HealthConfig {
     let urls: Vec<String> = urls.iter().map(|u| format!("'{u}'")).collect();
     config(&format!(
         "[health.s3]\ntimeout_ms = 300\nurls = [{}]\naccepted_statuses = {accepted}\n",
@@ -324,7 +324,7 @@ async fn s3_probe_against_200_503_silence_and_a_closed_port() {
 // ---------------------------------------------------------------------------------------------
 // zdb: the 0-db stand-in and the real zdb
 
-fn zdb_config(app: &support::Appliance, namespaces: &[&str]) -> ApplianceConfig {
+fn zdb_config(app: &support::Appliance, namespaces: &[&str]) -> HealthConfig {
     let list: Vec<String> = namespaces.iter().map(|n| format!("'{n}'")).collect();
     let text = std::fs::read_to_string(&app.qsfs_config).unwrap();
     config(&format!(

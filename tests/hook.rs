@@ -88,7 +88,7 @@ fn write_until_rotated(
 ) -> Vec<Written> {
     select(client, namespace);
     let dir = app.data.join(namespace);
-    let active = || qsfs::hook::highest_file_number(&dir, 'd').unwrap_or(0);
+    let active = || qsfs::layout::highest_file_number(&dir, 'd').unwrap_or(0);
     let start = active();
     let mut written = Vec::new();
     while active() < start + rotations {
@@ -519,7 +519,7 @@ fn check_namespaces_init_restores_a_fresh_vm_from_the_backends(stack: &Stack) {
     assert!(!app.state.join("restore-failed").exists());
     for ns in ["zdbfs-meta", "zdbfs-data"] {
         let old_index = app.dir.path().join("index.old").join(ns);
-        let highest = qsfs::hook::highest_file_number(&old_index, 'i').unwrap();
+        let highest = qsfs::layout::highest_file_number(&old_index, 'i').unwrap();
         for n in 0..=highest {
             assert!(
                 app.index.join(format!("{ns}/i{n}")).exists(),
@@ -649,4 +649,42 @@ fn bad_input_is_refused_clearly() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml: file not found"));
+}
+
+/// The hook reads only its own tables of `qsfs.toml`: a typo in `[health.s3]` is
+/// `qsfs-health`'s to refuse (exit 78, naming the key), and every zdb event still works.
+#[test]
+fn a_typo_in_a_health_table_does_not_stop_the_hook() {
+    let app = Appliance::new(None, "[health.s3]\ntimout_ms = 300\n");
+    let out = run_hook(&app, &["ready", "unix:///z"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "ready: {stderr}");
+
+    let namespace = app.data.join("zdbfs-data");
+    std::fs::create_dir_all(&namespace).unwrap();
+    let (old, new) = (namespace.join("d0"), namespace.join("d1"));
+    std::fs::write(&old, b"sealed").unwrap();
+    std::fs::write(&new, b"").unwrap();
+    let out = run_hook(
+        &app,
+        &[
+            "jump-data",
+            "unix:///z",
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "jump-data: {stderr}");
+    let jobs = app.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].files[0].path, old);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_qsfs-health"))
+        .args(["--config", app.qsfs_config.to_str().unwrap(), "check"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "qsfs-health: {stderr}");
+    assert!(stderr.contains("key `health.s3.timout_ms`"), "{stderr}");
 }

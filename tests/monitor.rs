@@ -31,7 +31,7 @@ fn write_until(
     seed: &mut u8,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut written = Vec::new();
-    while qsfs::hook::highest_file_number(dir, 'd').unwrap_or(0) + 1 < files {
+    while qsfs::layout::highest_file_number(dir, 'd').unwrap_or(0) + 1 < files {
         *seed = seed.wrapping_add(1);
         let value: Vec<u8> = (0..100 * 1024)
             .map(|i: usize| (i as u8).wrapping_mul(7).wrapping_add(*seed))

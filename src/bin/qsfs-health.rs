@@ -1,9 +1,10 @@
 //! `qsfs-health`: checks whether the appliance works, and why not.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use qsfs::config::appliance::{ApplianceConfig, CONFIG_ENV, DEFAULT_PATH};
+use qsfs::config::appliance::CONFIG_ENV;
 use qsfs::health::check::{self, parse_duration, Format};
-use qsfs::health::config::ProbeName;
+use qsfs::health::config::HealthConfig;
+use qsfs::health::probes::ProbeName;
 use qsfs::health::serve::{serve, ServeOptions};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +25,7 @@ zdb data and index dirs). Settings: the [health] section of qsfs.toml.";
 #[command(name = "qsfs-health", version, after_help = EXIT_CODES)]
 struct Cli {
     /// The appliance config (qsfs.toml).
-    #[arg(long, env = CONFIG_ENV, default_value = DEFAULT_PATH, global = true)]
+    #[arg(long, env = CONFIG_ENV, default_value = qsfs::layout::QSFS_CONFIG, global = true)]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -88,7 +89,7 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let config = match ApplianceConfig::load(&cli.config) {
+    let config = match HealthConfig::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("qsfs-health: {e}");

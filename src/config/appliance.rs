@@ -1,23 +1,30 @@
 //! `qsfs.toml`: the appliance's own settings shared by `zdb-hook` and `qsfs-health`.
 //!
 //! The file is found through the `QSFS_CONFIG` environment variable (the zdb unit sets it with
-//! `Environment=`), or at [`DEFAULT_PATH`]. Every key is optional; the defaults describe the
-//! standard layout under `/var/zdbfs`.
+//! `Environment=`), or at [`layout::QSFS_CONFIG`]. Every key is optional; the defaults describe
+//! the standard layout under `/var/zdbfs`.
+//!
+//! Each reader parses only what it needs: [`ApplianceConfig`] is generic over its `[health]`
+//! part, which `qsfs-health` reads as its settings (`crate::health::config::HealthConfig`) and
+//! the hook skips unread ([`HookConfig`]), so a mistake in a `[health.*]` table never stops a
+//! zdb event.
 
-use super::{absolute_path, positive_secs, ConfigError};
+use super::{absolute_path, secs, ConfigError, Source, Validate};
+use crate::layout;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The environment variable naming the appliance config file.
 pub const CONFIG_ENV: &str = "QSFS_CONFIG";
-/// Where the appliance config file lives when `QSFS_CONFIG` is not set.
-pub const DEFAULT_PATH: &str = "/var/zdbfs/etc/qsfs.toml";
 
-/// The appliance's settings.
+/// `qsfs.toml` as the hook reads it: `[health]` is skipped unread.
+pub type HookConfig = ApplianceConfig<serde::de::IgnoredAny>;
+
+/// The appliance's settings, with `H` the reader's view of `[health]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ApplianceConfig {
+pub struct ApplianceConfig<H> {
     /// Directories and sockets.
     #[serde(default)]
     pub paths: Paths,
@@ -29,7 +36,7 @@ pub struct ApplianceConfig {
     pub hook: HookSettings,
     /// `qsfs-health`: probes, thresholds, remediation.
     #[serde(default)]
-    pub health: crate::health::config::HealthSettings,
+    pub health: H,
 }
 
 /// Directories and sockets of the appliance.
@@ -62,13 +69,13 @@ pub struct Paths {
 impl Default for Paths {
     fn default() -> Self {
         Paths {
-            index_dir: "/var/zdbfs/index".into(),
-            data_dir: "/var/zdbfs/data".into(),
-            spool_dir: "/var/zdbfs/spool".into(),
-            state_dir: "/var/zdbfs/state".into(),
-            mountpoint: "/var/zdbfs/mnt".into(),
-            zdb_socket: "/run/qsfs/zdb.sock".into(),
-            units_env: "/var/zdbfs/etc/qsfs.env".into(),
+            index_dir: layout::INDEX_DIR.into(),
+            data_dir: layout::DATA_DIR.into(),
+            spool_dir: layout::SPOOL_DIR.into(),
+            state_dir: layout::STATE_DIR.into(),
+            mountpoint: layout::MOUNTPOINT.into(),
+            zdb_socket: layout::ZDB_SOCKET.into(),
+            units_env: layout::UNITS_ENV.into(),
         }
     }
 }
@@ -87,31 +94,19 @@ pub struct ZstorSettings {
     /// working directory).
     #[serde(deserialize_with = "absolute_path")]
     pub log_file: PathBuf,
-    /// Longest a single zstor command may run before it is killed.
-    #[serde(deserialize_with = "positive_secs")]
-    pub timeout_secs: u64,
+    /// Longest a single zstor command may run before it is killed (`timeout_secs`).
+    #[serde(rename = "timeout_secs", deserialize_with = "secs")]
+    pub timeout: Duration,
 }
 
 impl Default for ZstorSettings {
     fn default() -> Self {
         ZstorSettings {
-            bin: "/var/zdbfs/bin/zstor".into(),
-            config: "/var/zdbfs/etc/zstor-default.toml".into(),
-            log_file: "/var/zdbfs/log/zstor.log".into(),
-            timeout_secs: 600,
+            bin: layout::ZSTOR_BIN.into(),
+            config: layout::ZSTOR_CONFIG.into(),
+            log_file: layout::ZSTOR_LOG.into(),
+            timeout: Duration::from_secs(600),
         }
-    }
-}
-
-impl ZstorSettings {
-    /// The zstor runner these settings describe.
-    pub fn runner(&self) -> crate::zstor::Zstor {
-        crate::zstor::Zstor::new(
-            &self.bin,
-            &self.config,
-            Duration::from_secs(self.timeout_secs),
-        )
-        .with_log_file(&self.log_file)
     }
 }
 
@@ -119,34 +114,40 @@ impl ZstorSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HookSettings {
-    /// Longest a `missing-data` retrieval may take.
-    #[serde(deserialize_with = "positive_secs")]
-    pub missing_data_timeout_secs: u64,
-    /// Longest the whole `namespaces-init` restore may take.
-    #[serde(deserialize_with = "positive_secs")]
-    pub restore_timeout_secs: u64,
+    /// Longest a `missing-data` retrieval may take (`missing_data_timeout_secs`).
+    #[serde(rename = "missing_data_timeout_secs", deserialize_with = "secs")]
+    pub missing_data_timeout: Duration,
+    /// Longest the whole `namespaces-init` restore may take (`restore_timeout_secs`).
+    #[serde(rename = "restore_timeout_secs", deserialize_with = "secs")]
+    pub restore_timeout: Duration,
 }
 
 impl Default for HookSettings {
     fn default() -> Self {
         HookSettings {
-            missing_data_timeout_secs: 120,
-            restore_timeout_secs: 1800,
+            missing_data_timeout: Duration::from_secs(120),
+            restore_timeout: Duration::from_secs(1800),
         }
     }
 }
 
-impl ApplianceConfig {
-    /// The config file to read: `$QSFS_CONFIG`, or [`DEFAULT_PATH`].
-    pub fn path_from_env() -> PathBuf {
-        std::env::var_os(CONFIG_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
-    }
+/// The config file to read: `$QSFS_CONFIG`, or [`layout::QSFS_CONFIG`].
+pub fn path_from_env() -> PathBuf {
+    std::env::var_os(CONFIG_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(layout::QSFS_CONFIG))
+}
 
-    /// Reads the file at `path`.
+impl<H: serde::de::DeserializeOwned + Validate + Default> ApplianceConfig<H> {
+    /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         super::load(path)
+    }
+}
+
+impl<H: Validate> Validate for ApplianceConfig<H> {
+    fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+        self.health.validate(source)
     }
 }
 
@@ -157,15 +158,15 @@ mod tests {
 
     #[test]
     fn empty_file_gives_the_standard_layout() {
-        let config: ApplianceConfig = Source::new(Path::new("/q.toml"), "").parse().unwrap();
+        let config: HookConfig = Source::new(Path::new("/q.toml"), "").parse().unwrap();
         assert_eq!(config.paths.spool_dir, Path::new("/var/zdbfs/spool"));
-        assert_eq!(config.zstor.timeout_secs, 600);
-        assert_eq!(config.hook.missing_data_timeout_secs, 120);
+        assert_eq!(config.zstor.timeout, Duration::from_secs(600));
+        assert_eq!(config.hook.missing_data_timeout, Duration::from_secs(120));
     }
 
     #[test]
     fn overrides_and_errors() {
-        let config: ApplianceConfig =
+        let config: HookConfig =
             Source::new(Path::new("/q.toml"), "[paths]\nspool_dir = '/tmp/s'\n")
                 .parse()
                 .unwrap();
@@ -176,7 +177,7 @@ mod tests {
             Path::new("/q.toml"),
             "[hook]\nmissing_data_timeout_secs = 0\n",
         )
-        .parse::<ApplianceConfig>()
+        .parse::<HookConfig>()
         .unwrap_err();
         assert_eq!(err.key.as_deref(), Some("hook.missing_data_timeout_secs"));
         assert_eq!(err.problem, Problem::InvalidValue);
@@ -185,6 +186,6 @@ mod tests {
     #[test]
     fn shipped_default_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/qsfs.toml");
-        ApplianceConfig::load(&path).unwrap();
+        HookConfig::load(&path).unwrap();
     }
 }

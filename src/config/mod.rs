@@ -1,10 +1,11 @@
 //! Loading TOML configuration into typed, validated settings.
 //!
-//! Every config file goes through [`load`] (or [`parse`]), so every error has the same shape: it
-//! names the file, the key and the line, never shows a secret value, and maps to exit code 78
-//! (`EX_CONFIG`). Values are validated while they are deserialized (see the newtypes here), so a
-//! bad value is reported at its own key and line; checks that span several keys use
-//! [`Source::invalid`].
+//! Every config file goes through one pipeline, [`load`]: it is read once, deserialized once
+//! into its typed settings ([`Source::parse`]), and checked once ([`Validate`]). So every error
+//! has the same shape: it names the file, the key and the line, never shows a secret value, and
+//! maps to exit code 78 (`EX_CONFIG`). Values are validated while they are deserialized (see
+//! the newtypes here), so a bad value is reported at its own key and line; checks that span
+//! several keys are [`Validate`] impls, reported with [`Source::invalid`].
 
 pub mod appliance;
 pub mod monitor;
@@ -98,6 +99,13 @@ impl<'a> Source<'a> {
         serde_path_to_error::deserialize(deserializer).map_err(|e| self.value_error(&e))
     }
 
+    /// Deserializes the whole file into `T` and runs its [`Validate`] pass.
+    pub fn parse_valid<T: DeserializeOwned + Validate>(&self) -> Result<T, ConfigError> {
+        let value: T = self.parse()?;
+        value.validate(self)?;
+        Ok(value)
+    }
+
     /// An [`Problem::InvalidValue`] error at `key`, for checks that span several keys.
     pub fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -169,10 +177,23 @@ impl<'a> Source<'a> {
     }
 }
 
-/// Reads and deserializes the TOML file at `path`.
-pub fn load<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+/// The checks of a config that span several keys, run once after it was deserialized.
+pub trait Validate {
+    /// The first problem found, as an error at its key in `source` ([`Source::invalid`]).
+    fn validate(&self, source: &Source) -> Result<(), ConfigError>;
+}
+
+/// A part of a file that a reader skips unread (the `[health]` tables, for the hook).
+impl Validate for serde::de::IgnoredAny {
+    fn validate(&self, _: &Source) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}
+
+/// Reads, deserializes and validates the TOML file at `path`.
+pub fn load<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, ConfigError> {
     let text = read(path)?;
-    Source::new(path, &text).parse()
+    Source::new(path, &text).parse_valid()
 }
 
 /// Reads a config file, mapping I/O errors to [`ConfigError`].
@@ -292,6 +313,19 @@ pub fn absolute_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathB
             path.display()
         )))
     }
+}
+
+/// Deserializes a number of seconds that must be at least 1, as a [`std::time::Duration`].
+pub fn secs<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::time::Duration, D::Error> {
+    positive_secs(deserializer).map(std::time::Duration::from_secs)
+}
+
+/// Deserializes a count that must be at least 1.
+pub fn at_least_one<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::num::NonZeroU32, D::Error> {
+    let n = u32::deserialize(deserializer)?;
+    std::num::NonZeroU32::new(n).ok_or_else(|| serde::de::Error::custom("must be at least 1"))
 }
 
 /// Deserializes a number of seconds that must be at least 1.

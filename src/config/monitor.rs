@@ -3,7 +3,8 @@
 //! Every key of the upstream v0.2.0 monitor config is accepted with the same meaning and units,
 //! so an operator's existing file keeps working. Unknown keys are refused, as upstream does.
 
-use super::{absolute_path, positive_secs, ConfigError, Percent, Secret, Source};
+use super::{absolute_path, positive_secs, ConfigError, Percent, Secret, Source, Validate};
+use crate::layout;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -115,7 +116,7 @@ pub struct MonitorConfig {
 }
 
 fn default_zdbfs_mountpoint() -> PathBuf {
-    "/var/zdbfs/mnt".into()
+    layout::MOUNTPOINT.into()
 }
 fn default_flush_interval() -> u64 {
     5
@@ -125,16 +126,16 @@ fn default_flush_timeout() -> u64 {
 }
 
 fn default_spool_dir() -> PathBuf {
-    "/var/zdbfs/spool".into()
+    layout::SPOOL_DIR.into()
 }
 fn default_state_dir() -> PathBuf {
-    "/var/zdbfs/state".into()
+    layout::STATE_DIR.into()
 }
 fn default_status_file() -> PathBuf {
-    crate::monitor::status::DEFAULT_PATH.into()
+    layout::MONITOR_STATUS.into()
 }
 fn default_zstor_log_file() -> PathBuf {
-    "/var/zdbfs/log/zstor.log".into()
+    layout::ZSTOR_LOG.into()
 }
 fn default_zstor_timeout() -> u64 {
     600
@@ -155,7 +156,7 @@ fn default_eviction_interval() -> u64 {
     60
 }
 fn default_evict_namespaces() -> Vec<String> {
-    vec!["zdbfs-data".to_string()]
+    vec![layout::DATA_NAMESPACE.to_string()]
 }
 fn default_backend_interval() -> u64 {
     60
@@ -201,24 +202,27 @@ fn default_fill_threshold() -> Percent {
 impl MonitorConfig {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = super::read(path)?;
-        let source = Source::new(path, &text);
-        let config: MonitorConfig = source.parse()?;
-        if let Some(vdc) = &config.vdc_config {
+        super::load(path)
+    }
+}
+
+impl Validate for MonitorConfig {
+    fn validate(&self, source: &Source) -> Result<(), ConfigError> {
+        if let Some(vdc) = &self.vdc_config {
             if !(vdc.url.starts_with("http://") || vdc.url.starts_with("https://")) {
                 return Err(source.invalid("vdc_config.url", "must start with http:// or https://"));
             }
         }
-        if config.retry_max_secs < config.retry_initial_secs {
+        if self.retry_max_secs < self.retry_initial_secs {
             return Err(source.invalid("retry_max_secs", "must be at least retry_initial_secs"));
         }
-        if config.max_zdb_data_dir_size == Some(0) {
+        if self.max_zdb_data_dir_size == Some(0) {
             return Err(source.invalid(
                 "max_zdb_data_dir_size",
                 "must be at least 1 (MiB); leave it out to disable eviction",
             ));
         }
-        Ok(config)
+        Ok(())
     }
 }
 

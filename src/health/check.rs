@@ -1,12 +1,12 @@
 //! The one-shot commands: `check` (every probe once, a table or JSON) and `wait` (a readiness
 //! gate that blocks until one probe is ok).
 
-use super::config::ProbeName;
-use super::probes::{human, Probes};
+use super::config::HealthConfig;
+use super::probes::{human, ProbeName};
 use super::report::{Report, Tracker};
+use super::runner::Probes;
 use super::State;
 use crate::clock::now_unix_ms;
-use crate::config::appliance::ApplianceConfig;
 use crate::systemd::Systemd;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -33,12 +33,12 @@ pub async fn connect_systemd(timeout: Duration, job_timeout: Duration) -> Result
 }
 
 /// The probes of `config` for `which`, connected to systemd when the units probe is among them.
-pub async fn probes_for(config: &ApplianceConfig, which: &[ProbeName]) -> Probes<Systemd> {
+pub async fn probes_for(config: &HealthConfig, which: &[ProbeName]) -> Probes<Systemd> {
     let health = &config.health;
     let systemd = if which.contains(&ProbeName::Units) {
         connect_systemd(
             health.timeout(ProbeName::Units),
-            Duration::from_secs(health.remediation.job_timeout_secs),
+            health.remediation.job_timeout,
         )
         .await
     } else {
@@ -49,7 +49,7 @@ pub async fn probes_for(config: &ApplianceConfig, which: &[ProbeName]) -> Probes
 
 /// Runs the probes in `which` (the configured ones when empty) once and returns the report.
 /// The since-timestamps come from `serve`'s status file when it is fresh.
-pub async fn check(config: &ApplianceConfig, which: &[ProbeName]) -> Report {
+pub async fn check(config: &HealthConfig, which: &[ProbeName]) -> Report {
     let health = &config.health;
     let which: Vec<ProbeName> = if which.is_empty() {
         health.probes.clone()
@@ -59,7 +59,7 @@ pub async fn check(config: &ApplianceConfig, which: &[ProbeName]) -> Report {
     let probes = probes_for(config, &which).await;
     let findings = probes.run_all(&which).await;
     let now = now_unix_ms();
-    let fresh_for = 3 * health.interval_secs * 1000 + 5000;
+    let fresh_for = 3 * health.interval.as_millis() as u64 + 5000;
     let mut tracker = Report::read(&health.status_file)
         .filter(|r| now.saturating_sub(r.checked_unix_ms) <= fresh_for)
         .map(|r| Tracker::from_report(&r))
@@ -88,7 +88,7 @@ pub fn print(report: &Report, format: Format, all_parts: bool) -> i32 {
 /// Polls `probe` every `interval` until it is ok (exit code 0) or `timeout` passes (the
 /// state's exit code, with the last reason on stderr).
 pub async fn wait(
-    config: &ApplianceConfig,
+    config: &HealthConfig,
     probe: ProbeName,
     timeout: Duration,
     interval: Duration,

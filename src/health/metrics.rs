@@ -12,7 +12,7 @@
 //!   `qsfs_health_remediation_gave_up{probe,unit}`,
 //!   `qsfs_health_restarts_total{probe,unit,result="requested|done|failed"}`.
 
-use super::config::ProbeName;
+use super::probes::ProbeName;
 use super::remediation::{Remediator, TargetCounters};
 use super::report::Report;
 use crate::metrics::{family, single};

@@ -1,8 +1,9 @@
 //! `qsfs-health`: probes of every part of the appliance, readiness gates, and remediation.
 //!
-//! * [`probes`]: one module per component (units, zdb, mount, s3, zstor, monitor, disk). Each
-//!   probe has a timeout and returns an [`Outcome`]: a [`State`], a short reason, and parts
-//!   (one per unit, namespace, backend or directory).
+//! * [`probes`]: one module per component (units, zdb, mount, s3, zstor, monitor, disk), each
+//!   with its settings. Each probe has a timeout and returns an [`Outcome`]: a [`State`], a
+//!   short reason, and parts (one per unit, namespace, backend or directory).
+//! * [`runner`]: every probe set up once from the config and run with its timeout.
 //! * [`report`]: a round of probes as a human table or JSON (with a schema version), and the
 //!   since-timestamps of each probe's state.
 //! * [`remediation`]: the state machine that restarts a unit that is active but fails its probe,
@@ -18,6 +19,7 @@ pub mod metrics;
 pub mod probes;
 pub mod remediation;
 pub mod report;
+pub mod runner;
 pub mod serve;
 
 use serde::{Deserialize, Serialize};

@@ -23,9 +23,9 @@
 //! helps): while a restart job runs nothing else is decided, and a restart starts every count
 //! afresh. Before zdbfs is restarted, [`before_zdbfs_restart`] runs.
 
-use super::config::{ProbeName, RemediationSettings};
+use super::config::RemediationSettings;
 use super::probes::mount::{self, StatResult};
-use super::probes::{Finding, Lane};
+use super::probes::{Finding, Lane, ProbeName};
 use super::State;
 use crate::logging::message_id;
 use crate::systemd::{ActiveState, JobResult, UnitControl, UnitStatus};
@@ -69,11 +69,11 @@ pub struct Policy {
 impl From<&RemediationSettings> for Policy {
     fn from(s: &RemediationSettings) -> Self {
         Policy {
-            failures_before_restart: s.failures_before_restart,
-            backoff_initial: Duration::from_secs(s.backoff_initial_secs),
-            backoff_max: Duration::from_secs(s.backoff_max_secs),
-            max_restarts: s.max_restarts,
-            window: Duration::from_secs(s.window_secs),
+            failures_before_restart: s.failures_before_restart.get(),
+            backoff_initial: s.backoff_initial,
+            backoff_max: s.backoff_max,
+            max_restarts: s.max_restarts.get(),
+            window: s.window,
         }
     }
 }
@@ -281,7 +281,7 @@ where
             enabled: settings.restart.clone(),
             mountpoint: mountpoint.to_path_buf(),
             call_timeout,
-            job_timeout: Duration::from_secs(settings.job_timeout_secs),
+            job_timeout: settings.job_timeout,
             in_flight: BTreeMap::new(),
             counters: BTreeMap::new(),
         }

@@ -26,8 +26,7 @@
 //! program knows: `serve` tracks it across rounds, and `check` takes it from `serve`'s status
 //! file when that is fresh and agrees, else it is the time of the check.
 
-use super::config::ProbeName;
-use super::probes::Finding;
+use super::probes::{Finding, ProbeName};
 use super::{worst, Part, State};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

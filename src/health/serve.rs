@@ -4,13 +4,13 @@
 //! has completed. READY=1 follows the first round.
 
 use super::check::connect_systemd;
-use super::config::ProbeName;
+use super::config::HealthConfig;
 use super::metrics::{self, RemediationView};
-use super::probes::Probes;
+use super::probes::ProbeName;
 use super::remediation::{Remediation, SystemClock};
 use super::report::{Report, Tracker};
+use super::runner::Probes;
 use crate::clock::now_unix_ms;
-use crate::config::appliance::ApplianceConfig;
 use crate::logging::message_id;
 use crate::metrics::Shared;
 use crate::notify::Notifier;
@@ -35,11 +35,11 @@ struct Parts {
 
 /// Connects to systemd and sets up the probes and remediation. Only the first failure to reach
 /// systemd is logged as a warning (`serve` tries again every round).
-async fn connect(config: &ApplianceConfig, first: bool) -> Parts {
+async fn connect(config: &HealthConfig, first: bool) -> Parts {
     let health = &config.health;
     let systemd = connect_systemd(
         health.timeout(ProbeName::Units),
-        Duration::from_secs(health.remediation.job_timeout_secs),
+        health.remediation.job_timeout,
     )
     .await;
     match &systemd {
@@ -67,9 +67,9 @@ async fn connect(config: &ApplianceConfig, first: bool) -> Parts {
 }
 
 /// Runs until SIGTERM or SIGINT (or `options.rounds`); returns the exit code.
-pub async fn serve(config: ApplianceConfig, options: ServeOptions) -> i32 {
+pub async fn serve(config: HealthConfig, options: ServeOptions) -> i32 {
     let health = config.health.clone();
-    let interval = options.interval.unwrap_or(health.interval());
+    let interval = options.interval.unwrap_or(health.interval);
     let notifier = Notifier::from_env();
     let (mut sigterm, mut sigint) = match (
         signal(SignalKind::terminate()),

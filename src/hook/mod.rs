@@ -14,7 +14,10 @@
 
 mod restore;
 
-use crate::config::appliance::ApplianceConfig;
+use crate::config::appliance::{self, HookConfig};
+use crate::layout::{
+    self, highest_file_number, INDEX_PREFIX, META_NAMESPACE, NAMESPACE_FILE, TEMP_NAMESPACE,
+};
 use crate::logging::message_id;
 use crate::notify::Notifier;
 use crate::spool::{Job, JobFile, Spool};
@@ -23,14 +26,8 @@ use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// zdbfs's scratch namespace: never uploaded, never restored.
-pub const TEMP_NAMESPACE: &str = "zdbfs-temp";
-/// The namespaces a fresh VM restores from the backends.
-pub const RESTORED_NAMESPACES: [&str; 2] = ["zdbfs-meta", "zdbfs-data"];
 /// The password zdbfs always uses for zdbfs-temp (fixed in zdbfs 0.1.11, contracts §2.1).
 const ZDBFS_TEMP_PASSWORD: &str = "hello";
-/// The file of a namespace's index directory that describes it.
-pub const NAMESPACE_FILE: &str = "zdb-namespace";
 /// Written into the state directory when a restore failed; `ready` then refuses to start.
 pub const RESTORE_FAILED_MARKER: &str = "restore-failed";
 
@@ -288,7 +285,7 @@ pub struct Handled {
 
 /// The hook's context: settings, spool, zstor and systemd notification.
 pub struct Hook {
-    config: ApplianceConfig,
+    config: HookConfig,
     spool: Spool,
     zstor: Zstor,
     notifier: Notifier,
@@ -296,10 +293,10 @@ pub struct Hook {
 
 impl Hook {
     /// A hook working with the given settings.
-    pub fn new(config: ApplianceConfig) -> Self {
+    pub fn new(config: HookConfig) -> Self {
         Hook {
             spool: Spool::new(&config.paths.spool_dir),
-            zstor: config.zstor.runner(),
+            zstor: Zstor::from_settings(&config.zstor),
             notifier: Notifier::from_env(),
             config,
         }
@@ -399,16 +396,16 @@ impl Hook {
         let mut handled = Handled::default();
         for namespace in namespaces {
             let index_dir = index_root.join(&namespace);
-            let Some(active) = highest_file_number(&index_dir, 'i') else {
+            let Some(active) = highest_file_number(&index_dir, INDEX_PREFIX) else {
                 continue;
             };
-            let index = index_dir.join(format!("i{active}"));
+            let index = index_dir.join(layout::index_file(active));
             let data = self
                 .config
                 .paths
                 .data_dir
                 .join(&namespace)
-                .join(format!("d{active}"));
+                .join(layout::data_file(active));
             let done = self.spool_job("close", &namespace, &[index], &existing(&[data]))?;
             handled.files.extend(done.files);
             handled.jobs.extend(done.jobs);
@@ -450,11 +447,10 @@ impl Hook {
         if namespace == TEMP_NAMESPACE {
             return Err(HookError::NotStored(path.to_path_buf()));
         }
-        let deadline =
-            Instant::now() + Duration::from_secs(self.config.hook.missing_data_timeout_secs);
+        let deadline = Instant::now() + self.config.hook.missing_data_timeout;
         fetch_verified(&self.zstor, path, deadline).map_err(|e| match e {
             HookError::Timeout(_) | HookError::Zstor(ZstorError::TimedOut { .. }) => {
-                HookError::Timeout(self.config.hook.missing_data_timeout_secs)
+                HookError::Timeout(self.config.hook.missing_data_timeout.as_secs())
             }
             e => e,
         })?;
@@ -489,7 +485,7 @@ impl Hook {
             crate::zdb::Client::connect(&endpoint, Duration::from_secs(30)).map_err(zdb)?;
         let namespaces = client.nslist().map_err(zdb)?;
         let has = |name: &str| namespaces.iter().any(|ns| ns == name);
-        if !has(RESTORED_NAMESPACES[0]) || has(TEMP_NAMESPACE) {
+        if !has(META_NAMESPACE) || has(TEMP_NAMESPACE) {
             return Ok(Handled {
                 note: Some("nothing to prepare"),
                 ..Handled::default()
@@ -577,7 +573,7 @@ impl Hook {
 fn with_dirty(index: &Path, dir: &Path, dirty: &[u32]) -> Vec<PathBuf> {
     let mut files = vec![index.to_path_buf()];
     for id in dirty {
-        let file = dir.join(format!("i{id}"));
+        let file = dir.join(layout::index_file(*id));
         if !files.contains(&file) {
             files.push(file);
         }
@@ -607,21 +603,6 @@ fn clean(path: &Path) -> Option<PathBuf> {
             .filter(|c| *c != Component::CurDir)
             .collect(),
     )
-}
-
-/// The highest N of the files `<prefix>N` in `dir`.
-pub fn highest_file_number(dir: &Path, prefix: char) -> Option<u32> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix(prefix)?
-                .parse::<u32>()
-                .ok()
-        })
-        .max()
 }
 
 /// The time left before `deadline`, or a timeout error.
@@ -691,7 +672,7 @@ pub fn run(event_name: &str, instance: &str, args: &[OsString]) -> i32 {
         Ok(event) => event,
         Err(e) => return refuse(e.to_string(), e.exit_code()),
     };
-    let config = match ApplianceConfig::load(&ApplianceConfig::path_from_env()) {
+    let config = match HookConfig::load(&appliance::path_from_env()) {
         Ok(config) => config,
         Err(e) => return refuse(e.to_string(), e.exit_code()),
     };
@@ -778,7 +759,7 @@ mod tests {
 
     #[test]
     fn paths_must_be_namespace_files_under_the_roots() {
-        let hook = Hook::new(ApplianceConfig::default());
+        let hook = Hook::new(HookConfig::default());
         let index = Path::new("/var/zdbfs/index");
         assert_eq!(
             hook.namespace_of(Path::new("/var/zdbfs/index/zdbfs-meta/i3"), index)

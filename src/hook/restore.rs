@@ -12,16 +12,14 @@
 //! and the restore is tried again), and the next `namespaces-init` first removes the partial
 //! namespaces.
 
-use super::{
-    highest_file_number, Handled, HookError, NAMESPACE_FILE, RESTORED_NAMESPACES,
-    RESTORE_FAILED_MARKER,
-};
-use crate::config::appliance::ApplianceConfig;
+use super::{Handled, HookError, RESTORE_FAILED_MARKER};
+use crate::config::appliance::HookConfig;
+use crate::layout::{self, highest_file_number, INDEX_PREFIX, NAMESPACE_FILE, RESTORED_NAMESPACES};
 use crate::zstor::{Checksum, Zstor};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-pub(super) fn run(config: &ApplianceConfig, zstor: &Zstor) -> Result<Handled, HookError> {
+pub(super) fn run(config: &HookConfig, zstor: &Zstor) -> Result<Handled, HookError> {
     let paths = &config.paths;
     let marker = paths.state_dir.join(RESTORE_FAILED_MARKER);
     if marker.exists() {
@@ -38,7 +36,7 @@ pub(super) fn run(config: &ApplianceConfig, zstor: &Zstor) -> Result<Handled, Ho
         });
     }
     write_marker(&marker, "the restore was interrupted")?;
-    let deadline = Instant::now() + Duration::from_secs(config.hook.restore_timeout_secs);
+    let deadline = Instant::now() + config.hook.restore_timeout;
     let mut restored = Vec::new();
     let result = RESTORED_NAMESPACES
         .iter()
@@ -67,7 +65,7 @@ pub(super) fn run(config: &ApplianceConfig, zstor: &Zstor) -> Result<Handled, Ho
 }
 
 fn restore_namespace(
-    config: &ApplianceConfig,
+    config: &HookConfig,
     zstor: &Zstor,
     namespace: &str,
     deadline: Instant,
@@ -91,7 +89,7 @@ fn restore_namespace(
     restored.push(namespace_file);
     let mut next = 0;
     loop {
-        let index = index_dir.join(format!("i{next}"));
+        let index = index_dir.join(layout::index_file(next));
         let Some(checksum) = check(zstor, &index, deadline)? else {
             break;
         };
@@ -99,8 +97,8 @@ fn restore_namespace(
         restored.push(index);
         next += 1;
     }
-    if let Some(last) = highest_file_number(&index_dir, 'i') {
-        let data = data_dir.join(format!("d{last}"));
+    if let Some(last) = highest_file_number(&index_dir, INDEX_PREFIX) {
+        let data = data_dir.join(layout::data_file(last));
         match check(zstor, &data, deadline)? {
             Some(checksum) => {
                 super::retrieve_verified(zstor, &data, checksum, deadline)?;
@@ -130,7 +128,7 @@ fn write_marker(marker: &Path, reason: &str) -> Result<(), HookError> {
         .map_err(super::io(format!("cannot write {}", marker.display())))
 }
 
-fn remove_namespaces(config: &ApplianceConfig) -> Result<(), HookError> {
+fn remove_namespaces(config: &HookConfig) -> Result<(), HookError> {
     for ns in RESTORED_NAMESPACES {
         for dir in [
             config.paths.index_dir.join(ns),

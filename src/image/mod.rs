@@ -91,12 +91,6 @@ pub mod layout {
         ("spool", 0o700),
         ("state", 0o700),
     ];
-    /// The zstor daemon's socket, as every caller expects it.
-    pub const ZSTOR_SOCKET: &str = "/run/qsfs/zstor.sock";
-    /// The zstor daemon's pid file.
-    pub const ZSTOR_PID_FILE: &str = "/run/qsfs/zstor.pid";
-    /// The zdbfs mountpoint.
-    pub const MOUNTPOINT: &str = "/var/zdbfs/mnt";
 }
 
 /// The third-party components, installed as `/var/zdbfs/bin/<name>`.

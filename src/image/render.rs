@@ -12,18 +12,15 @@
 //!   image is built without site settings.
 //!
 //! [`validate_config`] re-reads a file with `ZstorConfig::load`, `MonitorConfig::load`,
-//! `ApplianceConfig::load` or the env-file parser; `build` runs it on every config it ships,
+//! `HealthConfig::load` or the env-file parser; `build` runs it on every config it ships,
 //! and `check-config` on the installed files.
 
-use super::layout::{
-    MINIO_ENV, MONITOR_CONFIG, MOUNTPOINT, QSFS_ENV, QSFS_TOML, ZSTOR_CONFIG, ZSTOR_PID_FILE,
-    ZSTOR_SOCKET,
-};
+use super::layout::{MINIO_ENV, MONITOR_CONFIG, QSFS_ENV, QSFS_TOML, ZSTOR_CONFIG};
 use super::site::{BackendSite, SiteSettings, ZdbSite, ZdbfsSite};
 use super::Error;
-use crate::config::appliance::ApplianceConfig;
 use crate::config::monitor::MonitorConfig;
 use crate::config::{ConfigError, Problem, Source};
+use crate::layout::{MOUNTPOINT, ZSTOR_PID_FILE, ZSTOR_SOCKET};
 use crate::zstor::config::{
     Backend, Compression, CompressionAlgorithm, Encryption, EncryptionAlgorithm, Group, Meta,
     MetaConfig, MetaType, ZstorConfig,
@@ -179,10 +176,10 @@ struct MonitorFile {
 
 fn monitor_config(site: &SiteSettings) -> Result<String, Error> {
     let file = MonitorFile {
-        zdb_index_dir_path: "/var/zdbfs/index",
-        zdb_data_dir_path: "/var/zdbfs/data",
-        zstor_config_path: "/var/zdbfs/etc/zstor-default.toml",
-        zstor_bin_path: "/var/zdbfs/bin/zstor",
+        zdb_index_dir_path: crate::layout::INDEX_DIR,
+        zdb_data_dir_path: crate::layout::DATA_DIR,
+        zstor_config_path: crate::layout::ZSTOR_CONFIG,
+        zstor_bin_path: crate::layout::ZSTOR_BIN,
         max_zdb_data_dir_size: site.cache_limit_mib(),
     };
     let note = if file.max_zdb_data_dir_size.is_some() {
@@ -331,9 +328,9 @@ fn validate_env(path: &Path, required: &[&str], numeric: &[&str]) -> Result<(), 
 pub fn validate_config(name: &str, path: &Path) -> Result<(), ConfigError> {
     match name {
         ZSTOR_CONFIG => {
-            let config = ZstorConfig::load(path)?;
             let text = crate::config::read(path)?;
             let source = Source::new(path, &text);
+            let config: ZstorConfig = source.parse_valid()?;
             let expect = |key: &str, actual: Option<&Path>, wanted: &str| {
                 if actual == Some(Path::new(wanted)) {
                     Ok(())
@@ -372,7 +369,7 @@ pub fn validate_config(name: &str, path: &Path) -> Result<(), ConfigError> {
             Ok(())
         }
         MONITOR_CONFIG => MonitorConfig::load(path).map(drop),
-        QSFS_TOML => ApplianceConfig::load(path).map(drop),
+        QSFS_TOML => crate::health::config::HealthConfig::load(path).map(drop),
         QSFS_ENV => validate_env(
             path,
             QSFS_ENV_KEYS,

@@ -8,7 +8,7 @@
 //! checks that span keys (expected ≥ minimal shards, exactly four meta backends, enough data
 //! backends, the cache limit against the data file size) point at the key to change.
 
-use crate::config::{ConfigError, Secret, Source};
+use crate::config::{ConfigError, Secret, Source, Validate};
 use crate::zstor::config::{hex_key, socket_address, META_BACKENDS};
 use serde::{Deserialize, Deserializer};
 use std::net::SocketAddr;
@@ -226,13 +226,11 @@ pub fn env_safe(value: &str) -> bool {
 impl SiteSettings {
     /// Reads and validates the site settings at `path`.
     pub fn load(path: &Path) -> Result<SiteSettings, ConfigError> {
-        let text = crate::config::read(path)?;
-        let source = Source::new(path, &text);
-        let site: SiteSettings = source.parse()?;
-        site.validate(&source)?;
-        Ok(site)
+        crate::config::load(path)
     }
+}
 
+impl Validate for SiteSettings {
     fn validate(&self, source: &Source) -> Result<(), ConfigError> {
         let z = &self.zstor;
         if z.minimal_shards == 0 {
@@ -357,7 +355,9 @@ impl SiteSettings {
         }
         Ok(())
     }
+}
 
+impl SiteSettings {
     /// The cache limit in MiB, as `monitor_config.toml` wants it.
     pub fn cache_limit_mib(&self) -> Option<u64> {
         self.cache.max_size.map(|s| s.0 / MIB)

@@ -5,7 +5,7 @@
 //! tracked. In each namespace the data file with the highest number is the active one: zdb
 //! appends to it, so it is never evicted and never counts as sealed.
 
-use crate::hook::{NAMESPACE_FILE, TEMP_NAMESPACE};
+use crate::layout::{file_number, DATA_PREFIX, INDEX_PREFIX, NAMESPACE_FILE, TEMP_NAMESPACE};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -60,11 +60,10 @@ pub struct LocalFile {
 }
 
 fn kind_of(area: &str, name: &str) -> Option<Kind> {
-    let number = |prefix: char| name.strip_prefix(prefix)?.parse().ok();
     match area {
         "index" if name == NAMESPACE_FILE => Some(Kind::Descriptor),
-        "index" => number('i').map(Kind::Index),
-        "data" => number('d').map(Kind::Data),
+        "index" => file_number(name, INDEX_PREFIX).map(Kind::Index),
+        "data" => file_number(name, DATA_PREFIX).map(Kind::Data),
         _ => None,
     }
 }

@@ -210,9 +210,9 @@ impl State {
     fn key(&self, id: FileId) -> String {
         let namespace = &self.namespaces[id.namespace as usize];
         match id.kind {
-            Kind::Descriptor => format!("index/{namespace}/{}", crate::hook::NAMESPACE_FILE),
-            Kind::Index(n) => format!("index/{namespace}/i{n}"),
-            Kind::Data(n) => format!("data/{namespace}/d{n}"),
+            Kind::Descriptor => format!("index/{namespace}/{}", crate::layout::NAMESPACE_FILE),
+            Kind::Index(n) => format!("index/{namespace}/{}", crate::layout::index_file(n)),
+            Kind::Data(n) => format!("data/{namespace}/{}", crate::layout::data_file(n)),
         }
     }
 

@@ -2,15 +2,13 @@
 //! reads.
 //!
 //! The daemon rewrites this JSON file atomically (temp file, rename) at least once per
-//! [`MonitorStatus::PUBLISH_INTERVAL`] while it runs, by default at [`DEFAULT_PATH`] on the
+//! [`MonitorStatus::PUBLISH_INTERVAL`] while it runs, by default at [`crate::layout::MONITOR_STATUS`] on the
 //! runtime tmpfs. A file older than a few intervals means the monitor is not running.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-/// Where the daemon publishes its status by default.
-pub const DEFAULT_PATH: &str = "/run/qsfs/monitor-status.json";
 /// The version of this format; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
 

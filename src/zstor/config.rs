@@ -7,7 +7,7 @@
 //! The types also serialize (for `qsfs-image`, which renders this file from the operator's
 //! site settings); secrets are written out explicitly, through [`Secret::expose`].
 
-use crate::config::{ConfigError, Secret, Source};
+use crate::config::{ConfigError, Secret, Source, Validate};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -188,13 +188,11 @@ pub(crate) fn hex_key<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Secr
 impl ZstorConfig {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = crate::config::read(path)?;
-        let source = Source::new(path, &text);
-        let config: ZstorConfig = source.parse()?;
-        config.validate(&source)?;
-        Ok(config)
+        crate::config::load(path)
     }
+}
 
+impl Validate for ZstorConfig {
     fn validate(&self, source: &Source) -> Result<(), ConfigError> {
         if self.minimal_shards == 0 {
             return Err(source.invalid("minimal_shards", "must be at least 1"));
@@ -232,7 +230,9 @@ impl ZstorConfig {
         }
         Ok(())
     }
+}
 
+impl ZstorConfig {
     /// Every data backend, in config order.
     pub fn data_backends(&self) -> impl Iterator<Item = &Backend> {
         self.groups.iter().flat_map(|group| &group.backends)

@@ -82,6 +82,12 @@ pub struct Zstor {
 }
 
 impl Zstor {
+    /// The runner `qsfs.toml`'s `[zstor]` table describes.
+    pub fn from_settings(settings: &crate::config::appliance::ZstorSettings) -> Self {
+        Zstor::new(&settings.bin, &settings.config, settings.timeout)
+            .with_log_file(&settings.log_file)
+    }
+
     /// A runner for `bin -c config …`, killing commands that run longer than `timeout`.
     pub fn new(bin: impl Into<PathBuf>, config: impl Into<PathBuf>, timeout: Duration) -> Self {
         Zstor {

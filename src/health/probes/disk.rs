@@ -6,10 +6,49 @@
 //! * unknown: statvfs did not answer in time, or the probe thread could not run.
 
 use super::{Lane, LaneError};
-use crate::health::config::DiskSettings;
 use crate::health::{worst, Outcome, Part, State};
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// `[health.disk]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskSettings {
+    /// Longest a statvfs may take (`timeout_ms`, milliseconds). Default 1000.
+    #[serde(rename = "timeout_ms", deserialize_with = "super::timeout_ms")]
+    pub timeout: Duration,
+    /// Less free space than this (percent) on the data or index filesystem is degraded.
+    /// Default 10.
+    #[serde(deserialize_with = "super::percent")]
+    pub free_degraded_percent: f64,
+    /// ... and less than this, failed. Default 5.
+    #[serde(deserialize_with = "super::percent")]
+    pub free_failed_percent: f64,
+}
+
+impl Default for DiskSettings {
+    fn default() -> Self {
+        DiskSettings {
+            timeout: Duration::from_millis(1000),
+            free_degraded_percent: 10.0,
+            free_failed_percent: 5.0,
+        }
+    }
+}
+
+impl DiskSettings {
+    /// The checks that span several keys of the table.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.free_failed_percent > self.free_degraded_percent {
+            return Err(format!(
+                "free_failed_percent ({}) must not be above free_degraded_percent ({})",
+                self.free_failed_percent, self.free_degraded_percent
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Free space of one filesystem.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,4 +1,5 @@
-//! The probes, one module per component, and [`Probes`], which runs them with their timeouts.
+//! The probes, one module per component, each with its `[health.<probe>]` settings next to
+//! it, and the names that select them ([`ProbeName`]).
 //!
 //! A probe that needs a blocking call (a stat of a FUSE mount, a statvfs, the sync zdb client,
 //! an HTTP request) runs it on a [`Lane`]: a thread of its own whose result is awaited with a
@@ -14,16 +15,90 @@ pub mod units;
 pub mod zdb;
 pub mod zstor;
 
-use super::config::{HealthSettings, ProbeName};
-use super::{Outcome, State};
+use super::Outcome;
 pub use crate::clock::human;
-use crate::config::appliance::{ApplianceConfig, Paths};
 pub use crate::lane::{Lane, LaneError};
-use crate::systemd::UnitControl;
-use std::time::{Duration, Instant};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::time::Duration;
 
-/// Extra time the outer safety timeout grants a probe beyond its own timeout.
-const GRACE: Duration = Duration::from_millis(500);
+/// The probes, by the names used on the command line, in the config and in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeName {
+    /// Every qsfs unit's state over D-Bus.
+    Units,
+    /// zdb: PING, INFO and NSINFO over its unix socket.
+    Zdb,
+    /// The zdbfs FUSE mount.
+    Mount,
+    /// The S3 endpoint (MinIO's health URLs).
+    S3,
+    /// The zstor daemon's unix socket accepts a connection.
+    Zstor,
+    /// The status zstor_monitor publishes: upload backlog, backends.
+    Monitor,
+    /// Free space of zdb's data and index directories.
+    Disk,
+}
+
+impl ProbeName {
+    /// Every probe, in report order.
+    pub const ALL: [ProbeName; 7] = [
+        ProbeName::Units,
+        ProbeName::Zdb,
+        ProbeName::Mount,
+        ProbeName::S3,
+        ProbeName::Zstor,
+        ProbeName::Monitor,
+        ProbeName::Disk,
+    ];
+
+    /// The name as written in configs, reports and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeName::Units => "units",
+            ProbeName::Zdb => "zdb",
+            ProbeName::Mount => "mount",
+            ProbeName::S3 => "s3",
+            ProbeName::Zstor => "zstor",
+            ProbeName::Monitor => "monitor",
+            ProbeName::Disk => "disk",
+        }
+    }
+
+    /// The unit that `serve` restarts when this probe fails while the unit is active, for the
+    /// probes that have one.
+    pub fn unit(self) -> Option<&'static str> {
+        match self {
+            ProbeName::Zdb => Some("qsfs-zdb.service"),
+            ProbeName::Mount => Some("qsfs-zdbfs.service"),
+            ProbeName::S3 => Some("qsfs-minio.service"),
+            ProbeName::Zstor => Some("qsfs-zstor.service"),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ProbeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ProbeName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ProbeName::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown probe `{s}` (one of: {})",
+                    ProbeName::ALL.map(ProbeName::as_str).join(", ")
+                )
+            })
+    }
+}
 
 /// One probe's result with its duration.
 #[derive(Debug, Clone)]
@@ -36,115 +111,27 @@ pub struct Finding {
     pub duration: Duration,
 }
 
-/// Every probe, set up once from the appliance config (`check` uses it for one round, `serve`
-/// for every round).
-pub struct Probes<U> {
-    settings: HealthSettings,
-    paths: Paths,
-    units: Result<U, String>,
-    zdb: Lane,
-    mount: Lane,
-    disk: Lane,
-    s3: s3::S3Probe,
+/// A probe's `timeout_ms`: between 1 ms and 10 minutes.
+fn timeout_ms<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let ms = u64::deserialize(deserializer)?;
+    if (1..=600_000).contains(&ms) {
+        Ok(Duration::from_millis(ms))
+    } else {
+        Err(serde::de::Error::custom(
+            "must be between 1 and 600000 milliseconds",
+        ))
+    }
 }
 
-impl<U: UnitControl + Sync> Probes<U> {
-    /// The probes of `config`. `units` is the service manager, or why it cannot be reached
-    /// (the units probe then reports unknown).
-    pub fn new(config: &ApplianceConfig, units: Result<U, String>) -> Self {
-        Probes {
-            settings: config.health.clone(),
-            paths: config.paths.clone(),
-            units,
-            zdb: Lane::new(),
-            mount: Lane::new(),
-            disk: Lane::new(),
-            s3: s3::S3Probe::new(
-                &config.health.s3,
-                &crate::health::config::minio_address(&config.paths.units_env),
-            ),
-        }
-    }
-
-    /// The settings these probes use.
-    pub fn settings(&self) -> &HealthSettings {
-        &self.settings
-    }
-
-    /// The service manager, when it could be reached.
-    pub fn unit_control(&self) -> Option<&U> {
-        self.units.as_ref().ok()
-    }
-
-    /// Runs one probe, bounded by its timeout (plus a little grace as a safety net).
-    pub async fn run(&self, probe: ProbeName) -> Finding {
-        let started = Instant::now();
-        let timeout = self.settings.timeout(probe);
-        let outcome = match tokio::time::timeout(timeout + GRACE, self.run_unbounded(probe)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Outcome::new(
-                State::Unknown,
-                format!("the probe did not finish within {}", human(timeout)),
-            ),
-        };
-        Finding {
-            probe,
-            outcome,
-            duration: started.elapsed(),
-        }
-    }
-
-    async fn run_unbounded(&self, probe: ProbeName) -> Outcome {
-        let s = &self.settings;
-        let timeout = s.timeout(probe);
-        match probe {
-            ProbeName::Units => match &self.units {
-                Ok(control) => units::probe(control, &s.units).await,
-                Err(e) => Outcome::new(State::Unknown, format!("cannot reach systemd: {e}")),
-            },
-            ProbeName::Zdb => zdb::probe(&self.zdb, &self.paths.zdb_socket, &s.zdb, timeout).await,
-            ProbeName::Mount => mount::probe(&self.mount, &self.paths.mountpoint, timeout).await,
-            ProbeName::S3 => self.s3.probe().await,
-            ProbeName::Zstor => zstor::probe(&s.zstor.socket, timeout).await,
-            ProbeName::Monitor => monitor::probe(&s.monitor),
-            ProbeName::Disk => {
-                disk::probe(
-                    &self.disk,
-                    &self.paths.data_dir,
-                    &self.paths.index_dir,
-                    &s.disk,
-                    timeout,
-                )
-                .await
-            }
-        }
-    }
-
-    /// Runs the probes in `which` (in report order, duplicates ignored) concurrently.
-    pub async fn run_all(&self, which: &[ProbeName]) -> Vec<Finding> {
-        let pick = |p: ProbeName| async move {
-            if which.contains(&p) {
-                Some(self.run(p).await)
-            } else {
-                None
-            }
-        };
-        let (a, b, c, d, e, f, g) = tokio::join!(
-            pick(ProbeName::Units),
-            pick(ProbeName::Zdb),
-            pick(ProbeName::Mount),
-            pick(ProbeName::S3),
-            pick(ProbeName::Zstor),
-            pick(ProbeName::Monitor),
-            pick(ProbeName::Disk),
-        );
-        [a, b, c, d, e, f, g].into_iter().flatten().collect()
-    }
+/// A threshold in percent (0 to 100).
+fn percent<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    crate::config::Percent::deserialize(deserializer).map(|p| p.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[tokio::test]
     async fn a_lane_times_out_and_then_reports_the_blocked_call() {

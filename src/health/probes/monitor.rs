@@ -11,11 +11,64 @@
 //!
 //! The monitor's own `last_error` text is not repeated here.
 
-use crate::health::config::MonitorSettings;
+use crate::config::{absolute_path, secs};
 use crate::health::probes::human;
 use crate::health::{worst, Outcome, Part, State};
 use crate::monitor::status::{BackendKind, BackendState, MonitorStatus, SCHEMA_VERSION};
+use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// `[health.monitor]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorSettings {
+    /// Longest reading the status may take (`timeout_ms`, milliseconds). Default 1000.
+    #[serde(rename = "timeout_ms", deserialize_with = "super::timeout_ms")]
+    pub timeout: Duration,
+    /// The status file zstor_monitor publishes. Default [`crate::layout::MONITOR_STATUS`].
+    #[serde(deserialize_with = "absolute_path")]
+    pub status_file: PathBuf,
+    /// A status older than this (`stale_after_secs`) means the monitor is not running.
+    /// Default 10 s.
+    #[serde(rename = "stale_after_secs", deserialize_with = "secs")]
+    pub stale_after: Duration,
+    /// This many files waiting for upload or more is degraded. Default 1000.
+    pub backlog_degraded_files: u64,
+    /// A file unverified for this long (`unverified_degraded_secs`) is degraded. Default 1 h.
+    #[serde(rename = "unverified_degraded_secs", deserialize_with = "secs")]
+    pub unverified_degraded: Duration,
+    /// ... and for this long (`unverified_failed_secs`), failed. Default 1 day.
+    #[serde(rename = "unverified_failed_secs", deserialize_with = "secs")]
+    pub unverified_failed: Duration,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        MonitorSettings {
+            timeout: Duration::from_millis(1000),
+            status_file: crate::layout::MONITOR_STATUS.into(),
+            stale_after: Duration::from_secs(10),
+            backlog_degraded_files: 1000,
+            unverified_degraded: Duration::from_secs(3600),
+            unverified_failed: Duration::from_secs(86400),
+        }
+    }
+}
+
+impl MonitorSettings {
+    /// The checks that span several keys of the table.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.unverified_degraded > self.unverified_failed {
+            return Err(format!(
+                "unverified_degraded_secs ({}) must not be above unverified_failed_secs ({})",
+                self.unverified_degraded.as_secs(),
+                self.unverified_failed.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Reads and judges the published status.
 pub fn probe(settings: &MonitorSettings) -> Outcome {
@@ -50,7 +103,7 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
         );
     }
     let age = Duration::from_millis(now_unix_ms.saturating_sub(status.updated_unix_ms));
-    if age > Duration::from_secs(settings.stale_after_secs) {
+    if age > settings.stale_after {
         return Outcome::new(
             State::Failed,
             format!(
@@ -182,9 +235,9 @@ fn uploads(status: &MonitorStatus, settings: &MonitorSettings) -> Part {
                 ", oldest unverified {}",
                 human(Duration::from_secs(age))
             ));
-            if age >= settings.unverified_failed_secs {
+            if age >= settings.unverified_failed.as_secs() {
                 state = State::Failed;
-            } else if age >= settings.unverified_degraded_secs {
+            } else if age >= settings.unverified_degraded.as_secs() {
                 state = state.max(State::Degraded);
             }
         }

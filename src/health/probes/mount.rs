@@ -15,8 +15,27 @@
 use super::{human, Lane, LaneError};
 use crate::health::{Outcome, State};
 use crate::mountinfo;
+use serde::Deserialize;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// `[health.mount]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MountSettings {
+    /// Longest a stat of the mountpoint may take before the mount counts as hung
+    /// (`timeout_ms`, milliseconds). Default 2000.
+    #[serde(rename = "timeout_ms", deserialize_with = "super::timeout_ms")]
+    pub timeout: Duration,
+}
+
+impl Default for MountSettings {
+    fn default() -> Self {
+        MountSettings {
+            timeout: Duration::from_millis(2000),
+        }
+    }
+}
 
 /// What a stat of the mountpoint showed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,97 @@
 //! environment, no redirects followed.
 
 use super::{Lane, LaneError};
-use crate::health::config::S3Settings;
 use crate::health::{Outcome, Part, State};
+use serde::Deserialize;
 use std::time::{Duration, Instant};
+
+/// `[health.s3]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// Longest each request may take (`timeout_ms`, milliseconds). Default 2000.
+    #[serde(rename = "timeout_ms", deserialize_with = "super::timeout_ms")]
+    pub timeout: Duration,
+    /// The URLs to GET; each must answer one of `accepted_statuses`. No credentials in URLs.
+    /// Default (`None`): MinIO's `/minio/health/live` and `/minio/health/ready` at the
+    /// `MINIO_ADDRESS` of the units' environment file ([`minio_health_urls`]).
+    pub urls: Option<Vec<String>>,
+    /// The HTTP statuses that count as healthy. Default `[200]`.
+    pub accepted_statuses: Vec<u16>,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            timeout: Duration::from_millis(2000),
+            urls: None,
+            accepted_statuses: vec![200],
+        }
+    }
+}
+
+impl S3Settings {
+    /// The checks that span several keys of the table.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.urls.as_ref().is_some_and(Vec::is_empty) {
+            return Err("urls must name at least one URL".into());
+        }
+        for url in self.urls.iter().flatten() {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .ok_or_else(|| format!("`{url}` is not an http:// or https:// URL"))?;
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.contains('@') {
+                // The value is not repeated: it holds a credential.
+                return Err("a URL holds credentials (user@host); the health URLs need none and a secret must not sit in qsfs.toml".into());
+            }
+            if authority.is_empty() {
+                return Err(format!("`{url}` has no host"));
+            }
+        }
+        if self.accepted_statuses.is_empty() {
+            return Err("accepted_statuses must name at least one status".into());
+        }
+        if let Some(bad) = self
+            .accepted_statuses
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            return Err(format!("{bad} is not an HTTP status (100 to 599)"));
+        }
+        Ok(())
+    }
+}
+
+/// MinIO's health URLs for its `--address` (`MINIO_ADDRESS`: `:9000`, `IP:PORT`, `[IPv6]:PORT`,
+/// `host:port`), as seen from this machine: a wildcard address is asked on loopback.
+pub fn minio_health_urls(address: &str) -> Vec<String> {
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "9000"));
+    let host = match host {
+        "" | "0.0.0.0" => "127.0.0.1",
+        "[::]" => "[::1]",
+        host => host,
+    };
+    ["live", "ready"]
+        .iter()
+        .map(|what| format!("http://{host}:{port}/minio/health/{what}"))
+        .collect()
+}
+
+/// `MINIO_ADDRESS` from a systemd environment file (`KEY=VALUE` lines); `:9000` when the file
+/// or the key is missing.
+pub fn minio_address(env_file: &std::path::Path) -> String {
+    std::fs::read_to_string(env_file)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .rev()
+                .find_map(|line| line.trim().strip_prefix("MINIO_ADDRESS="))
+                .map(|value| value.trim().trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| ":9000".to_string())
+}
 
 /// The S3 probe with its HTTP agent (set up once: connections are reused between rounds).
 pub struct S3Probe {
@@ -33,7 +121,7 @@ impl S3Probe {
     /// Sets up the agent for `settings`; without explicit URLs it asks MinIO's health URLs at
     /// `minio_address`.
     pub fn new(settings: &S3Settings, minio_address: &str) -> Self {
-        let timeout = Duration::from_millis(settings.timeout_ms);
+        let timeout = settings.timeout;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(timeout))
             .http_status_as_error(false)
@@ -47,7 +135,7 @@ impl S3Probe {
             urls: settings
                 .urls
                 .clone()
-                .unwrap_or_else(|| crate::health::config::minio_health_urls(minio_address))
+                .unwrap_or_else(|| minio_health_urls(minio_address))
                 .into_iter()
                 .map(|u| (u, Lane::new()))
                 .collect(),
@@ -112,4 +200,41 @@ fn list(statuses: &[u16]) -> String {
         .map(u16::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minio_health_urls_follow_its_address() {
+        assert_eq!(
+            minio_health_urls(":9000"),
+            [
+                "http://127.0.0.1:9000/minio/health/live",
+                "http://127.0.0.1:9000/minio/health/ready"
+            ]
+        );
+        assert_eq!(
+            minio_health_urls("10.1.2.3:9100")[0],
+            "http://10.1.2.3:9100/minio/health/live"
+        );
+        assert_eq!(
+            minio_health_urls("[::]:9000")[1],
+            "http://[::1]:9000/minio/health/ready"
+        );
+        assert_eq!(
+            minio_health_urls("[2a02::1]:9000")[0],
+            "http://[2a02::1]:9000/minio/health/live"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("qsfs.env");
+        assert_eq!(minio_address(&env), ":9000");
+        std::fs::write(
+            &env,
+            "ZDB_DATASIZE=67108864\nMINIO_ADDRESS=127.0.0.1:9100\n",
+        )
+        .unwrap();
+        assert_eq!(minio_address(&env), "127.0.0.1:9100");
+    }
 }

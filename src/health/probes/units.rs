@@ -5,9 +5,42 @@
 //! * failed: inactive, failed, not installed or masked;
 //! * unknown: systemd did not answer.
 
-use crate::health::config::UnitsSettings;
 use crate::health::{Outcome, Part, State};
 use crate::systemd::{ActiveState, UnitControl, UnitStatus};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[health.units]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UnitsSettings {
+    /// Longest the probe may take (`timeout_ms`, milliseconds). Default 2000.
+    #[serde(rename = "timeout_ms", deserialize_with = "super::timeout_ms")]
+    pub timeout: Duration,
+    /// The units to report. Default: the zstor, monitor, zdb, zdbfs and MinIO services.
+    pub units: Vec<String>,
+    /// A running unit that systemd restarted this many times (`NRestarts`) or more is
+    /// degraded; 0 turns this off. Default 3.
+    pub restarts_degraded: u32,
+}
+
+impl Default for UnitsSettings {
+    fn default() -> Self {
+        UnitsSettings {
+            timeout: Duration::from_millis(2000),
+            units: [
+                "qsfs-zstor.service",
+                "qsfs-monitor.service",
+                "qsfs-zdb.service",
+                "qsfs-zdbfs.service",
+                "qsfs-minio.service",
+            ]
+            .map(String::from)
+            .to_vec(),
+            restarts_degraded: 3,
+        }
+    }
+}
 
 /// Asks systemd about every configured unit.
 pub async fn probe<U: UnitControl>(control: &U, settings: &UnitsSettings) -> Outcome {

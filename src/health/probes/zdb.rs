@@ -8,11 +8,60 @@
 //! * unknown: the probe thread could not run.
 
 use super::{Lane, LaneError};
-use crate::health::config::ZdbSettings;
 use crate::health::{worst, Outcome, Part, State};
 use crate::zdb::{Client, Endpoint, Mode, NsInfo, ServerError, ZdbError};
+use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
+
+/// `[health.zdb]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZdbSettings {
+    /// Longest the probe may take (`timeout_ms`, milliseconds). Default 1000.
+    #[serde(rename = "timeout_ms", deserialize_with = "super::timeout_ms")]
+    pub timeout: Duration,
+    /// The namespaces zdbfs uses; each must exist and be in `sequential` mode. Default
+    /// [`crate::layout::ZDBFS_NAMESPACES`].
+    pub namespaces: Vec<String>,
+    /// A namespace with a size limit that is this full (percent) is degraded. Default 90.
+    #[serde(deserialize_with = "super::percent")]
+    pub fill_degraded_percent: f64,
+    /// ... and this full, failed. Default 98.
+    #[serde(deserialize_with = "super::percent")]
+    pub fill_failed_percent: f64,
+}
+
+impl Default for ZdbSettings {
+    fn default() -> Self {
+        ZdbSettings {
+            timeout: Duration::from_millis(1000),
+            namespaces: crate::layout::ZDBFS_NAMESPACES.map(String::from).to_vec(),
+            fill_degraded_percent: 90.0,
+            fill_failed_percent: 98.0,
+        }
+    }
+}
+
+impl ZdbSettings {
+    /// The checks that span several keys of the table.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.fill_degraded_percent > self.fill_failed_percent {
+            return Err(format!(
+                "fill_degraded_percent ({}) must not be above fill_failed_percent ({})",
+                self.fill_degraded_percent, self.fill_failed_percent
+            ));
+        }
+        if let Some(bad) = self
+            .namespaces
+            .iter()
+            .find(|n| n.is_empty() || n.len() > 128 || n.contains(char::is_whitespace))
+        {
+            return Err(format!("namespace name `{bad}` is not valid"));
+        }
+        Ok(())
+    }
+}
 
 /// Probes the zdb at `socket` on `lane`.
 pub async fn probe(

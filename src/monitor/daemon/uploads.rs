@@ -51,7 +51,7 @@ impl Daemon {
                 None if file
                     .path
                     .components()
-                    .any(|c| c.as_os_str() == crate::hook::TEMP_NAMESPACE) => {}
+                    .any(|c| c.as_os_str() == crate::layout::TEMP_NAMESPACE) => {}
                 None => tracing::error!(
                     qsfs_job = job.id,
                     "spool job {}: {} is not a zdb file under {} or {}; ignoring it",

@@ -1,0 +1,117 @@
+//! [`Probes`]: every probe set up once from the config, run with its timeout.
+
+use super::config::{HealthConfig, HealthSettings};
+use super::probes::{disk, human, monitor, mount, s3, units, zdb, zstor, Finding, Lane, ProbeName};
+use super::{Outcome, State};
+use crate::config::appliance::Paths;
+use crate::systemd::UnitControl;
+use std::time::{Duration, Instant};
+
+/// Extra time the outer safety timeout grants a probe beyond its own timeout.
+const GRACE: Duration = Duration::from_millis(500);
+
+/// Every probe, set up once from the appliance config (`check` uses it for one round, `serve`
+/// for every round).
+pub struct Probes<U> {
+    settings: HealthSettings,
+    paths: Paths,
+    units: Result<U, String>,
+    zdb: Lane,
+    mount: Lane,
+    disk: Lane,
+    s3: s3::S3Probe,
+}
+
+impl<U: UnitControl + Sync> Probes<U> {
+    /// The probes of `config`. `units` is the service manager, or why it cannot be reached
+    /// (the units probe then reports unknown).
+    pub fn new(config: &HealthConfig, units: Result<U, String>) -> Self {
+        Probes {
+            settings: config.health.clone(),
+            paths: config.paths.clone(),
+            units,
+            zdb: Lane::new(),
+            mount: Lane::new(),
+            disk: Lane::new(),
+            s3: s3::S3Probe::new(
+                &config.health.s3,
+                &s3::minio_address(&config.paths.units_env),
+            ),
+        }
+    }
+
+    /// The settings these probes use.
+    pub fn settings(&self) -> &HealthSettings {
+        &self.settings
+    }
+
+    /// The service manager, when it could be reached.
+    pub fn unit_control(&self) -> Option<&U> {
+        self.units.as_ref().ok()
+    }
+
+    /// Runs one probe, bounded by its timeout (plus a little grace as a safety net).
+    pub async fn run(&self, probe: ProbeName) -> Finding {
+        let started = Instant::now();
+        let timeout = self.settings.timeout(probe);
+        let outcome = match tokio::time::timeout(timeout + GRACE, self.run_unbounded(probe)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::new(
+                State::Unknown,
+                format!("the probe did not finish within {}", human(timeout)),
+            ),
+        };
+        Finding {
+            probe,
+            outcome,
+            duration: started.elapsed(),
+        }
+    }
+
+    async fn run_unbounded(&self, probe: ProbeName) -> Outcome {
+        let s = &self.settings;
+        let timeout = s.timeout(probe);
+        match probe {
+            ProbeName::Units => match &self.units {
+                Ok(control) => units::probe(control, &s.units).await,
+                Err(e) => Outcome::new(State::Unknown, format!("cannot reach systemd: {e}")),
+            },
+            ProbeName::Zdb => zdb::probe(&self.zdb, &self.paths.zdb_socket, &s.zdb, timeout).await,
+            ProbeName::Mount => mount::probe(&self.mount, &self.paths.mountpoint, timeout).await,
+            ProbeName::S3 => self.s3.probe().await,
+            ProbeName::Zstor => zstor::probe(&s.zstor.socket, timeout).await,
+            ProbeName::Monitor => monitor::probe(&s.monitor),
+            ProbeName::Disk => {
+                disk::probe(
+                    &self.disk,
+                    &self.paths.data_dir,
+                    &self.paths.index_dir,
+                    &s.disk,
+                    timeout,
+                )
+                .await
+            }
+        }
+    }
+
+    /// Runs the probes in `which` (in report order, duplicates ignored) concurrently.
+    pub async fn run_all(&self, which: &[ProbeName]) -> Vec<Finding> {
+        let pick = |p: ProbeName| async move {
+            if which.contains(&p) {
+                Some(self.run(p).await)
+            } else {
+                None
+            }
+        };
+        let (a, b, c, d, e, f, g) = tokio::join!(
+            pick(ProbeName::Units),
+            pick(ProbeName::Zdb),
+            pick(ProbeName::Mount),
+            pick(ProbeName::S3),
+            pick(ProbeName::Zstor),
+            pick(ProbeName::Monitor),
+            pick(ProbeName::Disk),
+        );
+        [a, b, c, d, e, f, g].into_iter().flatten().collect()
+    }
+}
