@@ -1,7 +1,7 @@
 //! Rebuilding verified files onto a changed backend set, as a pure state machine: what waits,
 //! how many attempts each had, progress. The daemon runs the `zstor rebuild`s it hands out.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 /// A file that failed this often is left for the next start.
 pub const ATTEMPTS: u32 = 3;
@@ -30,6 +30,8 @@ pub enum Step {
 #[derive(Debug, Default)]
 pub struct Rebuild {
     queue: VecDeque<Task>,
+    /// The files queued or running (a file is in a rebuild once).
+    pending: HashSet<String>,
     running: usize,
     /// Files finished (rebuilt or given up).
     pub done: u64,
@@ -40,12 +42,15 @@ pub struct Rebuild {
 }
 
 impl Rebuild {
-    /// Adds files to rebuild; a new rebuild starts when none runs.
+    /// Adds files to rebuild (those not in it already); a new rebuild starts when none runs.
     pub fn add(&mut self, keys: impl IntoIterator<Item = String>) {
         if self.running == 0 && self.queue.is_empty() {
             *self = Rebuild::default();
         }
         for key in keys {
+            if !self.pending.insert(key.clone()) {
+                continue;
+            }
             self.total += 1;
             self.queue.push_back(Task { key, attempts: 0 });
         }
@@ -65,6 +70,7 @@ impl Rebuild {
     pub fn finish(&mut self, task: Task, ok: bool) -> Step {
         self.running -= 1;
         if ok {
+            self.pending.remove(&task.key);
             self.done += 1;
             Step::Done
         } else if task.attempts + 1 < ATTEMPTS {
@@ -74,6 +80,7 @@ impl Rebuild {
             });
             Step::Retry
         } else {
+            self.pending.remove(&task.key);
             self.failed += 1;
             self.done += 1;
             Step::GaveUp
@@ -162,6 +169,20 @@ mod tests {
         // A later change starts a new rebuild.
         r.add(keys(4));
         assert_eq!((r.done, r.total), (0, 4));
+    }
+
+    #[test]
+    fn a_file_added_again_while_queued_or_running_is_rebuilt_once() {
+        let mut r = Rebuild::default();
+        r.add(keys(2));
+        let running = r.start_next(1).unwrap();
+        // A second change notice (SIGHUP after the config's mtime was seen) names them again.
+        r.add(keys(2));
+        assert_eq!(r.total, 2);
+        r.finish(running, true);
+        let next = r.start_next(1).unwrap();
+        r.finish(next, true);
+        assert!(r.start_next(1).is_none() && r.succeeded() && r.done == 2);
     }
 
     #[test]
