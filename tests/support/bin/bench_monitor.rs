@@ -111,6 +111,7 @@ fn main() {
                     local: Some(local),
                     remote: Some(checksum),
                     evicted: false,
+                    evicting: false,
                     backend_set: 0,
                 },
             );
