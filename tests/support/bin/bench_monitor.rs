@@ -70,14 +70,6 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn main() {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let monitor_bin = profile.join("zstor_monitor");
-    let standin = profile.join("examples/zstor-standin");
-    assert!(
-        monitor_bin.exists() && standin.exists(),
-        "cargo build --release --bins --examples first"
-    );
     let mut lines = Vec::new();
 
     // ---- spool poll ---------------------------------------------------------------------
@@ -139,6 +131,14 @@ fn main() {
         }
         return;
     }
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let monitor_bin = profile.join("zstor_monitor");
+    let standin = profile.join("examples/zstor-standin");
+    assert!(
+        monitor_bin.exists() && standin.exists(),
+        "cargo build --release --bins --examples first"
+    );
 
     // ---- 100 000 tracked files ----------------------------------------------------------
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
