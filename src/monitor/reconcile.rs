@@ -8,7 +8,7 @@
 //! stopped before recording the delete: it is recorded as evicted, not reported as lost.
 
 use super::files::{Kind, LocalFile, Roots};
-use super::state::{FileRecord, LocalStamp, State};
+use super::state::{Deferred, FileRecord, LocalStamp, State};
 use crate::logging::message_id;
 use crate::zstor::Checksum;
 use std::collections::HashSet;
@@ -31,8 +31,8 @@ pub struct Outcome {
     pub data_bytes: Vec<(String, u64)>,
 }
 
-/// One pass. `state` is locked only for short moments, never while a file is read; files are
-/// visited one namespace directory at a time.
+/// One pass. `state` is locked only for short moments, never while a file is read or the
+/// database synced; files are visited one namespace directory at a time.
 pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Result<Outcome> {
     let mut outcome = Outcome::default();
     let mut seen = HashSet::new();
@@ -113,8 +113,11 @@ pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Re
             outcome.vanished.push(key);
         }
     }
-    state.commit().map_err(std::io::Error::other)?;
+    let committed = state.commit_deferred();
     drop(state);
+    committed
+        .and_then(Deferred::sync)
+        .map_err(std::io::Error::other)?;
     for (key, size) in outcome.evicted.iter().zip(sizes) {
         let path = roots.path_of(key);
         tracing::info!(
@@ -122,7 +125,7 @@ pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Re
             qsfs_file = %path.display(),
             qsfs_namespace = Roots::parse_key(key).map_or("", |(ns, _)| ns),
             qsfs_size = size,
-            "evicted {} ({size} bytes, verified remote; recorded after an interrupted eviction)",
+            "evicted {} ({size} bytes, verified remote; the eviction that deleted it had not recorded it yet)",
             path.display()
         );
     }
