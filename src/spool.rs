@@ -8,9 +8,12 @@
 //! ```json
 //! {"version": 1, "id": "1764081234567890123-4242-0", "event": "jump-index",
 //!  "namespace": "zdbfs-data", "written_unix_ms": 1764081234567,
+//!  "boot_id": "5b3c1bfe-7b4a-4c1e-9d55-0d6f9f2b8a11",
 //!  "files": [{"path": "/var/zdbfs/index/zdbfs-data/i3",
 //!             "snapshot": "/var/zdbfs/spool/snapshots/1764081234567890123-4242-0/i3"}]}
 //! ```
+//!
+//! (version 1, recorded in `tests/fixtures/spool/job-v1.json`)
 //!
 //! * `id` sorts in the order jobs were written (nanoseconds, pid, sequence number).
 //! * `path` is the file's real path, which is also its zstor key.
@@ -112,12 +115,24 @@ impl JobFile {
 
 /// A job file that cannot be read or parsed.
 #[derive(Debug, thiserror::Error)]
-#[error("spool job {path}: {reason}")]
+#[error("spool job {path}: {problem}")]
 pub struct BadJob {
     /// The job file.
     pub path: PathBuf,
     /// What is wrong.
-    pub reason: String,
+    pub problem: Problem,
+}
+
+/// Why a job file gave no job.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The file could not be read this time (EMFILE, EIO, removed meanwhile): the job may be
+    /// whole, so it is for the caller to try again or give up.
+    #[error("{0}")]
+    Unreadable(std::io::Error),
+    /// The content is not a job of this format.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The spool directory.
@@ -209,33 +224,50 @@ impl Spool {
 
     /// Every whole job, oldest first. Unreadable jobs are returned as errors, not skipped.
     pub fn jobs(&self) -> std::io::Result<Vec<Result<Job, BadJob>>> {
-        let mut names: Vec<String> = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|name| name.ends_with(JOB_SUFFIX) && !name.starts_with('.'))
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        self.new_jobs(|_| false)
+    }
+
+    /// The jobs whose id `known` does not know, oldest first: the directory is listed by name
+    /// and only those job files are read. Unreadable jobs are returned as errors, not skipped.
+    pub fn new_jobs(
+        &self,
+        known: impl Fn(&str) -> bool,
+    ) -> std::io::Result<Vec<Result<Job, BadJob>>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        names.sort();
-        Ok(names
-            .into_iter()
-            .map(|name| self.read_job(&self.dir.join(name)))
+        let mut ids = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(JOB_SUFFIX)) else {
+                continue;
+            };
+            if !id.starts_with('.') && !known(id) {
+                ids.push(id.to_string());
+            }
+        }
+        ids.sort();
+        Ok(ids
+            .iter()
+            .map(|id| self.read_job(&self.job_path(id)))
             .collect())
     }
 
     fn read_job(&self, path: &Path) -> Result<Job, BadJob> {
-        let bad = |reason: String| BadJob {
+        let bad = |problem| BadJob {
             path: path.to_path_buf(),
-            reason,
+            problem,
         };
-        let bytes = fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let job: Job = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        let bytes = fs::read(path).map_err(|e| bad(Problem::Unreadable(e)))?;
+        let job: Job =
+            serde_json::from_slice(&bytes).map_err(|e| bad(Problem::Invalid(e.to_string())))?;
         if job.version != JOB_VERSION {
-            return Err(bad(format!(
+            return Err(bad(Problem::Invalid(format!(
                 "format version {} is not {JOB_VERSION}",
                 job.version
-            )));
+            ))));
         }
         Ok(job)
     }
@@ -393,5 +425,98 @@ mod tests {
             .jobs()
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn only_new_jobs_are_read_and_unreadable_is_not_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create().unwrap();
+        let old = spool.new_job("jump-data", "zdbfs-data");
+        spool.write(&old).unwrap();
+        let new = spool.new_job("jump-data", "zdbfs-data");
+        spool.write(&new).unwrap();
+        // Known ids are never read: this one is not even a job any more.
+        fs::write(spool.job_path(&old.id), b"not json").unwrap();
+        let known = |id: &str| id == old.id;
+        let jobs: Vec<Job> = spool
+            .new_jobs(known)
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(jobs, std::slice::from_ref(&new));
+        assert!(spool.new_jobs(|_| true).unwrap().is_empty());
+
+        // Cannot be read (here: it is a directory) is not the same as cannot be parsed.
+        fs::create_dir(dir.path().join("1-dir.job")).unwrap();
+        fs::write(
+            spool.job_path("2-v2"),
+            serde_json::to_vec(&Job {
+                version: 2,
+                ..new.clone()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        let problems: Vec<String> = spool
+            .new_jobs(|id| id == new.id)
+            .unwrap()
+            .into_iter()
+            .map(|job| match job.unwrap_err().problem {
+                Problem::Unreadable(e) => format!("unreadable: {:?}", e.kind()),
+                Problem::Invalid(reason) => format!("invalid: {reason}"),
+            })
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                "unreadable: IsADirectory".to_string(),
+                "invalid: expected ident at line 1 column 2".to_string(),
+                "invalid: format version 2 is not 1".to_string(),
+            ]
+        );
+    }
+
+    /// Version 1 of the job format, as `tests/fixtures/spool/job-v1.json` records it: the
+    /// reader parses it, and the writer writes exactly these fields.
+    #[test]
+    fn job_format_v1() {
+        let fixture = include_str!("../tests/fixtures/spool/job-v1.json");
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create().unwrap();
+        fs::write(spool.job_path("1764081234567890123-4242-0"), fixture).unwrap();
+        let jobs = spool.jobs().unwrap();
+        let job = jobs[0].as_ref().unwrap();
+        let expected = Job {
+            version: 1,
+            id: "1764081234567890123-4242-0".into(),
+            event: "jump-index".into(),
+            namespace: "zdbfs-data".into(),
+            written_unix_ms: 1764081234567,
+            boot_id: "5b3c1bfe-7b4a-4c1e-9d55-0d6f9f2b8a11".into(),
+            files: vec![
+                JobFile {
+                    path: "/var/zdbfs/index/zdbfs-data/i3".into(),
+                    snapshot: Some(
+                        "/var/zdbfs/spool/snapshots/1764081234567890123-4242-0/i3".into(),
+                    ),
+                },
+                JobFile {
+                    path: "/var/zdbfs/data/zdbfs-data/d3".into(),
+                    snapshot: None,
+                },
+            ],
+        };
+        assert_eq!(job, &expected);
+        spool.remove(&expected.id).unwrap();
+        spool.write(&expected).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&fs::read(spool.job_path(&expected.id)).unwrap()).unwrap();
+        assert_eq!(
+            written,
+            serde_json::from_str::<serde_json::Value>(fixture).unwrap()
+        );
     }
 }

@@ -3,10 +3,13 @@
 //!
 //! A file whose size, mtime and inode match its record keeps its recorded checksum; only new
 //! or changed files are read. A file that was evicted on purpose is not fetched back (only zdb
-//! does that, through `missing-data`); when zdb brings it back, it is tracked again.
+//! does that, through `missing-data`); when zdb brings it back, it is tracked again. A verified
+//! file that vanished after an eviction chose it (and recorded so) was evicted by a run that
+//! stopped before recording the delete: it is recorded as evicted, not reported as lost.
 
 use super::files::{Kind, LocalFile, Roots};
-use super::state::{FileRecord, LocalStamp, State};
+use super::state::{Deferred, FileRecord, LocalStamp, State};
+use crate::logging::message_id;
 use crate::zstor::Checksum;
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -20,14 +23,16 @@ pub struct Outcome {
     pub hashed: usize,
     /// Tracked files that vanished without being evicted.
     pub vanished: Vec<String>,
+    /// Files an interrupted eviction deleted without recording it: recorded as evicted now.
+    pub evicted: Vec<String>,
     /// Files scanned.
     pub scanned: usize,
     /// Bytes of data files per namespace (for the cache size).
     pub data_bytes: Vec<(String, u64)>,
 }
 
-/// One pass. `state` is locked only for short moments, never while a file is read; files are
-/// visited one namespace directory at a time.
+/// One pass. `state` is locked only for short moments, never while a file is read or the
+/// database synced; files are visited one namespace directory at a time.
 pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Result<Outcome> {
     let mut outcome = Outcome::default();
     let mut seen = HashSet::new();
@@ -70,6 +75,7 @@ pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Re
                     FileRecord {
                         local: Some(local),
                         evicted: false,
+                        evicting: false,
                         ..record
                     },
                 );
@@ -81,26 +87,48 @@ pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Re
         }
     })?;
     let mut state = lock(state);
-    let vanished: Vec<String> = state
+    let gone: Vec<(String, FileRecord)> = state
         .records()
         .filter(|(key, record)| {
             record.local.is_some() && !record.evicted && !seen.contains(&key_hash(key))
         })
-        .map(|(key, _)| key)
+        .map(|(key, record)| (key, *record))
         .collect();
-    for key in &vanished {
-        if let Some(record) = state.get(key).copied() {
-            state.set(
-                key,
-                FileRecord {
-                    local: None,
-                    ..record
-                },
-            );
+    let mut sizes = Vec::new();
+    for (key, record) in gone {
+        let evicted = record.evicting && record.verified();
+        state.set(
+            &key,
+            FileRecord {
+                local: None,
+                evicted,
+                evicting: false,
+                ..record
+            },
+        );
+        if evicted {
+            sizes.push(record.local.map_or(0, |local| local.size));
+            outcome.evicted.push(key);
+        } else {
+            outcome.vanished.push(key);
         }
     }
-    outcome.vanished = vanished;
-    state.commit().map_err(std::io::Error::other)?;
+    let committed = state.commit_deferred();
+    drop(state);
+    committed
+        .and_then(Deferred::sync)
+        .map_err(std::io::Error::other)?;
+    for (key, size) in outcome.evicted.iter().zip(sizes) {
+        let path = roots.path_of(key);
+        tracing::info!(
+            message_id = message_id::FILE_EVICTED,
+            qsfs_file = %path.display(),
+            qsfs_namespace = Roots::parse_key(key).map_or("", |(ns, _)| ns),
+            qsfs_size = size,
+            "evicted {} ({size} bytes, verified remote; the eviction that deleted it had not recorded it yet)",
+            path.display()
+        );
+    }
     Ok(outcome)
 }
 

@@ -12,9 +12,12 @@
 
 use super::files::{Kind, Roots};
 use crate::zstor::Checksum;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -30,6 +33,9 @@ pub struct FileRecord {
     pub remote: Option<Checksum>,
     /// Deleted locally on purpose by the cache eviction.
     pub evicted: bool,
+    /// Chosen by an eviction that may have deleted it without recording it yet (written
+    /// durably before the delete, so a crash in between is recognised as an eviction).
+    pub evicting: bool,
     /// The backend set the remote copy was written or rebuilt for.
     pub backend_set: u64,
 }
@@ -53,12 +59,15 @@ impl FileRecord {
         matches!((self.local, self.remote), (Some(local), Some(remote)) if local.checksum == remote)
     }
 
+    /// Version byte, flags (1 local, 2 remote, 4 evicted, 8 evicting: a reader that predates
+    /// a flag ignores it), the local stamp, the remote checksum, the backend set.
     fn encode(&self) -> [u8; RECORD_LEN] {
         let mut out = [0u8; RECORD_LEN];
         out[0] = RECORD_VERSION;
         out[1] = u8::from(self.local.is_some())
             | u8::from(self.remote.is_some()) << 1
-            | u8::from(self.evicted) << 2;
+            | u8::from(self.evicted) << 2
+            | u8::from(self.evicting) << 3;
         if let Some(local) = self.local {
             out[2..10].copy_from_slice(&local.size.to_le_bytes());
             out[10..18].copy_from_slice(&local.mtime_ns.to_le_bytes());
@@ -88,6 +97,7 @@ impl FileRecord {
             }),
             remote: (flags & 2 != 0).then(|| sum_at(42)),
             evicted: flags & 4 != 0,
+            evicting: flags & 8 != 0,
             backend_set: u64_at(58),
         })
     }
@@ -103,6 +113,25 @@ pub struct StateError {
     pub message: String,
 }
 
+/// The sync that makes a [`State::commit_deferred`] durable.
+#[must_use = "the commit is not durable until it is synced"]
+pub struct Deferred {
+    db: Arc<Database>,
+    path: String,
+}
+
+impl Deferred {
+    /// Makes every commit so far durable (one empty durable transaction).
+    pub fn sync(self) -> Result<(), StateError> {
+        let error = |message: String| StateError {
+            path: self.path.clone(),
+            message,
+        };
+        let txn = self.db.begin_write().map_err(|e| error(e.to_string()))?;
+        txn.commit().map_err(|e| error(e.to_string()))
+    }
+}
+
 /// A file key in memory: its namespace (an index into [`State`]'s namespaces) and kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct FileId {
@@ -113,7 +142,7 @@ struct FileId {
 /// The durable state, with every file record in memory. Changes are buffered by
 /// [`State::set`] and written in one transaction by [`State::commit`].
 pub struct State {
-    db: Database,
+    db: Arc<Database>,
     path: String,
     namespaces: Vec<String>,
     files: HashMap<FileId, FileRecord>,
@@ -155,7 +184,7 @@ impl State {
         txn.open_table(META).map_err(|e| error(e.to_string()))?;
         txn.commit().map_err(|e| error(e.to_string()))?;
         let mut state = State {
-            db,
+            db: Arc::new(db),
             path: name.clone(),
             namespaces: Vec::new(),
             files: HashMap::new(),
@@ -272,11 +301,31 @@ impl State {
         if self.unsaved.is_empty() {
             return Ok(());
         }
+        self.write(Durability::Immediate)
+    }
+
+    /// Writes every buffered change in one transaction that is not durable yet, in order with
+    /// every other commit, and returns what makes it durable: call [`Deferred::sync`] without
+    /// holding the lock around the state, so readers do not wait for the disk. A commit by
+    /// someone else in the meantime is durable too, and waits for the sync.
+    pub fn commit_deferred(&mut self) -> Result<Deferred, StateError> {
+        if !self.unsaved.is_empty() {
+            self.write(Durability::None)?;
+        }
+        Ok(Deferred {
+            db: Arc::clone(&self.db),
+            path: self.path.clone(),
+        })
+    }
+
+    fn write(&mut self, durability: Durability) -> Result<(), StateError> {
         let error = |message: String| StateError {
             path: self.path.clone(),
             message,
         };
-        let txn = self.db.begin_write().map_err(|e| error(e.to_string()))?;
+        let mut txn = self.db.begin_write().map_err(|e| error(e.to_string()))?;
+        txn.set_durability(durability)
+            .map_err(|e| error(e.to_string()))?;
         {
             let mut table = txn.open_table(FILES).map_err(|e| error(e.to_string()))?;
             for (id, record) in &self.unsaved {
@@ -338,6 +387,7 @@ mod tests {
             }),
             remote: Some(Checksum([n; 16])),
             evicted: n.is_multiple_of(2),
+            evicting: n.is_multiple_of(3),
             backend_set: 0xdead_beef,
         }
     }
@@ -378,5 +428,26 @@ mod tests {
             Some(&b"42"[..])
         );
         assert_eq!(state.meta("absent").unwrap(), None);
+    }
+
+    #[test]
+    fn deferred_commits_are_ordered_and_durable_once_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut state = State::open(dir.path()).unwrap();
+            state.set("data/ns/d1", record(1));
+            let deferred = state.commit_deferred().unwrap();
+            state.set("data/ns/d1", record(2));
+            state.set("data/ns/d3", record(3));
+            state.commit().unwrap();
+            deferred.sync().unwrap();
+            state.set("data/ns/d4", record(4));
+            state.commit_deferred().unwrap().sync().unwrap();
+        }
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.len(), 3);
+        assert_eq!(state.get("data/ns/d1"), Some(&record(2)));
+        assert_eq!(state.get("data/ns/d3"), Some(&record(3)));
+        assert_eq!(state.get("data/ns/d4"), Some(&record(4)));
     }
 }

@@ -4,13 +4,18 @@
 //! * 100 000 tracked sealed files: the daemon's resident memory once its first reconciliation
 //!   is done (target ≤ 30 MiB), and a reconciliation pass with nothing to do against
 //!   `find -printf '%s %T@'` over the same tree (target ratio ≤ 2).
+//! * The spool poll with 10 000 pending jobs, all known (a long backend outage): one poll
+//!   against listing the directory (`read_dir`), target ratio ≤ 2; and, for comparison, reading
+//!   and parsing every job as the poll did before. `bench-monitor spool` runs only this case.
 //! * The upload pipeline with a zstor stand-in that takes 100 ms per store: 200 files at
 //!   concurrency 4, against the same 200 stores run by `xargs -P 4` (and the ideal 5 s);
 //!   target ≤ 1.2 × the ideal.
 
 use qsfs::monitor::files::Roots;
 use qsfs::monitor::state::{FileRecord, LocalStamp, State};
+use qsfs::spool::{JobFile, Spool};
 use qsfs::zstor::Checksum;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -65,6 +70,67 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn main() {
+    let mut lines = Vec::new();
+
+    // ---- spool poll ---------------------------------------------------------------------
+    {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let spool = Spool::new(dir.path());
+        spool.create().unwrap();
+        let mut known = HashSet::new();
+        for n in 0..10_000 {
+            let mut job = spool.new_job("jump-index", "zdbfs-data");
+            job.files.push(JobFile {
+                path: format!("/var/zdbfs/index/zdbfs-data/i{n}").into(),
+                snapshot: Some(dir.path().join(format!("snapshots/{}/i{n}", job.id))),
+            });
+            // Written directly: Spool::write's two fsyncs per job only slow the setup.
+            std::fs::write(
+                dir.path().join(format!("{}.job", job.id)),
+                serde_json::to_vec(&job).unwrap(),
+            )
+            .unwrap();
+            known.insert(job.id);
+        }
+        let (mut ours, mut floor, mut old) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..21 {
+            let started = Instant::now();
+            let new = spool.new_jobs(|id| known.contains(id)).unwrap();
+            ours.push(started.elapsed());
+            assert!(new.is_empty());
+            let started = Instant::now();
+            let entries = std::fs::read_dir(dir.path()).unwrap().count();
+            floor.push(started.elapsed());
+            assert_eq!(entries, 10_001, "the jobs and snapshots/");
+            if round % 4 == 0 {
+                let started = Instant::now();
+                let all = spool.jobs().unwrap();
+                old.push(started.elapsed());
+                assert_eq!(all.len(), 10_000);
+            }
+        }
+        let (ours, floor, old) = (median(ours), median(floor), median(old));
+        lines.push(format!(
+            "{:<44} {:>9.2} ms  {:<22} {:>9.2} ms  ratio {:>5.2}  target ≤ 2",
+            "spool poll, 10 000 pending jobs, all known",
+            ours.as_secs_f64() * 1e3,
+            "read_dir",
+            floor.as_secs_f64() * 1e3,
+            ours.as_secs_f64() / floor.as_secs_f64()
+        ));
+        lines.push(format!(
+            "{:<44} {:>9.2} ms  ({:.0}× one poll now)",
+            "  before: reading and parsing every job",
+            old.as_secs_f64() * 1e3,
+            old.as_secs_f64() / ours.as_secs_f64()
+        ));
+    }
+    if std::env::args().nth(1).as_deref() == Some("spool") {
+        for line in lines {
+            println!("{line}");
+        }
+        return;
+    }
     let exe = std::env::current_exe().unwrap();
     let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let monitor_bin = profile.join("zstor_monitor");
@@ -73,7 +139,6 @@ fn main() {
         monitor_bin.exists() && standin.exists(),
         "cargo build --release --bins --examples first"
     );
-    let mut lines = Vec::new();
 
     // ---- 100 000 tracked files ----------------------------------------------------------
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -111,6 +176,7 @@ fn main() {
                     local: Some(local),
                     remote: Some(checksum),
                     evicted: false,
+                    evicting: false,
                     backend_set: 0,
                 },
             );
