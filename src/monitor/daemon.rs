@@ -69,7 +69,7 @@ enum Event {
     Stored(Upload, Result<Stored, UploadError>),
     Verified(Upload, Result<Stored, UploadError>),
     Reconciled(std::io::Result<reconcile::Outcome>),
-    Evicted(Result<(u64, u64), String>),
+    Evicted(Result<super::evict::Outcome, String>),
     BackendsChecked(Vec<(String, Observation)>),
     Rebuilt(rebuild::Task, Result<(), ZstorError>),
     VdcAnswered(String, Result<(), super::vdc::VdcError>),
@@ -273,7 +273,7 @@ impl Daemon {
             Event::Stored(upload, result) => self.stored(upload, result),
             Event::Verified(upload, result) => self.verified(upload, result),
             Event::Reconciled(result) => self.reconciled(result),
-            Event::Evicted(Ok((evicted, used))) => {
+            Event::Evicted(Ok(super::evict::Outcome { evicted, used })) => {
                 self.counters.evicted_total += evicted;
                 self.cache_used = used;
             }

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 /// Most files deleted and recorded per state transaction: small enough that writing one
 /// (without its sync, which runs unlocked) holds the state lock a few milliseconds.
-pub const BATCH: usize = 64;
+const BATCH: usize = 64;
 
 /// What an eviction did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -222,13 +222,13 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 }
 
 /// Whether a file counts toward the cache size.
-pub fn in_scope(file: &LocalFile, namespaces: &[String]) -> bool {
+fn in_scope(file: &LocalFile, namespaces: &[String]) -> bool {
     matches!(file.kind, Kind::Data(_)) && namespaces.contains(&file.namespace)
 }
 
 /// Picks the least recently used evictable files that free at least `need` bytes, keeping only
 /// those in memory however many files it is offered.
-pub struct Selection<'a> {
+struct Selection<'a> {
     namespaces: &'a [String],
     by_atime: bool,
     need: u64,
@@ -312,36 +312,8 @@ impl<'a> Selection<'a> {
     }
 }
 
-/// [`Selection`] over a [`State`] locked throughout, for `daemon.rs`'s `evict_now` until it
-/// calls [`run`]; it goes with `evict_now`.
-pub struct Selector<'a> {
-    state: &'a State,
-    selection: Selection<'a>,
-}
-
-impl<'a> Selector<'a> {
-    /// A selector for `need` bytes.
-    pub fn new(state: &'a State, namespaces: &'a [String], by_atime: bool, need: u64) -> Self {
-        Selector {
-            state,
-            selection: Selection::new(namespaces, by_atime, need),
-        }
-    }
-
-    /// Considers one file with its record.
-    pub fn offer(&mut self, file: LocalFile) {
-        let record = self.state.get(&file.key);
-        self.selection.offer(file, record);
-    }
-
-    /// The files to delete, least recently used first.
-    pub fn finish(self) -> Vec<LocalFile> {
-        self.selection.finish()
-    }
-}
-
 /// The record says this very file (same stat) is the content verified remote.
-pub fn verified_as_is(record: &FileRecord, file: &LocalFile) -> bool {
+fn verified_as_is(record: &FileRecord, file: &LocalFile) -> bool {
     record.verified() && record.local.is_some_and(|local| matches_stat(&local, file))
 }
 

@@ -1,19 +1,14 @@
 //! The daemon's periodic upkeep: reconciliation, eviction, zdbfs flushes, config reloads.
 
-use super::{keep_start_only_settings, lock, mtime, retry_of, zstor_runner, Daemon, Event};
+use super::{keep_start_only_settings, mtime, retry_of, zstor_runner, Daemon, Event};
 use crate::clock::now_unix_ms;
 use crate::config::monitor::MonitorConfig;
-use crate::logging::message_id;
 use crate::monitor::backends;
 use crate::monitor::evict;
-use crate::monitor::files::Roots;
 use crate::monitor::flush;
 use crate::monitor::reconcile;
-use crate::monitor::state::{FileRecord, State};
 use crate::monitor::tasks::Activity;
-use crate::monitor::upload;
 use crate::zstor::config::ZstorConfig;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 impl Daemon {
@@ -74,11 +69,12 @@ impl Daemon {
         let (roots, state) = (self.roots.clone(), self.state.clone());
         let namespaces = self.config.evict_namespaces.clone();
         self.tasks.spawn_blocking(Activity::Evict, move || {
-            Event::Evicted(evict_now(
+            Event::Evicted(evict::run(
                 &roots,
                 &state,
                 &namespaces,
                 limit_mib * 1024 * 1024,
+                &evict::RealFs,
             ))
         });
     }
@@ -134,87 +130,4 @@ impl Daemon {
             Err(e) => tracing::error!("{e}; keeping the previous zstor configuration"),
         }
     }
-}
-
-/// Evicts until the evictable namespaces use at most `limit` bytes; returns how many files
-/// went and the bytes still used. Two passes over the directories (the size, then the files to
-/// delete) keep memory flat however many files there are.
-fn evict_now(
-    roots: &Roots,
-    state: &Mutex<State>,
-    namespaces: &[String],
-    limit: u64,
-) -> Result<(u64, u64), String> {
-    let mut used = 0;
-    roots
-        .scan_each(|file| {
-            if evict::in_scope(&file, namespaces) {
-                used += file.size;
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    if used <= limit {
-        return Ok((0, used));
-    }
-    let by_atime = crate::monitor::files::records_atime(&roots.data);
-    let mut state = lock(state);
-    let mut selector = evict::Selector::new(&state, namespaces, by_atime, used - limit);
-    roots
-        .scan_each(|file| selector.offer(file))
-        .map_err(|e| e.to_string())?;
-    let delete = selector.finish();
-    let mut evicted = 0;
-    for file in &delete {
-        // Look again right before deleting: the file must still be the verified content.
-        let Ok((size, mtime_ns, inode)) = upload::stamp_of(&file.path) else {
-            continue;
-        };
-        let current = crate::monitor::files::LocalFile {
-            size,
-            mtime_ns,
-            inode,
-            ..file.clone()
-        };
-        let Some(record) = state.get(&file.key).copied() else {
-            continue;
-        };
-        if !evict::verified_as_is(&record, &current) {
-            continue;
-        }
-        if let Err(e) = std::fs::remove_file(&file.path) {
-            tracing::error!("cannot evict {}: {e}", file.path.display());
-            continue;
-        }
-        state.set(
-            &file.key,
-            FileRecord {
-                local: None,
-                evicted: true,
-                ..record
-            },
-        );
-        if let Err(e) = state.commit() {
-            return Err(format!(
-                "evicted {} but cannot record it: {e}",
-                file.path.display()
-            ));
-        }
-        used -= file.size;
-        evicted += 1;
-        tracing::info!(
-            message_id = message_id::FILE_EVICTED,
-            qsfs_file = %file.path.display(),
-            qsfs_namespace = file.namespace,
-            qsfs_size = file.size,
-            "evicted {} ({} bytes, verified remote)",
-            file.path.display(),
-            file.size
-        );
-    }
-    if used > limit {
-        tracing::warn!(
-            "the cache uses {used} bytes, over its limit of {limit}: the other data files are not verified remote yet or are active"
-        );
-    }
-    Ok((evicted, used))
 }

@@ -7,7 +7,7 @@ use crate::monitor::files::{Kind, Roots};
 use crate::monitor::queue::{Outcome, Upload};
 use crate::monitor::tasks::Activity;
 use crate::monitor::upload::{self, Source, Stored, UploadError};
-use crate::spool::Job;
+use crate::spool::{BadJob, Job, Problem};
 use std::time::Instant;
 
 impl Daemon {
@@ -15,7 +15,8 @@ impl Daemon {
 
     /// Registers the jobs the hook wrote since the last poll.
     pub(super) fn poll_spool(&mut self) {
-        let jobs = match self.spool.jobs() {
+        let queue = &self.queue;
+        let jobs = match self.spool.new_jobs(|id| queue.has_job(id)) {
             Ok(jobs) => jobs,
             Err(e) => {
                 tracing::error!("cannot list the spool {}: {e}", self.spool.dir().display());
@@ -24,8 +25,20 @@ impl Daemon {
         };
         for job in jobs {
             match job {
-                Ok(job) if self.queue.has_job(&job.id) => {}
                 Ok(job) => self.register_job(job),
+                // Removed meanwhile, or not readable this time (EMFILE, EIO): the next poll
+                // reads it again.
+                Err(BadJob {
+                    problem: Problem::Unreadable(e),
+                    path,
+                }) => {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(
+                            "cannot read spool job {}: {e}; trying again",
+                            path.display()
+                        );
+                    }
+                }
                 Err(bad) => match self.spool.quarantine(&bad.path) {
                     Ok(moved) => tracing::error!("{bad}; moved to {}", moved.display()),
                     Err(e) => tracing::error!("{bad}; cannot move it aside: {e}"),
