@@ -63,7 +63,7 @@ pub struct Job {
     /// Unique, sortable id; also the file name without `.job`.
     pub id: String,
     /// The zdb event that produced the job.
-    pub event: String,
+    pub event: Trigger,
     /// The zdb namespace of the files.
     pub namespace: String,
     /// When the job was written, unix milliseconds.
@@ -72,6 +72,24 @@ pub struct Job {
     pub boot_id: String,
     /// The files to upload.
     pub files: Vec<JobFile>,
+}
+
+/// The zdb events that spool jobs, named as zdb names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// `jump-index`: the closed and the dirty index files.
+    JumpIndex,
+    /// `jump-data`: the sealed data file.
+    JumpData,
+    /// `close`: every namespace's active files at a stop.
+    Close,
+    /// `namespace-closing`: one namespace's active and dirty files.
+    NamespaceClosing,
+    /// `namespace-created`: the new descriptor.
+    NamespaceCreated,
+    /// `namespace-updated`: the changed descriptor.
+    NamespaceUpdated,
 }
 
 impl Job {
@@ -161,7 +179,7 @@ impl Spool {
     }
 
     /// A new job for `event` in `namespace`, with a fresh id; add files, then [`Spool::write`].
-    pub fn new_job(&self, event: &str, namespace: &str) -> Job {
+    pub fn new_job(&self, event: Trigger, namespace: &str) -> Job {
         static SEQUENCE: AtomicU32 = AtomicU32::new(0);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -175,7 +193,7 @@ impl Spool {
         Job {
             version: JOB_VERSION,
             id,
-            event: event.to_string(),
+            event,
             namespace: namespace.to_string(),
             written_unix_ms: now.as_millis() as u64,
             boot_id: boot_id().to_string(),
@@ -364,10 +382,10 @@ mod tests {
 
         let index = dir.path().join("i3");
         fs::write(&index, b"index bytes").unwrap();
-        let mut first = spool.new_job("jump-index", "zdbfs-data");
+        let mut first = spool.new_job(Trigger::JumpIndex, "zdbfs-data");
         spool.add_snapshot(&mut first, &index).unwrap();
         spool.write(&first).unwrap();
-        let mut second = spool.new_job("jump-data", "zdbfs-data");
+        let mut second = spool.new_job(Trigger::JumpData, "zdbfs-data");
         second.files.push(JobFile {
             path: "/d/d3".into(),
             snapshot: None,
@@ -432,9 +450,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path());
         spool.create().unwrap();
-        let old = spool.new_job("jump-data", "zdbfs-data");
+        let old = spool.new_job(Trigger::JumpData, "zdbfs-data");
         spool.write(&old).unwrap();
-        let new = spool.new_job("jump-data", "zdbfs-data");
+        let new = spool.new_job(Trigger::JumpData, "zdbfs-data");
         spool.write(&new).unwrap();
         // Known ids are never read: this one is not even a job any more.
         fs::write(spool.job_path(&old.id), b"not json").unwrap();
@@ -492,7 +510,7 @@ mod tests {
         let expected = Job {
             version: 1,
             id: "1764081234567890123-4242-0".into(),
-            event: "jump-index".into(),
+            event: Trigger::JumpIndex,
             namespace: "zdbfs-data".into(),
             written_unix_ms: 1764081234567,
             boot_id: "5b3c1bfe-7b4a-4c1e-9d55-0d6f9f2b8a11".into(),

@@ -6,7 +6,7 @@
 
 mod support;
 
-use qsfs::spool::Job;
+use qsfs::spool::{Job, Trigger};
 use qsfs::zdb::resp::Reply;
 use qsfs::zdb::Client;
 use qsfs::zstor::Checksum;
@@ -61,7 +61,12 @@ fn summary(job: &Job) -> JobSummary {
         .iter()
         .map(|f| (f.path.clone(), f.snapshot.is_some()))
         .collect();
-    (job.event.clone(), job.namespace.clone(), files)
+    let event = serde_json::to_value(job.event).unwrap();
+    (
+        event.as_str().unwrap().to_string(),
+        job.namespace.clone(),
+        files,
+    )
 }
 
 fn summaries(jobs: &[Job]) -> Vec<JobSummary> {
@@ -185,7 +190,10 @@ fn check_a_workload_spools_exactly_the_expected_jobs(stack: &Stack) {
     assert_eq!(summaries(&jobs), expected);
 
     // Snapshots keep the index files as they were at the jump.
-    let jump_index: Vec<&Job> = jobs.iter().filter(|j| j.event == "jump-index").collect();
+    let jump_index: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| j.event == Trigger::JumpIndex)
+        .collect();
     let snapshot_of = |job: &Job, path: &Path| {
         std::fs::read(
             job.files
@@ -251,7 +259,12 @@ fn check_missing_data_comes_back_through_zstor_and_never_half(stack: &Stack) {
     let mut seed = 0;
     let mut written = write_until_rotated(&app, &mut c, "zdbfs-data", 2, &mut seed);
     wait_for("the jump-data jobs", || {
-        (app.jobs().iter().filter(|j| j.event == "jump-data").count() == 2).then_some(())
+        (app.jobs()
+            .iter()
+            .filter(|j| j.event == Trigger::JumpData)
+            .count()
+            == 2)
+            .then_some(())
     });
     app.drain_spool();
     let in_file =
@@ -476,7 +489,7 @@ fn check_namespaces_init_restores_a_fresh_vm_from_the_backends(stack: &Stack) {
     wait_for("the namespace-closing jobs", || {
         (app.jobs()
             .iter()
-            .filter(|j| j.event == "namespace-closing")
+            .filter(|j| j.event == Trigger::NamespaceClosing)
             .count()
             == 3)
             .then_some(())

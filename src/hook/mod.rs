@@ -20,7 +20,7 @@ use crate::layout::{
 };
 use crate::logging::message_id;
 use crate::notify::Notifier;
-use crate::spool::{Job, JobFile, Spool};
+use crate::spool::{Job, JobFile, Spool, Trigger};
 use crate::zstor::{Checksum, Zstor, ZstorError};
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
@@ -309,10 +309,10 @@ impl Hook {
             Event::JumpIndex { old, dirty, .. } => self.jump_index(old, dirty),
             Event::JumpData { old, .. } => self.jump_data(old),
             Event::NamespaceCreated { namespace } => {
-                self.namespace_changed("namespace-created", namespace)
+                self.namespace_changed(Trigger::NamespaceCreated, namespace)
             }
             Event::NamespaceUpdated { namespace } => {
-                self.namespace_changed("namespace-updated", namespace)
+                self.namespace_changed(Trigger::NamespaceUpdated, namespace)
             }
             Event::Close => self.close(),
             Event::NamespaceClosing {
@@ -358,7 +358,7 @@ impl Hook {
             return Ok(skipped_temp(namespace));
         }
         let snapshots = with_dirty(old, &dir, dirty);
-        self.spool_job("jump-index", &namespace, &snapshots, &[])
+        self.spool_job(Trigger::JumpIndex, &namespace, &snapshots, &[])
     }
 
     fn jump_data(&self, old: &Path) -> Result<Handled, HookError> {
@@ -367,10 +367,10 @@ impl Hook {
             return Ok(skipped_temp(namespace));
         }
         // Sealed data files never change: no snapshot.
-        self.spool_job("jump-data", &namespace, &[], &[old.to_path_buf()])
+        self.spool_job(Trigger::JumpData, &namespace, &[], &[old.to_path_buf()])
     }
 
-    fn namespace_changed(&self, event: &str, namespace: &str) -> Result<Handled, HookError> {
+    fn namespace_changed(&self, event: Trigger, namespace: &str) -> Result<Handled, HookError> {
         let file = self.namespace_dir(namespace)?.join(NAMESPACE_FILE);
         if namespace == TEMP_NAMESPACE {
             return Ok(skipped_temp(namespace.to_string()));
@@ -406,7 +406,7 @@ impl Hook {
                 .data_dir
                 .join(&namespace)
                 .join(layout::data_file(active));
-            let done = self.spool_job("close", &namespace, &[index], &existing(&[data]))?;
+            let done = self.spool_job(Trigger::Close, &namespace, &[index], &existing(&[data]))?;
             handled.files.extend(done.files);
             handled.jobs.extend(done.jobs);
         }
@@ -433,7 +433,7 @@ impl Hook {
             return Ok(skipped_temp(namespace.to_string()));
         }
         self.spool_job(
-            "namespace-closing",
+            Trigger::NamespaceClosing,
             namespace,
             &with_dirty(index, &index_dir, dirty),
             &existing(&[data.to_path_buf()]),
@@ -510,7 +510,7 @@ impl Hook {
     /// they are at upload time.
     fn spool_job(
         &self,
-        event: &str,
+        event: Trigger,
         namespace: &str,
         snapshots: &[PathBuf],
         files: &[PathBuf],

@@ -79,7 +79,7 @@ fn main() {
         spool.create().unwrap();
         let mut known = HashSet::new();
         for n in 0..10_000 {
-            let mut job = spool.new_job("jump-index", "zdbfs-data");
+            let mut job = spool.new_job(qsfs::spool::Trigger::JumpIndex, "zdbfs-data");
             job.files.push(JobFile {
                 path: format!("/var/zdbfs/index/zdbfs-data/i{n}").into(),
                 snapshot: Some(dir.path().join(format!("snapshots/{}/i{n}", job.id))),
