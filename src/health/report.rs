@@ -200,7 +200,7 @@ impl Report {
 
     /// Writes the report atomically, creating the directory if needed.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        crate::fsutil::write_json(path, self)
+        crate::fsutil::write_json(path, self, crate::fsutil::Durability::Visible)
     }
 }
 

@@ -1200,7 +1200,11 @@ impl Daemon {
         if let Ok(mut text) = self.metrics_text.lock() {
             *text = metrics::render(&status);
         }
-        if let Err(e) = crate::fsutil::write_json(&self.config.status_file, &status) {
+        if let Err(e) = crate::fsutil::write_json(
+            &self.config.status_file,
+            &status,
+            crate::fsutil::Durability::Visible,
+        ) {
             tracing::warn!(
                 "cannot publish the status to {}: {e}",
                 self.config.status_file.display()
