@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod mountinfo;
 pub mod notify;
+pub mod retry;
 pub mod spool;
 pub mod systemd;
 pub mod zdb;

@@ -633,11 +633,11 @@ impl Daemon {
                 let pending = self.pending.get_mut(&key).expect("pending");
                 pending.attempts += 1;
                 let attempts = pending.attempts;
-                let delay = upload::backoff(
-                    attempts,
+                let delay = crate::retry::Backoff::new(
                     Duration::from_secs(self.config.retry_initial_secs),
                     Duration::from_secs(self.config.retry_max_secs),
-                );
+                )
+                .delay(attempts);
                 self.counters.failed_total += 1;
                 self.counters.last_error = Some(error.clone());
                 tracing::warn!(
