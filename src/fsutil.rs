@@ -122,13 +122,6 @@ pub fn write_json(
     write_atomic(target, &bytes, 0o644, durability)
 }
 
-/// Reads a file written by [`write_json`].
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<T> {
-    let bytes = std::fs::read(path)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,7 +132,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("sub/status.json");
         write_json(&target, &serde_json::json!({"a": 1}), Durability::Visible).unwrap();
-        let back: serde_json::Value = read_json(&target).unwrap();
+        let back: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
         assert_eq!(back["a"], 1);
         write_atomic(&target, b"secret", 0o600, Durability::Durable).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"secret");

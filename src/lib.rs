@@ -21,6 +21,7 @@ pub mod notify;
 pub mod retry;
 pub mod spool;
 pub mod systemd;
+pub mod wire;
 pub mod zdb;
 pub mod zdbfs;
 pub mod zstor;
