@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Renamed into place without fsync: readers see a whole file, but after a power cut the
-    /// file may hold the old content or nothing. For status files rewritten every few seconds.
+    /// file may hold the old content or nothing. For status files rewritten every round (the
+    /// health report).
     Visible,
     /// fsync of the file, rename, fsync of the directory: once it returns, the new content
     /// survives a power cut. For state, configuration and spool jobs.

@@ -1203,7 +1203,7 @@ impl Daemon {
         if let Err(e) = crate::fsutil::write_json(
             &self.config.status_file,
             &status,
-            crate::fsutil::Durability::Visible,
+            crate::fsutil::Durability::Durable,
         ) {
             tracing::warn!(
                 "cannot publish the status to {}: {e}",
