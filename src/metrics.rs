@@ -2,7 +2,6 @@
 //! or a unix socket, answering with text the owner replaces whenever it has new numbers.
 
 use std::fmt;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -56,15 +55,131 @@ impl fmt::Display for Address {
     }
 }
 
-/// Writes the `# HELP` and `# TYPE` lines of a metric family; its samples follow.
-pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// What a metric family is, for its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A count that only grows; its name ends in `_total`.
+    Counter,
+    /// A count whose name (kept from upstream zstor, `fs_*`) has no `_total`, which the text
+    /// format requires of a counter: exposed as `untyped`.
+    Untyped,
 }
 
-/// Writes a metric family with its one unlabelled sample.
-pub fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl fmt::Display) {
-    family(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
+/// A sample's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    /// A whole number.
+    Int(u64),
+    /// A whole number that may be negative.
+    Signed(i64),
+    /// A float.
+    Float(f64),
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<i32> for Value {
+    fn from(v: i32) -> Self {
+        Value::Signed(v.into())
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+/// A sample's labels: `(name, value)` pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug)]
+struct Family {
+    name: String,
+    help: String,
+    kind: Kind,
+    samples: Vec<(Labels, Value)>,
+}
+
+/// The metrics of one scrape, built from a snapshot of the owner's numbers and encoded by
+/// `prometheus-client` in the Prometheus text format (0.0.4), families in the order added.
+#[derive(Debug, Default)]
+pub struct Exposition(Vec<Family>);
+
+impl Exposition {
+    /// An empty exposition.
+    pub fn new() -> Self {
+        Exposition::default()
+    }
+
+    /// Adds a family with its one unlabelled sample.
+    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: impl Into<Value>) {
+        self.family(name, kind, help, vec![(Vec::new(), value.into())]);
+    }
+
+    /// Adds a family with its labelled samples.
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str, samples: Vec<(Labels, Value)>) {
+        // The encoder appends `_total` to a counter's name.
+        let name = match kind {
+            Kind::Counter => name.strip_suffix("_total").unwrap_or(name),
+            Kind::Gauge | Kind::Untyped => name,
+        };
+        self.0.push(Family {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            samples,
+        });
+    }
+
+    /// The text format.
+    pub fn render(self) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(self));
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
+            .expect("writing to a String does not fail");
+        text
+    }
+}
+
+impl prometheus_client::collector::Collector for Exposition {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        for family in &self.0 {
+            let metric_type = match family.kind {
+                Kind::Gauge => MetricType::Gauge,
+                Kind::Counter => MetricType::Counter,
+                Kind::Untyped => MetricType::Unknown,
+            };
+            let mut metric =
+                encoder.encode_descriptor(&family.name, &family.help, None, metric_type)?;
+            for (labels, value) in &family.samples {
+                let sample = metric.encode_family(labels)?;
+                match (family.kind, *value) {
+                    (Kind::Counter, Value::Int(v)) => ConstCounter::new(v).encode(sample)?,
+                    (Kind::Counter, Value::Float(v)) => ConstCounter::new(v).encode(sample)?,
+                    // The value's encoding does not depend on the kind; the name's does.
+                    (_, Value::Signed(v)) => ConstGauge::new(v).encode(sample)?,
+                    (_, Value::Int(v)) => ConstGauge::new(v).encode(sample)?,
+                    (_, Value::Float(v)) => ConstGauge::new(v).encode(sample)?,
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The metrics text, shared between its owner (which replaces it) and the responder.

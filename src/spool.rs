@@ -39,7 +39,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -223,17 +222,12 @@ impl Spool {
 
     /// Writes the job atomically (see the module documentation).
     pub fn write(&self, job: &Job) -> std::io::Result<()> {
-        let temp = self.dir.join(format!("{TEMP_PREFIX}{}", job.id));
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(&serde_json::to_vec(job).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temp, self.job_path(&job.id))?;
-        crate::fsutil::sync_dir(&self.dir)
+        crate::fsutil::write_atomic(
+            &self.job_path(&job.id),
+            &serde_json::to_vec(job).map_err(std::io::Error::other)?,
+            0o600,
+            crate::fsutil::Durability::Durable,
+        )
     }
 
     fn job_path(&self, id: &str) -> PathBuf {

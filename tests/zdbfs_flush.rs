@@ -66,10 +66,7 @@ fn flush_keeps_writes(zdbfs: &Program) {
     // With it, the file survives once one flush has run after the write.
     let mut monitor = Monitor::start(&app, &monitor_extra(&app, 1), &[]);
     let mut fs = Fs::mount_with(zdbfs, &app, &mountpoint, "");
-    let written = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let written = qsfs::clock::now_unix_ms();
     write_synced(&fs.path("kept"), &data);
     let status = monitor.wait_status("a flush after the write", |s| {
         s.zdbfs

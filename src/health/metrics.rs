@@ -15,9 +15,8 @@
 use super::probes::ProbeName;
 use super::remediation::{Remediator, TargetCounters};
 use super::report::Report;
-use crate::metrics::{family, single};
+use crate::metrics::{Exposition, Kind, Labels, Value};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 /// Remediation's part of the metrics.
 pub struct RemediationView<'a> {
@@ -31,86 +30,76 @@ pub struct RemediationView<'a> {
 
 /// Renders the Prometheus text format.
 pub fn render(report: &Report, rounds: u64, remediation: Option<RemediationView<'_>>) -> String {
-    let mut out = String::new();
-    single(
-        &mut out,
+    let mut out = Exposition::new();
+    out.single(
         "qsfs_health_state",
-        "gauge",
+        Kind::Gauge,
         "Overall state: 0 ok, 1 degraded, 2 failed, 3 unknown.",
         report.state.metric(),
     );
-    single(
-        &mut out,
+    out.single(
         "qsfs_health_rounds_total",
-        "counter",
+        Kind::Counter,
         "Rounds of probes run since start.",
         rounds,
     );
-    let per_probe: [(&str, &str, &str); 4] = [
-        (
-            "qsfs_health_probe_state",
-            "gauge",
-            "Probe state: 0 ok, 1 degraded, 2 failed, 3 unknown.",
-        ),
-        ("qsfs_health_probe_ok", "gauge", "1 when the probe is ok."),
-        (
-            "qsfs_health_probe_duration_seconds",
-            "gauge",
-            "How long the probe took.",
-        ),
-        (
-            "qsfs_health_probe_since_timestamp_seconds",
-            "gauge",
-            "Since when the probe is in its state (unix seconds).",
-        ),
-    ];
-    for (name, kind, help) in per_probe {
-        family(&mut out, name, kind, help);
-        for p in &report.probes {
-            let value = match name {
-                "qsfs_health_probe_state" => p.state.metric().to_string(),
-                "qsfs_health_probe_ok" => u8::from(p.state == super::State::Ok).to_string(),
-                "qsfs_health_probe_duration_seconds" => format!("{}", p.duration_ms / 1000.0),
-                _ => format!("{}", p.since_unix_ms as f64 / 1000.0),
-            };
-            let _ = writeln!(out, "{name}{{probe=\"{}\"}} {value}", p.name);
-        }
-    }
+    let per_probe = |value: &dyn Fn(&super::report::ProbeReport) -> Value| {
+        report
+            .probes
+            .iter()
+            .map(|p| (vec![("probe", p.name.to_string())], value(p)))
+            .collect::<Vec<_>>()
+    };
+    out.family(
+        "qsfs_health_probe_state",
+        Kind::Gauge,
+        "Probe state: 0 ok, 1 degraded, 2 failed, 3 unknown.",
+        per_probe(&|p| p.state.metric().into()),
+    );
+    out.family(
+        "qsfs_health_probe_ok",
+        Kind::Gauge,
+        "1 when the probe is ok.",
+        per_probe(&|p| u64::from(p.state == super::State::Ok).into()),
+    );
+    out.family(
+        "qsfs_health_probe_duration_seconds",
+        Kind::Gauge,
+        "How long the probe took.",
+        per_probe(&|p| (p.duration_ms / 1000.0).into()),
+    );
+    out.family(
+        "qsfs_health_probe_since_timestamp_seconds",
+        Kind::Gauge,
+        "Since when the probe is in its state (unix seconds).",
+        per_probe(&|p| (p.since_unix_ms as f64 / 1000.0).into()),
+    );
     if let Some(view) = remediation {
-        family(
-            &mut out,
+        let labels = |probe: &ProbeName| -> Labels {
+            vec![
+                ("probe", probe.to_string()),
+                ("unit", probe.unit().unwrap_or_default().to_string()),
+            ]
+        };
+        out.family(
             "qsfs_health_remediation_consecutive_failures",
-            "gauge",
+            Kind::Gauge,
             "Consecutive failed rounds counted towards a restart.",
+            view.enabled
+                .iter()
+                .map(|p| (labels(p), u64::from(view.remediator.failures(*p)).into()))
+                .collect(),
         );
-        for probe in view.enabled {
-            let _ = writeln!(
-                out,
-                "qsfs_health_remediation_consecutive_failures{{probe=\"{probe}\",unit=\"{}\"}} {}",
-                probe.unit().unwrap_or_default(),
-                view.remediator.failures(*probe)
-            );
-        }
-        family(
-            &mut out,
+        out.family(
             "qsfs_health_remediation_gave_up",
-            "gauge",
+            Kind::Gauge,
             "1 while remediation has given up on the unit.",
+            view.enabled
+                .iter()
+                .map(|p| (labels(p), u64::from(view.remediator.gave_up(*p)).into()))
+                .collect(),
         );
-        for probe in view.enabled {
-            let _ = writeln!(
-                out,
-                "qsfs_health_remediation_gave_up{{probe=\"{probe}\",unit=\"{}\"}} {}",
-                probe.unit().unwrap_or_default(),
-                u8::from(view.remediator.gave_up(*probe))
-            );
-        }
-        family(
-            &mut out,
-            "qsfs_health_restarts_total",
-            "counter",
-            "Restarts requested by qsfs-health, and how they ended.",
-        );
+        let mut restarts = Vec::new();
         for probe in view.enabled {
             let c = view.counters.get(probe).cloned().unwrap_or_default();
             for (result, n) in [
@@ -118,15 +107,19 @@ pub fn render(report: &Report, rounds: u64, remediation: Option<RemediationView<
                 ("done", c.done),
                 ("failed", c.failed),
             ] {
-                let _ = writeln!(
-                    out,
-                    "qsfs_health_restarts_total{{probe=\"{probe}\",unit=\"{}\",result=\"{result}\"}} {n}",
-                    probe.unit().unwrap_or_default()
-                );
+                let mut labels = labels(probe);
+                labels.push(("result", result.to_string()));
+                restarts.push((labels, n.into()));
             }
         }
+        out.family(
+            "qsfs_health_restarts_total",
+            Kind::Counter,
+            "Restarts requested by qsfs-health, and how they ended.",
+            restarts,
+        );
     }
-    out
+    out.render()
 }
 
 #[cfg(test)]
@@ -151,7 +144,37 @@ mod tests {
         assert!(text.contains("qsfs_health_probe_state{probe=\"zdb\"} 1\n"));
         assert!(text.contains("qsfs_health_probe_ok{probe=\"zdb\"} 0\n"));
         assert!(text.contains("qsfs_health_probe_duration_seconds{probe=\"zdb\"} 0.003\n"));
-        assert!(text.contains("qsfs_health_probe_since_timestamp_seconds{probe=\"zdb\"} 2\n"));
+        // prometheus-client writes a whole float with `.0`.
+        assert!(text.contains("qsfs_health_probe_since_timestamp_seconds{probe=\"zdb\"} 2.0\n"));
         assert!(text.contains("qsfs_health_rounds_total 7\n"));
+    }
+
+    #[test]
+    fn renders_the_fixture_report_with_remediation() {
+        let report = Report::from_json(
+            include_str!("../../tests/fixtures/health/report-v1.json").as_bytes(),
+        )
+        .unwrap();
+        let settings = crate::health::config::RemediationSettings::default();
+        let remediator = Remediator::new((&settings).into());
+        let counters = BTreeMap::from([(
+            ProbeName::Zdb,
+            TargetCounters {
+                requested: 3,
+                done: 2,
+                failed: 1,
+            },
+        )]);
+        let view = RemediationView {
+            remediator: &remediator,
+            enabled: &[ProbeName::Zdb, ProbeName::S3],
+            counters: &counters,
+        };
+        // The text of the hand-written renderer this replaced, but for whole floats, which
+        // prometheus-client writes with `.0` (`1767225000.0`, was `1767225000`).
+        assert_eq!(
+            render(&report, 42, Some(view)),
+            include_str!("../../tests/fixtures/health/metrics-v1.txt")
+        );
     }
 }

@@ -28,6 +28,7 @@ use super::probes::mount::{self, StatResult};
 use super::probes::{Finding, Lane, ProbeName};
 use super::State;
 use crate::logging::message_id;
+use crate::retry::Backoff;
 use crate::systemd::{ActiveState, JobResult, UnitControl, UnitStatus};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -56,10 +57,8 @@ impl Clock for SystemClock {
 pub struct Policy {
     /// Consecutive counted failures before a restart.
     pub failures_before_restart: u32,
-    /// First backoff between two restarts of one unit.
-    pub backoff_initial: Duration,
-    /// Largest backoff.
-    pub backoff_max: Duration,
+    /// The wait between two restarts of one unit.
+    pub backoff: Backoff,
     /// Most restarts of one unit per window.
     pub max_restarts: u32,
     /// The give-up window.
@@ -70,8 +69,7 @@ impl From<&RemediationSettings> for Policy {
     fn from(s: &RemediationSettings) -> Self {
         Policy {
             failures_before_restart: s.failures_before_restart.get(),
-            backoff_initial: s.backoff_initial,
-            backoff_max: s.backoff_max,
+            backoff: Backoff::new(s.backoff_initial, s.backoff_max),
             max_restarts: s.max_restarts.get(),
             window: s.window,
         }
@@ -108,7 +106,8 @@ pub enum Decision {
 struct Target {
     failures: u32,
     restarts: VecDeque<Instant>,
-    backoff: Duration,
+    /// Restarts since the probe was last healthy: the backoff's attempt number.
+    backoffs: u32,
     not_before: Option<Instant>,
     gave_up: bool,
 }
@@ -130,11 +129,10 @@ impl Remediator {
     }
 
     fn target(&mut self, probe: ProbeName) -> &mut Target {
-        let backoff = self.policy.backoff_initial;
         self.targets.entry(probe).or_insert_with(|| Target {
             failures: 0,
             restarts: VecDeque::new(),
-            backoff,
+            backoffs: 0,
             not_before: None,
             gave_up: false,
         })
@@ -142,10 +140,9 @@ impl Remediator {
 
     /// The probe is fine: reset the count and the backoff.
     pub fn healthy(&mut self, probe: ProbeName) -> Decision {
-        let initial = self.policy.backoff_initial;
         let target = self.target(probe);
         target.failures = 0;
-        target.backoff = initial;
+        target.backoffs = 0;
         target.not_before = None;
         Decision::Healthy
     }
@@ -195,8 +192,8 @@ impl Remediator {
             }
         }
         target.restarts.push_back(now);
-        target.not_before = Some(now + target.backoff);
-        target.backoff = (target.backoff * 2).min(policy.backoff_max);
+        target.backoffs = target.backoffs.saturating_add(1);
+        target.not_before = Some(now + policy.backoff.delay(target.backoffs));
         target.failures = 0;
         target.gave_up = false;
         Decision::Restart(target.restarts.len() as u32)
@@ -489,8 +486,7 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             failures_before_restart: 3,
-            backoff_initial: Duration::from_secs(30),
-            backoff_max: Duration::from_secs(100),
+            backoff: Backoff::new(Duration::from_secs(30), Duration::from_secs(100)),
             max_restarts: 3,
             window: Duration::from_secs(1000),
         }

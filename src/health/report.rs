@@ -192,14 +192,20 @@ impl Report {
         }
     }
 
+    /// Parses a report of a version this build reads ([`SCHEMA_VERSION`]; there was no
+    /// earlier one).
+    pub fn from_json(bytes: &[u8]) -> Result<Report, crate::wire::Error> {
+        crate::wire::parse(bytes, "health report", 1..=SCHEMA_VERSION)
+    }
+
     /// Reads a report written by [`Report::write`]; `None` when there is none or it is not one.
     pub fn read(path: &Path) -> Option<Report> {
-        crate::fsutil::read_json(path).ok()
+        Report::from_json(&std::fs::read(path).ok()?).ok()
     }
 
     /// Writes the report atomically, creating the directory if needed.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        crate::fsutil::write_json(path, self)
+        crate::fsutil::write_json(path, self, crate::fsutil::Durability::Visible)
     }
 }
 
@@ -266,5 +272,37 @@ mod tests {
         r.write(&path).unwrap();
         assert_eq!(Report::read(&path), Some(r));
         assert_eq!(Report::read(&dir.path().join("none")), None);
+    }
+
+    const V1: &str = include_str!("../../tests/fixtures/health/report-v1.json");
+
+    #[test]
+    fn reads_the_v1_fixture() {
+        let r = Report::from_json(V1.as_bytes()).unwrap();
+        assert_eq!(r.schema_version, 1);
+        assert_eq!(r.state, State::Degraded);
+        assert_eq!(r.probes.len(), 4);
+        assert_eq!(r.probes[1].name, ProbeName::Zdb);
+        assert_eq!(r.probes[1].parts[0].state, State::Degraded);
+        assert_eq!(r.probes[3].duration_ms, 250.0);
+        // Today's writer writes the fixture's form, byte for byte.
+        assert_eq!(r.to_json(), V1);
+    }
+
+    #[test]
+    fn refuses_a_future_version() {
+        let future = crate::wire::with_version(V1, SCHEMA_VERSION + 1);
+        let e = Report::from_json(future.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "health report schema_version 2 is not one this build reads (1..=1); \
+             was it written by a newer qsfs?"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("health.json");
+        std::fs::write(&path, future).unwrap();
+        assert_eq!(Report::read(&path), None);
     }
 }

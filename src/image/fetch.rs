@@ -16,7 +16,7 @@ use super::fsutil::{check_executable, sha256_file, HashingReader};
 use super::lock::{LockFile, Locked};
 use super::manifest::{Component, ComponentSource, Manifest, Ours};
 use super::{Error, Missing, COMPONENTS, OURS};
-use crate::fsutil::TempFile;
+use crate::fsutil::{Durability, TempFile};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -269,7 +269,7 @@ fn remote(
         }
     }
     let target = cache.join("sha256").join(&actual);
-    temp.persist_to(&target)
+    temp.persist_to(&target, Durability::Durable)
         .map_err(|e| Error::io(&target, e))?;
     if expected.is_none() {
         lock.record(Locked {

@@ -8,9 +8,11 @@ use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// [`crate::fsutil::write_atomic`], with the image builder's error naming `target`.
+/// [`crate::fsutil::write_atomic`], durably (every output of the image builder is state or
+/// configuration), with the image builder's error naming `target`.
 pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
-    crate::fsutil::write_atomic(target, bytes, mode).map_err(|e| Error::io(target, e))
+    crate::fsutil::write_atomic(target, bytes, mode, crate::fsutil::Durability::Durable)
+        .map_err(|e| Error::io(target, e))
 }
 
 /// A private (0700) temporary directory, removed with its content when dropped.

@@ -10,7 +10,7 @@
 use super::fsutil::{write_atomic, HashingReader};
 use super::tree::{Content, Entry};
 use super::Error;
-use crate::fsutil::TempFile;
+use crate::fsutil::{Durability, TempFile};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -53,7 +53,7 @@ pub fn write(entries: &[Entry], epoch: u64, target: &Path) -> Result<String, Err
     let HashingWriter { inner, hasher } = gzip.finish().map_err(io)?;
     inner.into_inner().map_err(|e| io(e.into_error()))?;
     let sha256 = super::hex(&hasher.finalize());
-    temp.persist().map_err(io)?;
+    temp.persist(Durability::Durable).map_err(io)?;
     Ok(sha256)
 }
 

@@ -7,7 +7,7 @@ use super::backends::{self, Observation};
 use super::files::Roots;
 use super::flush;
 use super::metrics;
-use super::queue::{Queue, Retry, Upload};
+use super::queue::{Queue, Upload};
 use super::rebuild::{self, Rebuild};
 use super::reconcile;
 use super::state::State;
@@ -21,6 +21,7 @@ use crate::clock::now_unix_ms;
 use crate::config::monitor::MonitorConfig;
 use crate::config::ConfigError;
 use crate::notify::Notifier;
+use crate::retry::Backoff;
 use crate::spool::Spool;
 use crate::zstor::config::ZstorConfig;
 use crate::zstor::{Zstor, ZstorError};
@@ -124,11 +125,11 @@ fn zstor_runner(config: &MonitorConfig) -> Zstor {
     .with_log_file(&config.zstor_log_file)
 }
 
-fn retry_of(config: &MonitorConfig) -> Retry {
-    Retry {
-        initial: Duration::from_secs(config.retry_initial_secs),
-        max: Duration::from_secs(config.retry_max_secs),
-    }
+fn retry_of(config: &MonitorConfig) -> Backoff {
+    Backoff::new(
+        Duration::from_secs(config.retry_initial_secs),
+        Duration::from_secs(config.retry_max_secs),
+    )
 }
 
 /// A timer whose missed ticks are delayed, not bunched.
@@ -355,7 +356,8 @@ impl Daemon {
         if let Ok(mut text) = self.metrics_text.lock() {
             *text = metrics::render(&status);
         }
-        if let Err(e) = crate::fsutil::write_json(&self.config.status_file, &status) {
+        let durability = crate::fsutil::Durability::Durable;
+        if let Err(e) = crate::fsutil::write_json(&self.config.status_file, &status, durability) {
             let file = self.config.status_file.display();
             tracing::warn!("cannot publish the status to {file}: {e}");
         }

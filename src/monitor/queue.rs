@@ -9,18 +9,10 @@
 
 use super::files::Kind;
 use super::upload::Source;
+use crate::retry::Backoff;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// The delays between failed attempts of one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retry {
-    /// The delay after the first failure.
-    pub initial: Duration,
-    /// The longest delay.
-    pub max: Duration,
-}
 
 /// One upload to run, as [`Queue::start_next`] hands it out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,12 +76,12 @@ pub struct Queue {
     /// Spool job id → how many files it still waits for.
     jobs: HashMap<String, usize>,
     running: usize,
-    retry: Retry,
+    retry: Backoff,
 }
 
 impl Queue {
     /// An empty queue.
-    pub fn new(retry: Retry) -> Self {
+    pub fn new(retry: Backoff) -> Self {
         Queue {
             files: HashMap::new(),
             due: BTreeSet::new(),
@@ -101,7 +93,7 @@ impl Queue {
     }
 
     /// Applies a reloaded configuration: later failures use the new delays.
-    pub fn set_retry(&mut self, retry: Retry) {
+    pub fn set_retry(&mut self, retry: Backoff) {
         self.retry = retry;
     }
 
@@ -236,7 +228,7 @@ impl Queue {
             let delay = if superseded {
                 Duration::ZERO
             } else {
-                super::upload::backoff(attempts, self.retry.initial, self.retry.max)
+                self.retry.delay(attempts)
             };
             self.schedule(key, now + delay);
             return Finished {
@@ -297,10 +289,7 @@ impl Queue {
 mod tests {
     use super::*;
 
-    const RETRY: Retry = Retry {
-        initial: Duration::from_secs(5),
-        max: Duration::from_secs(60),
-    };
+    const RETRY: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
 
     fn secs(n: u64) -> Duration {
         Duration::from_secs(n)
@@ -473,10 +462,7 @@ mod tests {
         q.add_job("j", vec![file("ns/d0")], t0, 0);
         let run = q.start_next(t0).unwrap();
         q.finish(&run.key, &run.jobs, Outcome::Failed, t0);
-        q.set_retry(Retry {
-            initial: secs(1),
-            max: secs(2),
-        });
+        q.set_retry(Backoff::new(secs(1), secs(2)));
         assert_eq!(
             q.next_due(),
             Some(t0 + secs(5)),

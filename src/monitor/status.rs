@@ -219,13 +219,62 @@ impl MonitorStatus {
     /// How often the daemon rewrites the file.
     pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(2);
 
+    /// Parses a status of a version this build reads ([`SCHEMA_VERSION`]; there was no
+    /// earlier one).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, crate::wire::Error> {
+        crate::wire::parse(bytes, "monitor status", 1..=SCHEMA_VERSION)
+    }
+
     /// Reads a published status.
     pub fn read(path: &Path) -> std::io::Result<Self> {
-        crate::fsutil::read_json(path)
+        Ok(MonitorStatus::from_json(&std::fs::read(path)?)?)
     }
 
     /// How old this status is.
     pub fn age(&self) -> Duration {
         Duration::from_millis(crate::clock::now_unix_ms().saturating_sub(self.updated_unix_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = include_str!("../../tests/fixtures/monitor/status-v1.json");
+
+    #[test]
+    fn reads_the_v1_fixture() {
+        let s = MonitorStatus::from_json(V1.as_bytes()).unwrap();
+        assert_eq!(s.schema_version, 1);
+        assert_eq!(s.uploads.queued_files, 5);
+        assert_eq!(s.backends[1].kind, BackendKind::Meta);
+        assert_eq!(s.backends[1].state, BackendState::Unreachable);
+        assert_eq!(s.rebuild, Some(RebuildStatus { done: 7, total: 10 }));
+        let zdbfs = s.zdbfs.as_ref().unwrap();
+        assert_eq!(zdbfs.stats.as_ref().unwrap().syscalls[14], 15);
+        // Today's writer writes the fixture's form, byte for byte.
+        assert_eq!(serde_json::to_string_pretty(&s).unwrap() + "\n", V1);
+        // A status of a monitor from before zdbfs was watched has no `zdbfs`.
+        let mut older: serde_json::Value = serde_json::from_str(V1).unwrap();
+        older.as_object_mut().unwrap().remove("zdbfs");
+        let s = MonitorStatus::from_json(older.to_string().as_bytes()).unwrap();
+        assert_eq!(s.zdbfs, None);
+    }
+
+    #[test]
+    fn refuses_a_future_version() {
+        let future = crate::wire::with_version(V1, SCHEMA_VERSION + 1);
+        let e = MonitorStatus::from_json(future.as_bytes()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "monitor status schema_version 2 is not one this build reads (1..=1); \
+             was it written by a newer qsfs?"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.json");
+        std::fs::write(&path, future).unwrap();
+        let e = MonitorStatus::read(&path).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("newer qsfs"), "{e}");
     }
 }

@@ -12,7 +12,6 @@ use super::state::LocalStamp;
 use crate::zstor::{Checksum, Zstor, ZstorError};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Where the bytes to store come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,28 +193,4 @@ pub fn verify(zstor: &Zstor, path: &Path, stored: &Stored) -> Result<(), UploadE
 fn unique() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-/// The delay before retry number `attempt` (1 for the first retry): doubling from `initial`,
-/// capped at `max`.
-pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let factor = 1u32
-        .checked_shl(attempt.saturating_sub(1).min(31))
-        .unwrap_or(u32::MAX);
-    initial.saturating_mul(factor).min(max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let (initial, max) = (Duration::from_secs(5), Duration::from_secs(600));
-        let delays: Vec<u64> = (1..=10)
-            .map(|n| backoff(n, initial, max).as_secs())
-            .collect();
-        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
-        assert_eq!(backoff(1000, initial, max), max);
-    }
 }

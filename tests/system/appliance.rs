@@ -374,10 +374,7 @@ fn active_files(appliance: &Appliance) -> String {
 
 /// Waits until the monitor has flushed zdbfs's cache after this moment.
 fn wait_for_a_flush(appliance: &Appliance) {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let since = qsfs::clock::now_unix_ms();
     let flushed = wait_for(Duration::from_secs(30), || {
         let out = appliance.container.sh("/var/zdbfs/bin/zstor_monitor -c /var/zdbfs/etc/monitor_config.toml status --format json");
         let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
