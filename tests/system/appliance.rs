@@ -81,7 +81,7 @@ pub fn build_image(dir: &Path, site: &str) -> PathBuf {
     let minio = std::env::var_os(UPSTREAM_BIN)
         .map(|dir| Path::new(&dir).join("minio"))
         .filter(|minio| minio.is_file())
-        .unwrap_or_else(|| crate::support::example("minio-standin"));
+        .unwrap_or_else(|| crate::support::bin("minio-standin"));
     let components: Vec<(&str, PathBuf)> = vec![
         ("zdb", Program::preferred("zdb").path),
         ("zstor", Program::preferred("zstor").path),

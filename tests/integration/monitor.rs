@@ -4,8 +4,10 @@
 //! of failures (injected store failures and hangs, backends that vanish) use the stand-ins,
 //! which can be told to fail.
 
-mod support;
+use crate::support;
 
+use crate::support::upstream::Stack;
+use crate::support::{wait_for, Appliance, Monitor};
 use qsfs::monitor::status::{BackendState, MonitorStatus};
 use qsfs::zdb::resp::Reply;
 use qsfs::zdb::Client;
@@ -14,8 +16,6 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::upstream::Stack;
-use support::{wait_for, Appliance, Monitor};
 
 fn seq_namespace(client: &mut Client, namespace: &str) {
     client.nsnew(namespace).unwrap();
@@ -423,7 +423,7 @@ fn backend(app: &Appliance, name: &str, mode: &str) -> (support::Zdb, u16) {
         .port();
     let root = app.dir.path().join(name);
     let log = app.dir.path().join(format!("{name}.log"));
-    let child = Command::new(support::example("zdb-standin"))
+    let child = Command::new(support::bin("zdb-standin"))
         .arg("--index")
         .arg(root.join("index"))
         .arg("--data")
