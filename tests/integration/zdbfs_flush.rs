@@ -124,7 +124,9 @@ fn hung_zdbfs(zdbfs: &Program) {
     });
     assert!(later.zdbfs.unwrap().flush_failures_in_a_row >= 1);
     assert!(
-        monitor.log().contains("d6a0f9d959b248fda38ce6fc427a53e1"),
+        monitor
+            .log()
+            .contains(qsfs::logging::message_id::ZDBFS_FLUSH_FAILED),
         "{}",
         monitor.log()
     );
