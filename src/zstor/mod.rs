@@ -329,7 +329,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     /// A fake zstor that answers with a fixed script: it only checks how the runner reads
-    /// exit codes and output. The contract stand-in is tested in `tests/zstor_standin.rs`.
+    /// exit codes and output. The contract stand-in is tested in `tests/integration/zstor_standin.rs`.
     fn fake(dir: &Path, script: &str) -> Zstor {
         let bin = dir.join("zstor");
         std::fs::write(&bin, format!("#!/bin/sh\n{script}\n")).unwrap();

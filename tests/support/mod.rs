@@ -1,6 +1,7 @@
-//! Helpers shared by the integration tests. The contract stand-ins themselves are in `bin/`.
+//! Helpers shared by the integration and system tests. The contract stand-ins themselves are
+//! the `qsfs-standins` crate (`tests/standins/`).
 
-#![allow(dead_code)] // each test crate uses a different part
+#![allow(dead_code)] // the integration and the system tests each use a different part
 
 pub mod upstream;
 
@@ -8,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The path of an example binary (a stand-in or a test driver) in this profile's target dir.
-/// Under cargo the examples are (re)built once first, because `cargo test --test NAME` does not
-/// build them by itself.
-pub fn example(name: &str) -> PathBuf {
+/// The path of a binary of the `qsfs-standins` crate (a stand-in or a test driver) in this
+/// profile's target dir. Under cargo they are (re)built once first, because `cargo test` does
+/// not build another package's binaries.
+pub fn bin(name: &str) -> PathBuf {
     static PROFILE_DIR: OnceLock<PathBuf> = OnceLock::new();
     let profile_dir = PROFILE_DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("test executable path");
@@ -33,7 +34,17 @@ pub fn example(name: &str) -> PathBuf {
                     build.env_remove(name);
                 }
             }
-            build.args(["build", "--quiet", "--examples", "--manifest-path"]);
+            // `--workspace --examples` (there are none) resolves features as
+            // `cargo test --workspace` does, so the library it built is reused; `--bin`
+            // names what the tests run, so no product binary is relinked under them.
+            build.args(["build", "--quiet", "--workspace", "--examples"]);
+            build.args([
+                "--bin",
+                "*-standin",
+                "--bin",
+                "unit-control",
+                "--manifest-path",
+            ]);
             build.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
             build
                 .arg("--target-dir")
@@ -43,15 +54,15 @@ pub fn example(name: &str) -> PathBuf {
             }
             let status = build
                 .status()
-                .expect("cannot run cargo to build the examples");
-            assert!(status.success(), "building the examples failed");
+                .expect("cannot run cargo to build qsfs-standins");
+            assert!(status.success(), "building qsfs-standins failed");
         }
         profile_dir
     });
-    let bin = profile_dir.join("examples").join(name);
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build --examples`",
+        "{} is missing: run `cargo build -p qsfs-standins`",
         bin.display()
     );
     bin

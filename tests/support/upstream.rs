@@ -34,7 +34,7 @@ impl Program {
     pub fn standin(name: &'static str) -> Program {
         Program {
             name,
-            path: super::example(&format!("{name}-standin")),
+            path: super::bin(&format!("{name}-standin")),
             real: false,
         }
     }

@@ -7,9 +7,7 @@ use std::time::Duration;
 const UNIT: &str = "qsfs-dbus-probe.service";
 
 fn unit_control(container: &Container, verb: &str, unit: &str) -> Value {
-    let out = container.sh(&format!(
-        "{TARGET_IN_CONTAINER}/examples/unit-control {verb} {unit}"
-    ));
+    let out = container.sh(&format!("{TARGET_IN_CONTAINER}/unit-control {verb} {unit}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
@@ -29,7 +27,7 @@ fn show(container: &Container, property: &str) -> String {
 #[test]
 #[ignore = "needs root and systemd-nspawn: run tests/run"]
 fn unit_control_drives_real_systemd() {
-    crate::support::example("unit-control");
+    crate::support::bin("unit-control");
     let container = Container::boot("qsfs-dbus");
     // Written after boot and never daemon-reloaded: LoadUnit must still find it.
     container.write(

@@ -4,8 +4,10 @@
 //! stand-ins and, when `QSFS_UPSTREAM_BIN` has them, on the real zdb and zstor (over real 0-db
 //! backends).
 
-mod support;
+use crate::support;
 
+use crate::support::upstream::Stack;
+use crate::support::{wait_for, Appliance};
 use qsfs::spool::{Job, Trigger};
 use qsfs::zdb::resp::Reply;
 use qsfs::zdb::Client;
@@ -15,8 +17,6 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use support::upstream::Stack;
-use support::{wait_for, Appliance};
 
 const HOOK: &str = env!("CARGO_BIN_EXE_zdb-hook");
 const VALUE_SIZE: usize = 100 * 1024;

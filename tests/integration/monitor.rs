@@ -4,8 +4,11 @@
 //! of failures (injected store failures and hangs, backends that vanish) use the stand-ins,
 //! which can be told to fail.
 
-mod support;
+use crate::support;
 
+use crate::support::upstream::Stack;
+use crate::support::{wait_for, Appliance, Monitor};
+use qsfs::logging::message_id;
 use qsfs::monitor::status::{BackendState, MonitorStatus};
 use qsfs::zdb::resp::Reply;
 use qsfs::zdb::Client;
@@ -14,8 +17,6 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::upstream::Stack;
-use support::{wait_for, Appliance, Monitor};
 
 fn seq_namespace(client: &mut Client, namespace: &str) {
     client.nsnew(namespace).unwrap();
@@ -94,7 +95,9 @@ fn check_the_spool_drains_into_verified_uploads(stack: &Stack) {
     }
     assert_eq!(status.uploads.failed_total, 0, "{}", monitor.log());
     assert!(
-        monitor.log().contains("upload verified"),
+        monitor
+            .log()
+            .contains(&format!("message_id=\"{}\"", message_id::UPLOAD_VERIFIED)),
         "{}",
         monitor.log()
     );
@@ -165,13 +168,13 @@ fn check_reconciliation_uploads_what_no_job_named_and_evicted_files_stay_evicted
 
     // A file removed behind the monitor's back is not fetched back.
     std::fs::remove_file(app.data.join("zdbfs-meta/d0")).unwrap();
-    std::thread::sleep(Duration::from_secs(5));
+    wait_for("the monitor to notice the missing file", || {
+        monitor
+            .log()
+            .contains("disappeared without being evicted")
+            .then_some(())
+    });
     assert!(!app.data.join("zdbfs-meta/d0").exists());
-    assert!(
-        monitor.log().contains("disappeared without being evicted"),
-        "{}",
-        monitor.log()
-    );
     // The stand-in logs its calls; the real zstor has none (the file staying gone is the
     // evidence there).
     let retrieves = std::fs::read_to_string(app.store.join("calls.log"))
@@ -318,9 +321,12 @@ fn sighup_takes_a_good_config_and_refuses_a_bad_one() {
             && log.contains("keeping the previous configuration"),
         "{log}"
     );
-    std::thread::sleep(MonitorStatus::PUBLISH_INTERVAL * 2);
+    let refused = qsfs::clock::now_unix_ms();
+    let status = monitor.wait_status("a status published after the refusal", |s| {
+        s.updated_unix_ms > refused
+    });
     assert_eq!(
-        monitor.status().cache.limit_bytes,
+        status.cache.limit_bytes,
         Some(7 << 20),
         "the previous config stays"
     );
@@ -360,11 +366,14 @@ fn status_command_for_people_and_scripts() {
 
     monitor.signal(nix::sys::signal::Signal::SIGTERM);
     monitor.wait();
-    std::thread::sleep(MonitorStatus::PUBLISH_INTERVAL * 6);
-    assert_eq!(
-        status(&config, "human").status.code(),
-        Some(3),
-        "a stale status means not running"
+    let stopped = std::time::Instant::now();
+    wait_for("a stale status to mean not running (exit 3)", || {
+        (status(&config, "human").status.code() == Some(3)).then_some(())
+    });
+    assert!(
+        stopped.elapsed() <= MonitorStatus::PUBLISH_INTERVAL * 6,
+        "a stale status means not running: {:?} after the stop",
+        stopped.elapsed()
     );
 }
 
@@ -423,7 +432,7 @@ fn backend(app: &Appliance, name: &str, mode: &str) -> (support::Zdb, u16) {
         .port();
     let root = app.dir.path().join(name);
     let log = app.dir.path().join(format!("{name}.log"));
-    let child = Command::new(support::example("zdb-standin"))
+    let child = Command::new(support::bin("zdb-standin"))
         .arg("--index")
         .arg(root.join("index"))
         .arg("--data")
@@ -538,7 +547,10 @@ fn backend_states_and_one_replacement_request_per_backend() {
     });
     let log = monitor.log();
     assert!(
-        log.contains("message_id=\"0de63988124a438b9c82dfdf67748f63\""),
+        log.contains(&format!(
+            "message_id=\"{}\"",
+            message_id::BACKEND_STATE_CHANGED
+        )),
         "{log}"
     );
     assert!(!log.contains("vdc-secret") && !log.contains("datapass-secret"));
@@ -703,7 +715,7 @@ fn three_hundred_files_through_failures_hangs_and_kills() {
             if let Some(rest) = line
                 .split("evicted ")
                 .nth(1)
-                .filter(|_| line.contains("4d03c08fa132421e90cac0a3901e22bf"))
+                .filter(|_| line.contains(message_id::FILE_EVICTED))
             {
                 let path = PathBuf::from(rest.split(" (").next().unwrap());
                 assert!(

@@ -49,8 +49,9 @@
 //! machine. An empty `zdbfs-meta` gets a fresh header and root.
 //!
 //! **Cache, as zdbfs 0.1.11** (the point of this stand-in; `upstream-contracts.md` §8.2, and
-//! `tests/zdbfs_standin.rs` checks each point against the real zdbfs): a file's blocks stay in
-//! memory until its **release** (last close), which writes its inode and then its blocks and
+//! `tests/integration/zdbfs_standin.rs` checks each point against the real zdbfs): a file's
+//! blocks stay in memory until its **release** (last close), which writes its inode and then
+//! its blocks and
 //! frees them; when a file holds `cachesize` blocks, a linear run of cached blocks is written
 //! (all but the last: `cache_linear_flush`), else a clean block is dropped or the least
 //! recently used one moved to `zdbfs-temp` (`cache_random_flush`). **`flush` and `fsync` do

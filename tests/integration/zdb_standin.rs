@@ -1,14 +1,15 @@
 //! Contract tests of 0-db: the hook sequence with exact arguments, readiness, signals, the
 //! client library over every transport, persistence across restarts, the instance lock and the
-//! command line. Every test runs on our stand-in (`tests/support/bin/zdb_standin.rs`, the
-//! example `zdb-standin`) and, when `QSFS_UPSTREAM_BIN` names the directory of the real zdb
+//! command line. Every test runs on our stand-in (`tests/standins/src/zdb_standin.rs`, the
+//! binary `zdb-standin`) and, when `QSFS_UPSTREAM_BIN` names the directory of the real zdb
 //! 2.0.7, with the same assertions on the real one, so a stand-in that drifts fails. Where the
 //! two differed, the real zdb was taken as right. `tests/fixtures/zdb/` holds replies and a hook
 //! sequence recorded from the real zdb (see its README); the stand-in is compared with them
 //! even when the real program is not there.
 
-mod support;
+use crate::support;
 
+use crate::support::upstream::Program;
 use qsfs::config::Secret;
 use qsfs::zdb::resp::Reply;
 use qsfs::zdb::{Client, Endpoint, Mode, ServerError, ZdbError};
@@ -19,7 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
-use support::upstream::Program;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -65,7 +65,7 @@ fn compare(
 
 fn main() {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let profile_dir = exe.parent().unwrap().to_path_buf();
     let hook = profile_dir.join("zdb-hook");
     assert!(
         hook.exists(),

@@ -1,12 +1,12 @@
 //! A contract stand-in for upstream `zstor_v2` v0.5.0-rc.1 (0-stor_v2), for tests only: it is
-//! built as the example `zstor-standin` and never shipped.
+//! built as the binary `zstor-standin` of `qsfs-standins` and never shipped.
 //!
 //! It behaves like the real binary in everything a caller can observe (command line, config
 //! parsing, output, exit codes, the daemon and its socket, pid file and signals; see
 //! `/work/shared/reference/upstream-contracts.md` §3.2, §4.2 and §8.1), but keeps objects in a
 //! local directory instead of compressing, encrypting and erasure-coding them over 0-db
 //! backends. Only `test` and `status` talk to the backends named in the config.
-//! `tests/zstor_standin.rs` runs the same contract on it and on the real zstor.
+//! `tests/integration/zstor_standin.rs` runs the same contract on it and on the real zstor.
 //!
 //! # What it implements
 //!

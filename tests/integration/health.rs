@@ -7,7 +7,7 @@
 //!
 //! The FUSE tests need root and /dev/fuse (tests/setup-host installs bindfs).
 
-mod support;
+use crate::support;
 
 use qsfs::config::Source;
 use qsfs::health::config::HealthConfig;

@@ -101,7 +101,7 @@ fn write_executable(path: &Path, bytes: &[u8]) {
 
 fn main() {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let profile_dir = exe.parent().unwrap().to_path_buf();
     let qsfs_image = profile_dir.join("qsfs-image");
     for name in ["qsfs-image", "zdb-hook", "zstor_monitor", "qsfs-health"] {
         assert!(
@@ -110,7 +110,8 @@ fn main() {
             profile_dir.join(name).display()
         );
     }
-    let package = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The product's package: the workspace root, two levels above this crate.
+    let package = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let root = dir.path();
 
@@ -125,7 +126,7 @@ fn main() {
         offset += mib * MIB;
     }
 
-    // The package's units when they are there, otherwise a minimal set.
+    // The product's units when they are there, otherwise a minimal set.
     let units = if package.join("units/qsfs.target").exists() {
         package.join("units")
     } else {

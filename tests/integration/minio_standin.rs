@@ -1,4 +1,4 @@
-//! The MinIO stand-in (`tests/support/bin/minio_standin.rs`, example `minio-standin`): MinIO's
+//! The MinIO stand-in (`tests/standins/src/minio_standin.rs`, binary `minio-standin`): MinIO's
 //! command line and environment, real S3 (s3s-fs) over a directory, MinIO's health endpoints,
 //! graceful SIGTERM/SIGINT and its exit statuses.
 //!
@@ -8,9 +8,9 @@
 //! `UNSIGNED-PAYLOAD`, which curl then signs. Every test runs its own server on its own port
 //! and directory.
 
-mod support;
+use crate::support;
 
-use support::upstream::free_port;
+use crate::support::upstream::free_port;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -26,7 +26,7 @@ const UNSIGNED_PAYLOAD: &str = "x-amz-content-sha256: UNSIGNED-PAYLOAD";
 
 /// The stand-in's command with only the credentials we give it.
 fn standin() -> Command {
-    let mut command = Command::new(support::example("minio-standin"));
+    let mut command = Command::new(support::bin("minio-standin"));
     for name in ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "QSFS_LOG"] {
         command.env_remove(name);
     }

@@ -6,14 +6,12 @@
 //!
 //! They mount FUSE filesystems, so they need root, `/dev/fuse` and `fusermount3` (as CI has).
 
-mod support;
-
+use crate::support::upstream::{each, Program};
+use crate::support::{wait_for, Appliance, Fs, Monitor, Zdb};
 use nix::sys::signal::Signal;
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::upstream::{each, Program};
-use support::{wait_for, Appliance, Fs, Monitor, Zdb};
 
 fn write_synced(path: &std::path::Path, data: &[u8]) {
     let mut file = std::fs::File::create(path).unwrap();
@@ -123,7 +121,9 @@ fn hung_zdbfs(zdbfs: &Program) {
     });
     assert!(later.zdbfs.unwrap().flush_failures_in_a_row >= 1);
     assert!(
-        monitor.log().contains("d6a0f9d959b248fda38ce6fc427a53e1"),
+        monitor
+            .log()
+            .contains(qsfs::logging::message_id::ZDBFS_FLUSH_FAILED),
         "{}",
         monitor.log()
     );

@@ -1,4 +1,4 @@
-//! Contract tests for the zstor stand-in (`tests/support/bin/zstor_standin.rs`): it behaves like
+//! Contract tests for the zstor stand-in (`tests/standins/src/zstor_standin.rs`): it behaves like
 //! zstor v0.5.0-rc.1 for everything our product observes, driven through `qsfs::zstor::Zstor`,
 //! the runner the product uses.
 //!
@@ -14,8 +14,7 @@
 //! Every test has its own temporary directory holding the config, the log, the socket and the
 //! store, so tests never share process-wide environment.
 
-mod support;
-
+use crate::support::upstream::{self, Program, ZdbBackends, BACKEND_NAMESPACE, BACKEND_PASSWORD};
 use qsfs::zstor::{Checksum, Zstor, ZstorError};
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -24,7 +23,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::upstream::{self, Program, ZdbBackends, BACKEND_NAMESPACE, BACKEND_PASSWORD};
 use wait_timeout::ChildExt;
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";

@@ -15,7 +15,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,13 +59,13 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 
 fn main() {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let profile_dir = exe.parent().unwrap().to_path_buf();
     let bin = profile_dir.join("qsfs-health");
-    let standin = profile_dir.join("examples/zdb-standin");
+    let standin = profile_dir.join("zdb-standin");
     for needed in [&bin, &standin] {
         assert!(
             needed.exists(),
-            "{} is missing: cargo build --release --bins --examples",
+            "{} is missing: cargo build --release --workspace --bins",
             needed.display()
         );
     }

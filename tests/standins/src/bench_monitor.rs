@@ -132,12 +132,12 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let profile = exe.parent().unwrap().to_path_buf();
     let monitor_bin = profile.join("zstor_monitor");
-    let standin = profile.join("examples/zstor-standin");
+    let standin = profile.join("zstor-standin");
     assert!(
         monitor_bin.exists() && standin.exists(),
-        "cargo build --release --bins --examples first"
+        "cargo build --release --workspace --bins first"
     );
 
     // ---- 100 000 tracked files ----------------------------------------------------------

@@ -1,5 +1,5 @@
 //! Contract tests of zdbfs: each runs its assertions on our stand-in
-//! (`tests/support/bin/zdbfs_standin.rs`, the example `zdbfs-standin`) over the 0-db stand-in,
+//! (`tests/standins/src/zdbfs_standin.rs`, the binary `zdbfs-standin`) over the 0-db stand-in,
 //! then, when `QSFS_UPSTREAM_BIN` names the directory of the real programs, on the real zdbfs
 //! 0.1.11 over the real zdb 2.0.7, so a stand-in that drifts fails. Covered: file operations
 //! byte for byte, rmdir's v0.1.11 check, statfs, zdb rotations caused by writes, the cache
@@ -13,8 +13,10 @@
 //! They mount FUSE filesystems, so they need root, `/dev/fuse` and `fusermount3` (as CI has).
 //! Every mount is lazily unmounted by a guard, even when a test fails.
 
-mod support;
+use crate::support;
 
+use crate::support::upstream::{each, Program};
+use crate::support::{is_mounted, Appliance, Fs, Zdb, ZDBFS_SIZE as SIZE};
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -23,8 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
 use std::time::Duration;
-use support::upstream::{each, Program};
-use support::{is_mounted, Appliance, Fs, Zdb, ZDBFS_SIZE as SIZE};
 
 /// `ZDBFS_IOCTL_SNAPSHOT = _IOR('E', 0, uint64_t)`
 const IOCTL_SNAPSHOT: u64 = 0x8008_4500;

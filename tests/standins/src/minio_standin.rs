@@ -1,5 +1,5 @@
 //! A stand-in for MinIO (`minio server`), for tests and a clearly labelled demo image only: it is
-//! built as the example `minio-standin` and is never part of a product image.
+//! built as the binary `minio-standin` of `qsfs-standins` and is never part of a product image.
 //!
 //! It takes MinIO's command line and environment and serves real S3 over one directory with
 //! [`s3s_fs::FileSystem`] from `s3s-fs` 0.14.1 (an S3 server from crates.io, storing buckets

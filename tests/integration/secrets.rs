@@ -1,11 +1,11 @@
 //! Secrets never reach any output: whatever our binaries print, at any log level and on any
 //! error path, never contains a configured key or password.
 
-mod support;
+use crate::support;
 
+use crate::support::upstream::{Stack, BACKEND_PASSWORD};
+use crate::support::Appliance;
 use std::process::Command;
-use support::upstream::{Stack, BACKEND_PASSWORD};
-use support::Appliance;
 
 const KEY: &str = "5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2";
 const PASSWORD: &str = "hunter2-backend-password";
