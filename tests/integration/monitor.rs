@@ -7,7 +7,7 @@
 use crate::support;
 
 use crate::support::upstream::Stack;
-use crate::support::{wait_for, Appliance, Monitor};
+use crate::support::{monitor_config_text, wait_for, Appliance, Monitor};
 use qsfs::logging::message_id;
 use qsfs::monitor::status::{BackendState, MonitorStatus};
 use qsfs::zdb::resp::Reply;
@@ -82,10 +82,14 @@ fn check_the_spool_drains_into_verified_uploads(stack: &Stack) {
     let mut seed = 0;
     write_until(&mut c, &app.data.join("zdbfs-data"), 4, &mut seed);
 
-    let status = monitor.wait_status("every job verified", |s| {
-        s.uploads.spool_jobs == 0 && s.uploads.queued_files == 0 && s.uploads.verified_total >= 6
+    // A hook may spool its job just after a status that says "0 jobs": the spool is empty
+    // only once the monitor polled and finished that one too.
+    let status = monitor.wait_status("every job verified and removed", |s| {
+        s.uploads.spool_jobs == 0
+            && s.uploads.queued_files == 0
+            && s.uploads.verified_total >= 6
+            && app.jobs().is_empty()
     });
-    assert!(app.jobs().is_empty(), "finished jobs are removed");
     for file in sealed_files(&app) {
         assert!(
             remote_matches_local(&app, &file),
@@ -197,11 +201,24 @@ fn check_eviction_deletes_only_verified_sealed_files_oldest_first(stack: &Stack)
     seq_namespace(&mut c, "zdbfs-data");
     let mut seed = 0;
     let written = write_until(&mut c, &app.data.join("zdbfs-data"), 6, &mut seed);
+    let dir = app.data.join("zdbfs-data");
+    // Every sealed file verified before the cache is limited: "oldest first" is among the
+    // verified files, and uploads may finish in any order.
+    let mut monitor = Monitor::start(&app, "", &[]);
+    wait_for("d0..d4 stored", || {
+        let stored = |n| app.zstor().check(&dir.join(format!("d{n}"))).unwrap();
+        (0..5).all(|n| stored(n).is_some()).then_some(())
+    });
+    monitor.wait_status("nothing queued", |s| s.uploads.queued_files == 0);
     // The data files are ~500 KiB each: a 1 MiB cache keeps about two of the six.
-    let mut monitor = Monitor::start(&app, "max_zdb_data_dir_size = 1", &[]);
+    std::fs::write(
+        &monitor.config,
+        monitor_config_text(&app, "max_zdb_data_dir_size = 1"),
+    )
+    .unwrap();
+    monitor.signal(nix::sys::signal::Signal::SIGHUP);
     let status = monitor.wait_status("eviction", |s| s.cache.evicted_total >= 4);
     assert!(status.cache.used_bytes <= 1 << 20, "{status:?}");
-    let dir = app.data.join("zdbfs-data");
     for n in 0..4 {
         assert!(
             !dir.join(format!("d{n}")).exists(),
