@@ -10,7 +10,7 @@ use super::metrics;
 use super::queue::{Queue, Upload};
 use super::rebuild::{self, Rebuild};
 use super::reconcile;
-use super::state::State;
+use super::state::{lock, State};
 use super::status::{
     BackendStatus, CacheStatus, MonitorStatus, RebuildStatus, UploadStatus, ZdbfsStatus,
     SCHEMA_VERSION,
@@ -108,12 +108,6 @@ pub struct Daemon {
     started_unix_ms: u64,
     notifier: Notifier,
     metrics_text: crate::metrics::Shared,
-}
-
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn zstor_runner(config: &MonitorConfig) -> Zstor {

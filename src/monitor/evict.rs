@@ -16,7 +16,7 @@
 
 use super::files::{records_atime, Kind, LocalFile, Roots};
 use super::reconcile::matches_stat;
-use super::state::{Deferred, FileRecord, State};
+use super::state::{lock, Deferred, FileRecord, State};
 use crate::logging::message_id;
 use std::collections::BinaryHeap;
 use std::path::Path;
@@ -213,12 +213,6 @@ fn evict_batch<'a>(
         );
     }
     Ok(gone)
-}
-
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Whether a file counts toward the cache size.

@@ -8,7 +8,7 @@
 //! stopped before recording the delete: it is recorded as evicted, not reported as lost.
 
 use super::files::{Kind, LocalFile, Roots};
-use super::state::{Deferred, FileRecord, LocalStamp, State};
+use super::state::{lock, Deferred, FileRecord, LocalStamp, State};
 use crate::logging::message_id;
 use crate::zstor::Checksum;
 use std::collections::HashSet;
@@ -143,10 +143,4 @@ fn key_hash(key: &str) -> u64 {
 /// The file is still the one the stamp describes.
 pub fn matches_stat(stamp: &LocalStamp, file: &LocalFile) -> bool {
     stamp.size == file.size && stamp.mtime_ns == file.mtime_ns && stamp.inode == file.inode
-}
-
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -17,7 +17,7 @@ use redb::{
 };
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -371,6 +371,15 @@ impl State {
         }
         txn.commit().map_err(|e| error(e.to_string()))
     }
+}
+
+/// Locks the state shared by the daemon and its tasks. A task that panicked while holding it
+/// left nothing half-done in the database (a transaction is committed whole or not at all), so
+/// a poisoned lock is taken anyway.
+pub fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! The daemon's repair lane: backend checks, replacement requests, rebuilds.
 
-use super::{lock, Daemon, Event, BACKEND_CHECKS_AT_ONCE};
+use super::{Daemon, Event, BACKEND_CHECKS_AT_ONCE};
 use crate::clock::now_unix_ms;
 use crate::monitor::backends::{self, Observation};
 use crate::monitor::rebuild::{self, Rebuild, Step};
-use crate::monitor::state::FileRecord;
+use crate::monitor::state::{lock, FileRecord};
 use crate::monitor::tasks::Activity;
 use crate::monitor::vdc;
 use crate::zstor::ZstorError;

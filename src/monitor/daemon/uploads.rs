@@ -1,10 +1,11 @@
 //! The daemon's upload lane: spool jobs in, uploads and verifications out.
 
-use super::{lock, scratch_dir, Daemon, Event};
+use super::{scratch_dir, Daemon, Event};
 use crate::clock::now_unix_ms;
 use crate::logging::message_id;
 use crate::monitor::files::{Kind, Roots};
 use crate::monitor::queue::{Outcome, Upload};
+use crate::monitor::state::lock;
 use crate::monitor::tasks::Activity;
 use crate::monitor::upload::{self, Source, Stored, UploadError};
 use crate::spool::{BadJob, Job, Problem};
