@@ -71,6 +71,34 @@ pub fn bin(name: &str) -> PathBuf {
 /// How long tests wait for anything.
 pub const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// Polls `ready` every 20 ms until it gives a value; panics with `child`'s log (the `label`
+/// writing to `log`) when the child exits first or [`TIMEOUT`] passes ("the zdb never
+/// `what`").
+fn wait_while_running<T>(
+    child: &mut std::process::Child,
+    label: &str,
+    log: &Path,
+    what: &str,
+    mut ready: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if let Some(value) = ready() {
+            return value;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the {label} exited with {status}:\n{}", log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the {label} never {what}:\n{}",
+            log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Polls `probe` every 20 ms until it returns something or [`TIMEOUT`] passes.
 pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + TIMEOUT;
@@ -362,30 +390,12 @@ impl Zdb {
     /// A client, once `PING` answers (which is after the `ready` hook returned).
     pub fn client(&mut self) -> qsfs::zdb::Client {
         let endpoint = self.endpoint.clone();
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        loop {
-            if let Ok(mut client) =
-                qsfs::zdb::Client::connect(&endpoint, std::time::Duration::from_secs(10))
-            {
-                if client.ping().is_ok() {
-                    return client;
-                }
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "the {} exited with {status}:\n{}",
-                    self.program.label(),
-                    self.log()
-                );
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the {} never answered PING:\n{}",
-                self.program.label(),
-                self.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let (label, log) = (self.program.label(), self.log.clone());
+        wait_while_running(&mut self.child, &label, &log, "answered PING", || {
+            let mut client =
+                qsfs::zdb::Client::connect(&endpoint, std::time::Duration::from_secs(10)).ok()?;
+            client.ping().is_ok().then_some(client)
+        })
     }
 
     /// Waits for the process to exit, and for the hooks it left running (`namespace-closing`
@@ -685,23 +695,11 @@ impl Fs {
     }
 
     pub fn wait_mounted(&mut self) {
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while !is_mounted(&self.mountpoint) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "the {} exited with {status}:\n{}",
-                    self.program.label(),
-                    self.log()
-                );
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the {} did not mount:\n{}",
-                self.program.label(),
-                self.log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let (label, log) = (self.program.label(), self.log.clone());
+        let mountpoint = self.mountpoint.clone();
+        wait_while_running(&mut self.child, &label, &log, "mounted", || {
+            is_mounted(&mountpoint).then_some(())
+        })
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {

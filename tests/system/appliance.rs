@@ -491,14 +491,7 @@ fn scenario_2_s3_put_and_get() {
     let (dir, appliance) = (started.work.path(), &started.appliance);
     let _t = Timing::start("2 S3 PUT and GET");
     photos(appliance, dir, 0..4);
-    for n in 0..4 {
-        assert_eq!(
-            appliance
-                .get(dir, "photos", &format!("object-{n}"))
-                .unwrap(),
-            object(n)
-        );
-    }
+    assert_photos_intact(appliance, dir, 0..4);
 }
 
 /// Scenario 3: enough PUTs to rotate zdb's data files; every sealed file is verified remote,
@@ -638,14 +631,7 @@ fn scenario_4c_the_monitor_stopped_under_writes() {
     });
     assert!(verified.is_some(), "{:?}", sealed_files_verified(appliance));
     appliance.wait_healthy(Duration::from_secs(60));
-    for n in 16..24 {
-        assert_eq!(
-            appliance
-                .get(dir, "photos", &format!("object-{n}"))
-                .unwrap(),
-            object(n)
-        );
-    }
+    assert_photos_intact(appliance, dir, 16..24);
 }
 
 /// Scenarios 5 to 7, kept together because each works on what the one before left: 5 stops
