@@ -3,10 +3,12 @@
 //! Every key of the upstream v0.2.0 monitor config is accepted with the same meaning and units,
 //! so an operator's existing file keeps working. Unknown keys are refused, as upstream does.
 
-use super::{absolute_path, positive_secs, ConfigError, Percent, Secret, Source, Validate};
+use super::{absolute_path, at_least_one, secs, ConfigError, Percent, Secret, Source, Validate};
 use crate::layout;
 use serde::Deserialize;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Default of `zdb_namespace_fill_treshold`, as upstream.
 pub const DEFAULT_FILL_THRESHOLD: Percent = Percent(95.0);
@@ -46,56 +48,83 @@ pub struct MonitorConfig {
     #[serde(default = "default_zstor_log_file", deserialize_with = "absolute_path")]
     pub zstor_log_file: PathBuf,
     /// Longest one zstor command may run.
-    #[serde(default = "default_zstor_timeout", deserialize_with = "positive_secs")]
-    pub zstor_timeout_secs: u64,
+    #[serde(
+        rename = "zstor_timeout_secs",
+        default = "default_zstor_timeout",
+        deserialize_with = "secs"
+    )]
+    pub zstor_timeout: Duration,
     /// Uploads running at once.
-    #[serde(default = "default_upload_concurrency", deserialize_with = "positive")]
-    pub upload_concurrency: u64,
+    #[serde(
+        default = "default_upload_concurrency",
+        deserialize_with = "at_least_one"
+    )]
+    pub upload_concurrency: NonZeroU32,
     /// First delay before retrying a failed upload; it doubles up to `retry_max_secs`.
-    #[serde(default = "default_retry_initial", deserialize_with = "positive_secs")]
-    pub retry_initial_secs: u64,
+    #[serde(
+        rename = "retry_initial_secs",
+        default = "default_retry_initial",
+        deserialize_with = "secs"
+    )]
+    pub retry_initial: Duration,
     /// Longest delay between retries of a failed upload.
-    #[serde(default = "default_retry_max", deserialize_with = "positive_secs")]
-    pub retry_max_secs: u64,
+    #[serde(
+        rename = "retry_max_secs",
+        default = "default_retry_max",
+        deserialize_with = "secs"
+    )]
+    pub retry_max: Duration,
     /// How often every sealed file is checked to be verified remote or queued.
     #[serde(
+        rename = "reconcile_interval_secs",
         default = "default_reconcile_interval",
-        deserialize_with = "positive_secs"
+        deserialize_with = "secs"
     )]
-    pub reconcile_interval_secs: u64,
+    pub reconcile_interval: Duration,
     /// How often the cache size is checked against `max_zdb_data_dir_size`.
     #[serde(
+        rename = "eviction_interval_secs",
         default = "default_eviction_interval",
-        deserialize_with = "positive_secs"
+        deserialize_with = "secs"
     )]
-    pub eviction_interval_secs: u64,
+    pub eviction_interval: Duration,
     /// Namespaces whose sealed, verified data files may be evicted.
     #[serde(default = "default_evict_namespaces")]
     pub evict_namespaces: Vec<String>,
     /// How often every backend is checked with NSINFO.
     #[serde(
+        rename = "backend_check_interval_secs",
         default = "default_backend_interval",
-        deserialize_with = "positive_secs"
+        deserialize_with = "secs"
     )]
-    pub backend_check_interval_secs: u64,
+    pub backend_check_interval: Duration,
     /// How long a backend may fail before it counts as unreachable.
-    #[serde(default = "default_grace_period", deserialize_with = "positive_secs")]
-    pub backend_grace_period_secs: u64,
+    #[serde(
+        rename = "backend_grace_period_secs",
+        default = "default_grace_period",
+        deserialize_with = "secs"
+    )]
+    pub backend_grace_period: Duration,
     /// Connect and answer timeout of one backend check.
     #[serde(
+        rename = "backend_timeout_secs",
         default = "default_backend_timeout",
-        deserialize_with = "positive_secs"
+        deserialize_with = "secs"
     )]
-    pub backend_timeout_secs: u64,
+    pub backend_timeout: Duration,
     /// Rebuilds running at once after the backend set changed.
-    #[serde(default = "default_rebuild_concurrency", deserialize_with = "positive")]
-    pub rebuild_concurrency: u64,
+    #[serde(
+        default = "default_rebuild_concurrency",
+        deserialize_with = "at_least_one"
+    )]
+    pub rebuild_concurrency: NonZeroU32,
     /// On SIGTERM, how long the queued uploads may still run before the monitor exits.
     #[serde(
+        rename = "shutdown_timeout_secs",
         default = "default_shutdown_timeout",
-        deserialize_with = "positive_secs"
+        deserialize_with = "secs"
     )]
-    pub shutdown_timeout_secs: u64,
+    pub shutdown_timeout: Duration,
     /// Prometheus metrics: `127.0.0.1:9101`, `[::1]:9101` or `unix:/run/qsfs/monitor-metrics.sock`;
     /// off when absent.
     #[serde(default, deserialize_with = "crate::metrics::optional_address")]
@@ -106,23 +135,31 @@ pub struct MonitorConfig {
         deserialize_with = "absolute_path"
     )]
     pub zdbfs_mountpoint: PathBuf,
-    /// Seconds between two flushes of zdbfs's cache to zdb (its snapshot ioctl); 0 turns the
-    /// flush off.
-    #[serde(default = "default_flush_interval")]
-    pub flush_interval_secs: u64,
+    /// Time between two flushes of zdbfs's cache to zdb (its snapshot ioctl); `None` (0 in the
+    /// file) turns the flush off.
+    #[serde(
+        rename = "flush_interval_secs",
+        default = "default_flush_interval",
+        deserialize_with = "secs_or_off"
+    )]
+    pub flush_interval: Option<Duration>,
     /// Longest a flush may take before it counts as failed (a hung zdbfs).
-    #[serde(default = "default_flush_timeout", deserialize_with = "positive_secs")]
-    pub flush_timeout_secs: u64,
+    #[serde(
+        rename = "flush_timeout_secs",
+        default = "default_flush_timeout",
+        deserialize_with = "secs"
+    )]
+    pub flush_timeout: Duration,
 }
 
 fn default_zdbfs_mountpoint() -> PathBuf {
     layout::MOUNTPOINT.into()
 }
-fn default_flush_interval() -> u64 {
-    5
+fn default_flush_interval() -> Option<Duration> {
+    Some(Duration::from_secs(5))
 }
-fn default_flush_timeout() -> u64 {
-    10
+fn default_flush_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_spool_dir() -> PathBuf {
@@ -137,50 +174,49 @@ fn default_status_file() -> PathBuf {
 fn default_zstor_log_file() -> PathBuf {
     layout::ZSTOR_LOG.into()
 }
-fn default_zstor_timeout() -> u64 {
-    600
+fn default_zstor_timeout() -> Duration {
+    Duration::from_secs(600)
 }
-fn default_upload_concurrency() -> u64 {
-    2
+fn default_upload_concurrency() -> NonZeroU32 {
+    NonZeroU32::new(2).expect("not zero")
 }
-fn default_retry_initial() -> u64 {
-    5
+fn default_retry_initial() -> Duration {
+    Duration::from_secs(5)
 }
-fn default_retry_max() -> u64 {
-    600
+fn default_retry_max() -> Duration {
+    Duration::from_secs(600)
 }
-fn default_reconcile_interval() -> u64 {
-    600
+fn default_reconcile_interval() -> Duration {
+    Duration::from_secs(600)
 }
-fn default_eviction_interval() -> u64 {
-    60
+fn default_eviction_interval() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_evict_namespaces() -> Vec<String> {
     vec![layout::DATA_NAMESPACE.to_string()]
 }
-fn default_backend_interval() -> u64 {
-    60
+fn default_backend_interval() -> Duration {
+    Duration::from_secs(60)
 }
-fn default_grace_period() -> u64 {
-    900
+fn default_grace_period() -> Duration {
+    Duration::from_secs(900)
 }
-fn default_backend_timeout() -> u64 {
-    10
+fn default_backend_timeout() -> Duration {
+    Duration::from_secs(10)
 }
-fn default_rebuild_concurrency() -> u64 {
-    1
+fn default_rebuild_concurrency() -> NonZeroU32 {
+    NonZeroU32::new(1).expect("not zero")
 }
-fn default_shutdown_timeout() -> u64 {
-    60
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
-fn positive<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    let n = u64::deserialize(deserializer)?;
-    if n == 0 {
-        Err(serde::de::Error::custom("must be at least 1"))
-    } else {
-        Ok(n)
-    }
+/// Deserializes seconds where 0 means "off".
+fn secs_or_off<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let secs = u64::deserialize(deserializer)?;
+    Ok((secs > 0).then(|| Duration::from_secs(secs)))
 }
 
 /// The eVDC controller that provisions replacement backends.
@@ -213,7 +249,7 @@ impl Validate for MonitorConfig {
                 return Err(source.invalid("vdc_config.url", "must start with http:// or https://"));
             }
         }
-        if self.retry_max_secs < self.retry_initial_secs {
+        if self.retry_max < self.retry_initial {
             return Err(source.invalid("retry_max_secs", "must be at least retry_initial_secs"));
         }
         if self.max_zdb_data_dir_size == Some(0) {

@@ -114,16 +114,13 @@ fn zstor_runner(config: &MonitorConfig) -> Zstor {
     Zstor::new(
         &config.zstor_bin_path,
         &config.zstor_config_path,
-        Duration::from_secs(config.zstor_timeout_secs),
+        config.zstor_timeout,
     )
     .with_log_file(&config.zstor_log_file)
 }
 
 fn retry_of(config: &MonitorConfig) -> Backoff {
-    Backoff::new(
-        Duration::from_secs(config.retry_initial_secs),
-        Duration::from_secs(config.retry_max_secs),
-    )
+    Backoff::new(config.retry_initial, config.retry_max)
 }
 
 /// A timer whose missed ticks are delayed, not bunched.
@@ -197,14 +194,13 @@ impl Daemon {
             self.queue.jobs(),
             self.backends.len()
         );
-        let secs = Duration::from_secs;
         let mut spool_tick = every(SPOOL_POLL);
-        let mut reconcile_tick = every(secs(self.config.reconcile_interval_secs));
-        let mut evict_tick = every(secs(self.config.eviction_interval_secs));
-        let mut backend_tick = every(secs(self.config.backend_check_interval_secs));
+        let mut reconcile_tick = every(self.config.reconcile_interval);
+        let mut evict_tick = every(self.config.eviction_interval);
+        let mut backend_tick = every(self.config.backend_check_interval);
         let mut publish_tick = every(MonitorStatus::PUBLISH_INTERVAL);
         let mut garbage_tick = every(SPOOL_GARBAGE_AGE);
-        let mut flush_tick = every(secs(self.config.flush_interval_secs.max(1)));
+        let mut flush_tick = every(self.config.flush_interval.unwrap_or(IDLE));
         let mut watchdog_tick = every(self.notifier.watchdog_interval().unwrap_or(IDLE));
         loop {
             self.dispatch();
@@ -238,7 +234,7 @@ impl Daemon {
                 _ = publish_tick.tick() => self.publish(),
                 _ = garbage_tick.tick(), if running => { let _ = self.spool.collect_garbage(SPOOL_GARBAGE_AGE); }
                 _ = watchdog_tick.tick() => self.notifier.watchdog(),
-                _ = flush_tick.tick(), if running && self.config.flush_interval_secs > 0 => self.start_flush(),
+                _ = flush_tick.tick(), if running && self.config.flush_interval.is_some() => self.start_flush(),
                 _ = hangup.recv() => self.reload(),
                 _ = terminate.recv() => self.begin_stop("SIGTERM"),
                 _ = interrupt.recv() => self.begin_stop("SIGINT"),
@@ -255,12 +251,13 @@ impl Daemon {
     fn begin_stop(&mut self, signal: &str) {
         self.notifier.stopping();
         self.poll_spool();
-        let timeout = self.config.shutdown_timeout_secs;
+        let timeout = self.config.shutdown_timeout;
         tracing::info!(
-            "{signal}: uploading the {} queued files before exiting (at most {timeout} s)",
-            self.queue.len()
+            "{signal}: uploading the {} queued files before exiting (at most {} s)",
+            self.queue.len(),
+            timeout.as_secs()
         );
-        self.stopping = Some(Instant::now() + Duration::from_secs(timeout));
+        self.stopping = Some(Instant::now() + timeout);
     }
 
     fn handle(&mut self, event: Event) {
@@ -338,7 +335,7 @@ impl Daemon {
             }),
             zdbfs: Some(ZdbfsStatus {
                 mountpoint: self.config.zdbfs_mountpoint.clone(),
-                flush_interval_secs: self.config.flush_interval_secs,
+                flush_interval_secs: self.config.flush_interval.map_or(0, |d| d.as_secs()),
                 ..self.zdbfs.clone()
             }),
         }

@@ -18,7 +18,7 @@ impl Daemon {
         if self.tasks.busy(&Activity::CheckBackends) || self.backends.is_empty() {
             return;
         }
-        let timeout = Duration::from_secs(self.config.backend_timeout_secs);
+        let timeout = self.config.backend_timeout;
         let targets: Vec<_> = self
             .backends
             .iter()
@@ -44,7 +44,7 @@ impl Daemon {
     }
 
     pub(super) fn backends_checked(&mut self, results: Vec<(String, Observation)>) {
-        let grace = Duration::from_secs(self.config.backend_grace_period_secs);
+        let grace = self.config.backend_grace_period;
         let threshold = self.config.zdb_namespace_fill_treshold.0;
         let lost = backends::apply(&mut self.backends, results, now_unix_ms(), grace, threshold);
         for label in lost {

@@ -9,7 +9,7 @@ use crate::monitor::flush;
 use crate::monitor::reconcile;
 use crate::monitor::tasks::Activity;
 use crate::zstor::config::ZstorConfig;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 impl Daemon {
     // Reconciliation and eviction.
@@ -86,7 +86,7 @@ impl Daemon {
             return;
         }
         let mountpoint = self.config.zdbfs_mountpoint.clone();
-        let timeout = Duration::from_secs(self.config.flush_timeout_secs);
+        let timeout = self.config.flush_timeout;
         if let Some(flush) = flush::start(&self.zdbfs_lane, mountpoint, timeout) {
             self.tasks
                 .spawn(Activity::Flush, async move { Event::Flushed(flush.await) });

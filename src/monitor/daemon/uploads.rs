@@ -95,7 +95,7 @@ impl Daemon {
     /// Starts due uploads and rebuilds up to their concurrency limits.
     pub(super) fn dispatch(&mut self) {
         let now = Instant::now();
-        while self.tasks.count(&Activity::Upload) < self.config.upload_concurrency as usize {
+        while self.tasks.count(&Activity::Upload) < self.config.upload_concurrency.get() as usize {
             let Some(upload) = self.queue.start_next(now) else {
                 break;
             };
@@ -111,7 +111,7 @@ impl Daemon {
                 Event::Stored(upload, upload::store(&zstor, &request))
             });
         }
-        let concurrency = self.config.rebuild_concurrency as usize;
+        let concurrency = self.config.rebuild_concurrency.get() as usize;
         while self.stopping.is_none() {
             let Some(task) = self.rebuild.start_next(concurrency) else {
                 break;
