@@ -558,6 +558,28 @@ async fn units_probe_reports_every_unit() {
 // ---------------------------------------------------------------------------------------------
 // Remediation: fake clock, fake controller
 
+/// A remediation over `units` with a fake clock (returned to advance it) and a state
+/// directory kept as long as the returned guard.
+fn remediation(
+    c: &HealthConfig,
+    units: &FakeUnits,
+) -> (
+    Remediation<FakeUnits, FakeClock>,
+    FakeClock,
+    tempfile::TempDir,
+) {
+    let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
+    let dir = tempfile::tempdir().unwrap();
+    let r = Remediation::new(
+        &c.health.remediation,
+        units.clone(),
+        clock.clone(),
+        dir.path(),
+        Duration::from_secs(1),
+    );
+    (r, clock, dir)
+}
+
 #[derive(Clone)]
 struct FakeClock(Arc<Mutex<Instant>>);
 
@@ -605,15 +627,7 @@ async fn remediation_counts_backs_off_gives_up_and_skips_while_systemd_acts() {
     );
     let units = FakeUnits::default();
     units.set("qsfs-zdb.service", "active", "running");
-    let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
-    let dir = tempfile::tempdir().unwrap();
-    let mut r = Remediation::new(
-        &c.health.remediation,
-        units.clone(),
-        clock.clone(),
-        dir.path(),
-        Duration::from_secs(1),
-    );
+    let (mut r, clock, _dir) = remediation(&c, &units);
     let zdb = |d: Vec<(ProbeName, Decision)>| {
         d.into_iter().find(|(p, _)| *p == ProbeName::Zdb).unwrap().1
     };
@@ -678,15 +692,7 @@ async fn remediation_restarts_only_enabled_probes() {
     let units = FakeUnits::default();
     units.set("qsfs-zdb.service", "active", "running");
     units.set("qsfs-zdbfs.service", "active", "running");
-    let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
-    let dir = tempfile::tempdir().unwrap();
-    let mut r = Remediation::new(
-        &c.health.remediation,
-        units.clone(),
-        clock,
-        dir.path(),
-        Duration::from_secs(1),
-    );
+    let (mut r, _, _dir) = remediation(&c, &units);
     let decisions = r
         .round(&[
             finding(ProbeName::Zdb, Outcome::unresponsive("down")),
@@ -709,15 +715,7 @@ async fn remediation_restarts_one_unit_at_a_time_upstream_first() {
     ] {
         units.set(unit, "active", "running");
     }
-    let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
-    let dir = tempfile::tempdir().unwrap();
-    let mut r = Remediation::new(
-        &c.health.remediation,
-        units.clone(),
-        clock,
-        dir.path(),
-        Duration::from_secs(1),
-    );
+    let (mut r, _, _dir) = remediation(&c, &units);
     // A hung zdb hangs the mount and S3 too: only zdb is restarted.
     let decisions = r
         .round(&[
