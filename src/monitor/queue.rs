@@ -75,7 +75,6 @@ pub struct Queue {
     sequence: u64,
     /// Spool job id → how many files it still waits for.
     jobs: HashMap<String, usize>,
-    running: usize,
     retry: Backoff,
 }
 
@@ -87,7 +86,6 @@ impl Queue {
             due: BTreeSet::new(),
             sequence: 0,
             jobs: HashMap::new(),
-            running: 0,
             retry,
         }
     }
@@ -169,11 +167,8 @@ impl Queue {
     /// Makes `key` due at `at` (it must be in the queue).
     fn schedule(&mut self, key: &str, at: Instant) {
         let entry = self.files.get_mut(key).expect("scheduled file is queued");
-        match entry.run {
-            Run::Waiting { due, sequence } => {
-                self.due.remove(&(due, sequence, key.to_string()));
-            }
-            Run::Running { .. } => self.running -= 1,
+        if let Run::Waiting { due, sequence } = entry.run {
+            self.due.remove(&(due, sequence, key.to_string()));
         }
         self.sequence += 1;
         entry.run = Run::Waiting {
@@ -197,7 +192,6 @@ impl Queue {
         let (_, _, key) = self.due.pop_first().expect("not empty");
         let entry = self.files.get_mut(&key).expect("due file is queued");
         entry.run = Run::Running { superseded: false };
-        self.running += 1;
         Some(Upload {
             key,
             path: entry.path.clone(),
@@ -251,7 +245,6 @@ impl Queue {
             self.schedule(key, now);
         } else {
             self.files.remove(key);
-            self.running -= 1;
         }
         Finished {
             jobs: finished,
@@ -271,7 +264,8 @@ impl Queue {
 
     /// Files whose upload runs now.
     pub fn running(&self) -> usize {
-        self.running
+        let running = |e: &&Entry| matches!(e.run, Run::Running { .. });
+        self.files.values().filter(running).count()
     }
 
     /// Spool jobs that still wait for an upload.

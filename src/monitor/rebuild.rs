@@ -32,7 +32,6 @@ pub struct Rebuild {
     queue: VecDeque<Task>,
     /// The files queued or running (a file is in a rebuild once).
     pending: HashSet<String>,
-    running: usize,
     /// Files finished (rebuilt or given up).
     pub done: u64,
     /// Files in this rebuild.
@@ -44,7 +43,7 @@ pub struct Rebuild {
 impl Rebuild {
     /// Adds files to rebuild (those not in it already); a new rebuild starts when none runs.
     pub fn add(&mut self, keys: impl IntoIterator<Item = String>) {
-        if self.running == 0 && self.queue.is_empty() {
+        if self.pending.is_empty() {
             *self = Rebuild::default();
         }
         for key in keys {
@@ -58,17 +57,14 @@ impl Rebuild {
 
     /// The next rebuild to run, if fewer than `concurrency` run.
     pub fn start_next(&mut self, concurrency: usize) -> Option<Task> {
-        if self.running >= concurrency {
+        if self.running() >= concurrency {
             return None;
         }
-        let task = self.queue.pop_front()?;
-        self.running += 1;
-        Some(task)
+        self.queue.pop_front()
     }
 
     /// A rebuild handed out by [`Rebuild::start_next`] ended.
     pub fn finish(&mut self, task: Task, ok: bool) -> Step {
-        self.running -= 1;
         if ok {
             self.pending.remove(&task.key);
             self.done += 1;
@@ -89,7 +85,7 @@ impl Rebuild {
 
     /// Rebuilds running now.
     pub fn running(&self) -> usize {
-        self.running
+        self.pending.len() - self.queue.len()
     }
 
     /// Whether a rebuild is in progress.
@@ -99,7 +95,7 @@ impl Rebuild {
 
     /// Every file of the rebuild is on the new set: the set can be recorded as current.
     pub fn succeeded(&self) -> bool {
-        self.queue.is_empty() && self.running == 0 && self.total > 0 && self.failed == 0
+        self.pending.is_empty() && self.total > 0 && self.failed == 0
     }
 
     /// Whether progress is worth a journal line (about every tenth, and the last).
