@@ -44,6 +44,9 @@ pub mod message_id {
     pub const HEALTH_GAVE_UP: &str = "2063aa0de06865b18232ad414665431d";
     /// qsfs-health: it lazily unmounted a stale FUSE mount before restarting zdbfs.
     pub const HEALTH_STALE_MOUNT_CLEARED: &str = "ec728d235285b014c93fcd1589588462";
+    /// A sealed data file differs from its verified remote copy: the local copy was set aside
+    /// and the remote one kept.
+    pub const LOCAL_COPY_DAMAGED: &str = "5b0c4e7f0f7a4d2c9a3e61d8b2f4c917";
 }
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";

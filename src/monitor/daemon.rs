@@ -4,6 +4,7 @@
 //! shared behind a mutex that is held only for short updates.
 
 use super::backends::{self, Observation};
+use super::damaged;
 use super::files::Roots;
 use super::flush;
 use super::metrics;
@@ -308,6 +309,7 @@ impl Daemon {
                 verified_total: self.counters.verified_total,
                 failed_total: self.counters.failed_total,
                 last_error: self.counters.last_error.clone(),
+                damaged_files: damaged::count(&self.config.state_dir),
             },
             cache: CacheStatus {
                 used_bytes: self.cache_used,

@@ -40,6 +40,11 @@ pub fn render(status: &MonitorStatus) -> String {
         u.verified_files,
     );
     gauge(
+        "qsfs_monitor_damaged_files",
+        "Damaged local copies set aside (their verified remote copies kept).",
+        u.damaged_files,
+    );
+    gauge(
         "qsfs_monitor_cache_used_bytes",
         "Bytes used by evictable data files.",
         status.cache.used_bytes,

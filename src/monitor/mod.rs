@@ -21,6 +21,7 @@
 
 pub mod backends;
 pub mod daemon;
+pub mod damaged;
 pub mod evict;
 pub mod files;
 pub mod flush;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod queue;
 pub mod rebuild;
 pub mod reconcile;
+pub mod replace;
 pub mod state;
 pub mod status;
 pub mod tasks;

@@ -6,8 +6,11 @@
 //! does that, through `missing-data`); when zdb brings it back, it is tracked again. A verified
 //! file that vanished after an eviction chose it (and recorded so) was evicted by a run that
 //! stopped before recording the delete: it is recorded as evicted, not reported as lost.
+//! A changed file that may not replace its verified remote copy ([`super::replace`]) is
+//! reported as damaged, not queued.
 
 use super::files::{Kind, LocalFile, Roots};
+use super::replace::{self, Verdict};
 use super::state::{lock, Deferred, FileRecord, LocalStamp, State};
 use crate::logging::message_id;
 use crate::zstor::Checksum;
@@ -25,6 +28,8 @@ pub struct Outcome {
     pub vanished: Vec<String>,
     /// Files an interrupted eviction deleted without recording it: recorded as evicted now.
     pub evicted: Vec<String>,
+    /// Sealed data files that differ from their verified remote copy, and how.
+    pub damaged: Vec<(LocalFile, String)>,
     /// Files scanned.
     pub scanned: usize,
     /// Bytes of data files per namespace (for the cache size).
@@ -63,6 +68,19 @@ pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Re
                     return;
                 };
                 outcome.hashed += 1;
+                let prefix = |len| Checksum::of_prefix(&file.path, len);
+                match replace::judge(
+                    file.kind,
+                    record.remote,
+                    record.local,
+                    file.size,
+                    checksum,
+                    prefix,
+                ) {
+                    Ok(Verdict::Store) => {}
+                    Ok(Verdict::Damaged(how)) => return outcome.damaged.push((file, how)),
+                    Err(_) => return,
+                }
                 let local = LocalStamp {
                     size: file.size,
                     mtime_ns: file.mtime_ns,

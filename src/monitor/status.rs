@@ -74,6 +74,9 @@ pub struct UploadStatus {
     pub failed_total: u64,
     /// The last upload error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Damaged local copies set aside (in `<state_dir>/damaged`) until an operator removes them.
+    #[serde(default)]
+    pub damaged_files: u64,
 }
 
 /// The local cache of data files.
@@ -257,8 +260,13 @@ mod tests {
         // A status of a monitor from before zdbfs was watched has no `zdbfs`.
         let mut older: serde_json::Value = serde_json::from_str(V1).unwrap();
         older.as_object_mut().unwrap().remove("zdbfs");
+        older["uploads"]
+            .as_object_mut()
+            .unwrap()
+            .remove("damaged_files");
         let s = MonitorStatus::from_json(older.to_string().as_bytes()).unwrap();
         assert_eq!(s.zdbfs, None);
+        assert_eq!(s.uploads.damaged_files, 0);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! stored from a snapshot, with `--key-path` so the key stays the real path: the hook's
 //! snapshot when it was taken in this boot, else one the monitor takes now. Data files are
 //! stored as they are; if one changes while it is stored (only the active file can), the
-//! upload does not count.
+//! upload does not count. A data file that may not replace its verified remote copy
+//! ([`super::replace`]) is never stored.
 
 use super::files::Kind;
+use super::replace::{self, Verdict};
 use super::state::LocalStamp;
 use crate::zstor::{Checksum, Zstor, ZstorError};
 use std::os::unix::fs::MetadataExt;
@@ -33,6 +35,8 @@ pub struct Request {
     pub source: Source,
     /// The checksum already verified remote for this file, if any.
     pub known_remote: Option<Checksum>,
+    /// The local content last accepted for it (its recorded stamp), if any.
+    pub accepted: Option<LocalStamp>,
     /// Where the monitor may put its own snapshots.
     pub scratch_dir: PathBuf,
 }
@@ -78,6 +82,14 @@ pub enum UploadError {
     /// The file changed while it was being stored.
     #[error("{0} changed while it was uploaded")]
     Changed(PathBuf),
+    /// A data file differs from its verified remote copy in a way it never legitimately does.
+    #[error("{path} is damaged: {how}; its verified remote copy is kept")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// How it differs.
+        how: String,
+    },
 }
 
 /// The local identity of a file right now.
@@ -165,6 +177,27 @@ fn store_file(
             local,
             already_remote: true,
         });
+    }
+    if live {
+        let prefix = |len| Checksum::of_prefix(file, len);
+        let verdict = replace::judge(
+            request.kind,
+            request.known_remote,
+            request.accepted,
+            before.0,
+            checksum,
+            prefix,
+        )
+        .map_err(|source| UploadError::Io {
+            context: format!("cannot read {}", file.display()),
+            source,
+        })?;
+        if let Verdict::Damaged(how) = verdict {
+            return Err(UploadError::Damaged {
+                path: file.to_path_buf(),
+                how,
+            });
+        }
     }
     zstor.store(file, key_path)?;
     if live && stamp_of(file).ok() != Some(before) {

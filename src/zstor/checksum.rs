@@ -24,6 +24,11 @@ impl Checksum {
         Checksum::of_reader(&mut std::fs::File::open(path)?)
     }
 
+    /// The checksum of a file's first `len` bytes (fewer if the file is shorter).
+    pub fn of_prefix(path: &Path, len: u64) -> std::io::Result<Self> {
+        Checksum::of_reader(&mut std::fs::File::open(path)?.take(len))
+    }
+
     /// The checksum of everything `reader` yields, read in 1 MiB blocks.
     pub fn of_reader(file: &mut impl Read) -> std::io::Result<Self> {
         let mut hasher = Blake2b::<U16>::new();

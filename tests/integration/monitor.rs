@@ -766,3 +766,67 @@ fn three_hundred_files_through_failures_hangs_and_kills() {
     // What is left locally fits the limit (or is not evictable).
     assert!(monitor.status().cache.used_bytes <= 1 << 20);
 }
+
+#[test]
+fn a_damaged_sealed_data_file_never_replaces_its_verified_remote_copy() {
+    support::upstream::each_stack(
+        check_a_damaged_sealed_data_file_never_replaces_its_verified_remote_copy,
+    );
+}
+
+fn check_a_damaged_sealed_data_file_never_replaces_its_verified_remote_copy(stack: &Stack) {
+    let app = Appliance::on(stack, "");
+    let sealed = app.data.join("zdbfs-data/d0");
+    let grown = app.data.join("zdbfs-data/d1");
+    std::fs::create_dir_all(sealed.parent().unwrap()).unwrap();
+    let original: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&sealed, &original).unwrap();
+    std::fs::write(&grown, &original[..50_000]).unwrap();
+    std::fs::write(app.data.join("zdbfs-data/d2"), "active").unwrap();
+    let mut monitor = Monitor::start(&app, "", &[]);
+    monitor.wait_status("both sealed files verified", |s| {
+        s.uploads.verified_files == 2 && s.uploads.queued_files == 0
+    });
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    monitor.wait();
+
+    // d0 loses its tail (a killed hook, a partial retrieve, a bad disk); d1 grows the way zdb
+    // appends to a data file it reopens after a restart.
+    std::fs::write(&sealed, &original[..40_000]).unwrap();
+    std::fs::write(&grown, &original).unwrap();
+    let mut monitor = Monitor::start(&app, "", &[]);
+    monitor.wait_status("the append uploaded", |s| {
+        s.uploads.queued_files == 0 && s.uploads.verified_total >= 1
+    });
+    assert_eq!(
+        app.zstor().check(&sealed).unwrap(),
+        Some(Checksum::of_bytes(&original)),
+        "the good remote copy of d0 is kept:\n{}",
+        monitor.log()
+    );
+    assert!(
+        remote_matches_local(&app, &grown),
+        "the appended d1 is stored again:\n{}",
+        monitor.log()
+    );
+    assert!(
+        monitor.log().contains(&format!(
+            "message_id=\"{}\"",
+            message_id::LOCAL_COPY_DAMAGED
+        )),
+        "{}",
+        monitor.log()
+    );
+    let status = monitor.wait_status("the damage flagged", |s| s.uploads.damaged_files == 1);
+    // The damaged copy is set aside, not lost, and zdb's next read of d0 finds it missing and
+    // brings the good copy back through `missing-data`.
+    assert!(!sealed.exists());
+    let aside: Vec<_> = std::fs::read_dir(app.state.join("damaged"))
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(aside, vec![original[..40_000].to_vec()]);
+    assert_eq!(status.uploads.failed_total, 0, "{}", monitor.log());
+    app.zstor().retrieve(&sealed).unwrap();
+    assert_eq!(std::fs::read(&sealed).unwrap(), original);
+}

@@ -537,7 +537,8 @@ impl Monitor {
         })
     }
 
-    /// Waits until `probe` holds for the published status.
+    /// Waits until `probe` holds for a status this process published (a status file left by
+    /// an earlier run does not count).
     pub fn wait_status(
         &mut self,
         what: &str,
@@ -549,7 +550,8 @@ impl Monitor {
                 panic!("zstor_monitor exited with {status}:\n{}", self.log());
             }
             let status = qsfs::monitor::status::MonitorStatus::read(&self.status_file).ok();
-            if let Some(status) = status.clone().filter(|s| probe(s)) {
+            let pid = self.child.id();
+            if let Some(status) = status.clone().filter(|s| s.pid == pid && probe(s)) {
                 return status;
             }
             if std::time::Instant::now() > deadline {

@@ -246,6 +246,13 @@ fn uploads(status: &MonitorStatus, settings: &MonitorSettings) -> Part {
     if u.failed_total > 0 {
         reason.push_str(&format!(", {} failed attempts", u.failed_total));
     }
+    if u.damaged_files > 0 {
+        state = state.max(State::Degraded);
+        reason.push_str(&format!(
+            ", {} damaged local copies set aside (their remote copies kept; see the journal)",
+            u.damaged_files
+        ));
+    }
     Part::new("uploads", state, reason)
 }
 
@@ -300,6 +307,16 @@ mod tests {
             "2 files waiting for upload, oldest unverified 30.0 s; 2 backends healthy"
         );
         assert!(!format!("{o:?}").contains("secret-looking"));
+        // A damaged local copy set aside.
+        let mut damaged = status(0, None, healthy());
+        damaged.uploads.damaged_files = 1;
+        let o = evaluate(&damaged, 1_000_000, &s);
+        assert_eq!(o.state, State::Degraded);
+        assert!(
+            o.reason.contains("1 damaged local copies set aside"),
+            "{}",
+            o.reason
+        );
         // Stale.
         let o = evaluate(&status(0, None, healthy()), 1_000_000 + 11_000, &s);
         assert_eq!(o.state, State::Failed);

@@ -44,6 +44,9 @@ impl Daemon {
             .filter(|(ns, _)| namespaces.contains(ns))
             .map(|(_, bytes)| bytes)
             .sum();
+        for (file, how) in &outcome.damaged {
+            self.set_aside_damaged(&file.key, &file.path, how);
+        }
         for key in &outcome.vanished {
             tracing::warn!(qsfs_file = key, "{key} disappeared without being evicted; it is not fetched back unless zdb asks for it");
         }

@@ -3,12 +3,14 @@
 use super::{scratch_dir, Daemon, Event};
 use crate::clock::now_unix_ms;
 use crate::logging::message_id;
+use crate::monitor::damaged;
 use crate::monitor::files::{Kind, Roots};
 use crate::monitor::queue::{Outcome, Upload};
-use crate::monitor::state::lock;
+use crate::monitor::state::{lock, FileRecord};
 use crate::monitor::tasks::Activity;
 use crate::monitor::upload::{self, Source, Stored, UploadError};
 use crate::spool::{BadJob, Job, Problem};
+use std::path::Path;
 use std::time::Instant;
 
 impl Daemon {
@@ -99,11 +101,13 @@ impl Daemon {
             let Some(upload) = self.queue.start_next(now) else {
                 break;
             };
+            let record = lock(&self.state).get(&upload.key).copied();
             let request = upload::Request {
                 path: upload.path.clone(),
                 kind: upload.kind,
                 source: upload.source.clone(),
-                known_remote: lock(&self.state).get(&upload.key).and_then(|r| r.remote),
+                known_remote: record.and_then(|r| r.remote),
+                accepted: record.and_then(|r| r.local),
                 scratch_dir: scratch_dir(&self.config),
             };
             let zstor = self.zstor.clone();
@@ -153,6 +157,10 @@ impl Daemon {
                 );
                 return self.finish_upload(&upload, Outcome::Done);
             }
+            Err(UploadError::Damaged { how, .. }) => {
+                self.set_aside_damaged(&upload.key, &upload.path, &how);
+                return self.finish_upload(&upload, Outcome::Done);
+            }
             Err(e) => Err(e.to_string()),
         };
         match result {
@@ -188,6 +196,50 @@ impl Daemon {
                 self.counters.last_error = Some(error);
             }
         }
+    }
+
+    /// Moves a damaged local copy aside (see [`crate::monitor::damaged`]) and records the
+    /// file as evicted, so zdb's next read brings the verified remote copy back.
+    pub(super) fn set_aside_damaged(&mut self, key: &str, path: &Path, how: &str) {
+        let file = path.display();
+        let state_dir = &self.config.state_dir;
+        let aside = match damaged::set_aside(state_dir, key, path) {
+            Ok(aside) => aside,
+            Err(e) => {
+                return tracing::error!(
+                    message_id = message_id::LOCAL_COPY_DAMAGED,
+                    qsfs_file = %file,
+                    "{file} is damaged ({how}); its verified remote copy is kept, but the \
+                     local copy cannot be moved aside: {e}"
+                )
+            }
+        };
+        let mut state = lock(&self.state);
+        if let Some(record) = state.get(key).copied() {
+            state.set(
+                key,
+                FileRecord {
+                    local: None,
+                    evicted: true,
+                    evicting: false,
+                    ..record
+                },
+            );
+        }
+        let committed = state.commit();
+        drop(state);
+        if let Err(e) = committed {
+            tracing::error!("cannot record that {file} was set aside: {e}");
+        }
+        tracing::error!(
+            message_id = message_id::LOCAL_COPY_DAMAGED,
+            qsfs_file = %file,
+            qsfs_set_aside = %aside.display(),
+            "{file} is damaged ({how}): its verified remote copy is kept and the local copy \
+             was moved to {}; zdb's next read brings the good copy back. Remove the damaged \
+             copy once you have looked at it",
+            aside.display()
+        );
     }
 
     /// Records `key` as verified remote with the checksum it was stored with.
