@@ -102,6 +102,8 @@ pub struct Daemon {
     tasks: Tasks<Event>,
     counters: Counters,
     cache_used: u64,
+    /// Why eviction is paused, while it is.
+    eviction_held_back: Option<String>,
     zdbfs: ZdbfsStatus,
     zdbfs_lane: crate::lane::Lane,
     /// Set by SIGTERM/SIGINT: the deadline for the uploads still queued.
@@ -160,6 +162,7 @@ impl Daemon {
             tasks: Tasks::new(),
             counters: Counters::default(),
             cache_used: 0,
+            eviction_held_back: None,
             zdbfs: ZdbfsStatus::default(),
             zdbfs_lane: crate::lane::Lane::new(),
             stopping: None,
@@ -318,6 +321,7 @@ impl Daemon {
                     .max_zdb_data_dir_size
                     .map(|mib| mib * 1024 * 1024),
                 evicted_total: self.counters.evicted_total,
+                eviction_paused: self.eviction_held_back.clone(),
             },
             backends: self
                 .backends

@@ -2,7 +2,8 @@
 //! `max_zdb_data_dir_size` by deleting sealed data files whose remote copy is verified.
 //!
 //! Never the active data file, never a file whose content is not the verified one (its size,
-//! mtime and inode must still match the record that says so), least recently used first: by
+//! mtime and inode must still match the record that says so), never one whose remote copy was
+//! written for another backend set than the current one, least recently used first: by
 //! access time where the filesystem records it, else the oldest file number first. The size
 //! counted is that of every data file (the active one included) of the evictable namespaces,
 //! which with the default `["zdbfs-data"]` is the directory upstream's monitor measured.
@@ -13,11 +14,17 @@
 //! one transaction, so a file is never recorded evicted before it is gone, and one deleted by
 //! a run that stopped before recording it is recognised as evicted by the next
 //! reconciliation.
+//!
+//! No eviction at all runs while [`held_back`] gives a reason: a backend that is not known to
+//! answer, or a rebuild onto a changed backend set that has not finished. That is exactly when
+//! the local copy may be the best one left.
 
+use super::backends::Entry;
 use super::files::{records_atime, Kind, LocalFile, Roots};
 use super::reconcile::matches_stat;
 use super::state::{lock, Deferred, FileRecord, State};
 use crate::logging::message_id;
+use crate::monitor::status::BackendState;
 use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -56,12 +63,38 @@ impl EvictFs for RealFs {
     }
 }
 
-/// Evicts until the evictable namespaces use at most `limit` bytes.
+/// Why no file may be evicted now, if there is a reason: a backend neither healthy nor merely
+/// low on space (unreachable, or not checked yet), or an unfinished rebuild.
+pub fn held_back(backends: &[Entry], rebuild_unfinished: bool) -> Option<String> {
+    if rebuild_unfinished {
+        return Some("a rebuild onto the changed backend set has not finished".to_string());
+    }
+    let not_answering: Vec<String> = backends
+        .iter()
+        .filter(|e| {
+            !matches!(
+                e.health.state,
+                BackendState::Healthy | BackendState::LowSpace
+            )
+        })
+        .map(|e| format!("{} backend {}", e.kind, e.backend.label()))
+        .collect();
+    (!not_answering.is_empty()).then(|| {
+        format!(
+            "not every backend is known to answer ({})",
+            not_answering.join(", ")
+        )
+    })
+}
+
+/// Evicts until the evictable namespaces use at most `limit` bytes, only files whose remote
+/// copy is on `backend_set`.
 pub fn run(
     roots: &Roots,
     state: &Mutex<State>,
     namespaces: &[String],
     limit: u64,
+    backend_set: u64,
     fs: &(impl EvictFs + ?Sized),
 ) -> Result<Outcome, String> {
     let (mut used, delete) = choose(
@@ -69,12 +102,13 @@ pub fn run(
         |key| lock(state).get(key).copied(),
         namespaces,
         limit,
+        backend_set,
         records_atime(&roots.data),
     )
     .map_err(|e| e.to_string())?;
     let mut evicted = 0;
     for batch in delete.chunks(BATCH) {
-        for file in evict_batch(batch, state, fs)? {
+        for file in evict_batch(batch, state, backend_set, fs)? {
             used -= file.size;
             evicted += 1;
         }
@@ -95,6 +129,7 @@ fn choose(
     record: impl Fn(&str) -> Option<FileRecord>,
     namespaces: &[String],
     limit: u64,
+    backend_set: u64,
     by_atime: bool,
 ) -> std::io::Result<(u64, Vec<LocalFile>)> {
     let mut used = 0;
@@ -106,7 +141,7 @@ fn choose(
     if used <= limit {
         return Ok((used, Vec::new()));
     }
-    let mut selection = Selection::new(namespaces, by_atime, used - limit);
+    let mut selection = Selection::new(namespaces, by_atime, used - limit, backend_set);
     scan(&mut |file| {
         if selection.eligible(&file) {
             let record = record(&file.key);
@@ -120,6 +155,7 @@ fn choose(
 fn evict_batch<'a>(
     batch: &'a [LocalFile],
     state: &Mutex<State>,
+    backend_set: u64,
     fs: &(impl EvictFs + ?Sized),
 ) -> Result<Vec<&'a LocalFile>, String> {
     let marked = {
@@ -154,7 +190,7 @@ fn evict_batch<'a>(
         let Some(record) = lock(state).get(&file.key).copied() else {
             continue;
         };
-        if !verified_as_is(&record, &current) {
+        if !verified_as_is(&record, &current, backend_set) {
             continue;
         }
         match fs.remove(&file.path) {
@@ -226,6 +262,7 @@ struct Selection<'a> {
     namespaces: &'a [String],
     by_atime: bool,
     need: u64,
+    backend_set: u64,
     chosen: BinaryHeap<Candidate>,
     chosen_bytes: u64,
 }
@@ -254,12 +291,13 @@ impl Ord for Candidate {
 }
 
 impl<'a> Selection<'a> {
-    /// A selection for `need` bytes.
-    pub fn new(namespaces: &'a [String], by_atime: bool, need: u64) -> Self {
+    /// A selection for `need` bytes among files verified on `backend_set`.
+    pub fn new(namespaces: &'a [String], by_atime: bool, need: u64, backend_set: u64) -> Self {
         Selection {
             namespaces,
             by_atime,
             need,
+            backend_set,
             chosen: BinaryHeap::new(),
             chosen_bytes: 0,
         }
@@ -272,7 +310,8 @@ impl<'a> Selection<'a> {
 
     /// Considers one file with its record: eligible and verified as it is, or it is ignored.
     pub fn offer(&mut self, file: LocalFile, record: Option<&FileRecord>) {
-        if !self.eligible(&file) || !record.is_some_and(|record| verified_as_is(record, &file)) {
+        let verified = record.is_some_and(|r| verified_as_is(r, &file, self.backend_set));
+        if !self.eligible(&file) || !verified {
             return;
         }
         let number = match file.kind {
@@ -306,9 +345,12 @@ impl<'a> Selection<'a> {
     }
 }
 
-/// The record says this very file (same stat) is the content verified remote.
-fn verified_as_is(record: &FileRecord, file: &LocalFile) -> bool {
-    record.verified() && record.local.is_some_and(|local| matches_stat(&local, file))
+/// The record says this very file (same stat) is the content verified remote, on
+/// `backend_set`.
+fn verified_as_is(record: &FileRecord, file: &LocalFile, backend_set: u64) -> bool {
+    record.verified()
+        && record.backend_set == backend_set
+        && record.local.is_some_and(|local| matches_stat(&local, file))
 }
 
 #[cfg(test)]
@@ -367,6 +409,7 @@ mod tests {
             |key| state.get(key).copied(),
             ns,
             limit,
+            0,
             by_atime,
         )
         .unwrap();
@@ -419,6 +462,47 @@ mod tests {
             keys(plan(&touched, &state, &ns, 300, false)),
             ["data/zdbfs-data/d1"]
         );
+
+        // A file whose remote copy is on another backend set (not rebuilt yet) is not evicted.
+        let mut on_old_set = state.get(&files[0].key).copied().unwrap();
+        on_old_set.backend_set = 7;
+        state.set(&files[0].key, on_old_set);
+        assert_eq!(
+            keys(plan(&files, &state, &ns, 0, false)),
+            ["data/zdbfs-data/d1"]
+        );
+    }
+
+    #[test]
+    fn held_back_while_a_backend_is_not_known_to_answer_or_a_rebuild_is_unfinished() {
+        let entry = |port: u16, state: BackendState| Entry {
+            backend: crate::zstor::config::Backend {
+                address: ([127, 0, 0, 1], port).into(),
+                namespace: Some("ns".into()),
+                password: None,
+            },
+            kind: crate::monitor::status::BackendKind::Data,
+            health: crate::monitor::backends::Health {
+                state,
+                ..crate::monitor::backends::Health::unchecked(0)
+            },
+        };
+        let answering = [
+            entry(1, BackendState::Healthy),
+            entry(2, BackendState::LowSpace),
+        ];
+        assert_eq!(held_back(&answering, false), None);
+        assert_eq!(
+            held_back(&answering, true).as_deref(),
+            Some("a rebuild onto the changed backend set has not finished")
+        );
+        for state in [BackendState::Unreachable, BackendState::Unknown] {
+            let one_down = [entry(1, BackendState::Healthy), entry(2, state)];
+            assert_eq!(
+                held_back(&one_down, false).as_deref(),
+                Some("not every backend is known to answer (data backend 127.0.0.1:2/ns)")
+            );
+        }
     }
 
     /// `count` data files of 100 bytes in `zdbfs-data` (the last one active), every sealed one
@@ -480,7 +564,7 @@ mod tests {
         };
         // 60 000 bytes, 10 000 allowed: 500 files must go (d0..d499 have the same atime or
         // older ones first), d3 fails its last check.
-        let outcome = run(&roots, &state, &namespaces(), 10_000, &fs).unwrap();
+        let outcome = run(&roots, &state, &namespaces(), 10_000, 0, &fs).unwrap();
         assert_eq!(outcome.evicted, 499);
         // d3 counts at the size it had when the cache was measured.
         assert_eq!(outcome.used, 60_000 - 499 * 100);
@@ -504,7 +588,7 @@ mod tests {
             before_stat: |_: &Path| {},
             delay: Duration::ZERO,
         };
-        let again = run(&roots, &state, &namespaces(), 60_000, &fs).unwrap();
+        let again = run(&roots, &state, &namespaces(), 60_000, 0, &fs).unwrap();
         assert_eq!(
             again,
             Outcome {
@@ -536,7 +620,7 @@ mod tests {
             }
         }
         let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(&roots, &state, &namespaces(), 0, &Dies(0.into()))
+            run(&roots, &state, &namespaces(), 0, 0, &Dies(0.into()))
         }));
         assert!(died.is_err());
         // What was not committed is lost with the process.
@@ -578,7 +662,7 @@ mod tests {
             assert!(ns.join("d3").exists() && record(3).verified());
         }
         // The next eviction takes the rest.
-        let outcome = run(&roots, &state, &namespaces(), 0, &RealFs).unwrap();
+        let outcome = run(&roots, &state, &namespaces(), 0, 0, &RealFs).unwrap();
         assert_eq!(
             outcome,
             Outcome {
@@ -624,7 +708,7 @@ mod tests {
     #[test]
     fn an_eviction_of_ten_thousand_files_never_stalls_the_ticks() {
         let longest = longest_wait(|roots, state, fs| {
-            run(roots, state, &namespaces(), 100_100, fs)
+            run(roots, state, &namespaces(), 100_100, 0, fs)
                 .unwrap()
                 .evicted
         });

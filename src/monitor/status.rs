@@ -88,6 +88,9 @@ pub struct CacheStatus {
     pub limit_bytes: Option<u64>,
     /// Files evicted since the daemon started.
     pub evicted_total: u64,
+    /// Why eviction is paused (a backend not answering, a rebuild unfinished), while it is.
+    #[serde(default)]
+    pub eviction_paused: Option<String>,
 }
 
 /// Whether a backend is a data or a metadata backend.

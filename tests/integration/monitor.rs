@@ -638,7 +638,8 @@ fn a_changed_backend_set_rebuilds_every_verified_file() {
 /// file is verified remote, and no file was evicted unless verified and sealed.
 #[test]
 fn three_hundred_files_through_failures_hangs_and_kills() {
-    let app = Appliance::new(None, "");
+    // Backends that answer: eviction waits for every backend to be known healthy.
+    let app = Appliance::on(&support::upstream::Stack::standins(), "");
     let ns = app.data.join("zdbfs-data");
     std::fs::create_dir_all(&ns).unwrap();
     std::fs::create_dir_all(app.index.join("zdbfs-data")).unwrap();
@@ -829,4 +830,63 @@ fn check_a_damaged_sealed_data_file_never_replaces_its_verified_remote_copy(stac
     assert_eq!(status.uploads.failed_total, 0, "{}", monitor.log());
     app.zstor().retrieve(&sealed).unwrap();
     assert_eq!(std::fs::read(&sealed).unwrap(), original);
+}
+
+#[test]
+fn eviction_waits_while_a_backend_does_not_answer() {
+    support::upstream::each_stack(check_eviction_waits_while_a_backend_does_not_answer);
+}
+
+fn check_eviction_waits_while_a_backend_does_not_answer(stack: &Stack) {
+    let mut app = Appliance::on(stack, "");
+    let ns = app.data.join("zdbfs-data");
+    std::fs::create_dir_all(&ns).unwrap();
+    for n in 0..=3u8 {
+        std::fs::write(ns.join(format!("d{n}")), vec![n; 600 * 1024]).unwrap();
+    }
+    let config = app.dir.path().join("etc/monitor_config.toml");
+    std::fs::write(&config, monitor_config_text(&app, "")).unwrap();
+    let mut monitor = Monitor::start_with(&app, &config, &[]);
+    monitor.wait_status("the sealed files verified, every backend healthy", |s| {
+        s.uploads.verified_files == 3 && s.backends.iter().all(|b| b.state == BackendState::Healthy)
+    });
+
+    // A data backend stops answering, then the cache is made smaller than its files.
+    let data_backend = 4;
+    app.backends.as_mut().unwrap().kill(data_backend);
+    monitor.wait_status("the backend not healthy", |s| {
+        s.backends.iter().any(|b| b.state != BackendState::Healthy)
+    });
+    std::fs::write(
+        &config,
+        monitor_config_text(&app, "max_zdb_data_dir_size = 1"),
+    )
+    .unwrap();
+    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    let status = monitor.wait_status("eviction paused", |s| s.cache.eviction_paused.is_some());
+    assert!(
+        status
+            .cache
+            .eviction_paused
+            .as_deref()
+            .unwrap()
+            .contains("not every backend is known to answer"),
+        "{status:#?}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    for n in 0..3 {
+        assert!(
+            ns.join(format!("d{n}")).exists(),
+            "d{n} kept while a backend is down:\n{}",
+            monitor.log()
+        );
+    }
+    assert_eq!(monitor.status().cache.evicted_total, 0);
+
+    // It answers again: eviction resumes.
+    app.backends.as_mut().unwrap().restart(data_backend);
+    let status = monitor.wait_status("eviction resumed", |s| s.cache.evicted_total >= 2);
+    assert_eq!(status.cache.eviction_paused, None);
+    assert!(monitor.log().contains("cache eviction paused"));
+    assert!(monitor.log().contains("cache eviction resumed"));
 }

@@ -196,7 +196,7 @@ pub struct Appliance {
     pub zstor_config: PathBuf,
     /// The zdb and zstor this layout runs.
     pub stack: upstream::Stack,
-    /// With the real zstor: the real 0-db backends it stores on.
+    /// The 0-db backends its zstor config names, when they listen ([`Appliance::on`]).
     pub backends: Option<upstream::ZdbBackends>,
 }
 
@@ -207,13 +207,11 @@ impl Appliance {
         Appliance::build(&upstream::Stack::standins(), store, None, extra_config)
     }
 
-    /// A fresh layout on `stack`: with the real zstor, over real 0-db backends of its own.
+    /// A fresh layout on `stack`, with 0-db backends of its own (the stack's zdb) that answer
+    /// the monitor's backend checks; the real zstor stores on them, the stand-in in its store.
     pub fn on(stack: &upstream::Stack, extra_config: &str) -> Appliance {
-        let backends = stack
-            .zstor
-            .real
-            .then(|| upstream::ZdbBackends::start(&stack.zdb, 4, 2));
-        Appliance::build(stack, None, backends, extra_config)
+        let backends = upstream::ZdbBackends::start(&stack.zdb, 4, 2);
+        Appliance::build(stack, None, Some(backends), extra_config)
     }
 
     fn build(

@@ -104,6 +104,8 @@ pub fn each(name: &'static str, mut check: impl FnMut(&Program)) {
 /// and `data` namespaces in sequential mode, each on its own 0-db, all password protected.
 pub struct ZdbBackends {
     children: Vec<Child>,
+    /// How each backend was started, to start it again.
+    commands: Vec<(PathBuf, PathBuf, u16)>,
     pub meta: Vec<SocketAddr>,
     pub data: Vec<SocketAddr>,
     pub dir: tempfile::TempDir,
@@ -127,6 +129,7 @@ impl ZdbBackends {
     pub fn start(zdb: &Program, meta: usize, data: usize) -> ZdbBackends {
         let mut backends = ZdbBackends {
             children: Vec::new(),
+            commands: Vec::new(),
             meta: Vec::new(),
             data: Vec::new(),
             dir: tempfile::tempdir_in("/var/tmp").unwrap(),
@@ -134,33 +137,15 @@ impl ZdbBackends {
         for n in 0..meta + data {
             let port = free_port();
             let root = backends.dir.path().join(format!("backend{n}"));
-            let out = std::fs::File::create(root.with_extension("log")).unwrap();
-            let child = Command::new(&zdb.path)
-                .arg("--index")
-                .arg(root.join("index"))
-                .arg("--data")
-                .arg(root.join("data"))
-                .args(["--listen", "127.0.0.1", "--port", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {}: {e}", zdb.label()));
-            backends.children.push(child);
-            let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let endpoint = qsfs::zdb::Endpoint::Tcp(address);
-            let mut client = super::wait_for("a backend to answer PING", || {
-                let mut c =
-                    qsfs::zdb::Client::connect(&endpoint, std::time::Duration::from_secs(2))
-                        .ok()?;
-                c.ping().ok().map(|()| c)
-            });
+            backends.commands.push((zdb.path.clone(), root, port));
+            let mut client = backends.spawn(n);
             let mode = if n < meta { "user" } else { "seq" };
             client.nsnew(BACKEND_NAMESPACE).unwrap();
             client.nsset(BACKEND_NAMESPACE, "mode", mode).unwrap();
             client
                 .nsset(BACKEND_NAMESPACE, "password", BACKEND_PASSWORD)
                 .unwrap();
+            let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
             if n < meta {
                 backends.meta.push(address);
             } else {
@@ -168,6 +153,39 @@ impl ZdbBackends {
             }
         }
         backends
+    }
+
+    /// Starts backend `n` (again), on its port and files; returns a client once it answers.
+    fn spawn(&mut self, n: usize) -> qsfs::zdb::Client {
+        let (zdb, root, port) = self.commands[n].clone();
+        let out = std::fs::File::create(root.with_extension("log")).unwrap();
+        let child = Command::new(&zdb)
+            .arg("--index")
+            .arg(root.join("index"))
+            .arg("--data")
+            .arg(root.join("data"))
+            .args(["--listen", "127.0.0.1", "--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", zdb.display()));
+        if n < self.children.len() {
+            self.children[n] = child;
+        } else {
+            self.children.push(child);
+        }
+        let endpoint = qsfs::zdb::Endpoint::Tcp(([127, 0, 0, 1], port).into());
+        super::wait_for("a backend to answer PING", || {
+            let mut c =
+                qsfs::zdb::Client::connect(&endpoint, std::time::Duration::from_secs(2)).ok()?;
+            c.ping().ok().map(|()| c)
+        })
+    }
+
+    /// Starts backend `n` again after [`ZdbBackends::kill`], with the data it had.
+    pub fn restart(&mut self, n: usize) {
+        self.spawn(n);
     }
 
     /// Kills backend `n` (metadata backends first, then data): it stops answering.

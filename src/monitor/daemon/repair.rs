@@ -86,6 +86,13 @@ impl Daemon {
         }
     }
 
+    /// A rebuild onto the current backend set is running, failed, or not done yet.
+    pub(super) fn rebuild_unfinished(&self) -> bool {
+        let current = self.backend_set.to_le_bytes();
+        let recorded = lock(&self.state).meta("backend_set").ok().flatten();
+        self.rebuild.active() || recorded.is_some_and(|set| set != current)
+    }
+
     /// When the backend set differs from the one the remote copies were written for, queues a
     /// rebuild of every verified file.
     pub(super) fn start_rebuild_if_needed(&mut self) {

@@ -69,7 +69,21 @@ impl Daemon {
         if self.tasks.busy(&Activity::Evict) {
             return;
         }
-        let (roots, state) = (self.roots.clone(), self.state.clone());
+        let held_back = evict::held_back(&self.backends, self.rebuild_unfinished());
+        if held_back != self.eviction_held_back {
+            match &held_back {
+                Some(why) => tracing::warn!("cache eviction paused: {why}"),
+                None if self.eviction_held_back.is_some() => {
+                    tracing::info!("cache eviction resumed")
+                }
+                None => {}
+            }
+            self.eviction_held_back = held_back;
+        }
+        if self.eviction_held_back.is_some() {
+            return;
+        }
+        let (roots, state, set) = (self.roots.clone(), self.state.clone(), self.backend_set);
         let namespaces = self.config.evict_namespaces.clone();
         self.tasks.spawn_blocking(Activity::Evict, move || {
             Event::Evicted(evict::run(
@@ -77,6 +91,7 @@ impl Daemon {
                 &state,
                 &namespaces,
                 limit_mib * 1024 * 1024,
+                set,
                 &evict::RealFs,
             ))
         });
