@@ -142,12 +142,13 @@ pub struct Backend {
 impl Backend {
     /// `address/namespace`, for logs and health output (never the password).
     pub fn label(&self) -> String {
-        format!(
-            "{}/{}",
-            self.address,
-            self.namespace.as_deref().unwrap_or("default")
-        )
+        backend_label(&self.address, self.namespace.as_deref())
     }
+}
+
+/// `address/namespace` (`default` without one): how a backend is named in logs and health output.
+pub(crate) fn backend_label(address: &SocketAddr, namespace: Option<&str>) -> String {
+    format!("{address}/{}", namespace.unwrap_or("default"))
 }
 
 fn expose<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {
