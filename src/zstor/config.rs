@@ -111,7 +111,8 @@ pub enum MetaType {
 pub struct MetaConfig {
     /// Key prefix of the metadata.
     pub prefix: String,
-    /// Encryption of the metadata.
+    /// Required by upstream, but zstor 0.5.0-rc.1 encrypts the metadata with the top-level
+    /// `[encryption]` key, not this one (see `super::metadata`).
     pub encryption: Encryption,
     /// Exactly four user-key backends.
     pub backends: Vec<Backend>,
