@@ -217,6 +217,15 @@ impl Client {
         }
     }
 
+    /// `GET <key>`: the value, or `None` when the key is not set.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ZdbError> {
+        match self.command(&[b"GET", key])? {
+            Reply::Bulk(value) => Ok(Some(value)),
+            Reply::Nil => Ok(None),
+            other => Err(unexpected(&[b"GET"], &other)),
+        }
+    }
+
     /// `NSNEW <namespace>` (admin).
     pub fn nsnew(&mut self, namespace: &str) -> Result<(), ZdbError> {
         self.expect_ok(&[b"NSNEW", namespace.as_bytes()])

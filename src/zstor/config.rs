@@ -111,7 +111,8 @@ pub enum MetaType {
 pub struct MetaConfig {
     /// Key prefix of the metadata.
     pub prefix: String,
-    /// Encryption of the metadata.
+    /// Required by upstream, but zstor 0.5.0-rc.1 encrypts the metadata with the top-level
+    /// `[encryption]` key, not this one (see `super::metadata`).
     pub encryption: Encryption,
     /// Exactly four user-key backends.
     pub backends: Vec<Backend>,
@@ -142,12 +143,13 @@ pub struct Backend {
 impl Backend {
     /// `address/namespace`, for logs and health output (never the password).
     pub fn label(&self) -> String {
-        format!(
-            "{}/{}",
-            self.address,
-            self.namespace.as_deref().unwrap_or("default")
-        )
+        backend_label(&self.address, self.namespace.as_deref())
     }
+}
+
+/// `address/namespace` (`default` without one): how a backend is named in logs and health output.
+pub(crate) fn backend_label(address: &SocketAddr, namespace: Option<&str>) -> String {
+    format!("{address}/{}", namespace.unwrap_or("default"))
 }
 
 fn expose<S: Serializer>(secret: &Secret, serializer: S) -> Result<S::Ok, S::Error> {

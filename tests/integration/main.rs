@@ -15,4 +15,5 @@ mod secrets;
 mod zdb_standin;
 mod zdbfs_flush;
 mod zdbfs_standin;
+mod zstor_metadata;
 mod zstor_standin;
