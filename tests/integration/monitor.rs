@@ -886,6 +886,11 @@ fn check_a_full_state_directory_is_reported_and_recovered_from_without_a_restart
         },
     );
     println!("while full: {}", degraded.reason);
+    let status = monitor.wait_status("the failure in the status", |s| {
+        s.errors.state_database.is_some() && s.uploads.unverified_files > 0
+    });
+    let failure = status.errors.state_database.unwrap();
+    assert!(failure.error.contains("No space left"), "{failure:?}");
 
     // Space comes back: every file ends verified, with no restart.
     std::fs::remove_file(&ballast).unwrap();
@@ -901,6 +906,8 @@ fn check_a_full_state_directory_is_reported_and_recovered_from_without_a_restart
         },
     );
     assert_eq!(status.pid, pid, "the same monitor, never restarted");
+    let status = monitor.wait_status("no error left", |s| s.errors.failing().next().is_none());
+    assert_eq!(status.uploads.unverified_files, 0);
     let health = monitor_health(&monitor);
     assert!(
         !health.reason.contains("state database"),
