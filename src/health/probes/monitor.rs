@@ -358,6 +358,25 @@ mod tests {
         let all_down = vec![backend(BackendKind::Meta, BackendState::Unreachable)];
         let o = evaluate(&status(0, None, all_down), 1_000_000, &s);
         assert_eq!(o.state, State::Failed);
+        // Work of the monitor that fails: degraded, named, with its error.
+        let mut failing = status(3, Some(30), healthy());
+        failing.uploads.tracked_files = 10;
+        failing.uploads.unverified_files = 3;
+        failing.errors.state_database = Some(crate::monitor::status::Failure {
+            error: "No space left on device (os error 28)".into(),
+            since_unix_ms: 940_000,
+            failures_in_a_row: 4,
+        });
+        let o = evaluate(&failing, 1_000_000, &s);
+        assert_eq!(o.state, State::Degraded, "{o:?}");
+        assert_eq!(
+            o.reason,
+            "3 files waiting for upload, oldest unverified 30.0 s, 3 of 10 tracked files \
+             unverified; 2 backends healthy; state database failing for 60.0 s (4 in a row): \
+             No space left on device (os error 28)"
+        );
+        let part = o.parts.iter().find(|p| p.name == "state database").unwrap();
+        assert_eq!(part.state, State::Degraded);
         let mut other = status(0, None, vec![]);
         other.schema_version = 99;
         assert_eq!(evaluate(&other, 1_000_000, &s).state, State::Unknown);
