@@ -11,9 +11,9 @@
 //! namespace, kind, number) rather than its key string, so 100 000 records take about 13 MiB.
 //!
 //! After one failed write (ENOSPC, EIO) redb refuses every later one until the database is
-//! closed and opened again. The in-memory table stays the truth meanwhile: [`State::failure`]
-//! says the database is behind, and [`State::reopen`] opens it again and writes everything in
-//! which it differs from the table.
+//! closed and opened again. The in-memory table (and the named facts set since) stays the
+//! truth meanwhile: [`State::failure`] says the database is behind, and [`State::reopen`]
+//! opens it again and writes everything in which it differs from the table.
 
 use super::files::{Kind, Roots};
 use super::status::Failure;
@@ -166,6 +166,7 @@ pub struct State {
     namespaces: Vec<String>,
     files: HashMap<FileId, FileRecord>,
     unsaved: HashMap<FileId, Option<FileRecord>>,
+    unsaved_meta: HashMap<String, Vec<u8>>,
     failure: Option<Failure>,
 }
 
@@ -208,6 +209,7 @@ impl State {
             namespaces: Vec::new(),
             files: HashMap::new(),
             unsaved: HashMap::new(),
+            unsaved_meta: HashMap::new(),
             failure: None,
         };
         let (db, files) = state.connect()?;
@@ -406,7 +408,7 @@ impl State {
 
     /// Writes every buffered change in one durable transaction.
     pub fn commit(&mut self) -> Result<(), StateError> {
-        if self.unsaved.is_empty() {
+        if self.unsaved.is_empty() && self.unsaved_meta.is_empty() {
             return Ok(());
         }
         self.write(Durability::Immediate)
@@ -417,7 +419,7 @@ impl State {
     /// holding the lock around the state, so readers do not wait for the disk. A commit by
     /// someone else in the meantime is durable too, and waits for the sync.
     pub fn commit_deferred(&mut self) -> Result<Deferred, StateError> {
-        if !self.unsaved.is_empty() {
+        if !self.unsaved.is_empty() || !self.unsaved_meta.is_empty() {
             self.write(Durability::None)?;
         }
         Ok(Deferred {
@@ -447,14 +449,23 @@ impl State {
                 }
                 .map_err(|e| self.error(e))?;
             }
+            let mut meta = txn.open_table(META).map_err(|e| self.error(e))?;
+            for (name, value) in &self.unsaved_meta {
+                meta.insert(name.as_str(), value.as_slice())
+                    .map_err(|e| self.error(e))?;
+            }
         }
         txn.commit().map_err(|e| self.error(e))?;
         self.unsaved.clear();
+        self.unsaved_meta.clear();
         Ok(())
     }
 
     /// A named fact (for example `backend_set`).
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(value) = self.unsaved_meta.get(name) {
+            return Ok(Some(value.clone()));
+        }
         // Read even while writes fail: what is committed is still there.
         let db = self.db.as_ref().ok_or_else(|| self.error("closed"))?;
         let read = db.begin_read().map_err(|e| self.error(e))?;
@@ -463,20 +474,11 @@ impl State {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    /// Stores a named fact durably, at once.
+    /// Stores a named fact durably, at once (with the buffered records). While writes fail it
+    /// is kept like a record: [`State::meta`] returns it, and [`State::reopen`] writes it.
     pub fn set_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StateError> {
-        let db = self.db()?;
-        let stored = self.try_set_meta(&db, name, value);
-        stored.map_err(|e| self.failed(e))
-    }
-
-    fn try_set_meta(&self, db: &Database, name: &str, value: &[u8]) -> Result<(), StateError> {
-        let txn = db.begin_write().map_err(|e| self.error(e))?;
-        {
-            let mut table = txn.open_table(META).map_err(|e| self.error(e))?;
-            table.insert(name, value).map_err(|e| self.error(e))?;
-        }
-        txn.commit().map_err(|e| self.error(e))
+        self.unsaved_meta.insert(name.to_string(), value.to_vec());
+        self.write(Durability::Immediate)
     }
 }
 
@@ -622,6 +624,10 @@ mod tests {
         state.remove("data/ns/d1");
         assert!(state.commit().is_err());
         assert!(state.set_meta("backend_set", b"7").is_err());
+        assert_eq!(
+            state.meta("backend_set").unwrap().as_deref(),
+            Some(&b"7"[..])
+        );
         assert_eq!(state.failure().unwrap().failures_in_a_row, 1);
         // Still full: the reopen fails, and is counted.
         assert!(state.reopen().is_err());
@@ -632,7 +638,6 @@ mod tests {
         full.store(false, std::sync::atomic::Ordering::SeqCst);
         state.reopen().unwrap();
         assert_eq!(state.failure(), None);
-        state.set_meta("backend_set", b"7").unwrap();
         let mut keys: Vec<String> = state.records().map(|(key, _)| key).collect();
         keys.sort();
         assert_eq!(keys, ["data/ns/d2", "data/ns/d3"]);
