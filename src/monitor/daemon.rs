@@ -13,8 +13,8 @@ use super::rebuild::{self, Rebuild};
 use super::reconcile;
 use super::state::{lock, State};
 use super::status::{
-    BackendStatus, CacheStatus, MonitorStatus, RebuildStatus, UploadStatus, ZdbfsStatus,
-    SCHEMA_VERSION,
+    BackendStatus, CacheStatus, ErrorStatus, Failure, MonitorStatus, RebuildStatus, UploadStatus,
+    ZdbfsStatus, SCHEMA_VERSION,
 };
 use super::tasks::Tasks;
 use super::upload::{Stored, UploadError};
@@ -84,6 +84,8 @@ struct Counters {
     failed_total: u64,
     evicted_total: u64,
     last_error: Option<String>,
+    reconciliation: Option<Failure>,
+    eviction: Option<Failure>,
 }
 
 /// The running monitor.
@@ -108,6 +110,8 @@ pub struct Daemon {
     zdbfs_lane: crate::lane::Lane,
     /// Set by SIGTERM/SIGINT: the deadline for the uploads still queued.
     stopping: Option<Instant>,
+    /// While the state database is behind: the reopen attempts so far and when the next is due.
+    state_reopen: Option<(u32, Instant)>,
     started_unix_ms: u64,
     notifier: Notifier,
     metrics_text: crate::metrics::Shared,
@@ -166,6 +170,7 @@ impl Daemon {
             zdbfs: ZdbfsStatus::default(),
             zdbfs_lane: crate::lane::Lane::new(),
             stopping: None,
+            state_reopen: None,
             started_unix_ms: now_unix_ms(),
             notifier: Notifier::from_env(),
             metrics_text: Arc::new(Mutex::new(String::new())),
@@ -207,6 +212,7 @@ impl Daemon {
         let mut flush_tick = every(self.config.flush_interval.unwrap_or(IDLE));
         let mut watchdog_tick = every(self.notifier.watchdog_interval().unwrap_or(IDLE));
         loop {
+            self.reopen_state_if_due();
             self.dispatch();
             if let Some(deadline) = self.stopping {
                 // Drain: everything queued (the `close` jobs of a zdb that just stopped among
@@ -222,7 +228,11 @@ impl Daemon {
                     break;
                 }
             }
-            let wake = self.queue.next_due().into_iter().chain(self.stopping).min();
+            let reopen = self.state_reopen.map(|(_, due)| due);
+            let wake = (self.queue.next_due().into_iter())
+                .chain(self.stopping)
+                .chain(reopen)
+                .min();
             let wake_at = tokio::time::Instant::from_std(wake.unwrap_or(Instant::now() + IDLE));
             let running = self.stopping.is_none();
             tokio::select! {
@@ -244,7 +254,13 @@ impl Daemon {
                 _ = interrupt.recv() => self.begin_stop("SIGINT"),
             }
         }
-        if let Err(e) = lock(&self.state).commit() {
+        let mut state = lock(&self.state);
+        let saved = match state.failure() {
+            Some(_) => state.reopen(),
+            None => state.commit(),
+        };
+        drop(state);
+        if let Err(e) = saved {
             tracing::error!("cannot save the state at exit: {e}");
         }
         self.publish();
@@ -272,8 +288,12 @@ impl Daemon {
             Event::Evicted(Ok(super::evict::Outcome { evicted, used })) => {
                 self.counters.evicted_total += evicted;
                 self.cache_used = used;
+                Failure::track(&mut self.counters.eviction, None, now_unix_ms());
             }
-            Event::Evicted(Err(e)) => tracing::error!("eviction failed: {e}"),
+            Event::Evicted(Err(e)) => {
+                tracing::error!("eviction failed: {e}");
+                Failure::track(&mut self.counters.eviction, Some(e), now_unix_ms());
+            }
             Event::BackendsChecked(results) => self.backends_checked(results),
             Event::Rebuilt(task, result) => self.rebuilt(task, result),
             Event::VdcAnswered(label, result) => self.vdc_answered(label, result),
@@ -281,6 +301,48 @@ impl Daemon {
                 let mountpoint = self.config.zdbfs_mountpoint.display().to_string();
                 flush::record(&mut self.zdbfs, result, &mountpoint);
             }
+        }
+    }
+
+    // State database.
+
+    /// After a failed write, reopens the state database, first after `retry_initial_secs`,
+    /// then at doubling delays up to `retry_max_secs` while reopening fails (the uploads'
+    /// backoff). The monitor does not exit instead for systemd to restart it: a restart on a
+    /// disk that is still full would fail to open the database and leave no monitor at all
+    /// (uploads stopped, the status stale), and the in-memory table that a reopen writes back
+    /// would be lost, to be re-derived by re-hashing and re-uploading. Meanwhile uploads go on
+    /// (their records wait in memory), eviction deletes nothing (its marks cannot be made
+    /// durable), and the status, metrics and health name the failure.
+    fn reopen_state_if_due(&mut self) {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        let Some(failure) = state.failure() else {
+            self.state_reopen = None;
+            return;
+        };
+        let retry = retry_of(&self.config);
+        match self.state_reopen {
+            None => {
+                tracing::error!(
+                    "the state database cannot be written ({}); reopening it in {} s",
+                    failure.error,
+                    retry.delay(1).as_secs()
+                );
+                self.state_reopen = Some((1, now + retry.delay(1)));
+            }
+            Some((_, due)) if now < due => {}
+            Some((attempt, _)) => match state.reopen() {
+                Ok(()) => self.state_reopen = None,
+                Err(e) => {
+                    let delay = retry.delay(attempt + 1);
+                    tracing::warn!(
+                        "cannot reopen the state database (attempt {attempt}, again in {} s): {e}",
+                        delay.as_secs()
+                    );
+                    self.state_reopen = Some((attempt + 1, now + delay));
+                }
+            },
         }
     }
 
@@ -293,7 +355,12 @@ impl Daemon {
             .values()
             .filter(|r| r.verified() || (r.evicted && r.remote.is_some()))
             .count() as u64;
+        let unverified_files = state
+            .values()
+            .filter(|r| r.local.is_some() && !r.verified())
+            .count() as u64;
         let tracked_files = state.len() as u64;
+        let state_database = state.failure().cloned();
         drop(state);
         let now = now_unix_ms();
         let oldest = self.queue.oldest_queued_unix_ms();
@@ -309,6 +376,7 @@ impl Daemon {
                 oldest_unverified_age_secs: oldest.map(|t| now.saturating_sub(t) / 1000),
                 tracked_files,
                 verified_files,
+                unverified_files,
                 verified_total: self.counters.verified_total,
                 failed_total: self.counters.failed_total,
                 last_error: self.counters.last_error.clone(),
@@ -344,6 +412,11 @@ impl Daemon {
                 flush_interval_secs: self.config.flush_interval.map_or(0, |d| d.as_secs()),
                 ..self.zdbfs.clone()
             }),
+            errors: ErrorStatus {
+                state_database,
+                reconciliation: self.counters.reconciliation.clone(),
+                eviction: self.counters.eviction.clone(),
+            },
         }
     }
 

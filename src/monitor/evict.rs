@@ -22,7 +22,7 @@
 use super::backends::Entry;
 use super::files::{records_atime, Kind, LocalFile, Roots};
 use super::reconcile::matches_stat;
-use super::state::{lock, Deferred, FileRecord, State};
+use super::state::{lock, FileRecord, State};
 use crate::logging::message_id;
 use crate::monitor::status::BackendState;
 use std::collections::BinaryHeap;
@@ -172,9 +172,20 @@ fn evict_batch<'a>(
         state.commit_deferred()
     };
     // Durable before anything is deleted; synced without the lock.
-    marked
-        .and_then(Deferred::sync)
-        .map_err(|e| format!("cannot record the files about to be evicted: {e}"))?;
+    if let Err(e) = marked.and_then(|deferred| deferred.sync(state)) {
+        // Nothing is deleted: the marks go, so that a reopened database does not get them.
+        let mut state = lock(state);
+        for file in batch {
+            if let Some(record) = state.get(&file.key).copied() {
+                let kept = FileRecord {
+                    evicting: false,
+                    ..record
+                };
+                state.set(&file.key, kept);
+            }
+        }
+        return Err(format!("cannot record the files about to be evicted: {e}"));
+    }
     let mut deleted = vec![false; batch.len()];
     for (file, deleted) in batch.iter().zip(&mut deleted) {
         // Look again right before deleting: the file must still be the verified content.
@@ -231,7 +242,7 @@ fn evict_batch<'a>(
         .collect();
     let recorded_now = guard.commit_deferred();
     drop(guard);
-    if let Err(e) = recorded_now.and_then(Deferred::sync) {
+    if let Err(e) = recorded_now.and_then(|deferred| deferred.sync(state)) {
         return Err(format!(
             "evicted {} files but cannot record it: {e}",
             gone.len()

@@ -45,6 +45,11 @@ pub fn render(status: &MonitorStatus) -> String {
         u.damaged_files,
     );
     gauge(
+        "qsfs_monitor_unverified_files",
+        "Tracked files present locally whose content is not verified remote.",
+        u.unverified_files,
+    );
+    gauge(
         "qsfs_monitor_cache_used_bytes",
         "Bytes used by evictable data files.",
         status.cache.used_bytes,
@@ -79,6 +84,24 @@ pub fn render(status: &MonitorStatus) -> String {
     if let Some(zdbfs) = &status.zdbfs {
         render_zdbfs(&mut out, zdbfs);
     }
+    let e = &status.errors;
+    let failing = [
+        ("state_database", &e.state_database),
+        ("reconciliation", &e.reconciliation),
+        ("eviction", &e.eviction),
+    ]
+    .into_iter()
+    .map(|(work, failure)| {
+        let count = failure.as_ref().map_or(0, |f| f.failures_in_a_row);
+        (vec![("work", work.to_string())], count.into())
+    })
+    .collect();
+    out.family(
+        "qsfs_monitor_failures_in_a_row",
+        Kind::Gauge,
+        "Failed attempts in a row of the monitor's own work (0 while it works).",
+        failing,
+    );
     let mut states = Vec::new();
     for backend in &status.backends {
         for state in BackendState::ALL {

@@ -11,7 +11,7 @@
 
 use super::files::{Kind, LocalFile, Roots};
 use super::replace::{self, Verdict};
-use super::state::{lock, Deferred, FileRecord, LocalStamp, State};
+use super::state::{lock, FileRecord, LocalStamp, State};
 use crate::logging::message_id;
 use crate::zstor::Checksum;
 use std::collections::HashSet;
@@ -104,8 +104,8 @@ pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Re
             outcome.to_upload.push(file);
         }
     })?;
-    let mut state = lock(state);
-    let gone: Vec<(String, FileRecord)> = state
+    let mut guard = lock(state);
+    let gone: Vec<(String, FileRecord)> = guard
         .records()
         .filter(|(key, record)| {
             record.local.is_some() && !record.evicted && !seen.contains(&key_hash(key))
@@ -115,7 +115,7 @@ pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Re
     let mut sizes = Vec::new();
     for (key, record) in gone {
         let evicted = record.evicting && record.verified();
-        state.set(
+        guard.set(
             &key,
             FileRecord {
                 local: None,
@@ -131,10 +131,10 @@ pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Re
             outcome.vanished.push(key);
         }
     }
-    let committed = state.commit_deferred();
-    drop(state);
+    let committed = guard.commit_deferred();
+    drop(guard);
     committed
-        .and_then(Deferred::sync)
+        .and_then(|deferred| deferred.sync(state))
         .map_err(std::io::Error::other)?;
     for (key, size) in outcome.evicted.iter().zip(sizes) {
         let path = roots.path_of(key);

@@ -9,11 +9,18 @@
 //! large cache) for each verified upload. The whole file table is also kept in memory, so a
 //! reconciliation pass reads no database page; in memory a file is a 12-byte id (interned
 //! namespace, kind, number) rather than its key string, so 100 000 records take about 13 MiB.
+//!
+//! After one failed write (ENOSPC, EIO) redb refuses every later one until the database is
+//! closed and opened again. The in-memory table (and the named facts set since) stays the
+//! truth meanwhile: [`State::failure`] says the database is behind, and [`State::reopen`]
+//! opens it again and writes everything in which it differs from the table.
 
 use super::files::{Kind, Roots};
+use super::status::Failure;
 use crate::zstor::Checksum;
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -121,14 +128,21 @@ pub struct Deferred {
 }
 
 impl Deferred {
-    /// Makes every commit so far durable (one empty durable transaction).
-    pub fn sync(self) -> Result<(), StateError> {
+    /// Makes every commit so far durable (one empty durable transaction); a failure is
+    /// recorded in `state` (locked only then).
+    pub fn sync(self, state: &Mutex<State>) -> Result<(), StateError> {
         let error = |message: String| StateError {
             path: self.path.clone(),
             message,
         };
-        let txn = self.db.begin_write().map_err(|e| error(e.to_string()))?;
-        txn.commit().map_err(|e| error(e.to_string()))
+        let synced = self
+            .db
+            .begin_write()
+            .map_err(|e| error(e.to_string()))
+            .and_then(|txn| txn.commit().map_err(|e| error(e.to_string())));
+        // The database is released before the lock is taken: a reopen waits for no sync.
+        drop(self.db);
+        synced.map_err(|e| lock(state).failed(e))
     }
 }
 
@@ -139,14 +153,21 @@ struct FileId {
     kind: Kind,
 }
 
+/// Opens the database (again).
+type Opener = Box<dyn Fn() -> Result<Database, DatabaseError> + Send>;
+
 /// The durable state, with every file record in memory. Changes are buffered by
 /// [`State::set`] and written in one transaction by [`State::commit`].
 pub struct State {
-    db: Arc<Database>,
+    /// `None` while closed after a reopen failed.
+    db: Option<Arc<Database>>,
+    open: Opener,
     path: String,
     namespaces: Vec<String>,
     files: HashMap<FileId, FileRecord>,
     unsaved: HashMap<FileId, Option<FileRecord>>,
+    unsaved_meta: HashMap<String, Vec<u8>>,
+    failure: Option<Failure>,
 }
 
 /// How long [`State::open`] waits for another process to release the database's lock: a
@@ -171,43 +192,132 @@ impl State {
     /// Opens (or creates) `<dir>/monitor.redb` and loads every record.
     pub fn open(dir: &Path) -> Result<State, StateError> {
         let path = dir.join("monitor.redb");
+        std::fs::create_dir_all(dir).map_err(|e| StateError {
+            path: path.display().to_string(),
+            message: format!("cannot create {}: {e}", dir.display()),
+        })?;
         let name = path.display().to_string();
-        let error = |message: String| StateError {
-            path: name.clone(),
-            message,
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
-        let db = open_waiting_for_lock(&path).map_err(|e| error(e.to_string()))?;
-        let txn = db.begin_write().map_err(|e| error(e.to_string()))?;
-        txn.open_table(FILES).map_err(|e| error(e.to_string()))?;
-        txn.open_table(META).map_err(|e| error(e.to_string()))?;
-        txn.commit().map_err(|e| error(e.to_string()))?;
+        State::open_with(name, Box::new(move || open_waiting_for_lock(&path)))
+    }
+
+    /// Opens the database `open` opens (named `path` in errors) and loads every record.
+    fn open_with(path: String, open: Opener) -> Result<State, StateError> {
         let mut state = State {
-            db: Arc::new(db),
-            path: name.clone(),
+            db: None,
+            open,
+            path,
             namespaces: Vec::new(),
             files: HashMap::new(),
             unsaved: HashMap::new(),
+            unsaved_meta: HashMap::new(),
+            failure: None,
         };
-        let read = state.db.begin_read().map_err(|e| error(e.to_string()))?;
-        let table = read.open_table(FILES).map_err(|e| error(e.to_string()))?;
+        let (db, files) = state.connect()?;
+        state.db = Some(db);
+        state.files = files;
+        Ok(state)
+    }
+
+    fn error(&self, message: impl ToString) -> StateError {
+        StateError {
+            path: self.path.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Opens the database, creates its tables if new, and reads every record.
+    fn connect(&mut self) -> Result<(Arc<Database>, HashMap<FileId, FileRecord>), StateError> {
+        let db = (self.open)().map_err(|e| self.error(e))?;
+        let txn = db.begin_write().map_err(|e| self.error(e))?;
+        txn.open_table(FILES).map_err(|e| self.error(e))?;
+        txn.open_table(META).map_err(|e| self.error(e))?;
+        txn.commit().map_err(|e| self.error(e))?;
+        let read = db.begin_read().map_err(|e| self.error(e))?;
+        let table = read.open_table(FILES).map_err(|e| self.error(e))?;
         // Sized once: growing a table of 100 000 records would briefly need twice the memory.
-        state
-            .files
-            .reserve(table.len().map_err(|e| error(e.to_string()))? as usize);
-        for entry in table.iter().map_err(|e| error(e.to_string()))? {
-            let (key, value) = entry.map_err(|e| error(e.to_string()))?;
-            match (state.intern(key.value()), FileRecord::decode(value.value())) {
+        let mut files = HashMap::new();
+        files.reserve(table.len().map_err(|e| self.error(e))? as usize);
+        for entry in table.iter().map_err(|e| self.error(e))? {
+            let (key, value) = entry.map_err(|e| self.error(e))?;
+            match (self.intern(key.value()), FileRecord::decode(value.value())) {
                 (Some(id), Some(record)) => {
-                    state.files.insert(id, record);
+                    files.insert(id, record);
                 }
                 _ => tracing::warn!("monitor state: dropping unreadable record {}", key.value()),
             }
         }
         drop(table);
         drop(read);
-        Ok(state)
+        Ok((Arc::new(db), files))
+    }
+
+    /// The database, unless a write failed: nothing is written then until [`State::reopen`]
+    /// (redb would refuse it), and the refusals are not counted as failures.
+    fn db(&self) -> Result<Arc<Database>, StateError> {
+        match (&self.db, &self.failure) {
+            (Some(db), None) => Ok(Arc::clone(db)),
+            (_, failure) => Err(self.error(format!(
+                "not written since an error ({}); it is reopened later",
+                failure.as_ref().map_or("", |f| f.error.as_str())
+            ))),
+        }
+    }
+
+    /// Records a failed write (the database is then behind the table until
+    /// [`State::reopen`]) and returns the error.
+    fn failed(&mut self, error: StateError) -> StateError {
+        let now = crate::clock::now_unix_ms();
+        Failure::track(&mut self.failure, Some(error.message.clone()), now);
+        error
+    }
+
+    /// The failure that left the database behind the table, until a [`State::reopen`] works.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// Closes the database and opens it again (what redb asks for after an I/O error), then
+    /// writes every record in which it differs from the table: what was buffered, and what a
+    /// commit that was not made durable lost. The table is not changed. Fails, and is to be
+    /// tried again later, while the database cannot be written (the disk still full) or a
+    /// [`Deferred`] of the old one is not synced yet; clears [`State::failure`] once it works.
+    pub fn reopen(&mut self) -> Result<(), StateError> {
+        if let Some(db) = self.db.take() {
+            match Arc::try_unwrap(db) {
+                Ok(db) => drop(db),
+                Err(db) => {
+                    self.db = Some(db);
+                    return Err(self.error("a sync of the database is still running"));
+                }
+            }
+        }
+        let (db, stored) = match self.connect() {
+            Ok(connected) => connected,
+            Err(e) => return Err(self.failed(e)),
+        };
+        self.db = Some(Arc::clone(&db));
+        let mut unsaved: HashMap<FileId, Option<FileRecord>> = self
+            .files
+            .iter()
+            .filter(|(id, record)| stored.get(id) != Some(record))
+            .map(|(id, record)| (*id, Some(*record)))
+            .collect();
+        unsaved.extend(
+            stored
+                .keys()
+                .filter(|id| !self.files.contains_key(id))
+                .map(|id| (*id, None)),
+        );
+        self.unsaved = unsaved;
+        let written = self.unsaved.len();
+        let result = self.try_write(&db, Durability::Immediate);
+        result.map_err(|e| self.failed(e))?;
+        self.failure = None;
+        tracing::info!(
+            "monitor state {}: reopened, {written} records written that it lacked",
+            self.path
+        );
+        Ok(())
     }
 
     /// The id of a key, interning its namespace.
@@ -298,7 +408,7 @@ impl State {
 
     /// Writes every buffered change in one durable transaction.
     pub fn commit(&mut self) -> Result<(), StateError> {
-        if self.unsaved.is_empty() {
+        if self.unsaved.is_empty() && self.unsaved_meta.is_empty() {
             return Ok(());
         }
         self.write(Durability::Immediate)
@@ -309,25 +419,26 @@ impl State {
     /// holding the lock around the state, so readers do not wait for the disk. A commit by
     /// someone else in the meantime is durable too, and waits for the sync.
     pub fn commit_deferred(&mut self) -> Result<Deferred, StateError> {
-        if !self.unsaved.is_empty() {
+        if !self.unsaved.is_empty() || !self.unsaved_meta.is_empty() {
             self.write(Durability::None)?;
         }
         Ok(Deferred {
-            db: Arc::clone(&self.db),
+            db: self.db()?,
             path: self.path.clone(),
         })
     }
 
     fn write(&mut self, durability: Durability) -> Result<(), StateError> {
-        let error = |message: String| StateError {
-            path: self.path.clone(),
-            message,
-        };
-        let mut txn = self.db.begin_write().map_err(|e| error(e.to_string()))?;
-        txn.set_durability(durability)
-            .map_err(|e| error(e.to_string()))?;
+        let db = self.db()?;
+        let written = self.try_write(&db, durability);
+        written.map_err(|e| self.failed(e))
+    }
+
+    fn try_write(&mut self, db: &Database, durability: Durability) -> Result<(), StateError> {
+        let mut txn = db.begin_write().map_err(|e| self.error(e))?;
+        txn.set_durability(durability).map_err(|e| self.error(e))?;
         {
-            let mut table = txn.open_table(FILES).map_err(|e| error(e.to_string()))?;
+            let mut table = txn.open_table(FILES).map_err(|e| self.error(e))?;
             for (id, record) in &self.unsaved {
                 let key = self.key(*id);
                 match record {
@@ -336,40 +447,38 @@ impl State {
                         .map(drop),
                     None => table.remove(key.as_str()).map(drop),
                 }
-                .map_err(|e| error(e.to_string()))?;
+                .map_err(|e| self.error(e))?;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| self.error(e))?;
+            for (name, value) in &self.unsaved_meta {
+                meta.insert(name.as_str(), value.as_slice())
+                    .map_err(|e| self.error(e))?;
             }
         }
-        txn.commit().map_err(|e| error(e.to_string()))?;
+        txn.commit().map_err(|e| self.error(e))?;
         self.unsaved.clear();
+        self.unsaved_meta.clear();
         Ok(())
     }
 
     /// A named fact (for example `backend_set`).
     pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
-        let error = |message: String| StateError {
-            path: self.path.clone(),
-            message,
-        };
-        let read = self.db.begin_read().map_err(|e| error(e.to_string()))?;
-        let table = read.open_table(META).map_err(|e| error(e.to_string()))?;
-        let value = table.get(name).map_err(|e| error(e.to_string()))?;
+        if let Some(value) = self.unsaved_meta.get(name) {
+            return Ok(Some(value.clone()));
+        }
+        // Read even while writes fail: what is committed is still there.
+        let db = self.db.as_ref().ok_or_else(|| self.error("closed"))?;
+        let read = db.begin_read().map_err(|e| self.error(e))?;
+        let table = read.open_table(META).map_err(|e| self.error(e))?;
+        let value = table.get(name).map_err(|e| self.error(e))?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    /// Stores a named fact durably, at once.
+    /// Stores a named fact durably, at once (with the buffered records). While writes fail it
+    /// is kept like a record: [`State::meta`] returns it, and [`State::reopen`] writes it.
     pub fn set_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StateError> {
-        let error = |message: String| StateError {
-            path: self.path.clone(),
-            message,
-        };
-        let txn = self.db.begin_write().map_err(|e| error(e.to_string()))?;
-        {
-            let mut table = txn.open_table(META).map_err(|e| error(e.to_string()))?;
-            table
-                .insert(name, value)
-                .map_err(|e| error(e.to_string()))?;
-        }
-        txn.commit().map_err(|e| error(e.to_string()))
+        self.unsaved_meta.insert(name.to_string(), value.to_vec());
+        self.write(Durability::Immediate)
     }
 }
 
@@ -439,19 +548,130 @@ mod tests {
         assert_eq!(state.meta("absent").unwrap(), None);
     }
 
+    /// A file backend whose writes fail with ENOSPC while `full` is set.
+    #[derive(Debug)]
+    struct Fillable {
+        file: redb::backends::FileBackend,
+        full: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Fillable {
+        fn check(&self) -> std::io::Result<()> {
+            match self.full.load(std::sync::atomic::Ordering::SeqCst) {
+                true => Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC)),
+                false => Ok(()),
+            }
+        }
+    }
+
+    impl redb::StorageBackend for Fillable {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.file.close()
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_reported_and_a_reopen_writes_what_the_database_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("monitor.redb");
+        let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (file, flag) = (path.clone(), full.clone());
+        let open: Opener = Box::new(move || {
+            let handle = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&file)?;
+            Database::builder().create_with_backend(Fillable {
+                file: redb::backends::FileBackend::new(handle)?,
+                full: flag.clone(),
+            })
+        });
+        let shared = Mutex::new(State::open_with("test.redb".into(), open).unwrap());
+        let mut state = lock(&shared);
+        state.set("data/ns/d1", record(1));
+        state.commit().unwrap();
+        // Committed, not durable yet; the disk fills before the sync.
+        state.set("data/ns/d2", record(2));
+        let deferred = state.commit_deferred().unwrap();
+        drop(state);
+        full.store(true, std::sync::atomic::Ordering::SeqCst);
+        let e = deferred.sync(&shared).unwrap_err();
+        assert!(e.to_string().contains("No space left"), "{e}");
+        let mut state = lock(&shared);
+        assert_eq!(state.failure().unwrap().failures_in_a_row, 1);
+        // Later writes are refused without touching the database, and not counted.
+        state.set("data/ns/d3", record(3));
+        state.remove("data/ns/d1");
+        assert!(state.commit().is_err());
+        assert!(state.set_meta("backend_set", b"7").is_err());
+        assert_eq!(
+            state.meta("backend_set").unwrap().as_deref(),
+            Some(&b"7"[..])
+        );
+        assert_eq!(state.failure().unwrap().failures_in_a_row, 1);
+        // Still full: the reopen fails, and is counted.
+        assert!(state.reopen().is_err());
+        let failure = state.failure().unwrap();
+        assert_eq!(failure.failures_in_a_row, 2);
+        assert!(failure.error.contains("No space left"), "{failure:?}");
+        // Space again: the reopen writes the table.
+        full.store(false, std::sync::atomic::Ordering::SeqCst);
+        state.reopen().unwrap();
+        assert_eq!(state.failure(), None);
+        let mut keys: Vec<String> = state.records().map(|(key, _)| key).collect();
+        keys.sort();
+        assert_eq!(keys, ["data/ns/d2", "data/ns/d3"]);
+        drop(state);
+        drop(shared);
+        let state = State::open(dir.path()).unwrap();
+        assert_eq!(state.len(), 2);
+        assert_eq!(state.get("data/ns/d2"), Some(&record(2)));
+        assert_eq!(state.get("data/ns/d3"), Some(&record(3)));
+        assert_eq!(state.get("data/ns/d1"), None);
+        assert_eq!(
+            state.meta("backend_set").unwrap().as_deref(),
+            Some(&b"7"[..])
+        );
+    }
+
     #[test]
     fn deferred_commits_are_ordered_and_durable_once_synced() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut state = State::open(dir.path()).unwrap();
+            let shared = Mutex::new(State::open(dir.path()).unwrap());
+            let mut state = lock(&shared);
             state.set("data/ns/d1", record(1));
             let deferred = state.commit_deferred().unwrap();
             state.set("data/ns/d1", record(2));
             state.set("data/ns/d3", record(3));
             state.commit().unwrap();
-            deferred.sync().unwrap();
+            drop(state);
+            deferred.sync(&shared).unwrap();
+            let mut state = lock(&shared);
             state.set("data/ns/d4", record(4));
-            state.commit_deferred().unwrap().sync().unwrap();
+            let deferred = state.commit_deferred().unwrap();
+            drop(state);
+            deferred.sync(&shared).unwrap();
         }
         let state = State::open(dir.path()).unwrap();
         assert_eq!(state.len(), 3);

@@ -34,6 +34,9 @@ pub struct MonitorStatus {
     /// The zdbfs cache flushes and zdbfs's statistics.
     #[serde(default)]
     pub zdbfs: Option<ZdbfsStatus>,
+    /// What fails now (absent in a status from before it was published: nothing known).
+    #[serde(default)]
+    pub errors: ErrorStatus,
 }
 
 /// The periodic flush of zdbfs's cache (its snapshot ioctl) and its statistics.
@@ -68,6 +71,10 @@ pub struct UploadStatus {
     pub tracked_files: u64,
     /// Of those, verified remote.
     pub verified_files: u64,
+    /// Of those, present locally with a content not verified remote: each is queued, or will
+    /// be by the next reconciliation (0 in a status from before it was published).
+    #[serde(default)]
+    pub unverified_files: u64,
     /// Uploads verified since the daemon started.
     pub verified_total: u64,
     /// Failed upload attempts since the daemon started.
@@ -77,6 +84,60 @@ pub struct UploadStatus {
     /// Damaged local copies set aside (in `<state_dir>/damaged`) until an operator removes them.
     #[serde(default)]
     pub damaged_files: u64,
+}
+
+/// Work of the monitor that fails now, each `None` while it works.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorStatus {
+    /// Writing the state database (the monitor reopens it and retries).
+    pub state_database: Option<Failure>,
+    /// The reconciliation of the files with the state.
+    pub reconciliation: Option<Failure>,
+    /// The cache eviction.
+    pub eviction: Option<Failure>,
+}
+
+impl ErrorStatus {
+    /// Each failing work with its name (`state database`, `reconciliation`, `eviction`).
+    pub fn failing(&self) -> impl Iterator<Item = (&'static str, &Failure)> {
+        [
+            ("state database", &self.state_database),
+            ("reconciliation", &self.reconciliation),
+            ("eviction", &self.eviction),
+        ]
+        .into_iter()
+        .filter_map(|(name, failure)| Some((name, failure.as_ref()?)))
+    }
+}
+
+/// A failure that lasts until the work next succeeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The last error.
+    pub error: String,
+    /// When the first failure of this run happened, unix milliseconds.
+    pub since_unix_ms: u64,
+    /// Failed attempts in a row.
+    pub failures_in_a_row: u64,
+}
+
+impl Failure {
+    /// Records one attempt in `slot`: an error starts or extends the failure, a success
+    /// (`None`) ends it.
+    pub fn track(slot: &mut Option<Failure>, error: Option<String>, now_unix_ms: u64) {
+        *slot = error.map(|error| match slot.take() {
+            Some(failure) => Failure {
+                error,
+                failures_in_a_row: failure.failures_in_a_row + 1,
+                ..failure
+            },
+            None => Failure {
+                error,
+                since_unix_ms: now_unix_ms,
+                failures_in_a_row: 1,
+            },
+        });
+    }
 }
 
 /// The local cache of data files.
@@ -258,18 +319,50 @@ mod tests {
         assert_eq!(s.rebuild, Some(RebuildStatus { done: 7, total: 10 }));
         let zdbfs = s.zdbfs.as_ref().unwrap();
         assert_eq!(zdbfs.stats.as_ref().unwrap().syscalls[14], 15);
+        let failing: Vec<_> = s
+            .errors
+            .failing()
+            .map(|(name, f)| (name, f.failures_in_a_row))
+            .collect();
+        assert_eq!(failing, [("state database", 3)]);
         // Today's writer writes the fixture's form, byte for byte.
         assert_eq!(serde_json::to_string_pretty(&s).unwrap() + "\n", V1);
         // A status of a monitor from before zdbfs was watched has no `zdbfs`.
         let mut older: serde_json::Value = serde_json::from_str(V1).unwrap();
         older.as_object_mut().unwrap().remove("zdbfs");
-        older["uploads"]
+        // ... nor, from before they were published, `errors`, `unverified_files`,
+        // `damaged_files` and `eviction_paused`.
+        older.as_object_mut().unwrap().remove("errors");
+        let uploads = older["uploads"].as_object_mut().unwrap();
+        uploads.remove("unverified_files");
+        uploads.remove("damaged_files");
+        older["cache"]
             .as_object_mut()
             .unwrap()
-            .remove("damaged_files");
+            .remove("eviction_paused");
         let s = MonitorStatus::from_json(older.to_string().as_bytes()).unwrap();
         assert_eq!(s.zdbfs, None);
+        assert_eq!(s.errors, ErrorStatus::default());
+        assert_eq!(s.uploads.unverified_files, 0);
         assert_eq!(s.uploads.damaged_files, 0);
+        assert_eq!(s.cache.eviction_paused, None);
+    }
+
+    #[test]
+    fn a_failure_lasts_until_a_success() {
+        let mut slot = None;
+        Failure::track(&mut slot, Some("full".into()), 10);
+        Failure::track(&mut slot, Some("still full".into()), 20);
+        assert_eq!(
+            slot,
+            Some(Failure {
+                error: "still full".into(),
+                since_unix_ms: 10,
+                failures_in_a_row: 2
+            })
+        );
+        Failure::track(&mut slot, None, 30);
+        assert_eq!(slot, None);
     }
 
     #[test]

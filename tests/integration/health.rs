@@ -453,6 +453,7 @@ async fn monitor_probe_reads_the_published_status() {
         }],
         rebuild: None,
         zdbfs: None,
+        errors: Default::default(),
     };
     std::fs::write(&path, serde_json::to_vec(&status).unwrap()).unwrap();
     let f = probes(&c).run(ProbeName::Monitor).await;

@@ -890,3 +890,162 @@ fn check_eviction_waits_while_a_backend_does_not_answer(stack: &Stack) {
     assert!(monitor.log().contains("cache eviction paused"));
     assert!(monitor.log().contains("cache eviction resumed"));
 }
+
+/// A tmpfs mounted on a directory for a test, unmounted (lazily: a process may still have a
+/// file open there) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount a tmpfs on {}: {out:?}",
+            dir.display()
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem of `dir` with one file of zeros until it is full.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("ballast");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = [0u8; 4096];
+    while file.write_all(&chunk).is_ok() {}
+    // The last partial pages too.
+    while file.write_all(&[0u8; 1]).is_ok() {}
+    let _ = file.sync_all();
+    path
+}
+
+/// Writes sealed data files `d<from>..d<to>` (and the active `d<to>`) of 2 KiB each.
+fn sealed_data_files(ns: &Path, from: u32, to: u32) {
+    std::fs::create_dir_all(ns).unwrap();
+    for n in from..=to {
+        let content: Vec<u8> = (0..2048u32)
+            .map(|i| (i.wrapping_mul(n + 3) % 253) as u8)
+            .collect();
+        std::fs::write(ns.join(format!("d{n}")), content).unwrap();
+    }
+}
+
+/// The health probe of the monitor on its published status.
+fn monitor_health(monitor: &Monitor) -> qsfs::health::Outcome {
+    qsfs::health::probes::monitor::probe(&qsfs::health::probes::monitor::MonitorSettings {
+        status_file: monitor.status_file.clone(),
+        ..Default::default()
+    })
+}
+
+/// Polls `probe` every 100 ms for up to `timeout`, panicking with `what` and the monitor's log
+/// when it never holds or the monitor exits.
+fn wait_long<T>(
+    monitor: &mut Monitor,
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut(&Monitor) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = monitor.child.try_wait() {
+            panic!("zstor_monitor exited with {status}:\n{}", monitor.log());
+        }
+        if let Some(found) = probe(monitor) {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last status: {:#?}\nlog:\n{}",
+            MonitorStatus::read(&monitor.status_file).ok(),
+            monitor.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_full_state_directory_is_reported_and_recovered_from_without_a_restart() {
+    support::upstream::each_stack(
+        check_a_full_state_directory_is_reported_and_recovered_from_without_a_restart,
+    );
+}
+
+fn check_a_full_state_directory_is_reported_and_recovered_from_without_a_restart(stack: &Stack) {
+    let app = Appliance::on(stack, "");
+    let state_fs = Tmpfs::mount(&app.state, "512k");
+    let ns = app.data.join("zdbfs-data");
+    std::fs::create_dir_all(app.index.join("zdbfs-data")).unwrap();
+    sealed_data_files(&ns, 0, 150);
+    let mut monitor = Monitor::start(&app, "upload_concurrency = 4", &[]);
+    monitor.wait_status("the first uploads verified", |s| {
+        s.uploads.verified_files >= 20
+    });
+
+    // The state directory fills while uploads go on, and 250 more sealed files appear: their
+    // records do not fit.
+    let ballast = fill(&state_fs.0);
+    sealed_data_files(&ns, 150, 400);
+    let degraded = wait_long(
+        &mut monitor,
+        "health degraded, naming the state database",
+        Duration::from_secs(60),
+        |monitor| {
+            let health = monitor_health(monitor);
+            (health.state == qsfs::health::State::Degraded
+                && health.reason.contains("state database"))
+            .then_some(health)
+        },
+    );
+    println!("while full: {}", degraded.reason);
+    let status = monitor.wait_status("the failure in the status", |s| {
+        s.errors.state_database.is_some() && s.uploads.unverified_files > 0
+    });
+    let failure = status.errors.state_database.unwrap();
+    assert!(failure.error.contains("No space left"), "{failure:?}");
+
+    // Space comes back: every file ends verified, with no restart.
+    std::fs::remove_file(&ballast).unwrap();
+    let pid = monitor.child.id();
+    let status = wait_long(
+        &mut monitor,
+        "every sealed file verified",
+        Duration::from_secs(180),
+        |monitor| {
+            let status = MonitorStatus::read(&monitor.status_file).ok()?;
+            (status.uploads.verified_files == 400 && status.uploads.queued_files == 0)
+                .then_some(status)
+        },
+    );
+    assert_eq!(status.pid, pid, "the same monitor, never restarted");
+    let status = monitor.wait_status("no error left", |s| s.errors.failing().next().is_none());
+    assert_eq!(status.uploads.unverified_files, 0);
+    let health = monitor_health(&monitor);
+    assert!(
+        !health.reason.contains("state database"),
+        "{health:?}\n{}",
+        monitor.log()
+    );
+    for file in sealed_files(&app) {
+        assert!(remote_matches_local(&app, &file), "{}", file.display());
+    }
+
+    // What the monitor knows is in its database: a restart finds every file verified.
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(monitor.wait().code(), Some(0), "{}", monitor.log());
+    let mut monitor = Monitor::start(&app, "upload_concurrency = 4", &[]);
+    let status = monitor.wait_status("the restarted monitor's status", |s| s.pid != pid);
+    assert_eq!(status.uploads.verified_files, 400, "{}", monitor.log());
+}

@@ -3,13 +3,15 @@
 //!
 //! * ok: a fresh status, a small backlog, every backend healthy;
 //! * degraded: a backlog of `backlog_degraded_files` or more, a file unverified for
-//!   `unverified_degraded_secs`, or a backend that is not healthy (low space, unknown,
-//!   unreachable while others of its kind remain);
+//!   `unverified_degraded_secs`, a backend that is not healthy (low space, unknown,
+//!   unreachable while others of its kind remain), or work of the monitor that fails now
+//!   (writing its state database, reconciliation, eviction: named, with the error);
 //! * failed: no status, a status older than `stale_after_secs` (the monitor is not running),
 //!   a file unverified for `unverified_failed_secs`, or every data (or meta) backend unreachable;
 //! * unknown: the status cannot be read or has another schema version.
 //!
-//! The monitor's own `last_error` text is not repeated here.
+//! The monitor's own upload `last_error` text (zstor's output) is not repeated here; the
+//! errors of its state database, reconciliation and eviction (paths and OS errors) are.
 
 use crate::config::{absolute_path, secs};
 use crate::health::probes::human;
@@ -116,6 +118,23 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
     if let Some(flush) = zdbfs_flush(status, now_unix_ms) {
         parts.push(flush);
     }
+    let failing: Vec<Part> = status
+        .errors
+        .failing()
+        .map(|(name, failure)| {
+            let since = Duration::from_millis(now_unix_ms.saturating_sub(failure.since_unix_ms));
+            Part::new(
+                name,
+                State::Degraded,
+                format!(
+                    "failing for {} ({} in a row): {}",
+                    human(since),
+                    failure.failures_in_a_row,
+                    failure.error
+                ),
+            )
+        })
+        .collect();
     let mut backend_problems = Vec::new();
     for kind in [BackendKind::Data, BackendKind::Meta] {
         let of_kind: Vec<_> = status.backends.iter().filter(|b| b.kind == kind).collect();
@@ -172,6 +191,7 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
     let state = worst(
         std::iter::once(parts[0].state)
             .chain(flush_state)
+            .chain(failing.iter().map(|p| p.state))
             .chain(backend_problems.iter().map(|(s, _)| *s)),
     );
     let mut reasons = vec![parts[0].reason.clone()];
@@ -191,6 +211,8 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
     {
         reasons.push(format!("zdbfs flush {}", flush.reason));
     }
+    reasons.extend(failing.iter().map(|p| format!("{} {}", p.name, p.reason)));
+    parts.extend(failing);
     Outcome::new(state, reasons.join("; ")).with_parts(parts)
 }
 
@@ -243,6 +265,12 @@ fn uploads(status: &MonitorStatus, settings: &MonitorSettings) -> Part {
         }
         None => reason.push_str(", all verified"),
     }
+    if u.unverified_files > 0 {
+        reason.push_str(&format!(
+            ", {} of {} tracked files unverified",
+            u.unverified_files, u.tracked_files
+        ));
+    }
     if u.failed_total > 0 {
         reason.push_str(&format!(", {} failed attempts", u.failed_total));
     }
@@ -288,6 +316,7 @@ mod tests {
             backends,
             rebuild: None,
             zdbfs: None,
+            errors: Default::default(),
         }
     }
 
@@ -346,6 +375,25 @@ mod tests {
         let all_down = vec![backend(BackendKind::Meta, BackendState::Unreachable)];
         let o = evaluate(&status(0, None, all_down), 1_000_000, &s);
         assert_eq!(o.state, State::Failed);
+        // Work of the monitor that fails: degraded, named, with its error.
+        let mut failing = status(3, Some(30), healthy());
+        failing.uploads.tracked_files = 10;
+        failing.uploads.unverified_files = 3;
+        failing.errors.state_database = Some(crate::monitor::status::Failure {
+            error: "No space left on device (os error 28)".into(),
+            since_unix_ms: 940_000,
+            failures_in_a_row: 4,
+        });
+        let o = evaluate(&failing, 1_000_000, &s);
+        assert_eq!(o.state, State::Degraded, "{o:?}");
+        assert_eq!(
+            o.reason,
+            "3 files waiting for upload, oldest unverified 30.0 s, 3 of 10 tracked files \
+             unverified; 2 backends healthy; state database failing for 60.0 s (4 in a row): \
+             No space left on device (os error 28)"
+        );
+        let part = o.parts.iter().find(|p| p.name == "state database").unwrap();
+        assert_eq!(part.state, State::Degraded);
         let mut other = status(0, None, vec![]);
         other.schema_version = 99;
         assert_eq!(evaluate(&other, 1_000_000, &s).state, State::Unknown);

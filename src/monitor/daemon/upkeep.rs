@@ -7,6 +7,7 @@ use crate::monitor::backends;
 use crate::monitor::evict;
 use crate::monitor::flush;
 use crate::monitor::reconcile;
+use crate::monitor::status::Failure;
 use crate::monitor::tasks::Activity;
 use crate::zstor::config::ZstorConfig;
 use std::time::Instant;
@@ -27,8 +28,13 @@ impl Daemon {
     pub(super) fn reconciled(&mut self, result: std::io::Result<reconcile::Outcome>) {
         let outcome = match result {
             Ok(outcome) => outcome,
-            Err(e) => return tracing::error!("reconciliation failed: {e}"),
+            Err(e) => {
+                tracing::error!("reconciliation failed: {e}");
+                let error = Some(e.to_string());
+                return Failure::track(&mut self.counters.reconciliation, error, now_unix_ms());
+            }
         };
+        Failure::track(&mut self.counters.reconciliation, None, now_unix_ms());
         let (now, now_ms) = (Instant::now(), now_unix_ms());
         let mut queued = 0;
         for file in outcome.to_upload {

@@ -151,6 +151,7 @@ fn main() {
         backends: Vec::new(),
         rebuild: None,
         zdbfs: None,
+        errors: Default::default(),
     };
     std::fs::write(
         root.join("monitor.json"),
