@@ -25,7 +25,7 @@ use crate::notify::Notifier;
 use crate::retry::Backoff;
 use crate::spool::Spool;
 use crate::zstor::config::ZstorConfig;
-use crate::zstor::{Zstor, ZstorError};
+use crate::zstor::Zstor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -73,7 +73,7 @@ enum Event {
     Reconciled(std::io::Result<reconcile::Outcome>),
     Evicted(Result<super::evict::Outcome, String>),
     BackendsChecked(Vec<(String, Observation)>),
-    Rebuilt(rebuild::Task, Result<(), ZstorError>),
+    Rebuilt(rebuild::Task, Result<(), repair::RebuildError>),
     VdcAnswered(String, Result<(), super::vdc::VdcError>),
     Flushed(Result<crate::zdbfs::Stats, String>),
 }
@@ -93,6 +93,10 @@ pub struct Daemon {
     config_path: PathBuf,
     config: MonitorConfig,
     zstor_config_mtime: Option<SystemTime>,
+    /// The zstor config as last loaded.
+    zstor_config: ZstorConfig,
+    /// The backend set the zstor daemon was last asked to load (SIGUSR1).
+    zstor_daemon_set: Option<u64>,
     zstor: Zstor,
     roots: Roots,
     spool: Spool,
@@ -159,6 +163,8 @@ impl Daemon {
             backend_set: backends::set_hash(&zstor_config),
             backends: backends::entries(&zstor_config, &[], now_unix_ms()),
             zstor_config_mtime: mtime(&config.zstor_config_path),
+            zstor_config,
+            zstor_daemon_set: None,
             spool,
             state: Arc::new(Mutex::new(state)),
             queue: Queue::new(retry_of(&config)),

@@ -2,6 +2,7 @@
 //! how many attempts each had, progress. The daemon runs the `zstor rebuild`s it hands out.
 
 use std::collections::{HashSet, VecDeque};
+use std::time::Instant;
 
 /// A file that failed this often is left for the next start.
 pub const ATTEMPTS: u32 = 3;
@@ -38,6 +39,8 @@ pub struct Rebuild {
     pub total: u64,
     /// Files given up on.
     pub failed: u64,
+    /// Nothing starts before this instant (the zstor daemon is reloading its config).
+    not_before: Option<Instant>,
 }
 
 impl Rebuild {
@@ -55,9 +58,14 @@ impl Rebuild {
         }
     }
 
-    /// The next rebuild to run, if fewer than `concurrency` run.
-    pub fn start_next(&mut self, concurrency: usize) -> Option<Task> {
-        if self.running() >= concurrency {
+    /// Starts nothing before `instant`.
+    pub fn hold_until(&mut self, instant: Instant) {
+        self.not_before = Some(instant);
+    }
+
+    /// The next rebuild to run at `now`, if fewer than `concurrency` run.
+    pub fn start_next(&mut self, concurrency: usize, now: Instant) -> Option<Task> {
+        if self.running() >= concurrency || self.not_before.is_some_and(|t| now < t) {
             return None;
         }
         self.queue.pop_front()
@@ -108,6 +116,20 @@ impl Rebuild {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn nothing_starts_while_held() {
+        let mut r = Rebuild::default();
+        r.add(["a".to_string()]);
+        let now = Instant::now();
+        r.hold_until(now + Duration::from_secs(2));
+        assert_eq!(r.start_next(1, now + Duration::from_secs(1)), None);
+        assert_eq!(
+            r.start_next(1, now + Duration::from_secs(2)).unwrap().key,
+            "a"
+        );
+    }
 
     fn keys(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("data/ns/d{i}")).collect()
@@ -118,11 +140,14 @@ mod tests {
         let mut r = Rebuild::default();
         assert!(!r.active() && !r.succeeded());
         r.add(keys(3));
-        let a = r.start_next(2).unwrap();
-        let b = r.start_next(2).unwrap();
-        assert!(r.start_next(2).is_none(), "at most `concurrency` at once");
+        let a = r.start_next(2, Instant::now()).unwrap();
+        let b = r.start_next(2, Instant::now()).unwrap();
+        assert!(
+            r.start_next(2, Instant::now()).is_none(),
+            "at most `concurrency` at once"
+        );
         assert_eq!(r.finish(a, true), Step::Done);
-        let c = r.start_next(2).unwrap();
+        let c = r.start_next(2, Instant::now()).unwrap();
         assert_eq!(r.finish(b, true), Step::Done);
         assert!(!r.succeeded());
         assert_eq!(r.finish(c, true), Step::Done);
@@ -134,7 +159,7 @@ mod tests {
         let mut r = Rebuild::default();
         r.add(keys(1));
         for attempt in 0..ATTEMPTS {
-            let task = r.start_next(1).unwrap();
+            let task = r.start_next(1, Instant::now()).unwrap();
             assert_eq!(task.attempts, attempt);
             let step = r.finish(task, false);
             assert_eq!(
@@ -146,7 +171,7 @@ mod tests {
                 }
             );
         }
-        assert!(r.start_next(1).is_none());
+        assert!(r.start_next(1, Instant::now()).is_none());
         assert!(!r.succeeded(), "a given-up file keeps the old set recorded");
         assert_eq!((r.done, r.failed), (1, 1));
     }
@@ -155,11 +180,11 @@ mod tests {
     fn files_added_while_running_join_the_rebuild() {
         let mut r = Rebuild::default();
         r.add(keys(1));
-        let task = r.start_next(1).unwrap();
+        let task = r.start_next(1, Instant::now()).unwrap();
         r.add(vec!["data/ns/d9".to_string()]);
         assert_eq!(r.total, 2);
         r.finish(task, true);
-        let next = r.start_next(1).unwrap();
+        let next = r.start_next(1, Instant::now()).unwrap();
         r.finish(next, true);
         assert!(r.succeeded());
         // A later change starts a new rebuild.
@@ -171,14 +196,14 @@ mod tests {
     fn a_file_added_again_while_queued_or_running_is_rebuilt_once() {
         let mut r = Rebuild::default();
         r.add(keys(2));
-        let running = r.start_next(1).unwrap();
+        let running = r.start_next(1, Instant::now()).unwrap();
         // A second change notice (SIGHUP after the config's mtime was seen) names them again.
         r.add(keys(2));
         assert_eq!(r.total, 2);
         r.finish(running, true);
-        let next = r.start_next(1).unwrap();
+        let next = r.start_next(1, Instant::now()).unwrap();
         r.finish(next, true);
-        assert!(r.start_next(1).is_none() && r.succeeded() && r.done == 2);
+        assert!(r.start_next(1, Instant::now()).is_none() && r.succeeded() && r.done == 2);
     }
 
     #[test]
@@ -186,7 +211,7 @@ mod tests {
         let mut r = Rebuild::default();
         r.add(keys(100));
         let mut reported = 0;
-        while let Some(task) = r.start_next(1) {
+        while let Some(task) = r.start_next(1, Instant::now()) {
             r.finish(task, true);
             reported += r.report_progress() as u32;
         }

@@ -595,7 +595,8 @@ fn backend_states_and_one_replacement_request_per_backend() {
 
 #[test]
 fn a_changed_backend_set_rebuilds_every_verified_file() {
-    let app = Appliance::new(None, "");
+    // Metadata backends that answer: after each rebuild the monitor reads where the shards are.
+    let app = Appliance::on(&support::upstream::Stack::standins(), "");
     for n in 0..4 {
         let path = app.data.join(format!("zdbfs-data/d{n}"));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -606,9 +607,10 @@ fn a_changed_backend_set_rebuilds_every_verified_file() {
         s.uploads.verified_files == 3 && s.uploads.queued_files == 0
     });
     let config = std::fs::read_to_string(&app.zstor_config).unwrap();
+    let replaced = format!("\"{}\"", app.backends.as_ref().unwrap().data[1]);
     std::fs::write(
         &app.zstor_config,
-        config.replace("127.0.0.1:6\"", "127.0.0.1:7\""),
+        config.replace(&replaced, "\"127.0.0.1:7\""),
     )
     .unwrap();
     monitor.signal(nix::sys::signal::Signal::SIGHUP);
@@ -1048,4 +1050,131 @@ fn check_a_full_state_directory_is_reported_and_recovered_from_without_a_restart
     let mut monitor = Monitor::start(&app, "upload_concurrency = 4", &[]);
     let status = monitor.wait_status("the restarted monitor's status", |s| s.pid != pid);
     assert_eq!(status.uploads.verified_files, 400, "{}", monitor.log());
+}
+
+/// The zstor daemon (`zstor … monitor`) of a test; killed when dropped.
+struct ZstorDaemon(std::process::Child);
+
+impl ZstorDaemon {
+    /// Starts `zstor` in daemon mode on `config` (whose `socket` is `socket`).
+    fn start(zstor: &Path, config: &Path, socket: &Path, log: &Path) -> ZstorDaemon {
+        let child = Command::new(zstor)
+            .arg("--log_file")
+            .arg(log)
+            .arg("-c")
+            .arg(config)
+            .arg("monitor")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the zstor daemon's socket", || {
+            std::os::unix::net::UnixStream::connect(socket)
+                .ok()
+                .map(drop)
+        });
+        ZstorDaemon(child)
+    }
+}
+
+impl Drop for ZstorDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Decommissioning a data backend that still answers, on the real zstor (the stand-in keeps
+/// no placement to check): the daemon is asked to re-read its config before the rebuild, and
+/// the rebuild is reported done only once no object has a shard left on the backend that
+/// left the config; with that backend gone, every file reads back byte for byte.
+#[test]
+fn a_backend_replaced_while_it_still_answers_keeps_no_shard() {
+    let Some(stack) = support::upstream::stacks()
+        .into_iter()
+        .find(|s| s.zstor.real)
+    else {
+        eprintln!("skipped: the real zstor is not available (QSFS_UPSTREAM_BIN)");
+        return;
+    };
+    let mut app = Appliance::on(&stack, "");
+    let spare = support::upstream::ZdbBackends::start(&stack.zdb, 0, 1);
+    let socket = app.dir.path().join("zstor.sock");
+    let backends = app.backends.as_ref().unwrap();
+    std::fs::write(&app.zstor_config, backends.zstor_config(Some(&socket))).unwrap();
+    let removed = backends.data[0];
+    let log = app.dir.path().join("zstor-daemon.log");
+    let _daemon = ZstorDaemon::start(&stack.zstor.path, &app.zstor_config, &socket, &log);
+
+    let ns = app.data.join("zdbfs-data");
+    std::fs::create_dir_all(&ns).unwrap();
+    let mut files = Vec::new();
+    for n in 0..=3u8 {
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i as u8) ^ n).collect();
+        let path = ns.join(format!("d{n}"));
+        std::fs::write(&path, &content).unwrap();
+        if n < 3 {
+            files.push((path, content));
+        }
+    }
+    let mut monitor = Monitor::start(&app, "", &[]);
+    monitor.wait_status("the sealed files verified", |s| {
+        s.uploads.verified_files == 3 && s.uploads.queued_files == 0
+    });
+    let placement = |config_path: &Path| {
+        let config = qsfs::zstor::config::ZstorConfig::load(config_path).unwrap();
+        files
+            .iter()
+            .map(|(path, _)| {
+                qsfs::zstor::metadata::shards_of(&config, path, Duration::from_secs(5))
+                    .unwrap()
+                    .unwrap()
+                    .shards
+                    .into_iter()
+                    .map(|s| s.address)
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        placement(&app.zstor_config)
+            .iter()
+            .all(|shards| shards.contains(&removed)),
+        "each file has a shard on every data backend"
+    );
+
+    // The operator replaces the first data backend by the spare; the old one still runs.
+    let text = std::fs::read_to_string(&app.zstor_config).unwrap();
+    let replaced = text.replace(&format!("\"{removed}\""), &format!("\"{}\"", spare.data[0]));
+    assert_ne!(text, replaced);
+    std::fs::write(&app.zstor_config, replaced).unwrap();
+    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    let outcome = wait_for("the rebuild to end", || {
+        let log = monitor.log();
+        (log.contains("rebuild finished") || log.contains("failed 3 times")).then_some(log)
+    });
+    assert!(
+        outcome.contains("asked the zstor daemon (pid"),
+        "the daemon re-read its config first:\n{outcome}"
+    );
+    assert!(
+        outcome.contains("rebuild finished: 3 files"),
+        "the rebuild is done:\n{outcome}"
+    );
+    for (shards, (path, _)) in placement(&app.zstor_config).iter().zip(&files) {
+        assert!(
+            !shards.contains(&removed),
+            "{} has no shard left on {removed}: {shards:?}",
+            path.display()
+        );
+    }
+
+    // The removed backend goes away: every file still reads back, byte for byte.
+    app.backends.as_mut().unwrap().kill(4);
+    for (path, content) in &files {
+        std::fs::remove_file(path).unwrap();
+        app.zstor().retrieve(path).unwrap();
+        assert_eq!(&std::fs::read(path).unwrap(), content, "{}", path.display());
+    }
 }

@@ -7,9 +7,62 @@ use crate::monitor::rebuild::{self, Rebuild, Step};
 use crate::monitor::state::{lock, FileRecord};
 use crate::monitor::tasks::Activity;
 use crate::monitor::vdc;
-use crate::zstor::ZstorError;
+use crate::zstor::config::ZstorConfig;
+use crate::zstor::daemon::ReloadError;
+use crate::zstor::metadata::{self, MetadataError};
+use crate::zstor::{self, Zstor, ZstorError};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long the zstor daemon is given to re-read its config after SIGUSR1 before rebuilds go
+/// through it (it reloads in its config actor, apart from the command queue). A rebuild that
+/// still ran on the old set is caught by the placement check and retried.
+const DAEMON_RELOAD_SETTLE: Duration = Duration::from_secs(2);
+
+/// Why a file is not known to be on the current backend set after its rebuild.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// `zstor rebuild` failed.
+    #[error(transparent)]
+    Zstor(#[from] ZstorError),
+    /// Its metadata cannot be read back.
+    #[error("cannot check where its shards are: {0}")]
+    Metadata(#[from] MetadataError),
+    /// Shards stayed on backends that left the config.
+    #[error(
+        "shards still on backends no longer in the config: {0} (zstor keeps intact shards \
+         where they are)"
+    )]
+    LeftBehind(String),
+}
+
+/// Rebuilds `path` onto the backends of `config`, then reads its metadata back: it counts
+/// only when no shard is left on a backend outside the config. Metadata that the metadata
+/// backends do not hold at all (a zstor that keeps it elsewhere) cannot be checked and is
+/// logged as such.
+pub fn rebuild_onto(
+    zstor: &Zstor,
+    config: &ZstorConfig,
+    path: &Path,
+    timeout: Duration,
+) -> Result<(), RebuildError> {
+    zstor.rebuild(path)?;
+    let Some(object) = metadata::shards_of(config, path, timeout)? else {
+        tracing::warn!(
+            "cannot check where zstor placed the shards of {}: the metadata backends hold no \
+             metadata for it",
+            path.display()
+        );
+        return Ok(());
+    };
+    let outside: Vec<String> = object.shards_outside(config).map(|s| s.label()).collect();
+    if outside.is_empty() {
+        Ok(())
+    } else {
+        Err(RebuildError::LeftBehind(outside.join(", ")))
+    }
+}
 
 impl Daemon {
     // Backends, replacement, rebuild.
@@ -94,7 +147,7 @@ impl Daemon {
     }
 
     /// When the backend set differs from the one the remote copies were written for, queues a
-    /// rebuild of every verified file.
+    /// rebuild of every verified file (after the zstor daemon was asked to load the new set).
     pub(super) fn start_rebuild_if_needed(&mut self) {
         let current = self.backend_set.to_le_bytes();
         let mut state = lock(&self.state);
@@ -110,7 +163,24 @@ impl Daemon {
                     .map(|(key, _)| key)
                     .collect();
                 drop(state);
+                let reloaded = match self.reload_zstor_daemon() {
+                    Ok(reloaded) => reloaded,
+                    Err(e) => {
+                        tracing::error!(
+                            "the backend set changed, but {e}: the rebuild waits until the zstor \
+                             daemon can be asked to re-read its config (tried again at the next \
+                             backend check)"
+                        );
+                        // Seen as a change again at the next backend check.
+                        self.zstor_config_mtime = None;
+                        return;
+                    }
+                };
                 self.rebuild.add(keys);
+                if reloaded {
+                    self.rebuild
+                        .hold_until(Instant::now() + DAEMON_RELOAD_SETTLE);
+                }
                 let total = self.rebuild.total;
                 tracing::info!("the backend set changed: rebuilding {total} files onto it");
                 self.finish_rebuild_if_done();
@@ -118,7 +188,27 @@ impl Daemon {
         }
     }
 
-    pub(super) fn rebuilt(&mut self, task: rebuild::Task, result: Result<(), ZstorError>) {
+    /// When commands go through a zstor daemon that has not been asked to load the current
+    /// backend set, asks it (SIGUSR1); `Ok(true)` when it was asked now.
+    fn reload_zstor_daemon(&mut self) -> Result<bool, ReloadError> {
+        let bin = &self.config.zstor_bin_path;
+        let Some(daemon) = zstor::daemon::Daemon::of(&self.zstor_config, bin) else {
+            return Ok(false);
+        };
+        if self.zstor_daemon_set == Some(self.backend_set) {
+            return Ok(false);
+        }
+        let pid = daemon.reload()?;
+        tracing::info!(
+            "asked the zstor daemon (pid {pid}) to re-read {} before rebuilding onto the new \
+             backend set",
+            self.config.zstor_config_path.display()
+        );
+        self.zstor_daemon_set = Some(self.backend_set);
+        Ok(true)
+    }
+
+    pub(super) fn rebuilt(&mut self, task: rebuild::Task, result: Result<(), RebuildError>) {
         let key = task.key.clone();
         let attempt = task.attempts + 1;
         match (self.rebuild.finish(task, result.is_ok()), result) {
@@ -162,7 +252,10 @@ impl Daemon {
             tracing::error!("cannot record the new backend set: {e}");
         }
         let done = self.rebuild.done;
-        tracing::info!("rebuild finished: {done} files on the new backend set");
+        tracing::info!(
+            "rebuild finished: {done} files on the new backend set (every shard checked on a \
+             backend of the config)"
+        );
         self.rebuild = Rebuild::default();
     }
 }

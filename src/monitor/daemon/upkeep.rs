@@ -148,6 +148,7 @@ impl Daemon {
             Ok(zstor_config) => {
                 self.backends = backends::entries(&zstor_config, &self.backends, now_unix_ms());
                 self.backend_set = backends::set_hash(&zstor_config);
+                self.zstor_config = zstor_config;
                 self.start_rebuild_if_needed();
                 self.start_backend_checks();
             }

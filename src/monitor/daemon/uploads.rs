@@ -117,12 +117,13 @@ impl Daemon {
         }
         let concurrency = self.config.rebuild_concurrency.get() as usize;
         while self.stopping.is_none() {
-            let Some(task) = self.rebuild.start_next(concurrency) else {
+            let Some(task) = self.rebuild.start_next(concurrency, now) else {
                 break;
             };
             let (path, zstor) = (self.roots.path_of(&task.key), self.zstor.clone());
+            let (config, timeout) = (self.zstor_config.clone(), self.config.backend_timeout);
             self.tasks.spawn_blocking(Activity::Rebuild, move || {
-                let result = zstor.rebuild(&path);
+                let result = super::repair::rebuild_onto(&zstor, &config, &path, timeout);
                 Event::Rebuilt(task, result)
             });
         }
