@@ -308,6 +308,7 @@ impl Daemon {
                 verified_total: self.counters.verified_total,
                 failed_total: self.counters.failed_total,
                 last_error: self.counters.last_error.clone(),
+                bad_jobs: self.spool.quarantined().unwrap_or_default() as u64,
             },
             cache: CacheStatus {
                 used_bytes: self.cache_used,

@@ -74,6 +74,9 @@ pub struct UploadStatus {
     pub failed_total: u64,
     /// The last upload error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Spool jobs set aside in the spool's `bad/` (unusable, never deleted).
+    #[serde(default)]
+    pub bad_jobs: u64,
 }
 
 /// The local cache of data files.
