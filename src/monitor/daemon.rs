@@ -312,10 +312,7 @@ impl Daemon {
             },
             cache: CacheStatus {
                 used_bytes: self.cache_used,
-                limit_bytes: self
-                    .config
-                    .max_zdb_data_dir_size
-                    .map(|mib| mib * 1024 * 1024),
+                limit_bytes: self.config.cache_limit_bytes(),
                 evicted_total: self.counters.evicted_total,
             },
             backends: self
