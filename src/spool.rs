@@ -339,7 +339,8 @@ impl Spool {
         Ok(job)
     }
 
-    /// Removes a finished job: first the job file, then its snapshots. An id that is not
+    /// Removes a finished job (or what a failed [`Spool::write`] left of one): first the job
+    /// file, then its snapshots. An id that is not
     /// [`valid_id`] is refused, so nothing outside `snapshots/<id>` is ever removed.
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
         let snapshots = self.snapshot_dir(id).ok_or_else(|| {
