@@ -250,6 +250,7 @@ mod tests {
         let s = MonitorStatus::from_json(V1.as_bytes()).unwrap();
         assert_eq!(s.schema_version, 1);
         assert_eq!(s.uploads.queued_files, 5);
+        assert_eq!(s.uploads.bad_jobs, 2);
         assert_eq!(s.backends[1].kind, BackendKind::Meta);
         assert_eq!(s.backends[1].state, BackendState::Unreachable);
         assert_eq!(s.rebuild, Some(RebuildStatus { done: 7, total: 10 }));
@@ -260,8 +261,10 @@ mod tests {
         // A status of a monitor from before zdbfs was watched has no `zdbfs`.
         let mut older: serde_json::Value = serde_json::from_str(V1).unwrap();
         older.as_object_mut().unwrap().remove("zdbfs");
+        older["uploads"].as_object_mut().unwrap().remove("bad_jobs");
         let s = MonitorStatus::from_json(older.to_string().as_bytes()).unwrap();
         assert_eq!(s.zdbfs, None);
+        assert_eq!(s.uploads.bad_jobs, 0);
     }
 
     #[test]
