@@ -820,13 +820,16 @@ fn bad_spool_jobs_are_quarantined_and_touch_nothing_outside() {
     );
     put("3-1-0", &job("3-1-0", vec![file(&index, Some(&secret))]));
     put("4-1-0", &job("4-1-0", vec![file(&data.join("d0"), None)]));
+    let link = app.index.join("zdbfs-data/i1");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    put("6-1-0", &job("6-1-0", vec![file(&link, None)]));
     // A job file that cannot be read (here: a directory) is read again, not set aside.
     std::fs::create_dir(app.spool.join("5-1-0.job")).unwrap();
 
     let mut monitor = Monitor::start(&app, "", &[]);
     monitor.wait_status("the good job verified, the bad ones set aside", |s| {
         s.uploads.verified_total >= 1
-            && ["2-1-0", "4-1-0"]
+            && ["2-1-0", "4-1-0", "6-1-0"]
                 .iter()
                 .all(|name| !app.spool.join(format!("{name}.job")).exists())
     });
@@ -841,8 +844,9 @@ fn bad_spool_jobs_are_quarantined_and_touch_nothing_outside() {
         Some(Checksum::of_file(&secret).unwrap()),
         "a snapshot outside the spool is never uploaded"
     );
+    assert_eq!(app.zstor().check(&link).unwrap(), None, "nor a symlink");
     let bad = app.spool.join("bad");
-    for name in ["1-1-0", "2-1-0", "3-1-0"] {
+    for name in ["1-1-0", "2-1-0", "3-1-0", "6-1-0"] {
         assert!(
             bad.join(format!("{name}.job")).exists(),
             "{name} kept in bad/:\n{}",
@@ -859,7 +863,7 @@ fn bad_spool_jobs_are_quarantined_and_touch_nothing_outside() {
         )) && log.contains("1-1-0.job"),
         "{log}"
     );
-    monitor.wait_status("3 jobs in bad/", |s| s.uploads.bad_jobs == 3);
+    monitor.wait_status("4 jobs in bad/", |s| s.uploads.bad_jobs == 4);
     assert!(app.spool.join("5-1-0.job").is_dir());
     assert!(!bad.join("5-1-0.job").exists());
     let log = monitor.log();

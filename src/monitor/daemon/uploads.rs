@@ -69,6 +69,13 @@ impl Daemon {
         let mut files = Vec::new();
         for file in &job.files {
             match self.roots.key_of(&file.path) {
+                Some(_) if symlinked(&file.path) => {
+                    let reason = format!(
+                        "{} or its namespace directory is a symlink: zdb writes neither",
+                        file.path.display()
+                    );
+                    return self.quarantine(&self.spool.job_path(&job.id), &reason);
+                }
                 Some(key) => {
                     let kind = Roots::parse_key(&key).map_or(Kind::Data(0), |(_, kind)| kind);
                     let source = match &file.snapshot {
@@ -230,4 +237,10 @@ impl Daemon {
             self.remove_job(id);
         }
     }
+}
+
+/// Whether the file or its namespace directory is a symlink, which could lead outside the roots.
+fn symlinked(path: &Path) -> bool {
+    let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    is_link(path) || path.parent().is_some_and(is_link)
 }
