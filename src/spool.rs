@@ -21,15 +21,16 @@
 //! * `snapshot`, for mutable files (index files), is a copy taken while zdb waited; it is what
 //!   gets uploaded, with `zstor store --key-path <directory of path>` so the key stays the real
 //!   path. Snapshots live in `snapshots/<id>/` and belong to the job with that id.
+//! * `boot_id` is the kernel's boot id when the job was written (see below).
 //!
 //! # Validation
 //!
 //! A reader trusts nothing in a job file: a job whose id is not its file name or not of the
 //! form above, or whose snapshot is not a file directly in its `snapshots/<id>/` (lexically
-//! and once symlinks are resolved), is [`Problem::Invalid`]. Such a job is moved to `bad/`
-//! ([`Spool::quarantine`]) with a `<name>.job.reason` file next to it, never deleted; its
-//! snapshots stay until an operator removes the job from `bad/`.
-//! * `boot_id` is the kernel's boot id when the job was written (see below).
+//! and once symlinks are resolved), is [`Problem::Invalid`]; the monitor also refuses a job
+//! naming a file outside its zdb roots. Such a job is moved to `bad/` ([`Spool::quarantine`])
+//! with a `<name>.job.reason` file next to it, never deleted; its snapshots stay until an
+//! operator removes the job from `bad/`.
 //!
 //! # Atomicity and durability
 //!
@@ -340,8 +341,8 @@ impl Spool {
     }
 
     /// Removes a finished job (or what a failed [`Spool::write`] left of one): first the job
-    /// file, then its snapshots. An id that is not
-    /// [`valid_id`] is refused, so nothing outside `snapshots/<id>` is ever removed.
+    /// file, then its snapshots. An id that is not [`valid_id`] is refused, so nothing outside
+    /// `snapshots/<id>` is ever removed.
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
         let snapshots = self.snapshot_dir(id).ok_or_else(|| {
             std::io::Error::new(

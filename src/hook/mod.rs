@@ -538,9 +538,12 @@ impl Hook {
                     .map_err(io(format!("cannot write spool job {}", job.id)))
             });
         if let Err(e) = written {
-            // A full spool (ENOSPC) must not stay fuller: nothing of this job is kept.
-            if let Err(cleanup) = self.spool.remove(&job.id) {
-                tracing::warn!("cannot remove what job {} left: {cleanup}", job.id);
+            // A full spool (ENOSPC) must not stay fuller: nothing of a job that was not written
+            // is kept (one renamed into place is whole, only its directory fsync failed).
+            if !self.spool.job_path(&job.id).exists() {
+                if let Err(cleanup) = self.spool.remove(&job.id) {
+                    tracing::warn!("cannot remove what job {} left: {cleanup}", job.id);
+                }
             }
             return Err(e);
         }
