@@ -41,13 +41,17 @@ impl TempFile {
             .truncate(true)
             .mode(mode)
             .open(&temp)?;
-        // The umask may have narrowed the mode; set it exactly.
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        Ok(TempFile {
+        // From here on, an error drops (and so removes) the temporary file.
+        let mut created = TempFile {
             file: Some(file),
             temp,
             target: target.to_path_buf(),
-        })
+        };
+        // The umask may have narrowed the mode; set it exactly.
+        created
+            .file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        Ok(created)
     }
 
     /// The open file.

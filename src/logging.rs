@@ -30,6 +30,10 @@ pub mod message_id {
     pub const BACKEND_STATE_CHANGED: &str = "0de63988124a438b9c82dfdf67748f63";
     /// zdbfs's cache could not be written to zdb (its snapshot ioctl failed or hung).
     pub const ZDBFS_FLUSH_FAILED: &str = "d6a0f9d959b248fda38ce6fc427a53e1";
+    /// A spool job could not be used (unparsable, a bad id, a snapshot outside its directory,
+    /// a file outside the zdb roots) and was moved to the spool's `bad/`; `QSFS_JOB_FILE` names
+    /// it.
+    pub const SPOOL_JOB_QUARANTINED: &str = "1b728630434a4ac08c656fddd58e2436";
     /// A zdb hook event could not be handled.
     pub const HOOK_FAILED: &str = "fcb64dd5e8674a39bbf905c1cf0aff8e";
     /// qsfs-health: a probe changed state (ok, degraded, unknown, failed).

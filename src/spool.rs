@@ -15,12 +15,22 @@
 //!
 //! (version 1, recorded in `tests/fixtures/spool/job-v1.json`)
 //!
-//! * `id` sorts in the order jobs were written (nanoseconds, pid, sequence number).
+//! * `id` sorts in the order jobs were written (nanoseconds, pid, sequence number: three
+//!   decimal numbers joined by `-`, [`valid_id`]) and equals the file name without `.job`.
 //! * `path` is the file's real path, which is also its zstor key.
 //! * `snapshot`, for mutable files (index files), is a copy taken while zdb waited; it is what
 //!   gets uploaded, with `zstor store --key-path <directory of path>` so the key stays the real
 //!   path. Snapshots live in `snapshots/<id>/` and belong to the job with that id.
 //! * `boot_id` is the kernel's boot id when the job was written (see below).
+//!
+//! # Validation
+//!
+//! A reader trusts nothing in a job file: a job whose id is not its file name or not of the
+//! form above, or whose snapshot is not a file directly in its `snapshots/<id>/` (lexically
+//! and once symlinks are resolved), is [`Problem::Invalid`]; the monitor also refuses a job
+//! naming a file outside its zdb roots. Such a job is moved to `bad/` ([`Spool::quarantine`])
+//! with a `<name>.job.reason` file next to it, never deleted; its snapshots stay until an
+//! operator removes the job from `bad/`.
 //!
 //! # Atomicity and durability
 //!
@@ -52,6 +62,22 @@ const JOB_SUFFIX: &str = ".job";
 const TEMP_PREFIX: &str = ".tmp-";
 const SNAPSHOTS: &str = "snapshots";
 const BAD: &str = "bad";
+const REASON_SUFFIX: &str = ".reason";
+
+/// A job id as the writer makes it: `<nanoseconds>-<pid>-<sequence>` (see [`valid_id`]).
+fn make_id(nanos: u128, pid: u32, sequence: u32) -> String {
+    format!("{nanos}-{pid}-{sequence}")
+}
+
+/// Whether `id` is of the form [`Spool::new_job`] gives: three decimal numbers joined by `-`.
+/// Only such an id is ever used as a file name.
+pub fn valid_id(id: &str) -> bool {
+    let parts: Vec<&str> = id.split('-').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| (1..=39).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// One upload job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,11 +209,10 @@ impl Spool {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
-        let id = format!(
-            "{}-{}-{}",
+        let id = make_id(
             now.as_nanos(),
             std::process::id(),
-            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+            SEQUENCE.fetch_add(1, Ordering::Relaxed),
         );
         Job {
             version: JOB_VERSION,
@@ -230,8 +255,14 @@ impl Spool {
         )
     }
 
-    fn job_path(&self, id: &str) -> PathBuf {
+    /// The file of the job `id`.
+    pub fn job_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}{JOB_SUFFIX}"))
+    }
+
+    /// The snapshot directory of the job `id`; `None` for an id that is not [`valid_id`].
+    fn snapshot_dir(&self, id: &str) -> Option<PathBuf> {
+        valid_id(id).then(|| self.dir.join(SNAPSHOTS).join(id))
     }
 
     /// Every whole job, oldest first. Unreadable jobs are returned as errors, not skipped.
@@ -281,38 +312,93 @@ impl Spool {
                 job.version
             ))));
         }
+        let stem = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(JOB_SUFFIX));
+        if stem != Some(job.id.as_str()) {
+            return Err(bad(Problem::Invalid(format!(
+                "id {:?} is not the file name without {JOB_SUFFIX}",
+                job.id
+            ))));
+        }
+        let Some(dir) = self.snapshot_dir(&job.id) else {
+            return Err(bad(Problem::Invalid(format!(
+                "id {:?} is not <nanoseconds>-<pid>-<sequence>",
+                job.id
+            ))));
+        };
+        for snapshot in job.files.iter().filter_map(|f| f.snapshot.as_deref()) {
+            if !inside(snapshot, &dir) {
+                return Err(bad(Problem::Invalid(format!(
+                    "snapshot {} is not a file in {}",
+                    snapshot.display(),
+                    dir.display()
+                ))));
+            }
+        }
         Ok(job)
     }
 
-    /// Removes a finished job: first the job file, then its snapshots.
+    /// Removes a finished job (or what a failed [`Spool::write`] left of one): first the job
+    /// file, then its snapshots. An id that is not [`valid_id`] is refused, so nothing outside
+    /// `snapshots/<id>` is ever removed.
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
+        let snapshots = self.snapshot_dir(id).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{id:?} is not a spool job id"),
+            )
+        })?;
         match fs::remove_file(self.job_path(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
         crate::fsutil::sync_dir(&self.dir)?;
-        match fs::remove_dir_all(self.dir.join(SNAPSHOTS).join(id)) {
+        match fs::remove_dir_all(snapshots) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
 
-    /// Moves an unreadable job file into `bad/`, where it stays for an operator to look at.
-    pub fn quarantine(&self, job_file: &Path) -> std::io::Result<PathBuf> {
+    /// Moves a job file that cannot be used into `bad/`, where it stays for an operator to
+    /// look at, with `reason` in `bad/<name>.reason` next to it.
+    pub fn quarantine(&self, job_file: &Path, reason: &str) -> std::io::Result<PathBuf> {
         let bad = self.dir.join(BAD);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&bad)?;
-        let target = bad.join(job_file.file_name().unwrap_or_default());
+        let name = job_file.file_name().unwrap_or_default();
+        let target = bad.join(name);
+        let mut reason_file = name.to_os_string();
+        reason_file.push(REASON_SUFFIX);
+        crate::fsutil::write_atomic(
+            &bad.join(reason_file),
+            format!("{reason}\n").as_bytes(),
+            0o600,
+            crate::fsutil::Durability::Durable,
+        )?;
         fs::rename(job_file, &target)?;
         crate::fsutil::sync_dir(&self.dir)?;
         Ok(target)
     }
 
+    /// How many job files `bad/` holds.
+    pub fn quarantined(&self) -> std::io::Result<usize> {
+        match fs::read_dir(self.dir.join(BAD)) {
+            Ok(entries) => Ok(entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(JOB_SUFFIX))
+                .count()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Removes what an interrupted writer left: temporary job files and snapshot directories
-    /// that no job names, if they are older than `min_age` (so a writer that is still at work
-    /// is left alone). Returns how many entries were removed.
+    /// that no job names (in the spool or in `bad/`), if they are older than `min_age` (so a
+    /// writer that is still at work is left alone). Returns how many entries were removed.
     pub fn collect_garbage(&self, min_age: Duration) -> std::io::Result<usize> {
         let old = |path: &Path| {
             fs::symlink_metadata(path)
@@ -331,13 +417,37 @@ impl Spool {
         if let Ok(entries) = fs::read_dir(self.dir.join(SNAPSHOTS)) {
             for entry in entries.flatten() {
                 let id = entry.file_name().to_string_lossy().into_owned();
-                if !self.job_path(&id).exists() && old(&entry.path()) {
+                let quarantined = self.dir.join(BAD).join(format!("{id}{JOB_SUFFIX}"));
+                if !self.job_path(&id).exists() && !quarantined.exists() && old(&entry.path()) {
                     fs::remove_dir_all(entry.path())?;
                     removed += 1;
                 }
             }
         }
         Ok(removed)
+    }
+}
+
+/// Whether `path` names a file directly in `dir`, both as written (no `..`, no other
+/// directory) and once symlinks are resolved (when it exists; `dir` must not be a symlink).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let lexical = path.parent() == Some(dir)
+        && path
+            .file_name()
+            .is_some_and(|n| n != "." && n != ".." && !n.is_empty())
+        && !path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
+    if !lexical {
+        return false;
+    }
+    // `dir` itself may be the symlink: resolve its parent and keep its own name.
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return false;
+    };
+    match (path.canonicalize(), parent.canonicalize()) {
+        (Ok(real), Ok(real_parent)) => real.parent() == Some(real_parent.join(name).as_path()),
+        (Err(e), _) | (_, Err(e)) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 
@@ -430,8 +540,15 @@ mod tests {
             .contains("999.job"));
         assert_eq!(spool.collect_garbage(Duration::from_secs(3600)).unwrap(), 0);
         assert_eq!(spool.collect_garbage(Duration::ZERO).unwrap(), 2);
-        let moved = spool.quarantine(&dir.path().join("999.job")).unwrap();
+        let moved = spool
+            .quarantine(&dir.path().join("999.job"), "not json")
+            .unwrap();
         assert_eq!(moved, dir.path().join("bad/999.job"));
+        assert_eq!(
+            fs::read_to_string(dir.path().join("bad/999.job.reason")).unwrap(),
+            "not json\n"
+        );
+        assert_eq!(spool.quarantined().unwrap(), 1);
         assert!(spool.jobs().unwrap().is_empty());
         assert!(Spool::new(dir.path().join("absent"))
             .jobs()
@@ -490,12 +607,114 @@ mod tests {
         );
     }
 
+    /// A job id is a file name only when it is the job's own and of the writer's form, and a
+    /// snapshot is read only from its job's `snapshots/<id>/`: a job with id `../../victim`
+    /// once made `remove` delete a directory outside the spool.
+    #[test]
+    fn ids_and_snapshots_are_confined_to_the_spool() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::new(dir.path().join("spool"));
+        spool.create().unwrap();
+        let victim = dir.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("precious"), b"keep").unwrap();
+        assert!(spool.remove("../../victim").is_err());
+        assert!(victim.join("precious").exists());
+
+        assert!(valid_id(&spool.new_job(Trigger::JumpData, "ns").id));
+        for bad in [
+            "",
+            "1-2",
+            "1-2-3-4",
+            "1-2-x",
+            "../../victim",
+            "1-2-3/..",
+            "-1-2",
+        ] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+
+        let outside = dir.path().join("outside");
+        fs::write(&outside, b"secret").unwrap();
+        let job = |id: &str, snapshot: Option<PathBuf>| Job {
+            files: vec![JobFile {
+                path: "/z/index/ns/i1".into(),
+                snapshot,
+            }],
+            id: id.into(),
+            ..spool.new_job(Trigger::JumpIndex, "ns")
+        };
+        let put = |name: &str, job: &Job| {
+            fs::write(
+                spool.dir().join(format!("{name}.job")),
+                serde_json::to_vec(job).unwrap(),
+            )
+            .unwrap()
+        };
+        let snapshots = spool.dir().join(SNAPSHOTS);
+        put("1-1-1", &job("../../victim", None));
+        put("1-1-2", &job("1-1-2", Some(outside.clone())));
+        put(
+            "1-1-3",
+            &job("1-1-3", Some(snapshots.join("1-1-3/../../../outside"))),
+        );
+        fs::create_dir(snapshots.join("1-1-4")).unwrap();
+        symlink(&outside, snapshots.join("1-1-4/i1")).unwrap();
+        put("1-1-4", &job("1-1-4", Some(snapshots.join("1-1-4/i1"))));
+        let elsewhere = dir.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        fs::write(elsewhere.join("i1"), b"secret").unwrap();
+        symlink(&elsewhere, snapshots.join("1-1-5")).unwrap();
+        put("1-1-5", &job("1-1-5", Some(snapshots.join("1-1-5/i1"))));
+        put("a-b-c", &job("a-b-c", None));
+        fs::create_dir(snapshots.join("1-1-6")).unwrap();
+        fs::write(snapshots.join("1-1-6/i1"), b"index").unwrap();
+        put("1-1-6", &job("1-1-6", Some(snapshots.join("1-1-6/i1"))));
+
+        let results = spool.jobs().unwrap();
+        let problems: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .map(|bad| match &bad.problem {
+                Problem::Invalid(reason) => reason.clone(),
+                Problem::Unreadable(e) => panic!("{e}"),
+            })
+            .collect();
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        assert!(
+            problems[0].contains("is not the file name"),
+            "{problems:#?}"
+        );
+        for problem in &problems[1..5] {
+            assert!(problem.contains("is not a file in"), "{problem}");
+        }
+        assert!(problems[5].contains("is not <nanoseconds>-<pid>-<sequence>"));
+        let good: Vec<&Job> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].id, "1-1-6");
+
+        // A quarantined job keeps its snapshots.
+        spool
+            .quarantine(&spool.job_path("1-1-6"), "for the test")
+            .unwrap();
+        for id in ["1-1-4", "1-1-5"] {
+            fs::remove_file(spool.job_path(id)).unwrap();
+        }
+        assert_eq!(spool.collect_garbage(Duration::ZERO).unwrap(), 2);
+        assert!(snapshots.join("1-1-6/i1").exists());
+        assert!(outside.exists() && elsewhere.join("i1").exists());
+    }
+
     /// Version 1 of the job format, as `tests/fixtures/spool/job-v1.json` records it: the
     /// reader parses it, and the writer writes exactly these fields.
     #[test]
     fn job_format_v1() {
-        let fixture = include_str!("../tests/fixtures/spool/job-v1.json");
         let dir = tempfile::tempdir().unwrap();
+        // The reader accepts only snapshots in its own spool: move the fixture's there.
+        let fixture = include_str!("../tests/fixtures/spool/job-v1.json")
+            .replace("/var/zdbfs/spool", dir.path().to_str().unwrap());
+        let fixture = fixture.as_str();
         let spool = Spool::new(dir.path());
         spool.create().unwrap();
         fs::write(spool.job_path("1764081234567890123-4242-0"), fixture).unwrap();
@@ -511,9 +730,7 @@ mod tests {
             files: vec![
                 JobFile {
                     path: "/var/zdbfs/index/zdbfs-data/i3".into(),
-                    snapshot: Some(
-                        "/var/zdbfs/spool/snapshots/1764081234567890123-4242-0/i3".into(),
-                    ),
+                    snapshot: Some(dir.path().join("snapshots/1764081234567890123-4242-0/i3")),
                 },
                 JobFile {
                     path: "/var/zdbfs/data/zdbfs-data/d3".into(),

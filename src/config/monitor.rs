@@ -10,6 +10,10 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The largest `max_zdb_data_dir_size` accepted, in MiB (1 PiB): anything above is a value in
+/// bytes typed into the MiB key, or a typo.
+pub const MAX_CACHE_MIB: u64 = 1 << 30;
+
 /// Default of `zdb_namespace_fill_treshold`, as upstream.
 pub const DEFAULT_FILL_THRESHOLD: Percent = Percent(95.0);
 
@@ -240,6 +244,12 @@ impl MonitorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         super::load(path)
     }
+
+    /// `max_zdb_data_dir_size` in bytes (at most [`MAX_CACHE_MIB`] MiB once validated).
+    pub fn cache_limit_bytes(&self) -> Option<u64> {
+        self.max_zdb_data_dir_size
+            .map(|mib| mib.saturating_mul(1024 * 1024))
+    }
 }
 
 impl Validate for MonitorConfig {
@@ -256,6 +266,18 @@ impl Validate for MonitorConfig {
             return Err(source.invalid(
                 "max_zdb_data_dir_size",
                 "must be at least 1 (MiB); leave it out to disable eviction",
+            ));
+        }
+        if let Some(mib) = self
+            .max_zdb_data_dir_size
+            .filter(|&mib| mib > MAX_CACHE_MIB)
+        {
+            return Err(source.invalid(
+                "max_zdb_data_dir_size",
+                format!(
+                    "{mib} is more than {MAX_CACHE_MIB} (1 PiB): the value is in MiB, not bytes \
+                     (4096 is 4 GiB)"
+                ),
             ));
         }
         Ok(())
@@ -353,6 +375,26 @@ new_size = 100
     fn shipped_default_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/monitor_config.toml");
         MonitorConfig::load(&path).unwrap();
+    }
+
+    /// A value in bytes typed into the MiB key once overflowed the byte count (a debug panic;
+    /// in release a limit of 0 that evicted every verified file): refused at its key and line.
+    #[test]
+    fn an_implausible_cache_limit_is_refused() {
+        for value in ["17592186044416", "4294967296", "18446744073709551615"] {
+            let err = load(&SEED.replace("= 4096", &format!("= {value}"))).unwrap_err();
+            let shown = err.to_string();
+            assert_eq!(err.problem, Problem::InvalidValue, "{shown}");
+            assert_eq!(err.key.as_deref(), Some("max_zdb_data_dir_size"), "{shown}");
+            assert_eq!(err.position.map(|p| p.0), Some(6), "{shown}");
+            assert!(
+                shown.contains("monitor_config.toml") && shown.contains("in MiB"),
+                "{shown}"
+            );
+        }
+        let largest = load(&SEED.replace("= 4096", &format!("= {MAX_CACHE_MIB}"))).unwrap();
+        assert_eq!(largest.cache_limit_bytes(), Some(1 << 50));
+        assert_eq!(load(SEED).unwrap().cache_limit_bytes(), Some(4096 << 20));
     }
 
     #[test]

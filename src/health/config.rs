@@ -38,7 +38,7 @@ pub struct HealthSettings {
     /// `check` reads it for the since-timestamps. Default [`crate::layout::HEALTH_STATUS`].
     #[serde(deserialize_with = "absolute_path")]
     pub status_file: PathBuf,
-    /// `serve`: where to answer `GET /metrics` (Prometheus text): `127.0.0.1:9101` or
+    /// `serve`: where to answer `GET /metrics` (Prometheus text): `127.0.0.1:9102` or
     /// `unix:/run/qsfs/health-metrics.sock`. Empty (the default) turns metrics off.
     #[serde(deserialize_with = "crate::metrics::optional_address")]
     pub metrics: Option<crate::metrics::Address>,

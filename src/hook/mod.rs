@@ -520,19 +520,33 @@ impl Hook {
             self.spool.dir().display()
         )))?;
         let mut job: Job = self.spool.new_job(event, namespace);
-        for file in snapshots {
-            self.spool.add_snapshot(&mut job, file).map_err(io(format!(
-                "cannot snapshot {} into the spool",
-                file.display()
-            )))?;
+        let written = snapshots
+            .iter()
+            .try_for_each(|file| {
+                self.spool.add_snapshot(&mut job, file).map_err(io(format!(
+                    "cannot snapshot {} into the spool",
+                    file.display()
+                )))
+            })
+            .and_then(|()| {
+                job.files.extend(files.iter().map(|path| JobFile {
+                    path: path.clone(),
+                    snapshot: None,
+                }));
+                self.spool
+                    .write(&job)
+                    .map_err(io(format!("cannot write spool job {}", job.id)))
+            });
+        if let Err(e) = written {
+            // A full spool (ENOSPC) must not stay fuller: nothing of a job that was not written
+            // is kept (one renamed into place is whole, only its directory fsync failed).
+            if !self.spool.job_path(&job.id).exists() {
+                if let Err(cleanup) = self.spool.remove(&job.id) {
+                    tracing::warn!("cannot remove what job {} left: {cleanup}", job.id);
+                }
+            }
+            return Err(e);
         }
-        job.files.extend(files.iter().map(|path| JobFile {
-            path: path.clone(),
-            snapshot: None,
-        }));
-        self.spool
-            .write(&job)
-            .map_err(io(format!("cannot write spool job {}", job.id)))?;
         Ok(Handled {
             namespace: Some(namespace.to_string()),
             files: job.files.iter().map(|f| f.path.clone()).collect(),

@@ -14,7 +14,10 @@
 //! **Gate.** `check-config` prints one line per missing or invalid config (naming the file and
 //! what to put there) and exits 78, for the units' `ExecStartPre=`: an image built without
 //! secrets has no `zstor-default.toml` and no `minio.env`, and the units refuse to start,
-//! with that line in the journal, until the operator supplies them.
+//! with that line in the journal, until the operator supplies them. It also refuses what the
+//! files say together when they disagree (the zdb roots, spool and state directories; two
+//! metrics listeners on one TCP port) and, on the machine itself (`--root /`), a zstor
+//! `prometheus_port` that is taken.
 
 use super::fsutil::{sha256_file, write_atomic};
 use super::layout::{self, DEFAULT_SUFFIX, SECRET_FILES};
@@ -210,9 +213,196 @@ pub fn check_config(root: &Path, names: &[&str]) -> Vec<String> {
         }
         if let Err(e) = validate_config(name, &path) {
             problems.push(e.to_string());
+        } else if *name == layout::ZSTOR_CONFIG && root == Path::new("/") {
+            problems.extend(prometheus_port_taken(&path));
+        }
+    }
+    if names.iter().any(|n| {
+        [
+            layout::MONITOR_CONFIG,
+            layout::QSFS_TOML,
+            layout::ZSTOR_CONFIG,
+        ]
+        .contains(n)
+    }) {
+        problems.extend(disagreements(root));
+    }
+    problems
+}
+
+/// The zdb unit, whose command line sets zdb's roots.
+const ZDB_UNIT: &str = "qsfs-zdb.service";
+
+/// What the configs of the tree under `root` say about one fact, where they say it: the zdb
+/// roots (zdb's unit, `qsfs.toml`, `monitor_config.toml`), the spool and state directories
+/// (`qsfs.toml`, `monitor_config.toml`) and the TCP ports of the metrics (the monitor's,
+/// qsfs-health's, zstor's). One line per disagreement, naming every file and its value. A
+/// config that is missing or invalid is left out (its own check reports it).
+fn disagreements(root: &Path) -> Vec<String> {
+    use crate::config::monitor::MonitorConfig;
+    use crate::health::config::HealthConfig;
+    let etc = root.join(layout::ETC);
+    let file = |name: &str| etc.join(name).display().to_string();
+    let unit_path = root.join(layout::UNITS).join(ZDB_UNIT);
+    let unit = std::fs::read_to_string(&unit_path).ok();
+    let appliance = HealthConfig::load(&etc.join(layout::QSFS_TOML)).ok();
+    let monitor = MonitorConfig::load(&etc.join(layout::MONITOR_CONFIG)).ok();
+    let zstor = crate::zstor::config::ZstorConfig::load(&etc.join(layout::ZSTOR_CONFIG)).ok();
+
+    let mut problems = Vec::new();
+    type Place = (String, PathBuf);
+    let mut agree = |what: &str, places: Vec<Option<Place>>| {
+        let places: Vec<Place> = places.into_iter().flatten().collect();
+        if places.windows(2).any(|w| w[0].1 != w[1].1) {
+            let listed: Vec<String> = places
+                .iter()
+                .map(|(place, value)| format!("{place} = {:?}", value.display().to_string()))
+                .collect();
+            problems.push(format!(
+                "{what} is set differently: {}; set them to the same directory",
+                listed.join(", ")
+            ));
+        }
+    };
+    let unit_arg = |flag: &str| -> Option<Place> {
+        let path = zdb_arg(unit.as_deref()?, flag)?;
+        Some((
+            format!("{} ExecStart= zdb {flag}", unit_path.display()),
+            path,
+        ))
+    };
+    let qsfs = |key: &str, value: Option<&PathBuf>| -> Option<Place> {
+        Some((
+            format!("{} [paths] {key}", file(layout::QSFS_TOML)),
+            value?.clone(),
+        ))
+    };
+    let mon = |key: &str, value: Option<&PathBuf>| -> Option<Place> {
+        Some((
+            format!("{} {key}", file(layout::MONITOR_CONFIG)),
+            value?.clone(),
+        ))
+    };
+    let paths = appliance.as_ref().map(|a| &a.paths);
+    agree(
+        "zdb's index root",
+        vec![
+            unit_arg("--index"),
+            qsfs("index_dir", paths.map(|p| &p.index_dir)),
+            mon(
+                "zdb_index_dir_path",
+                monitor.as_ref().map(|m| &m.zdb_index_dir_path),
+            ),
+        ],
+    );
+    agree(
+        "zdb's data root",
+        vec![
+            unit_arg("--data"),
+            qsfs("data_dir", paths.map(|p| &p.data_dir)),
+            mon(
+                "zdb_data_dir_path",
+                monitor.as_ref().map(|m| &m.zdb_data_dir_path),
+            ),
+        ],
+    );
+    agree(
+        "The spool directory",
+        vec![
+            qsfs("spool_dir", paths.map(|p| &p.spool_dir)),
+            mon("spool_dir", monitor.as_ref().map(|m| &m.spool_dir)),
+        ],
+    );
+    agree(
+        "The state directory",
+        vec![
+            qsfs("state_dir", paths.map(|p| &p.state_dir)),
+            mon("state_dir", monitor.as_ref().map(|m| &m.state_dir)),
+        ],
+    );
+
+    // TCP metrics listeners: two on one port cannot both bind (zstor binds [::]:<port>, which
+    // takes the port on every address).
+    let tcp = |address: Option<&crate::metrics::Address>| match address {
+        Some(crate::metrics::Address::Tcp(addr)) => Some(*addr),
+        _ => None,
+    };
+    let listeners: Vec<(String, std::net::SocketAddr)> = [
+        (
+            format!("{} metrics_address", file(layout::MONITOR_CONFIG)),
+            tcp(monitor.as_ref().and_then(|m| m.metrics_address.as_ref())),
+        ),
+        (
+            format!("{} [health] metrics", file(layout::QSFS_TOML)),
+            tcp(appliance.as_ref().and_then(|a| a.health.metrics.as_ref())),
+        ),
+        (
+            format!("{} prometheus_port", file(layout::ZSTOR_CONFIG)),
+            zstor
+                .and_then(|z| z.prometheus_port)
+                .map(|port| std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(place, addr)| Some((place, addr?)))
+    .collect();
+    for (i, (first, a)) in listeners.iter().enumerate() {
+        for (second, b) in &listeners[i + 1..] {
+            let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+            if a.port() == b.port() && overlap {
+                problems.push(format!(
+                    "two metrics listeners on one TCP port: {first} = \"{a}\" and {second} = \"{b}\"; \
+                     give each its own port (or a unix: socket)"
+                ));
+            }
         }
     }
     problems
+}
+
+/// The argument after `flag` on the `ExecStart=` line of a unit file.
+fn zdb_arg(unit: &str, flag: &str) -> Option<PathBuf> {
+    let command = unit
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("ExecStart="))?;
+    let mut words = command.split_whitespace();
+    words.find(|w| *w == flag)?;
+    words.next().map(PathBuf::from)
+}
+
+/// A problem when zstor's `prometheus_port` is taken on this machine: zstor aborts when it
+/// cannot bind it. Skipped while the zstor daemon of the pid file runs (it holds the port).
+fn prometheus_port_taken(config_path: &Path) -> Option<String> {
+    let config = crate::zstor::config::ZstorConfig::load(config_path).ok()?;
+    let port = config.prometheus_port?;
+    let pid_file = config
+        .pid_file
+        .unwrap_or_else(|| crate::layout::ZSTOR_PID_FILE.into());
+    let running = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+    if running {
+        return None;
+    }
+    port_in_use(port).map(|e| {
+        format!(
+            "{}: key `prometheus_port`: port {port} is taken on this machine ({e}); zstor \
+             would abort at start: free the port or choose another",
+            config_path.display()
+        )
+    })
+}
+
+/// Why `port` cannot be bound as zstor binds it (`[::]:<port>`, or `0.0.0.0:<port>` without
+/// IPv6), or `None` when it is free.
+fn port_in_use(port: u16) -> Option<std::io::Error> {
+    let v6 = std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port));
+    match v6 {
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(e),
+        Err(_) => std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).err(),
+    }
 }
 
 /// Writes the configs rendered from `site` into the tree under `root` (supplying secrets to an
@@ -366,6 +556,150 @@ mod tests {
         let actions = install_from(dir.path(), &image(&[("a.toml", b"a1", Role::Config)])).unwrap();
         assert!(matches!(&actions[0], Action::Skipped(_, why) if why.contains("MANIFEST")));
         assert!(!dir.path().join(layout::ETC).join("a.toml").exists());
+    }
+
+    /// A tree configured from the sample site settings, with an empty `qsfs.toml`.
+    fn configured() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let site_path = dir.path().join("site.toml");
+        std::fs::write(&site_path, crate::image::site::tests::sample()).unwrap();
+        configure(dir.path(), &site_path, false).unwrap();
+        std::fs::write(dir.path().join(layout::ETC).join(layout::QSFS_TOML), "").unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_shipped_zdb_unit_uses_the_standard_roots() {
+        let unit = include_str!("../../units/qsfs-zdb.service");
+        assert_eq!(
+            zdb_arg(unit, "--index").as_deref(),
+            Some(Path::new(crate::layout::INDEX_DIR))
+        );
+        assert_eq!(
+            zdb_arg(unit, "--data").as_deref(),
+            Some(Path::new(crate::layout::DATA_DIR))
+        );
+    }
+
+    /// The zdb roots, spool and state directories are set in several files: a disagreement
+    /// (which made the monitor drop every job) is refused, naming each file and value.
+    #[test]
+    fn check_config_refuses_paths_that_disagree() {
+        let dir = configured();
+        let root = dir.path();
+        let etc = root.join(layout::ETC);
+        assert_eq!(check_config(root, &[]), Vec::<String>::new());
+
+        std::fs::write(
+            etc.join(layout::QSFS_TOML),
+            "[paths]\nindex_dir = \"/elsewhere/index\"\nspool_dir = \"/elsewhere/spool\"\n",
+        )
+        .unwrap();
+        let problems = check_config(root, &[layout::QSFS_TOML]);
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("zdb's index root is set differently: ")
+                && problems[0].contains("qsfs.toml [paths] index_dir = \"/elsewhere/index\"")
+                && problems[0]
+                    .contains("monitor_config.toml zdb_index_dir_path = \"/var/zdbfs/index\""),
+            "{problems:#?}"
+        );
+        assert!(problems[1].starts_with("The spool directory is set differently"));
+        // The monitor's unit checks only its own config, and is refused as well.
+        assert_eq!(check_config(root, &[layout::MONITOR_CONFIG]), problems);
+
+        std::fs::write(etc.join(layout::QSFS_TOML), "").unwrap();
+        let units = root.join(layout::UNITS);
+        std::fs::create_dir_all(&units).unwrap();
+        let unit = include_str!("../../units/qsfs-zdb.service")
+            .replace("--data /var/zdbfs/data", "--data /srv/data");
+        std::fs::write(units.join(ZDB_UNIT), unit).unwrap();
+        let problems = check_config(root, &[layout::QSFS_TOML]);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("qsfs-zdb.service ExecStart= zdb --data = \"/srv/data\"")
+                && problems[0].contains("qsfs.toml [paths] data_dir = \"/var/zdbfs/data\""),
+            "{problems:#?}"
+        );
+    }
+
+    /// Both example configs once suggested metrics on 127.0.0.1:9101: the second listener
+    /// could not bind. Two TCP metrics listeners on one port are refused.
+    #[test]
+    fn check_config_refuses_one_metrics_port_twice() {
+        let dir = configured();
+        let root = dir.path();
+        let etc = root.join(layout::ETC);
+        let monitor = etc.join(layout::MONITOR_CONFIG);
+        let text = std::fs::read_to_string(&monitor).unwrap();
+        std::fs::write(
+            &monitor,
+            format!("{text}metrics_address = \"0.0.0.0:9101\"\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            etc.join(layout::QSFS_TOML),
+            "[health]\nmetrics = \"127.0.0.1:9102\"\n",
+        )
+        .unwrap();
+        assert_eq!(check_config(root, &[]), Vec::<String>::new());
+        std::fs::write(
+            etc.join(layout::QSFS_TOML),
+            "[health]\nmetrics = \"127.0.0.1:9101\"\n",
+        )
+        .unwrap();
+        let problems = check_config(root, &[layout::MONITOR_CONFIG]);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].contains("monitor_config.toml metrics_address = \"0.0.0.0:9101\"")
+                && problems[0].contains("qsfs.toml [health] metrics = \"127.0.0.1:9101\""),
+            "{problems:#?}"
+        );
+    }
+
+    /// The example TCP metrics addresses of the two shipped configs use different ports.
+    #[test]
+    fn the_example_configs_suggest_different_metrics_ports() {
+        let ports = |text: &str| -> std::collections::BTreeSet<String> {
+            text.match_indices("127.0.0.1:")
+                .map(|(at, m)| {
+                    text[at + m.len()..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect()
+                })
+                .collect()
+        };
+        let monitor = ports(include_str!("../../etc/monitor_config.toml"));
+        let health = ports(include_str!("../../etc/qsfs.toml"));
+        assert!(!monitor.is_empty() && !health.is_empty());
+        assert!(monitor.is_disjoint(&health), "{monitor:?} {health:?}");
+    }
+
+    /// zstor aborts when its Prometheus port is taken: a taken port is refused beforehand.
+    #[test]
+    fn a_taken_prometheus_port_is_refused() {
+        let dir = configured();
+        let listener = std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, 0))
+            .or_else(|_| std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let zstor = dir.path().join(layout::ETC).join(layout::ZSTOR_CONFIG);
+        let text = std::fs::read_to_string(&zstor).unwrap();
+        std::fs::write(&zstor, format!("prometheus_port = {port}\n{text}")).unwrap();
+        let problem = prometheus_port_taken(&zstor).expect("refused");
+        assert!(
+            problem.starts_with(&format!(
+                "{}: key `prometheus_port`: port {port} is taken",
+                zstor.display()
+            )),
+            "{problem}"
+        );
+        drop(listener);
+        assert_eq!(prometheus_port_taken(&zstor), None);
+        // Only on the machine itself: a tree elsewhere is not checked against this machine.
+        let _held = std::net::TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port));
+        assert_eq!(check_config(dir.path(), &[]), Vec::<String>::new());
     }
 
     #[test]

@@ -387,13 +387,11 @@ impl Daemon {
                 failed_total: self.counters.failed_total,
                 last_error: self.counters.last_error.clone(),
                 damaged_files: damaged::count(&self.config.state_dir),
+                bad_jobs: self.spool.quarantined().unwrap_or_default() as u64,
             },
             cache: CacheStatus {
                 used_bytes: self.cache_used,
-                limit_bytes: self
-                    .config
-                    .max_zdb_data_dir_size
-                    .map(|mib| mib * 1024 * 1024),
+                limit_bytes: self.config.cache_limit_bytes(),
                 evicted_total: self.counters.evicted_total,
                 eviction_paused: self.eviction_held_back.clone(),
             },

@@ -84,6 +84,9 @@ pub struct UploadStatus {
     /// Damaged local copies set aside (in `<state_dir>/damaged`) until an operator removes them.
     #[serde(default)]
     pub damaged_files: u64,
+    /// Spool jobs set aside in the spool's `bad/` (unusable, never deleted).
+    #[serde(default)]
+    pub bad_jobs: u64,
 }
 
 /// Work of the monitor that fails now, each `None` while it works.
@@ -314,6 +317,7 @@ mod tests {
         let s = MonitorStatus::from_json(V1.as_bytes()).unwrap();
         assert_eq!(s.schema_version, 1);
         assert_eq!(s.uploads.queued_files, 5);
+        assert_eq!(s.uploads.bad_jobs, 2);
         assert_eq!(s.backends[1].kind, BackendKind::Meta);
         assert_eq!(s.backends[1].state, BackendState::Unreachable);
         assert_eq!(s.rebuild, Some(RebuildStatus { done: 7, total: 10 }));
@@ -331,11 +335,12 @@ mod tests {
         let mut older: serde_json::Value = serde_json::from_str(V1).unwrap();
         older.as_object_mut().unwrap().remove("zdbfs");
         // ... nor, from before they were published, `errors`, `unverified_files`,
-        // `damaged_files` and `eviction_paused`.
+        // `damaged_files`, `bad_jobs` and `eviction_paused`.
         older.as_object_mut().unwrap().remove("errors");
         let uploads = older["uploads"].as_object_mut().unwrap();
         uploads.remove("unverified_files");
         uploads.remove("damaged_files");
+        uploads.remove("bad_jobs");
         older["cache"]
             .as_object_mut()
             .unwrap()
@@ -345,6 +350,7 @@ mod tests {
         assert_eq!(s.errors, ErrorStatus::default());
         assert_eq!(s.uploads.unverified_files, 0);
         assert_eq!(s.uploads.damaged_files, 0);
+        assert_eq!(s.uploads.bad_jobs, 0);
         assert_eq!(s.cache.eviction_paused, None);
     }
 

@@ -701,3 +701,132 @@ fn a_typo_in_a_health_table_does_not_stop_the_hook() {
     assert_eq!(out.status.code(), Some(78), "qsfs-health: {stderr}");
     assert!(stderr.contains("key `health.s3.timout_ms`"), "{stderr}");
 }
+
+/// A small tmpfs mounted at `path` (the test runs as root), unmounted when dropped; `None`
+/// when this test cannot mount.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(path.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The spool's filesystem is full: the hook fails, and leaves neither temporary files nor a
+/// partial snapshot directory on it, whether the snapshot or the job write ran out of space.
+#[test]
+fn a_full_spool_is_left_as_it_was() {
+    let app = Appliance::new(None, "");
+    let Some(_tmpfs) = Tmpfs::mount(&app.spool, "256k") else {
+        eprintln!("skipped: cannot mount a tmpfs (not root?)");
+        return;
+    };
+    let dir = app.index.join("zdbfs-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let jump = |app: &Appliance| {
+        run_hook(
+            app,
+            &[
+                "jump-index",
+                "unix:///run/zdb.sock",
+                dir.join("i2").to_str().unwrap(),
+                dir.join("i3").to_str().unwrap(),
+                "0 1 ",
+            ],
+        )
+    };
+    let leftovers = |app: &Appliance| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&app.spool)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "filler" && n != "lost+found")
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(app.spool.join("snapshots")) {
+            names.extend(
+                entries.map(|e| format!("snapshots/{}", e.unwrap().file_name().to_string_lossy())),
+            );
+        }
+        names.sort();
+        names
+    };
+
+    // 1. The snapshots do not fit (3 × 100 KiB on 256 KiB).
+    for n in 0..3 {
+        std::fs::write(dir.join(format!("i{n}")), value(n)).unwrap();
+    }
+    let out = jump(&app);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No space left on device"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(leftovers(&app), ["snapshots"], "snapshot failure");
+
+    // 2. The snapshots fit, the job does not: one free page, taken by the one-page index file.
+    for n in 0..3 {
+        std::fs::write(dir.join(format!("i{n}")), [n; 1024]).unwrap();
+    }
+    let filler = app.spool.join("filler");
+    let mut pages = 0;
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        while file.write_all(&[0; 4096]).is_ok() && file.sync_all().is_ok() {
+            pages += 1;
+        }
+    }
+    // Free exactly what the three snapshots need.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap();
+    file.set_len((pages - 3) * 4096).unwrap();
+    drop(file);
+    let out = jump(&app);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write spool job"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(leftovers(&app), ["snapshots"], "job write failure");
+
+    // Space freed: the next event spools a whole job.
+    std::fs::remove_file(&filler).unwrap();
+    let out = jump(&app);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.jobs().len(), 1);
+}

@@ -1178,3 +1178,109 @@ fn a_backend_replaced_while_it_still_answers_keeps_no_shard() {
         assert_eq!(&std::fs::read(path).unwrap(), content, "{}", path.display());
     }
 }
+
+/// Spool input is checked before it is used: a job whose id is not its file name (or not of
+/// the hook's alphabet), whose snapshot is outside its `snapshots/<id>/`, or whose file is
+/// outside the roots is moved to `bad/` with its reason, never deleted, and nothing outside
+/// the spool is touched.
+#[test]
+fn bad_spool_jobs_are_quarantined_and_touch_nothing_outside() {
+    use qsfs::spool::{Job, JobFile, Trigger};
+    let app = Appliance::new(None, "");
+    let victim = app.dir.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("precious"), b"keep me").unwrap();
+    let secret = app.dir.path().join("secret");
+    std::fs::write(&secret, b"not an index file").unwrap();
+    let data = app.data.join("zdbfs-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("d0"), b"sealed").unwrap();
+    std::fs::write(data.join("d1"), b"active").unwrap();
+    let index = app.index.join("zdbfs-data/i0");
+    std::fs::create_dir_all(index.parent().unwrap()).unwrap();
+    std::fs::write(&index, b"index").unwrap();
+
+    let spool = app.spool();
+    spool.create().unwrap();
+    let job = |id: &str, files: Vec<JobFile>| Job {
+        version: qsfs::spool::JOB_VERSION,
+        id: id.into(),
+        event: Trigger::JumpData,
+        namespace: "zdbfs-data".into(),
+        written_unix_ms: 1,
+        boot_id: qsfs::spool::boot_id().into(),
+        files,
+    };
+    let file = |path: &Path, snapshot: Option<&Path>| JobFile {
+        path: path.into(),
+        snapshot: snapshot.map(Into::into),
+    };
+    let put = |name: &str, job: &Job| {
+        std::fs::write(
+            app.spool.join(format!("{name}.job")),
+            serde_json::to_vec(job).unwrap(),
+        )
+        .unwrap()
+    };
+    put("1-1-0", &job("../../victim", vec![]));
+    put(
+        "2-1-0",
+        &job(
+            "2-1-0",
+            vec![file(&app.dir.path().join("other/ns/d0"), None)],
+        ),
+    );
+    put("3-1-0", &job("3-1-0", vec![file(&index, Some(&secret))]));
+    put("4-1-0", &job("4-1-0", vec![file(&data.join("d0"), None)]));
+    let link = app.index.join("zdbfs-data/i1");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    put("6-1-0", &job("6-1-0", vec![file(&link, None)]));
+    // A job file that cannot be read (here: a directory) is read again, not set aside.
+    std::fs::create_dir(app.spool.join("5-1-0.job")).unwrap();
+
+    let mut monitor = Monitor::start(&app, "", &[]);
+    monitor.wait_status("the good job verified, the bad ones set aside", |s| {
+        s.uploads.verified_total >= 1
+            && ["2-1-0", "4-1-0", "6-1-0"]
+                .iter()
+                .all(|name| !app.spool.join(format!("{name}.job")).exists())
+    });
+    assert_eq!(
+        std::fs::read(victim.join("precious")).unwrap(),
+        b"keep me",
+        "{}",
+        monitor.log()
+    );
+    assert_ne!(
+        app.zstor().check(&index).unwrap(),
+        Some(Checksum::of_file(&secret).unwrap()),
+        "a snapshot outside the spool is never uploaded"
+    );
+    assert_eq!(app.zstor().check(&link).unwrap(), None, "nor a symlink");
+    let bad = app.spool.join("bad");
+    for name in ["1-1-0", "2-1-0", "3-1-0", "6-1-0"] {
+        assert!(
+            bad.join(format!("{name}.job")).exists(),
+            "{name} kept in bad/:\n{}",
+            monitor.log()
+        );
+        let reason = std::fs::read_to_string(bad.join(format!("{name}.job.reason"))).unwrap();
+        assert!(!reason.trim().is_empty());
+    }
+    let log = monitor.log();
+    assert!(
+        log.contains(&format!(
+            "message_id=\"{}\"",
+            message_id::SPOOL_JOB_QUARANTINED
+        )) && log.contains("1-1-0.job"),
+        "{log}"
+    );
+    monitor.wait_status("4 jobs in bad/", |s| s.uploads.bad_jobs == 4);
+    assert!(app.spool.join("5-1-0.job").is_dir());
+    assert!(!bad.join("5-1-0.job").exists());
+    let log = monitor.log();
+    assert!(
+        log.matches("5-1-0.job: Is a directory").count() >= 2,
+        "{log}"
+    );
+}

@@ -3,9 +3,10 @@
 //!
 //! * ok: a fresh status, a small backlog, every backend healthy;
 //! * degraded: a backlog of `backlog_degraded_files` or more, a file unverified for
-//!   `unverified_degraded_secs`, a backend that is not healthy (low space, unknown,
-//!   unreachable while others of its kind remain), or work of the monitor that fails now
-//!   (writing its state database, reconciliation, eviction: named, with the error);
+//!   `unverified_degraded_secs`, spool jobs set aside in the spool's `bad/`, a backend that
+//!   is not healthy (low space, unknown, unreachable while others of its kind remain), or
+//!   work of the monitor that fails now (writing its state database, reconciliation,
+//!   eviction: named, with the error);
 //! * failed: no status, a status older than `stale_after_secs` (the monitor is not running),
 //!   a file unverified for `unverified_failed_secs`, or every data (or meta) backend unreachable;
 //! * unknown: the status cannot be read or has another schema version.
@@ -281,6 +282,10 @@ fn uploads(status: &MonitorStatus, settings: &MonitorSettings) -> Part {
             u.damaged_files
         ));
     }
+    if u.bad_jobs > 0 {
+        state = state.max(State::Degraded);
+        reason.push_str(&format!(", {} spool jobs set aside in bad/", u.bad_jobs));
+    }
     Part::new("uploads", state, reason)
 }
 
@@ -394,6 +399,16 @@ mod tests {
         );
         let part = o.parts.iter().find(|p| p.name == "state database").unwrap();
         assert_eq!(part.state, State::Degraded);
+        // Spool jobs set aside.
+        let mut bad = status(0, None, healthy());
+        bad.uploads.bad_jobs = 2;
+        let o = evaluate(&bad, 1_000_000, &s);
+        assert_eq!(o.state, State::Degraded);
+        assert!(
+            o.reason.contains("2 spool jobs set aside in bad/"),
+            "{}",
+            o.reason
+        );
         let mut other = status(0, None, vec![]);
         other.schema_version = 99;
         assert_eq!(evaluate(&other, 1_000_000, &s).state, State::Unknown);

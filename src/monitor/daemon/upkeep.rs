@@ -69,7 +69,7 @@ impl Daemon {
     }
 
     pub(super) fn start_eviction(&mut self) {
-        let Some(limit_mib) = self.config.max_zdb_data_dir_size else {
+        let Some(limit) = self.config.cache_limit_bytes() else {
             return;
         };
         if self.tasks.busy(&Activity::Evict) {
@@ -96,7 +96,7 @@ impl Daemon {
                 &roots,
                 &state,
                 &namespaces,
-                limit_mib * 1024 * 1024,
+                limit,
                 set,
                 &evict::RealFs,
             ))

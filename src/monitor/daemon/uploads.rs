@@ -42,18 +42,41 @@ impl Daemon {
                         );
                     }
                 }
-                Err(bad) => match self.spool.quarantine(&bad.path) {
-                    Ok(moved) => tracing::error!("{bad}; moved to {}", moved.display()),
-                    Err(e) => tracing::error!("{bad}; cannot move it aside: {e}"),
-                },
+                Err(bad) => self.quarantine(&bad.path, &bad.problem.to_string()),
             }
         }
     }
 
+    /// Moves a job that cannot be used to the spool's `bad/`, never deleting it.
+    fn quarantine(&self, job_file: &Path, reason: &str) {
+        let file = job_file.display().to_string();
+        match self.spool.quarantine(job_file, reason) {
+            Ok(moved) => tracing::error!(
+                message_id = message_id::SPOOL_JOB_QUARANTINED,
+                qsfs_job_file = file,
+                "spool job {file}: {reason}; moved to {}",
+                moved.display()
+            ),
+            Err(e) => tracing::error!(
+                message_id = message_id::SPOOL_JOB_QUARANTINED,
+                qsfs_job_file = file,
+                "spool job {file}: {reason}; cannot move it aside: {e}"
+            ),
+        }
+    }
+
+    /// Queues the files of a job; a job naming a file outside the roots is quarantined whole.
     fn register_job(&mut self, job: Job) {
         let mut files = Vec::new();
         for file in &job.files {
             match self.roots.key_of(&file.path) {
+                Some(_) if symlinked(&file.path) => {
+                    let reason = format!(
+                        "{} or its namespace directory is a symlink: zdb writes neither",
+                        file.path.display()
+                    );
+                    return self.quarantine(&self.spool.job_path(&job.id), &reason);
+                }
                 Some(key) => {
                     let kind = Roots::parse_key(&key).map_or(Kind::Data(0), |(_, kind)| kind);
                     let source = match &file.snapshot {
@@ -68,14 +91,15 @@ impl Daemon {
                     .path
                     .components()
                     .any(|c| c.as_os_str() == crate::layout::TEMP_NAMESPACE) => {}
-                None => tracing::error!(
-                    qsfs_job = job.id,
-                    "spool job {}: {} is not a zdb file under {} or {}; ignoring it",
-                    job.id,
-                    file.path.display(),
-                    self.roots.index.display(),
-                    self.roots.data.display()
-                ),
+                None => {
+                    let reason = format!(
+                        "{} is not a zdb file under {} or {} (the zdb roots of the monitor config)",
+                        file.path.display(),
+                        self.roots.index.display(),
+                        self.roots.data.display()
+                    );
+                    return self.quarantine(&self.spool.job_path(&job.id), &reason);
+                }
             }
         }
         if self
@@ -265,4 +289,10 @@ impl Daemon {
             self.remove_job(id);
         }
     }
+}
+
+/// Whether the file or its namespace directory is a symlink, which could lead outside the roots.
+fn symlinked(path: &Path) -> bool {
+    let is_link = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    is_link(path) || path.parent().is_some_and(is_link)
 }
