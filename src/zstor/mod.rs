@@ -6,6 +6,7 @@
 
 pub mod checksum;
 pub mod config;
+mod daemon;
 pub mod metadata;
 
 pub use checksum::Checksum;
