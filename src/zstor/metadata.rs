@@ -17,8 +17,10 @@
 //! * the plaintext is not compressed: it is bincode 1 (fixed-width little-endian integers) of
 //!   zstor's `MetaData`.
 //!
-//! The backend passwords and the data key in the metadata are read past and dropped, never
-//! kept.
+//! [`move_shards_off`] moves a file's shards off backends that left the config, through the
+//! zstor daemon's rebuild given the file's metadata (see `socket.rs`), which is why the whole
+//! metadata is decoded. Its backend passwords and data key stay in memory: the model has no
+//! `Debug`, [`ObjectMeta`] and every error leave them out.
 
 use super::config::{Backend, ZstorConfig, META_BACKENDS};
 use super::Checksum;
@@ -26,8 +28,7 @@ use crate::zdb::{Client, Endpoint};
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use reed_solomon_erasure::galois_8::ReedSolomon;
-use serde::{Deserialize, Deserializer};
-use std::marker::PhantomData;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -155,6 +156,15 @@ pub fn shards_of(
     file: &Path,
     timeout: Duration,
 ) -> Result<Option<ObjectMeta>, MetadataError> {
+    Ok(stored(config, file, timeout)?.map(|meta| meta.object()))
+}
+
+/// zstor's whole metadata of `file`, as [`shards_of`] reads it.
+pub(super) fn stored(
+    config: &ZstorConfig,
+    file: &Path,
+    timeout: Duration,
+) -> Result<Option<StoredMeta>, MetadataError> {
     let key = key(config, file)?;
     let answers: Vec<Answer> = std::thread::scope(|scope| {
         let reads: Vec<_> = config
@@ -178,6 +188,178 @@ pub fn shards_of(
     assemble(key, config.encryption.key.expose(), labelled)
 }
 
+/// Moving a file's shards off backends that left the zstor config failed. Never shows a
+/// password or key.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// The metadata could not be read.
+    #[error("{}: {source}", file.display())]
+    Metadata {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        source: MetadataError,
+    },
+    /// The file has no metadata.
+    #[error("{}: not stored (zstor has no metadata for it)", file.display())]
+    NotStored {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The config names no daemon socket.
+    #[error("{}: the zstor config has no `socket`; shards are moved through the zstor daemon", file.display())]
+    NoSocket {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Too few shards are on backends of the config to rebuild from them.
+    #[error(
+        "{}: {kept} shards on backends of the config, {needed} needed to rebuild; on backends the config no longer has: {}",
+        file.display(), outside.join(", ")
+    )]
+    TooFewKept {
+        /// The file.
+        file: PathBuf,
+        /// Shards on backends of the config.
+        kept: usize,
+        /// Shards needed.
+        needed: usize,
+        /// The other backends, `address/namespace`.
+        outside: Vec<String>,
+    },
+    /// The shard list is not one shard per index in index order, which the daemon's rebuild
+    /// needs.
+    #[error("{}: its zstor metadata does not list one shard per index in order; not rebuilt", file.display())]
+    Unordered {
+        /// The file.
+        file: PathBuf,
+    },
+    /// The daemon's rebuild failed.
+    #[error("{}: moving its shards off {} failed: {reason}", file.display(), outside.join(", "))]
+    Rebuild {
+        /// The file.
+        file: PathBuf,
+        /// The backends the shards were to leave.
+        outside: Vec<String>,
+        /// The daemon's message or the socket error, secrets hidden.
+        reason: String,
+    },
+    /// After the rebuild, shards are still outside the config.
+    #[error("{}: after the rebuild, shards are still on {}, which the config no longer has", file.display(), outside.join(", "))]
+    StillOutside {
+        /// The file.
+        file: PathBuf,
+        /// Those backends.
+        outside: Vec<String>,
+    },
+}
+
+/// Moves the shards of `file` that sit on backends no longer in `config` onto backends of it,
+/// through the zstor daemon on `config`'s socket (which must run with this config); zstor's own
+/// `rebuild` keeps every shard whose backend still answers. The daemon's rebuild is given the
+/// stored metadata with those shards marked lost; it encodes them again from the others onto
+/// backends of its config that hold no shard of the file and saves the new metadata (the old
+/// stays until then). Then the metadata is read again and checked. Returns where the shards
+/// are now. `timeout` bounds each backend read and each socket read or write (the rebuild
+/// itself may take as long as that).
+///
+/// A lost shard is marked, not left out: zstor 0.5.0-rc.1's rebuild indexes the given shard
+/// list by shard index, and a shorter list aborts the daemon (`index out of bounds`,
+/// `actors/zstor.rs:355`, seen with the real binary). It discards a shard whose data fails its
+/// checksum, so the marked shards carry a checksum their data cannot have.
+pub fn move_shards_off(
+    config: &ZstorConfig,
+    file: &Path,
+    timeout: Duration,
+) -> Result<ObjectMeta, MoveError> {
+    let path = || file.to_path_buf();
+    let read = || {
+        stored(config, file, timeout)
+            .map_err(|source| MoveError::Metadata {
+                file: path(),
+                source,
+            })?
+            .ok_or_else(|| MoveError::NotStored { file: path() })
+    };
+    let mut meta = read()?;
+    let object = meta.object();
+    let outside: Vec<String> = object
+        .shards_outside(config)
+        .map(ShardPlace::label)
+        .collect();
+    if outside.is_empty() {
+        return Ok(object);
+    }
+    let socket = config
+        .socket
+        .as_deref()
+        .ok_or_else(|| MoveError::NoSocket { file: path() })?;
+    let secrets = secrets(config, &meta);
+    let kept = object.shards.len() - outside.len();
+    if kept < object.data_shards {
+        return Err(MoveError::TooFewKept {
+            file: path(),
+            kept,
+            needed: object.data_shards,
+            outside,
+        });
+    }
+    if !object.shards.iter().enumerate().all(|(n, s)| s.index == n)
+        || object.shards.len() != object.data_shards + object.disposable_shards
+    {
+        return Err(MoveError::Unordered { file: path() });
+    }
+    for shard in &mut meta.shards {
+        if !config.data_backends().any(|b| shard.place().is_on(b)) {
+            shard.discard();
+        }
+    }
+    super::socket::rebuild_from(socket, file, &meta, timeout).map_err(|reason| {
+        MoveError::Rebuild {
+            file: path(),
+            outside: outside.clone(),
+            reason: hide(reason, &secrets),
+        }
+    })?;
+    let now = read()?.object();
+    let still: Vec<String> = now.shards_outside(config).map(ShardPlace::label).collect();
+    if !still.is_empty() {
+        return Err(MoveError::StillOutside {
+            file: path(),
+            outside: still,
+        });
+    }
+    Ok(now)
+}
+
+/// Every password and key of `config` and `meta`, to hide in messages.
+fn secrets(config: &ZstorConfig, meta: &StoredMeta) -> Vec<String> {
+    let keys = [&config.encryption.key, &config.meta.config.encryption.key];
+    let passwords = config
+        .meta_backends()
+        .iter()
+        .chain(config.data_backends())
+        .filter_map(|b| b.password.as_ref());
+    let mut all: Vec<String> = keys
+        .into_iter()
+        .chain(passwords)
+        .map(|s| s.expose().to_string())
+        .chain(meta.secrets())
+        .filter(|s| !s.is_empty())
+        .collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// `text` with every secret replaced by `<hidden>`.
+fn hide(mut text: String, secrets: &[String]) -> String {
+    for secret in secrets {
+        text = text.replace(secret.as_str(), "<hidden>");
+    }
+    text
+}
+
 /// What one metadata backend answered: the value under the key, if any, or what failed.
 type Answer = Result<Option<Vec<u8>>, String>;
 
@@ -186,7 +368,7 @@ fn assemble(
     key: String,
     hex_key: &str,
     answers: impl IntoIterator<Item = (String, Answer)>,
-) -> Result<Option<ObjectMeta>, MetadataError> {
+) -> Result<Option<StoredMeta>, MetadataError> {
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; META_BACKENDS];
     let mut failures = Vec::new();
     for (backend, answer) in answers {
@@ -290,80 +472,108 @@ fn decode(mut shards: Vec<Option<Vec<u8>>>, hex_key: &str) -> Result<Vec<u8>, De
         .map_err(|_| DecodeError::Decrypt)
 }
 
-/// zstor's `MetaData`, field for field in bincode order.
-#[derive(Deserialize)]
-struct RawMeta {
+/// zstor's `MetaData`, field for field and type for type (bincode is positional), so what is
+/// read can be written back unchanged: the metadata the daemon's rebuild is given. It holds the
+/// data key and the backend passwords, so it has no `Debug` and never leaves this crate.
+#[derive(Serialize, Deserialize, Clone)]
+pub(super) struct StoredMeta {
     data_shards: usize,
     disposable_shards: usize,
     checksum: [u8; CHECKSUM_LEN],
-    _encryption: RawEncryption,
-    _compression: RawCompression,
-    shards: Vec<RawShard>,
+    encryption: StoredEncryption,
+    compression: StoredCompression,
+    /// The shards, in the order zstor listed them.
+    pub(super) shards: Vec<StoredShard>,
 }
 
-/// `EncryptionMeta`: the data key, dropped.
-#[derive(Deserialize)]
-enum RawEncryption {
-    Aes(Skipped<String>),
+/// `EncryptionMeta`: the algorithm and the data key.
+#[derive(Serialize, Deserialize, Clone)]
+enum StoredEncryption {
+    Aes(Hidden),
 }
 
 /// `CompressionMeta`.
-#[derive(Deserialize)]
-enum RawCompression {
+#[derive(Serialize, Deserialize, Clone)]
+enum StoredCompression {
     Snappy,
 }
 
 /// `ShardInfo`.
-#[derive(Deserialize)]
-struct RawShard {
+#[derive(Serialize, Deserialize, Clone)]
+pub(super) struct StoredShard {
     shard_idx: usize,
-    _checksum: Skipped<[u8; CHECKSUM_LEN]>,
-    _keys: Skipped<Vec<RawKey>>,
-    ci: RawConnection,
+    checksum: [u8; CHECKSUM_LEN],
+    keys: Vec<StoredKey>,
+    ci: StoredConnection,
 }
 
 /// `Key`: a sequential 0-db key, of 0-db v1 or v2.
-#[derive(Deserialize)]
-enum RawKey {
-    V1(Skipped<u32>),
-    V2(Skipped<u64>),
+#[derive(Serialize, Deserialize, Clone)]
+enum StoredKey {
+    V1(u32),
+    V2(u64),
 }
 
-/// `ZdbConnectionInfo`; the password is dropped.
-#[derive(Deserialize)]
-struct RawConnection {
+/// `ZdbConnectionInfo`.
+#[derive(Serialize, Deserialize, Clone)]
+struct StoredConnection {
     address: SocketAddr,
     namespace: Option<String>,
-    _password: Option<Skipped<String>>,
+    password: Option<Hidden>,
 }
 
-/// A `T` read past and dropped at once (bincode cannot skip a value without its type).
-struct Skipped<T>(PhantomData<T>);
+/// A secret read from the metadata: kept in memory to be written back, never shown.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(transparent)]
+struct Hidden(String);
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Skipped<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        T::deserialize(deserializer).map(|_| Skipped(PhantomData))
+impl StoredShard {
+    /// Marks the shard as lost for the daemon's rebuild: a checksum its data cannot have (the
+    /// bytes inverted), so the rebuild's load drops it and encodes it again.
+    fn discard(&mut self) {
+        for byte in &mut self.checksum {
+            *byte = !*byte;
+        }
+    }
+
+    /// Where the shard is, without the password.
+    pub(super) fn place(&self) -> ShardPlace {
+        ShardPlace {
+            index: self.shard_idx,
+            address: self.ci.address,
+            namespace: self.ci.namespace.clone(),
+        }
     }
 }
 
-/// The fields we keep from bincode `MetaData`.
-fn parse(plaintext: &[u8]) -> Result<ObjectMeta, String> {
-    let raw: RawMeta =
+impl StoredMeta {
+    /// The data key and the backend passwords it holds.
+    fn secrets(&self) -> impl Iterator<Item = String> + '_ {
+        let StoredEncryption::Aes(key) = &self.encryption;
+        let passwords = self.shards.iter().filter_map(|s| s.ci.password.as_ref());
+        std::iter::once(key).chain(passwords).map(|h| h.0.clone())
+    }
+
+    /// What we show of it: placement and counts.
+    pub(super) fn object(&self) -> ObjectMeta {
+        ObjectMeta {
+            checksum: Checksum(self.checksum),
+            data_shards: self.data_shards,
+            disposable_shards: self.disposable_shards,
+            shards: self.shards.iter().map(StoredShard::place).collect(),
+        }
+    }
+}
+
+/// bincode `MetaData`, checked to encode back to the same bytes (else our model is not
+/// zstor's, and a rebuild given it would store something else).
+fn parse(plaintext: &[u8]) -> Result<StoredMeta, String> {
+    let meta: StoredMeta =
         bincode::deserialize(plaintext).map_err(|e| format!("not zstor metadata: {e}"))?;
-    Ok(ObjectMeta {
-        checksum: Checksum(raw.checksum),
-        data_shards: raw.data_shards,
-        disposable_shards: raw.disposable_shards,
-        shards: raw
-            .shards
-            .into_iter()
-            .map(|s| ShardPlace {
-                index: s.shard_idx,
-                address: s.ci.address,
-                namespace: s.ci.namespace,
-            })
-            .collect(),
-    })
+    match bincode::serialize(&meta) {
+        Ok(again) if again == plaintext => Ok(meta),
+        _ => Err("zstor metadata does not encode back to the same bytes".into()),
+    }
 }
 
 /// Upstream's lookup path (`path-clean`): `.` dropped, `..` folded into its parent, no symlink
@@ -426,7 +636,7 @@ mod tests {
     }
 
     fn read(values: &[Option<Vec<u8>>], key: &str) -> Result<Option<ObjectMeta>, MetadataError> {
-        assemble("/qsfs/meta/k".into(), key, answers(values))
+        assemble("/qsfs/meta/k".into(), key, answers(values)).map(|m| m.map(|m| m.object()))
     }
 
     #[test]
@@ -452,6 +662,57 @@ mod tests {
             format!("{}/qsfs", meta.shards[0].address)
         );
         assert!(!format!("{meta:?}").contains("backend-password"));
+    }
+
+    /// The fixture's metadata plaintext.
+    fn plaintext() -> Vec<u8> {
+        let (values, _) = fixture();
+        let mut shards = vec![None; META_BACKENDS];
+        for value in values {
+            let (index, shard) = unframe(&value).unwrap().unwrap();
+            shards[index] = Some(shard);
+        }
+        decode(shards, DATA_KEY).unwrap()
+    }
+
+    #[test]
+    fn the_real_zstors_metadata_encodes_back_to_the_same_bytes() {
+        let plaintext = plaintext();
+        let meta = parse(&plaintext).unwrap();
+        assert!(bincode::serialize(&meta).unwrap() == plaintext);
+        // Anything our model would not write back is refused, not half read.
+        let mut longer = plaintext.clone();
+        longer.push(0);
+        let err = parse(&longer).err().unwrap();
+        assert_eq!(err, "zstor metadata does not encode back to the same bytes");
+    }
+
+    #[test]
+    fn secrets_of_the_metadata_are_hidden_in_messages() {
+        let meta = parse(&plaintext()).unwrap();
+        let secrets: Vec<String> = meta.secrets().collect();
+        assert!(secrets.iter().any(|s| s == DATA_KEY));
+        assert!(secrets.iter().any(|s| s == "backend-password"));
+        let text = hide(
+            format!("auth backend-password failed; key {DATA_KEY}"),
+            &secrets,
+        );
+        assert_eq!(text, "auth <hidden> failed; key <hidden>");
+    }
+
+    #[test]
+    fn a_discarded_shard_keeps_its_place_with_a_checksum_it_cannot_have() {
+        let mut meta = parse(&plaintext()).unwrap();
+        let before = meta.shards[1].checksum;
+        meta.shards[1].discard();
+        assert!(before
+            .iter()
+            .zip(meta.shards[1].checksum)
+            .all(|(a, b)| *a != b));
+        assert_eq!(
+            meta.object().shards,
+            parse(&plaintext()).unwrap().object().shards
+        );
     }
 
     #[test]
@@ -519,7 +780,9 @@ mod tests {
         assert!(read(&empty, DATA_KEY).unwrap().is_none());
         let mut failed = answers(&[None, None, None, None]);
         failed[2].1 = Err("cannot connect".into());
-        let err = assemble("/qsfs/meta/k".into(), DATA_KEY, failed).unwrap_err();
+        let err = assemble("/qsfs/meta/k".into(), DATA_KEY, failed)
+            .err()
+            .unwrap();
         assert_eq!(
             err.to_string(),
             "zstor metadata /qsfs/meta/k: 0 valid shards of the 2 needed; meta2: cannot connect"

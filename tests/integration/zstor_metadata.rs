@@ -1,11 +1,12 @@
 //! `qsfs::zstor::metadata` against the real zstor 0.5.0-rc.1 (ground truth): the real zstor
 //! stores a file on real 0-db backends, and we decode its metadata from the metadata zdbs.
-//! Skipped, saying so, when `QSFS_UPSTREAM_BIN` is unset (there is no stand-in of zstor's
-//! metadata format: the real program is the only arbiter).
+//! Then [`metadata::move_shards_off`] moves a shard off a backend removed from the config,
+//! through the real zstor daemon. Skipped, saying so, when `QSFS_UPSTREAM_BIN` is unset (there
+//! is no stand-in of zstor's metadata format: the real program is the only arbiter).
 
 use crate::support::upstream::{Program, ZdbBackends, BACKEND_NAMESPACE, BACKEND_PASSWORD};
 use qsfs::zstor::config::ZstorConfig;
-use qsfs::zstor::metadata::{self, MetadataError};
+use qsfs::zstor::metadata::{self, MetadataError, MoveError};
 use qsfs::zstor::{Checksum, Zstor};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -178,4 +179,181 @@ fn unreachable_metadata_backends_are_named_without_passwords() {
         assert!(text.contains(&address.to_string()), "{text}");
     }
     assert!(!text.contains(BACKEND_PASSWORD), "{text}");
+}
+
+/// A running `zstor monitor` (the real daemon); killed when dropped.
+struct Daemon {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon on `config` (which names its socket) and waits for the socket.
+    fn start(zstor: &Program, config: &Path, socket: &Path, log: &Path) -> Daemon {
+        let child = std::process::Command::new(&zstor.path)
+            .arg("-c")
+            .arg(config)
+            .arg("--log_file")
+            .arg(log)
+            .arg("monitor")
+            .current_dir(config.parent().unwrap())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log.with_extension("stderr")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            child,
+            log: log.to_path_buf(),
+        };
+        crate::support::wait_for("the zstor daemon's socket", || {
+            assert!(
+                daemon.child.try_wait().unwrap().is_none(),
+                "the zstor daemon exited:\n{}",
+                daemon.log()
+            );
+            std::os::unix::net::UnixStream::connect(socket).ok()
+        });
+        daemon
+    }
+
+    /// Its log file and its standard error.
+    fn log(&self) -> String {
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+        read(&self.log) + &read(&self.log.with_extension("stderr"))
+    }
+
+    /// SIGUSR1, and waits until the daemon says it reloads, and 2 s more: at info level it
+    /// does not say when it has finished.
+    fn reload(&self) {
+        let line = "Reloading config after receiving SIGUSR1";
+        let before = self.log().matches(line).count();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.log().matches(line).count() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the zstor daemon did not log `{line}` after SIGUSR1:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// [`write_config`] with the daemon's socket (and its pid file next to it).
+fn write_daemon_config(
+    path: &Path,
+    socket: &Path,
+    meta: &[SocketAddr],
+    data: &[SocketAddr],
+) -> ZstorConfig {
+    let text = format!(
+        "socket = \"{}\"\npid_file = \"{}.pid\"\n{}",
+        socket.display(),
+        socket.display(),
+        config_text(meta, data)
+    );
+    std::fs::write(path, text).unwrap();
+    ZstorConfig::load(path).unwrap()
+}
+
+#[test]
+fn shards_are_moved_off_a_backend_removed_from_the_config_while_it_runs() {
+    let Some(program) = real_zstor() else { return };
+    // Two data backends in the config, a third, running, to replace one of them.
+    let mut backends = ZdbBackends::start(&program.partner("zdb"), 4, 3);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().canonicalize().unwrap();
+    let config_path = dir.join("zstor-default.toml");
+    let socket = dir.join("zstor.sock");
+    let log = dir.join("zstor.log");
+    let config = write_daemon_config(&config_path, &socket, &backends.meta, &backends.data[..2]);
+    let daemon = Daemon::start(&program, &config_path, &socket, &log);
+    let zstor = Zstor::new(&program.path, &config_path, TIMEOUT).with_log_file(dir.join("cli.log"));
+
+    let file = dir.join("data/zdbfs-data/d3");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    std::fs::write(&file, &content).unwrap();
+    zstor.store(&file, None).unwrap();
+    let mut before = shard_addresses(&zstor, &config, &file);
+    before.sort();
+    let mut configured = backends.data[..2].to_vec();
+    configured.sort();
+    assert_eq!(before, configured, "one shard on every data backend");
+
+    // The first data backend leaves the config (it keeps running), the spare comes in, the
+    // daemon reloads; upstream's rebuild leaves the shard where it was.
+    let removed = backends.data[0];
+    let config = write_daemon_config(
+        &config_path,
+        &socket,
+        &backends.meta,
+        &[backends.data[2], backends.data[1]],
+    );
+    daemon.reload();
+    zstor.rebuild(&file).unwrap();
+    let outside = |config: &ZstorConfig| -> Vec<String> {
+        metadata::shards_of(config, &file, TIMEOUT)
+            .unwrap()
+            .unwrap()
+            .shards_outside(config)
+            .map(|shard| shard.label())
+            .collect()
+    };
+    let removed_label = format!("{removed}/{BACKEND_NAMESPACE}");
+    assert_eq!(outside(&config), [removed_label.as_str()]);
+
+    // No daemon on the socket: the error names the file and the backend, no secret.
+    let mut elsewhere = config.clone();
+    elsewhere.socket = Some(dir.join("nothing.sock"));
+    let err = metadata::move_shards_off(&elsewhere, &file, TIMEOUT).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, MoveError::Rebuild { .. }), "{text}");
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    assert!(text.contains(&removed_label), "{text}");
+    assert!(
+        !text.contains(BACKEND_PASSWORD) && !text.contains(DATA_KEY),
+        "{text}"
+    );
+    assert_eq!(outside(&config), [removed_label.as_str()]);
+
+    // Through the daemon: the shard moves to the spare, the other stays.
+    let now = metadata::move_shards_off(&config, &file, TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}\nzstor daemon log:\n{}", daemon.log()));
+    assert!(outside(&config).is_empty());
+    let mut after = shard_addresses(&zstor, &config, &file);
+    after.sort();
+    let mut configured = backends.data[1..].to_vec();
+    configured.sort();
+    assert_eq!(after, configured);
+    assert_eq!(now.shards.len(), 2);
+    assert!(!format!("{now:?}").contains(BACKEND_PASSWORD));
+    // Nothing left to move: a second call changes nothing.
+    assert_eq!(
+        metadata::move_shards_off(&config, &file, TIMEOUT).unwrap(),
+        now
+    );
+
+    // The removed backend is gone for good: the file comes back, byte for byte.
+    backends.kill(4);
+    std::fs::remove_file(&file).unwrap();
+    zstor.retrieve(&file).unwrap();
+    assert!(
+        std::fs::read(&file).unwrap() == content,
+        "retrieved bytes differ"
+    );
 }

@@ -9,15 +9,16 @@ use crate::monitor::tasks::Activity;
 use crate::monitor::vdc;
 use crate::zstor::config::ZstorConfig;
 use crate::zstor::daemon::ReloadError;
-use crate::zstor::metadata::{self, MetadataError};
+use crate::zstor::metadata::{self, MetadataError, MoveError};
 use crate::zstor::{self, Zstor, ZstorError};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long the zstor daemon is given to re-read its config after SIGUSR1 before rebuilds go
-/// through it (it reloads in its config actor, apart from the command queue). A rebuild that
-/// still ran on the old set is caught by the placement check and retried.
+/// through it (it reloads in its config actor, apart from the command queue; it logs only
+/// "Reloading config after receiving SIGUSR1"). A rebuild that still ran on the old set is
+/// caught by the placement check and retried.
 const DAEMON_RELOAD_SETTLE: Duration = Duration::from_secs(2);
 
 /// Why a file is not known to be on the current backend set after its rebuild.
@@ -29,16 +30,15 @@ pub enum RebuildError {
     /// Its metadata cannot be read back.
     #[error("cannot check where its shards are: {0}")]
     Metadata(#[from] MetadataError),
-    /// Shards stayed on backends that left the config.
-    #[error(
-        "shards still on backends no longer in the config: {0} (zstor keeps intact shards \
-         where they are)"
-    )]
-    LeftBehind(String),
+    /// Shards stayed on backends that left the config and could not be moved.
+    #[error("shards left on backends no longer in the config: {0}")]
+    Move(#[from] MoveError),
 }
 
-/// Rebuilds `path` onto the backends of `config`, then reads its metadata back: it counts
-/// only when no shard is left on a backend outside the config. Metadata that the metadata
+/// Rebuilds `path` onto the backends of `config` (zstor re-encodes the shards it cannot read),
+/// then reads its metadata back: shards zstor kept on a backend that left the config but still
+/// answers are moved off it through the daemon ([`metadata::move_shards_off`]). The file counts
+/// as rebuilt only when no shard is left outside the config. Metadata that the metadata
 /// backends do not hold at all (a zstor that keeps it elsewhere) cannot be checked and is
 /// logged as such.
 pub fn rebuild_onto(
@@ -57,11 +57,15 @@ pub fn rebuild_onto(
         return Ok(());
     };
     let outside: Vec<String> = object.shards_outside(config).map(|s| s.label()).collect();
-    if outside.is_empty() {
-        Ok(())
-    } else {
-        Err(RebuildError::LeftBehind(outside.join(", ")))
+    if !outside.is_empty() {
+        metadata::move_shards_off(config, path, timeout)?;
+        tracing::info!(
+            "moved the shards of {} off {} (no longer in the config)",
+            path.display(),
+            outside.join(", ")
+        );
     }
+    Ok(())
 }
 
 impl Daemon {
