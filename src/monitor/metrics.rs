@@ -45,6 +45,11 @@ pub fn render(status: &MonitorStatus) -> String {
         u.damaged_files,
     );
     gauge(
+        "qsfs_monitor_bad_jobs",
+        "Spool jobs set aside in the spool's bad/ (unusable, never deleted).",
+        u.bad_jobs,
+    );
+    gauge(
         "qsfs_monitor_unverified_files",
         "Tracked files present locally whose content is not verified remote.",
         u.unverified_files,

@@ -280,8 +280,26 @@ impl MonitorStatus {
             .as_ref()
             .map(|r| format!("; rebuild {}/{}", r.done, r.total))
             .unwrap_or_default();
+        let mut problems: Vec<String> = self
+            .errors
+            .failing()
+            .map(|(name, f)| format!("{name} failing: {}", f.error))
+            .collect();
+        if u.damaged_files > 0 {
+            problems.push(format!(
+                "{} damaged local copies set aside",
+                u.damaged_files
+            ));
+        }
+        if u.bad_jobs > 0 {
+            problems.push(format!("{} spool jobs in bad/", u.bad_jobs));
+        }
+        if let Some(why) = &self.cache.eviction_paused {
+            problems.push(format!("eviction paused: {why}"));
+        }
+        let problems: String = problems.iter().map(|p| format!("; {p}")).collect();
         format!(
-            "{uploads}; backends {healthy}/{} healthy; {cache}{rebuild}",
+            "{uploads}; backends {healthy}/{} healthy; {cache}{rebuild}{problems}",
             self.backends.len()
         )
     }
@@ -329,6 +347,9 @@ mod tests {
             .map(|(name, f)| (name, f.failures_in_a_row))
             .collect();
         assert_eq!(failing, [("state database", 3)]);
+        let line = s.summary_line();
+        assert!(line.contains("; state database failing: "), "{line}");
+        assert!(line.ends_with("; 2 spool jobs in bad/"), "{line}");
         // Today's writer writes the fixture's form, byte for byte.
         assert_eq!(serde_json::to_string_pretty(&s).unwrap() + "\n", V1);
         // A status of a monitor from before zdbfs was watched has no `zdbfs`.
