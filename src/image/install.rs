@@ -375,9 +375,7 @@ fn zdb_arg(unit: &str, flag: &str) -> Option<PathBuf> {
 fn prometheus_port_taken(config_path: &Path) -> Option<String> {
     let config = crate::zstor::config::ZstorConfig::load(config_path).ok()?;
     let port = config.prometheus_port?;
-    let pid_file = config
-        .pid_file
-        .unwrap_or_else(|| crate::layout::ZSTOR_PID_FILE.into());
+    let pid_file = crate::zstor::daemon::pid_file(&config);
     let running = std::fs::read_to_string(pid_file)
         .ok()
         .and_then(|pid| pid.trim().parse::<u32>().ok())

@@ -26,7 +26,9 @@ use crate::retry::Backoff;
 use crate::spool::Spool;
 use crate::zstor::config::ZstorConfig;
 use crate::zstor::Zstor;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::{signal, SignalKind};
@@ -73,7 +75,8 @@ enum Event {
     Reconciled(std::io::Result<reconcile::Outcome>),
     Evicted(Result<super::evict::Outcome, String>),
     BackendsChecked(Vec<(String, Observation)>),
-    Rebuilt(rebuild::Task, Result<(), repair::RebuildError>),
+    /// A rebuild onto the backend set given ended.
+    Rebuilt(rebuild::Task, u64, Result<(), repair::RebuildError>),
     VdcAnswered(String, Result<(), super::vdc::VdcError>),
     Flushed(Result<crate::zdbfs::Stats, String>),
 }
@@ -95,8 +98,9 @@ pub struct Daemon {
     zstor_config_mtime: Option<SystemTime>,
     /// The zstor config as last loaded.
     zstor_config: ZstorConfig,
-    /// The backend set the zstor daemon was last asked to load (SIGUSR1).
-    zstor_daemon_set: Option<u64>,
+    /// The backend set the zstor daemon was last asked to load (SIGUSR1), and from when it
+    /// runs it for sure.
+    zstor_daemon_set: Option<(u64, Instant)>,
     zstor: Zstor,
     roots: Roots,
     spool: Spool,
@@ -110,6 +114,10 @@ pub struct Daemon {
     cache_used: u64,
     /// Why eviction is paused, while it is.
     eviction_held_back: Option<String>,
+    /// Cleared to stop a running eviction between two batches.
+    eviction_allowed: Arc<AtomicBool>,
+    /// Spool job files that could not be read, and how many polls in a row.
+    unreadable_jobs: HashMap<PathBuf, u32>,
     zdbfs: ZdbfsStatus,
     zdbfs_lane: crate::lane::Lane,
     /// Set by SIGTERM/SIGINT: the deadline for the uploads still queued.
@@ -173,6 +181,8 @@ impl Daemon {
             counters: Counters::default(),
             cache_used: 0,
             eviction_held_back: None,
+            eviction_allowed: Arc::new(AtomicBool::new(false)),
+            unreadable_jobs: HashMap::new(),
             zdbfs: ZdbfsStatus::default(),
             zdbfs_lane: crate::lane::Lane::new(),
             stopping: None,
@@ -301,7 +311,7 @@ impl Daemon {
                 Failure::track(&mut self.counters.eviction, Some(e), now_unix_ms());
             }
             Event::BackendsChecked(results) => self.backends_checked(results),
-            Event::Rebuilt(task, result) => self.rebuilt(task, result),
+            Event::Rebuilt(task, set, result) => self.rebuilt(task, set, result),
             Event::VdcAnswered(label, result) => self.vdc_answered(label, result),
             Event::Flushed(result) => {
                 let mountpoint = self.config.zdbfs_mountpoint.display().to_string();

@@ -18,11 +18,18 @@ pub fn set_aside(state_dir: &Path, key: &str, path: &Path) -> std::io::Result<Pa
     let dir = dir(state_dir);
     std::fs::create_dir_all(&dir)?;
     let name = format!("{}.{}", key.replace('/', "-"), crate::clock::now_unix_ms());
-    let target = dir.join(name);
+    let target = dir.join(&name);
     match std::fs::rename(path, &target) {
         Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-            crate::spool::copy_file(path, &target)?;
-            std::fs::File::open(&target)?.sync_all()?;
+            // Copied under a temporary name, so a copy cut short (ENOSPC) is never counted.
+            let partial = dir.join(format!(".partial-{name}"));
+            let copied = crate::spool::copy_file(path, &partial)
+                .and_then(|()| std::fs::File::open(&partial)?.sync_all())
+                .and_then(|()| std::fs::rename(&partial, &target));
+            if let Err(e) = copied {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
+            }
             std::fs::remove_file(path)?;
         }
         result => result?,
@@ -31,9 +38,17 @@ pub fn set_aside(state_dir: &Path, key: &str, path: &Path) -> std::io::Result<Pa
     Ok(target)
 }
 
-/// How many damaged copies wait for an operator (0 when the directory does not exist).
+/// How many damaged copies wait for an operator (0 when the directory does not exist; a
+/// directory that cannot be read counts as one, so it is not taken for none).
 pub fn count(state_dir: &Path) -> u64 {
-    std::fs::read_dir(dir(state_dir)).map_or(0, |entries| entries.count() as u64)
+    match std::fs::read_dir(dir(state_dir)) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(".partial-"))
+            .count() as u64,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(_) => 1,
+    }
 }
 
 #[cfg(test)]

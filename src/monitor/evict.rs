@@ -27,6 +27,7 @@ use crate::logging::message_id;
 use crate::monitor::status::BackendState;
 use std::collections::BinaryHeap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// Most files deleted and recorded per state transaction: small enough that writing one
@@ -87,28 +88,46 @@ pub fn held_back(backends: &[Entry], rebuild_unfinished: bool) -> Option<String>
     })
 }
 
-/// Evicts until the evictable namespaces use at most `limit` bytes, only files whose remote
-/// copy is on `backend_set`.
+/// What one eviction may do.
+pub struct Scope<'a> {
+    /// The namespaces whose data files count and may be evicted.
+    pub namespaces: &'a [String],
+    /// The most bytes they may use.
+    pub limit: u64,
+    /// Only files whose remote copy is on this backend set are evicted.
+    pub backend_set: u64,
+    /// Checked before each batch: cleared when a backend stops answering or the backend set
+    /// changes while the eviction runs, it stops there.
+    pub allowed: &'a AtomicBool,
+}
+
+/// Evicts until the evictable namespaces use at most `scope.limit` bytes.
 pub fn run(
     roots: &Roots,
     state: &Mutex<State>,
-    namespaces: &[String],
-    limit: u64,
-    backend_set: u64,
+    scope: &Scope,
     fs: &(impl EvictFs + ?Sized),
 ) -> Result<Outcome, String> {
     let (mut used, delete) = choose(
         |visit| roots.scan_each(visit),
         |key| lock(state).get(key).copied(),
-        namespaces,
-        limit,
-        backend_set,
+        scope.namespaces,
+        scope.limit,
+        scope.backend_set,
         records_atime(&roots.data),
     )
     .map_err(|e| e.to_string())?;
+    let limit = scope.limit;
     let mut evicted = 0;
     for batch in delete.chunks(BATCH) {
-        for file in evict_batch(batch, state, backend_set, fs)? {
+        if !scope.allowed.load(Ordering::SeqCst) {
+            tracing::warn!(
+                "eviction stopped after {evicted} files: a backend stopped answering or the \
+                 backend set changed"
+            );
+            break;
+        }
+        for file in evict_batch(batch, state, scope.backend_set, fs)? {
             used -= file.size;
             evicted += 1;
         }
@@ -536,6 +555,23 @@ mod tests {
         (roots, Mutex::new(state))
     }
 
+    /// [`run`] with the default namespaces, the backend set 0, allowed throughout.
+    fn evict(
+        roots: &Roots,
+        state: &Mutex<State>,
+        limit: u64,
+        fs: &(impl EvictFs + ?Sized),
+    ) -> Result<Outcome, String> {
+        let (namespaces, allowed) = (namespaces(), AtomicBool::new(true));
+        let scope = Scope {
+            namespaces: &namespaces,
+            limit,
+            backend_set: 0,
+            allowed: &allowed,
+        };
+        run(roots, state, &scope, fs)
+    }
+
     fn namespaces() -> Vec<String> {
         vec!["zdbfs-data".to_string()]
     }
@@ -560,6 +596,26 @@ mod tests {
     }
 
     #[test]
+    fn an_eviction_stops_at_the_next_batch_once_no_longer_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (roots, state) = cache(dir.path(), 200);
+        let (namespaces, allowed) = (namespaces(), AtomicBool::new(true));
+        // A backend stops answering during the first batch.
+        let fs = Fake {
+            before_stat: |_: &Path| allowed.store(false, Ordering::SeqCst),
+            delay: Duration::ZERO,
+        };
+        let scope = Scope {
+            namespaces: &namespaces,
+            limit: 0,
+            backend_set: 0,
+            allowed: &allowed,
+        };
+        let outcome = run(&roots, &state, &scope, &fs).unwrap();
+        assert_eq!(outcome.evicted, BATCH as u64, "only the batch under way");
+    }
+
+    #[test]
     fn evicts_and_records_only_what_is_still_the_verified_content() {
         let dir = tempfile::tempdir().unwrap();
         let (roots, state) = cache(dir.path(), 600);
@@ -575,7 +631,7 @@ mod tests {
         };
         // 60 000 bytes, 10 000 allowed: 500 files must go (d0..d499 have the same atime or
         // older ones first), d3 fails its last check.
-        let outcome = run(&roots, &state, &namespaces(), 10_000, 0, &fs).unwrap();
+        let outcome = evict(&roots, &state, 10_000, &fs).unwrap();
         assert_eq!(outcome.evicted, 499);
         // d3 counts at the size it had when the cache was measured.
         assert_eq!(outcome.used, 60_000 - 499 * 100);
@@ -599,7 +655,7 @@ mod tests {
             before_stat: |_: &Path| {},
             delay: Duration::ZERO,
         };
-        let again = run(&roots, &state, &namespaces(), 60_000, 0, &fs).unwrap();
+        let again = evict(&roots, &state, 60_000, &fs).unwrap();
         assert_eq!(
             again,
             Outcome {
@@ -631,7 +687,7 @@ mod tests {
             }
         }
         let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(&roots, &state, &namespaces(), 0, 0, &Dies(0.into()))
+            evict(&roots, &state, 0, &Dies(0.into()))
         }));
         assert!(died.is_err());
         // What was not committed is lost with the process.
@@ -673,7 +729,7 @@ mod tests {
             assert!(ns.join("d3").exists() && record(3).verified());
         }
         // The next eviction takes the rest.
-        let outcome = run(&roots, &state, &namespaces(), 0, 0, &RealFs).unwrap();
+        let outcome = evict(&roots, &state, 0, &RealFs).unwrap();
         assert_eq!(
             outcome,
             Outcome {
@@ -718,11 +774,8 @@ mod tests {
 
     #[test]
     fn an_eviction_of_ten_thousand_files_never_stalls_the_ticks() {
-        let longest = longest_wait(|roots, state, fs| {
-            run(roots, state, &namespaces(), 100_100, 0, fs)
-                .unwrap()
-                .evicted
-        });
+        let longest =
+            longest_wait(|roots, state, fs| evict(roots, state, 100_100, fs).unwrap().evicted);
         println!("longest wait for the state lock: {longest:?}");
         assert!(longest < Duration::from_millis(100), "{longest:?}");
     }

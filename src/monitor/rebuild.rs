@@ -101,9 +101,10 @@ impl Rebuild {
         self.total > 0
     }
 
-    /// Every file of the rebuild is on the new set: the set can be recorded as current.
+    /// Every file of the rebuild is on the new set (also when it had none): the set can be
+    /// recorded as current.
     pub fn succeeded(&self) -> bool {
-        self.pending.is_empty() && self.total > 0 && self.failed == 0
+        self.pending.is_empty() && self.failed == 0
     }
 
     /// Whether progress is worth a journal line (about every tenth, and the last).
@@ -138,7 +139,7 @@ mod tests {
     #[test]
     fn a_rebuild_succeeds_when_every_file_is_done() {
         let mut r = Rebuild::default();
-        assert!(!r.active() && !r.succeeded());
+        assert!(!r.active() && r.succeeded(), "nothing to rebuild");
         r.add(keys(3));
         let a = r.start_next(2, Instant::now()).unwrap();
         let b = r.start_next(2, Instant::now()).unwrap();

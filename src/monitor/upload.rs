@@ -37,6 +37,8 @@ pub struct Request {
     pub known_remote: Option<Checksum>,
     /// The local content last accepted for it (its recorded stamp), if any.
     pub accepted: Option<LocalStamp>,
+    /// The backend set zstor writes to now (recorded with the copy).
+    pub backend_set: u64,
     /// Where the monitor may put its own snapshots.
     pub scratch_dir: PathBuf,
 }
@@ -50,6 +52,8 @@ pub struct Stored {
     pub local: Option<LocalStamp>,
     /// zstor was not called: the content was verified remote before.
     pub already_remote: bool,
+    /// The backend set the copy was written to (the request's).
+    pub backend_set: u64,
 }
 
 /// Why an upload did not count.
@@ -176,6 +180,7 @@ fn store_file(
             checksum,
             local,
             already_remote: true,
+            backend_set: request.backend_set,
         });
     }
     if live {
@@ -207,6 +212,7 @@ fn store_file(
         checksum,
         local,
         already_remote: false,
+        backend_set: request.backend_set,
     })
 }
 

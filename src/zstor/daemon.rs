@@ -48,6 +48,14 @@ pub enum ReloadError {
     },
 }
 
+/// The pid file the daemon of `config` writes.
+pub fn pid_file(config: &ZstorConfig) -> PathBuf {
+    config
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PID_FILE.into())
+}
+
 impl Daemon {
     /// The daemon `config` makes the CLI use, if any (no `socket`: every command runs
     /// in-process and reads the config file itself). `bin` is the zstor binary it runs from.
@@ -55,10 +63,7 @@ impl Daemon {
         config.socket.as_ref()?;
         let name = bin.file_name().unwrap_or_default().to_string_lossy();
         Some(Daemon {
-            pid_file: config
-                .pid_file
-                .clone()
-                .unwrap_or_else(|| DEFAULT_PID_FILE.into()),
+            pid_file: pid_file(config),
             comm: name.chars().take(15).collect(),
         })
     }

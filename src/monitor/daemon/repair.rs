@@ -3,6 +3,7 @@
 use super::{Daemon, Event, BACKEND_CHECKS_AT_ONCE};
 use crate::clock::now_unix_ms;
 use crate::monitor::backends::{self, Observation};
+use crate::monitor::evict;
 use crate::monitor::rebuild::{self, Rebuild, Step};
 use crate::monitor::state::{lock, FileRecord};
 use crate::monitor::tasks::Activity;
@@ -12,13 +13,15 @@ use crate::zstor::daemon::ReloadError;
 use crate::zstor::metadata::{self, MetadataError, MoveError};
 use crate::zstor::{self, Zstor, ZstorError};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long the zstor daemon is given to re-read its config after SIGUSR1 before rebuilds go
 /// through it (it reloads in its config actor, apart from the command queue; it logs only
-/// "Reloading config after receiving SIGUSR1"). A rebuild that still ran on the old set is
-/// caught by the placement check and retried.
+/// "Reloading config after receiving SIGUSR1"). Until then new copies are recorded on the set
+/// of the last finished rebuild ([`Daemon::copies_set`]), and every file is checked by the
+/// rebuild before the new set counts as current.
 const DAEMON_RELOAD_SETTLE: Duration = Duration::from_secs(2);
 
 /// Why a file is not known to be on the current backend set after its rebuild.
@@ -30,6 +33,12 @@ pub enum RebuildError {
     /// Its metadata cannot be read back.
     #[error("cannot check where its shards are: {0}")]
     Metadata(#[from] MetadataError),
+    /// The metadata backends hold no metadata for it (the key is not where zstor keeps it).
+    #[error(
+        "the metadata backends hold no metadata for it after the rebuild: where its shards are \
+         cannot be checked"
+    )]
+    NoMetadata,
     /// Shards stayed on backends that left the config and could not be moved.
     #[error("shards left on backends no longer in the config: {0}")]
     Move(#[from] MoveError),
@@ -38,9 +47,7 @@ pub enum RebuildError {
 /// Rebuilds `path` onto the backends of `config` (zstor re-encodes the shards it cannot read),
 /// then reads its metadata back: shards zstor kept on a backend that left the config but still
 /// answers are moved off it through the daemon ([`metadata::move_shards_off`]). The file counts
-/// as rebuilt only when no shard is left outside the config. Metadata that the metadata
-/// backends do not hold at all (a zstor that keeps it elsewhere) cannot be checked and is
-/// logged as such.
+/// as rebuilt only when its metadata shows no shard left outside the config.
 pub fn rebuild_onto(
     zstor: &Zstor,
     config: &ZstorConfig,
@@ -48,14 +55,7 @@ pub fn rebuild_onto(
     timeout: Duration,
 ) -> Result<(), RebuildError> {
     zstor.rebuild(path)?;
-    let Some(object) = metadata::shards_of(config, path, timeout)? else {
-        tracing::warn!(
-            "cannot check where zstor placed the shards of {}: the metadata backends hold no \
-             metadata for it",
-            path.display()
-        );
-        return Ok(());
-    };
+    let object = metadata::shards_of(config, path, timeout)?.ok_or(RebuildError::NoMetadata)?;
     let outside: Vec<String> = object.shards_outside(config).map(|s| s.label()).collect();
     if !outside.is_empty() {
         metadata::move_shards_off(config, path, timeout)?;
@@ -106,6 +106,14 @@ impl Daemon {
         let lost = backends::apply(&mut self.backends, results, now_unix_ms(), grace, threshold);
         for label in lost {
             self.request_replacement(label);
+        }
+        self.hold_eviction_if_needed();
+    }
+
+    /// Stops a running eviction at its next batch when eviction may not run now.
+    pub(super) fn hold_eviction_if_needed(&self) {
+        if evict::held_back(&self.backends, self.rebuild_unfinished()).is_some() {
+            self.eviction_allowed.store(false, Ordering::SeqCst);
         }
     }
 
@@ -199,7 +207,10 @@ impl Daemon {
         let Some(daemon) = zstor::daemon::Daemon::of(&self.zstor_config, bin) else {
             return Ok(false);
         };
-        if self.zstor_daemon_set == Some(self.backend_set) {
+        if self
+            .zstor_daemon_set
+            .is_some_and(|(set, _)| set == self.backend_set)
+        {
             return Ok(false);
         }
         let pid = daemon.reload()?;
@@ -208,11 +219,42 @@ impl Daemon {
              backend set",
             self.config.zstor_config_path.display()
         );
-        self.zstor_daemon_set = Some(self.backend_set);
+        let settled = Instant::now() + DAEMON_RELOAD_SETTLE;
+        self.zstor_daemon_set = Some((self.backend_set, settled));
         Ok(true)
     }
 
-    pub(super) fn rebuilt(&mut self, task: rebuild::Task, result: Result<(), RebuildError>) {
+    /// The backend set a zstor command started now writes to: the current one, unless the
+    /// commands go through a daemon not yet known to run it; then the set of the last finished
+    /// rebuild (the copy is rebuilt and checked before the new set counts as current).
+    pub(super) fn copies_set(&self) -> u64 {
+        let bin = &self.config.zstor_bin_path;
+        let through_daemon = zstor::daemon::Daemon::of(&self.zstor_config, bin).is_some();
+        let runs_current = match self.zstor_daemon_set {
+            Some((set, settled)) => set == self.backend_set && Instant::now() >= settled,
+            None => self.recorded_set() == Some(self.backend_set),
+        };
+        if !through_daemon || runs_current {
+            self.backend_set
+        } else {
+            self.recorded_set().unwrap_or(self.backend_set)
+        }
+    }
+
+    /// The backend set of the last finished rebuild (or of the first start).
+    fn recorded_set(&self) -> Option<u64> {
+        let bytes = lock(&self.state).meta("backend_set").ok().flatten()?;
+        Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
+    }
+
+    /// A rebuild onto `set` ended; the file is recorded on that set (if the set changed again
+    /// meanwhile, the end of the rebuild finds it and rebuilds it once more).
+    pub(super) fn rebuilt(
+        &mut self,
+        task: rebuild::Task,
+        set: u64,
+        result: Result<(), RebuildError>,
+    ) {
         let key = task.key.clone();
         let attempt = task.attempts + 1;
         match (self.rebuild.finish(task, result.is_ok()), result) {
@@ -222,7 +264,7 @@ impl Daemon {
                     state.set(
                         &key,
                         FileRecord {
-                            backend_set: self.backend_set,
+                            backend_set: set,
                             ..record
                         },
                     );
@@ -247,13 +289,34 @@ impl Daemon {
         self.finish_rebuild_if_done();
     }
 
+    /// Records the backend set as current once every verified copy is on it: files stored
+    /// or rebuilt onto another set meanwhile join the rebuild first.
     fn finish_rebuild_if_done(&mut self) {
         if !self.rebuild.succeeded() {
             return;
         }
+        let mut state = lock(&self.state);
+        let behind: Vec<String> = state
+            .records()
+            .filter(|(_, r)| r.remote.is_some() && r.backend_set != self.backend_set)
+            .map(|(key, _)| key)
+            .collect();
+        if !behind.is_empty() {
+            drop(state);
+            tracing::info!(
+                "{} files were stored or rebuilt onto another backend set meanwhile: rebuilding \
+                 them too",
+                behind.len()
+            );
+            return self.rebuild.add(behind);
+        }
         let set = self.backend_set.to_le_bytes();
-        if let Err(e) = lock(&self.state).set_meta("backend_set", &set) {
+        if let Err(e) = state.set_meta("backend_set", &set) {
             tracing::error!("cannot record the new backend set: {e}");
+        }
+        drop(state);
+        if !self.rebuild.active() {
+            return;
         }
         let done = self.rebuild.done;
         tracing::info!(

@@ -51,7 +51,8 @@ impl Daemon {
             .map(|(_, bytes)| bytes)
             .sum();
         for (file, how) in &outcome.damaged {
-            self.set_aside_damaged(&file.key, &file.path, how);
+            // Not moved: the next reconciliation finds it again.
+            let _ = self.set_aside_damaged(&file.key, &file.path, how);
         }
         for key in &outcome.vanished {
             tracing::warn!(qsfs_file = key, "{key} disappeared without being evicted; it is not fetched back unless zdb asks for it");
@@ -91,15 +92,16 @@ impl Daemon {
         }
         let (roots, state, set) = (self.roots.clone(), self.state.clone(), self.backend_set);
         let namespaces = self.config.evict_namespaces.clone();
+        let allowed = self.eviction_allowed.clone();
+        allowed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.tasks.spawn_blocking(Activity::Evict, move || {
-            Event::Evicted(evict::run(
-                &roots,
-                &state,
-                &namespaces,
+            let scope = evict::Scope {
+                namespaces: &namespaces,
                 limit,
-                set,
-                &evict::RealFs,
-            ))
+                backend_set: set,
+                allowed: &allowed,
+            };
+            Event::Evicted(evict::run(&roots, &state, &scope, &evict::RealFs))
         });
     }
 
@@ -150,6 +152,7 @@ impl Daemon {
                 self.backend_set = backends::set_hash(&zstor_config);
                 self.zstor_config = zstor_config;
                 self.start_rebuild_if_needed();
+                self.hold_eviction_if_needed();
                 self.start_backend_checks();
             }
             Err(e) => tracing::error!("{e}; keeping the previous zstor configuration"),

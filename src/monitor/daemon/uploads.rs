@@ -13,6 +13,9 @@ use crate::spool::{BadJob, Job, Problem};
 use std::path::Path;
 use std::time::Instant;
 
+/// Polls a spool job may fail to be read (EMFILE, EIO) before it is set aside in `bad/`.
+const UNREADABLE_POLLS: u32 = 30;
+
 impl Daemon {
     // Spool jobs.
 
@@ -28,20 +31,36 @@ impl Daemon {
         };
         for job in jobs {
             match job {
-                Ok(job) => self.register_job(job),
+                Ok(job) => {
+                    let id = Some(std::ffi::OsStr::new(&job.id));
+                    self.unreadable_jobs
+                        .retain(|path, _| path.file_stem() != id);
+                    self.register_job(job)
+                }
                 // Removed meanwhile, or not readable this time (EMFILE, EIO): the next poll
-                // reads it again.
+                // reads it again, up to UNREADABLE_POLLS times before it is set aside.
                 Err(BadJob {
                     problem: Problem::Unreadable(e),
                     path,
-                }) => {
-                    if e.kind() != std::io::ErrorKind::NotFound {
+                }) if e.kind() != std::io::ErrorKind::NotFound => {
+                    let polls = self.unreadable_jobs.entry(path.clone()).or_default();
+                    *polls += 1;
+                    if *polls < UNREADABLE_POLLS {
                         tracing::warn!(
-                            "cannot read spool job {}: {e}; trying again",
+                            "cannot read spool job {} (attempt {polls} of {UNREADABLE_POLLS}): \
+                             {e}; trying again",
                             path.display()
                         );
+                    } else {
+                        self.unreadable_jobs.remove(&path);
+                        let reason = format!("unreadable {UNREADABLE_POLLS} times: {e}");
+                        self.quarantine(&path, &reason);
                     }
                 }
+                Err(BadJob {
+                    problem: Problem::Unreadable(_),
+                    ..
+                }) => {}
                 Err(bad) => self.quarantine(&bad.path, &bad.problem.to_string()),
             }
         }
@@ -132,6 +151,7 @@ impl Daemon {
                 source: upload.source.clone(),
                 known_remote: record.and_then(|r| r.remote),
                 accepted: record.and_then(|r| r.local),
+                backend_set: self.copies_set(),
                 scratch_dir: scratch_dir(&self.config),
             };
             let zstor = self.zstor.clone();
@@ -145,10 +165,11 @@ impl Daemon {
                 break;
             };
             let (path, zstor) = (self.roots.path_of(&task.key), self.zstor.clone());
-            let (config, timeout) = (self.zstor_config.clone(), self.config.backend_timeout);
+            let (config, timeout) = (self.zstor_config.clone(), self.config.zstor_timeout);
+            let set = self.backend_set;
             self.tasks.spawn_blocking(Activity::Rebuild, move || {
                 let result = super::repair::rebuild_onto(&zstor, &config, &path, timeout);
-                Event::Rebuilt(task, result)
+                Event::Rebuilt(task, set, result)
             });
         }
     }
@@ -183,8 +204,13 @@ impl Daemon {
                 return self.finish_upload(&upload, Outcome::Done);
             }
             Err(UploadError::Damaged { how, .. }) => {
-                self.set_aside_damaged(&upload.key, &upload.path, &how);
-                return self.finish_upload(&upload, Outcome::Done);
+                let handled = self.set_aside_damaged(&upload.key, &upload.path, &how);
+                let outcome = if handled {
+                    Outcome::Done
+                } else {
+                    Outcome::Failed
+                };
+                return self.finish_upload(&upload, outcome);
             }
             Err(e) => Err(e.to_string()),
         };
@@ -224,36 +250,54 @@ impl Daemon {
     }
 
     /// Moves a damaged local copy aside (see [`crate::monitor::damaged`]) and records the
-    /// file as evicted, so zdb's next read brings the verified remote copy back.
-    pub(super) fn set_aside_damaged(&mut self, key: &str, path: &Path, how: &str) {
+    /// file as evicted, so zdb's next read brings the verified remote copy back. zdb's active
+    /// data file is never moved (zdb appends to it): it is only reported. False when the copy
+    /// could not be moved (tried again later).
+    pub(super) fn set_aside_damaged(&mut self, key: &str, path: &Path, how: &str) -> bool {
         let file = path.display();
-        let state_dir = &self.config.state_dir;
-        let aside = match damaged::set_aside(state_dir, key, path) {
+        let number = Roots::parse_key(key).and_then(|(_, kind)| match kind {
+            Kind::Data(n) => Some(n),
+            _ => None,
+        });
+        let active = path
+            .parent()
+            .and_then(|dir| crate::layout::highest_file_number(dir, 'd'));
+        if number.is_some() && number == active {
+            tracing::error!(
+                message_id = message_id::LOCAL_COPY_DAMAGED,
+                qsfs_file = %file,
+                "{file} differs from its verified remote copy ({how}) but is zdb's active data \
+                 file: it is not stored and left in place"
+            );
+            return true;
+        }
+        // Recorded in memory first: a failed commit is written back when the state reopens.
+        let before = lock(&self.state).get(key).copied();
+        if let Some(record) = before {
+            let evicted = FileRecord {
+                local: None,
+                evicted: true,
+                evicting: false,
+                ..record
+            };
+            lock(&self.state).set(key, evicted);
+        }
+        let aside = match damaged::set_aside(&self.config.state_dir, key, path) {
             Ok(aside) => aside,
             Err(e) => {
-                return tracing::error!(
+                if let Some(record) = before {
+                    lock(&self.state).set(key, record);
+                }
+                tracing::error!(
                     message_id = message_id::LOCAL_COPY_DAMAGED,
                     qsfs_file = %file,
                     "{file} is damaged ({how}); its verified remote copy is kept, but the \
-                     local copy cannot be moved aside: {e}"
-                )
+                     local copy cannot be moved aside (tried again later): {e}"
+                );
+                return false;
             }
         };
-        let mut state = lock(&self.state);
-        if let Some(record) = state.get(key).copied() {
-            state.set(
-                key,
-                FileRecord {
-                    local: None,
-                    evicted: true,
-                    evicting: false,
-                    ..record
-                },
-            );
-        }
-        let committed = state.commit();
-        drop(state);
-        if let Err(e) = committed {
+        if let Err(e) = lock(&self.state).commit() {
             tracing::error!("cannot record that {file} was set aside: {e}");
         }
         tracing::error!(
@@ -265,6 +309,7 @@ impl Daemon {
              copy once you have looked at it",
             aside.display()
         );
+        true
     }
 
     /// Records `key` as verified remote with the checksum it was stored with.
@@ -272,7 +317,10 @@ impl Daemon {
         let mut state = lock(&self.state);
         let mut record = state.get(key).copied().unwrap_or_default();
         record.remote = Some(verified.checksum);
-        record.backend_set = self.backend_set;
+        // A copy found already remote stays on the set it was written or rebuilt for.
+        if !verified.already_remote {
+            record.backend_set = verified.backend_set;
+        }
         if let Some(local) = verified.local {
             record.local = Some(local);
             record.evicted = false;
