@@ -244,7 +244,21 @@ fn disagreements(root: &Path) -> Vec<String> {
     let etc = root.join(layout::ETC);
     let file = |name: &str| etc.join(name).display().to_string();
     let unit_path = root.join(layout::UNITS).join(ZDB_UNIT);
-    let unit = std::fs::read_to_string(&unit_path).ok();
+    // The unit and its drop-ins (`<unit>.d/*.conf`, in name order), as systemd reads them.
+    let unit = std::fs::read_to_string(&unit_path).ok().map(|mut text| {
+        let mut drop_ins: Vec<PathBuf> = std::fs::read_dir(unit_path.with_extension("service.d"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .collect();
+        drop_ins.sort();
+        for drop_in in drop_ins {
+            text.push('\n');
+            text.push_str(&std::fs::read_to_string(drop_in).unwrap_or_default());
+        }
+        text
+    });
     let appliance = HealthConfig::load(&etc.join(layout::QSFS_TOML)).ok();
     let monitor = MonitorConfig::load(&etc.join(layout::MONITOR_CONFIG)).ok();
     let zstor = crate::zstor::config::ZstorConfig::load(&etc.join(layout::ZSTOR_CONFIG)).ok();
@@ -360,14 +374,24 @@ fn disagreements(root: &Path) -> Vec<String> {
     problems
 }
 
-/// The argument after `flag` on the `ExecStart=` line of a unit file.
+/// The value of `flag` (`--flag VALUE` or `--flag=VALUE`) on the last `ExecStart=` line of a
+/// unit file and its drop-ins (the one systemd runs: a drop-in resets it with an empty one).
 fn zdb_arg(unit: &str, flag: &str) -> Option<PathBuf> {
     let command = unit
         .lines()
-        .find_map(|line| line.trim().strip_prefix("ExecStart="))?;
+        .filter_map(|line| line.trim().strip_prefix("ExecStart="))
+        .rfind(|command| !command.trim().is_empty())?;
     let mut words = command.split_whitespace();
-    words.find(|w| *w == flag)?;
-    words.next().map(PathBuf::from)
+    let inline = format!("{flag}=");
+    while let Some(word) = words.next() {
+        if word == flag {
+            return words.next().map(PathBuf::from);
+        }
+        if let Some(value) = word.strip_prefix(&inline) {
+            return Some(PathBuf::from(value));
+        }
+    }
+    None
 }
 
 /// A problem when zstor's `prometheus_port` is taken on this machine: zstor aborts when it
@@ -577,6 +601,13 @@ mod tests {
             zdb_arg(unit, "--data").as_deref(),
             Some(Path::new(crate::layout::DATA_DIR))
         );
+        // A drop-in that resets ExecStart= and sets another, in the `--flag=value` form.
+        let overridden = format!("{unit}\nExecStart=\nExecStart=/bin/zdb --index=/srv/index\n");
+        assert_eq!(
+            zdb_arg(&overridden, "--index").as_deref(),
+            Some(Path::new("/srv/index"))
+        );
+        assert_eq!(zdb_arg(&overridden, "--data"), None);
     }
 
     /// The zdb roots, spool and state directories are set in several files: a disagreement
@@ -618,6 +649,22 @@ mod tests {
             problems[0].contains("qsfs-zdb.service ExecStart= zdb --data = \"/srv/data\"")
                 && problems[0].contains("qsfs.toml [paths] data_dir = \"/var/zdbfs/data\""),
             "{problems:#?}"
+        );
+        // A drop-in that puts it back is what systemd runs: no disagreement.
+        let drop_ins = units.join(format!("{ZDB_UNIT}.d"));
+        std::fs::create_dir_all(&drop_ins).unwrap();
+        let standard = include_str!("../../units/qsfs-zdb.service")
+            .lines()
+            .find(|l| l.starts_with("ExecStart="))
+            .unwrap();
+        std::fs::write(
+            drop_ins.join("roots.conf"),
+            format!("[Service]\nExecStart=\n{standard}\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            check_config(root, &[layout::QSFS_TOML]),
+            Vec::<String>::new()
         );
     }
 
