@@ -702,43 +702,12 @@ fn a_typo_in_a_health_table_does_not_stop_the_hook() {
     assert!(stderr.contains("key `health.s3.timout_ms`"), "{stderr}");
 }
 
-/// A small tmpfs mounted at `path` (the test runs as root), unmounted when dropped; `None`
-/// when this test cannot mount.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(path).unwrap();
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(path)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(path.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// The spool's filesystem is full: the hook fails, and leaves neither temporary files nor a
 /// partial snapshot directory on it, whether the snapshot or the job write ran out of space.
 #[test]
 fn a_full_spool_is_left_as_it_was() {
     let app = Appliance::new(None, "");
-    let Some(_tmpfs) = Tmpfs::mount(&app.spool, "256k") else {
-        eprintln!("skipped: cannot mount a tmpfs (not root?)");
-        return;
-    };
+    let _tmpfs = support::Tmpfs::mount(&app.spool, "256k");
     let dir = app.index.join("zdbfs-data");
     std::fs::create_dir_all(&dir).unwrap();
     let jump = |app: &Appliance| {

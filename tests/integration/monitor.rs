@@ -900,33 +900,6 @@ fn check_eviction_waits_while_a_backend_does_not_answer(stack: &Stack) {
     assert!(monitor.log().contains("cache eviction resumed"));
 }
 
-/// A tmpfs mounted on a directory for a test, unmounted (lazily: a process may still have a
-/// file open there) when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount a tmpfs on {}: {out:?}",
-            dir.display()
-        );
-        Tmpfs(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 /// Fills the filesystem of `dir` with one file of zeros until it is full.
 fn fill(dir: &Path) -> PathBuf {
     use std::io::Write;
@@ -994,7 +967,7 @@ fn a_full_state_directory_is_reported_and_recovered_from_without_a_restart() {
 
 fn check_a_full_state_directory_is_reported_and_recovered_from_without_a_restart(stack: &Stack) {
     let app = Appliance::on(stack, "");
-    let state_fs = Tmpfs::mount(&app.state, "512k");
+    let _state_fs = support::Tmpfs::mount(&app.state, "512k");
     let ns = app.data.join("zdbfs-data");
     std::fs::create_dir_all(app.index.join("zdbfs-data")).unwrap();
     sealed_data_files(&ns, 0, 150);
@@ -1005,7 +978,7 @@ fn check_a_full_state_directory_is_reported_and_recovered_from_without_a_restart
 
     // The state directory fills while uploads go on, and 250 more sealed files appear: their
     // records do not fit.
-    let ballast = fill(&state_fs.0);
+    let ballast = fill(&app.state);
     sealed_data_files(&ns, 150, 400);
     let degraded = wait_long(
         &mut monitor,
