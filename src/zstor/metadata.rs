@@ -576,9 +576,10 @@ fn parse(plaintext: &[u8]) -> Result<StoredMeta, String> {
     }
 }
 
-/// Upstream's lookup path (`path-clean`): `.` dropped, `..` folded into its parent, no symlink
-/// resolved, a relative path left relative.
-fn lexical_clean(path: &Path) -> PathBuf {
+/// Upstream's lookup key path for check, retrieve and rebuild (`path-clean`): `.` dropped,
+/// `..` folded into its parent, no symlink resolved, a relative path left relative (so it
+/// names another key than the absolute one).
+pub fn lexical_clean(path: &Path) -> PathBuf {
     let mut parts: Vec<Component> = Vec::new();
     for component in path.components() {
         match component {

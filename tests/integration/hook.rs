@@ -736,24 +736,20 @@ fn a_full_spool_is_left_as_it_was() {
         names.sort();
         names
     };
+    // The hook fails saying `why`, and only the empty `snapshots/` is left.
+    let fails_leaving_nothing = |app: &Appliance, why: &str, case: &str| {
+        let out = jump(app);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+        assert!(stderr.contains(why), "{case}: {stderr}");
+        assert_eq!(leftovers(app), ["snapshots"], "{case}");
+    };
 
     // 1. The snapshots do not fit (3 × 100 KiB on 256 KiB).
     for n in 0..3 {
         std::fs::write(dir.join(format!("i{n}")), value(n)).unwrap();
     }
-    let out = jump(&app);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("No space left on device"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(leftovers(&app), ["snapshots"], "snapshot failure");
+    fails_leaving_nothing(&app, "No space left on device", "snapshot failure");
 
     // 2. The snapshots fit, the job does not: one free page, taken by the one-page index file.
     for n in 0..3 {
@@ -775,19 +771,7 @@ fn a_full_spool_is_left_as_it_was() {
         .unwrap();
     file.set_len((pages - 3) * 4096).unwrap();
     drop(file);
-    let out = jump(&app);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot write spool job"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(leftovers(&app), ["snapshots"], "job write failure");
+    fails_leaving_nothing(&app, "cannot write spool job", "job write failure");
 
     // Space freed: the next event spools a whole job.
     std::fs::remove_file(&filler).unwrap();

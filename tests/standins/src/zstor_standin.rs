@@ -670,31 +670,6 @@ fn perform(ctx: &mut Ctx, request: &Request) -> Result<Option<Checksum>, ZErr> {
     result.map(|(sum, _)| sum)
 }
 
-/// Upstream's lookup key path for check, retrieve and rebuild: a lexical clean of the path as
-/// given (`path-clean`): `.` dropped, `..` folded into its parent, no symlink resolved, a
-/// relative path left relative (so it names another key than the absolute one).
-fn lexical_clean(path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut parts: Vec<Component> = Vec::new();
-    for component in path.components() {
-        match component {
-            Component::CurDir => {}
-            Component::ParentDir => match parts.last() {
-                Some(Component::Normal(_)) => {
-                    parts.pop();
-                }
-                Some(Component::RootDir) => {}
-                _ => parts.push(component),
-            },
-            other => parts.push(other),
-        }
-    }
-    if parts.is_empty() {
-        return PathBuf::from(".");
-    }
-    parts.iter().collect()
-}
-
 /// Store's key path: `canonicalize(file)`, or with `--key-path DIR` `canonicalize(DIR/name)`,
 /// creating an empty dummy file there first (and removing it after) when nothing is there.
 fn store_key_path(file: &Path, key_dir: Option<&Path>) -> Result<PathBuf, ZErr> {
@@ -844,7 +819,7 @@ fn load_object(ctx: &Ctx, key: &str) -> Result<(ObjectMeta, Vec<u8>), ZErr> {
 }
 
 fn retrieve(ctx: &Ctx, file: &Path, resolved: &mut Option<PathBuf>) -> Result<(), ZErr> {
-    let path = lexical_clean(file);
+    let path = qsfs::zstor::metadata::lexical_clean(file);
     *resolved = Some(path.clone());
     let key = ctx.key(&path, false)?;
     if ctx.load_meta(&key)?.is_none() {
@@ -872,7 +847,7 @@ fn retrieve(ctx: &Ctx, file: &Path, resolved: &mut Option<PathBuf>) -> Result<()
 }
 
 fn check(ctx: &Ctx, file: &Path, resolved: &mut Option<PathBuf>) -> Result<Option<Checksum>, ZErr> {
-    let path = lexical_clean(file);
+    let path = qsfs::zstor::metadata::lexical_clean(file);
     *resolved = Some(path.clone());
     Ok(ctx
         .load_meta(&ctx.key(&path, false)?)?
@@ -899,7 +874,7 @@ fn rebuild(
             ))
         }
         (Some(file), None) => {
-            let path = lexical_clean(file);
+            let path = qsfs::zstor::metadata::lexical_clean(file);
             *resolved = Some(path.clone());
             ctx.key(&path, false)?
         }
