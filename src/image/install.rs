@@ -399,11 +399,8 @@ fn zdb_arg(unit: &str, flag: &str) -> Option<PathBuf> {
 fn prometheus_port_taken(config_path: &Path) -> Option<String> {
     let config = crate::zstor::config::ZstorConfig::load(config_path).ok()?;
     let port = config.prometheus_port?;
-    let pid_file = crate::zstor::daemon::pid_file(&config);
-    let running = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|pid| pid.trim().parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+    let daemon = crate::zstor::daemon::Daemon::new(&config, Path::new(crate::layout::ZSTOR_BIN));
+    let running = daemon.pid().is_ok();
     if running {
         return None;
     }

@@ -169,6 +169,30 @@ pub fn entries(config: &ZstorConfig, previous: &[Entry], now_unix_ms: u64) -> Ve
         .collect()
 }
 
+/// The backend set a zstor command started at `now` writes to. In-process commands read the
+/// config file: `current`. Commands through the daemon: `current` once the daemon was asked to
+/// load it and had time to (`asked`: the set and from when it runs it), or, not asked since the
+/// monitor started, when `current` is the `recorded` set (the set of the last finished
+/// rebuild, which the daemon ran then); otherwise the `recorded` set, so the copy is rebuilt
+/// and checked before the new set counts as current.
+pub fn set_of_new_copies(
+    current: u64,
+    recorded: Option<u64>,
+    through_daemon: bool,
+    asked: Option<(u64, std::time::Instant)>,
+    now: std::time::Instant,
+) -> u64 {
+    let runs_current = match asked {
+        Some((set, settled)) => set == current && now >= settled,
+        None => recorded == Some(current),
+    };
+    if !through_daemon || runs_current {
+        current
+    } else {
+        recorded.unwrap_or(current)
+    }
+}
+
 /// A stable hash of the backend set (addresses and namespaces, never passwords).
 pub fn set_hash(config: &ZstorConfig) -> u64 {
     let mut labels: Vec<String> = config
@@ -235,6 +259,34 @@ mod tests {
     use super::*;
 
     const GRACE: Duration = Duration::from_secs(900);
+
+    #[test]
+    fn new_copies_are_recorded_on_the_set_zstor_writes_to() {
+        let now = std::time::Instant::now();
+        let later = now + Duration::from_secs(2);
+        let (old, new) = (1, 2);
+        // In-process: the config file as it is now.
+        assert_eq!(set_of_new_copies(new, Some(old), false, None, now), new);
+        // Through a daemon asked to load `new`: once it had time to.
+        assert_eq!(
+            set_of_new_copies(new, Some(old), true, Some((new, later)), now),
+            old
+        );
+        assert_eq!(
+            set_of_new_copies(new, Some(old), true, Some((new, later)), later),
+            new
+        );
+        // Asked for another set than the current one (the config changed again).
+        assert_eq!(
+            set_of_new_copies(new, Some(old), true, Some((3, now)), later),
+            old
+        );
+        // Not asked since the monitor started: the recorded set, which it ran then.
+        assert_eq!(set_of_new_copies(new, Some(old), true, None, now), old);
+        assert_eq!(set_of_new_copies(new, Some(new), true, None, now), new);
+        // A first start records the current set.
+        assert_eq!(set_of_new_copies(new, None, true, None, now), new);
+    }
     const MIN: u64 = 60_000;
 
     fn step(health: &Health, observation: Observation, at_min: u64) -> Health {

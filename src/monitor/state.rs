@@ -29,6 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const RECORD_VERSION: u8 = 1;
+/// The meta entry of [`State::backend_set`] (8 bytes, little-endian).
+const BACKEND_SET: &str = "backend_set";
 const RECORD_LEN: usize = 66;
 
 /// What the monitor knows of one file, keyed by `index/<ns>/<name>` or `data/<ns>/<name>`.
@@ -479,6 +481,18 @@ impl State {
     pub fn set_meta(&mut self, name: &str, value: &[u8]) -> Result<(), StateError> {
         self.unsaved_meta.insert(name.to_string(), value.to_vec());
         self.write(Durability::Immediate)
+    }
+
+    /// The backend set the verified copies were last all on (recorded at the first start and
+    /// when a rebuild onto a new set finished).
+    pub fn backend_set(&self) -> Option<u64> {
+        let bytes = self.meta(BACKEND_SET).ok().flatten()?;
+        Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
+    }
+
+    /// Records [`State::backend_set`].
+    pub fn set_backend_set(&mut self, set: u64) -> Result<(), StateError> {
+        self.set_meta(BACKEND_SET, &set.to_le_bytes())
     }
 }
 

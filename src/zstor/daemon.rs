@@ -61,15 +61,20 @@ impl Daemon {
     /// in-process and reads the config file itself). `bin` is the zstor binary it runs from.
     pub fn of(config: &ZstorConfig, bin: &Path) -> Option<Daemon> {
         config.socket.as_ref()?;
-        let name = bin.file_name().unwrap_or_default().to_string_lossy();
-        Some(Daemon {
-            pid_file: pid_file(config),
-            comm: name.chars().take(15).collect(),
-        })
+        Some(Daemon::new(config, bin))
     }
 
-    /// Sends SIGUSR1 to the daemon (it re-reads its config file); returns its pid.
-    pub fn reload(&self) -> Result<i32, ReloadError> {
+    /// The daemon that would run with `config` from `bin`, socket or not.
+    pub fn new(config: &ZstorConfig, bin: &Path) -> Daemon {
+        let name = bin.file_name().unwrap_or_default().to_string_lossy();
+        Daemon {
+            pid_file: pid_file(config),
+            comm: name.chars().take(15).collect(),
+        }
+    }
+
+    /// The pid of the running daemon: the one in its pid file, if that is a running zstor.
+    pub fn pid(&self) -> Result<i32, ReloadError> {
         let pid_error = |problem: String| ReloadError::PidFile {
             path: self.pid_file.clone(),
             problem,
@@ -86,6 +91,12 @@ impl Daemon {
                 path: self.pid_file.clone(),
             });
         }
+        Ok(pid)
+    }
+
+    /// Sends SIGUSR1 to the daemon (it re-reads its config file); returns its pid.
+    pub fn reload(&self) -> Result<i32, ReloadError> {
+        let pid = self.pid()?;
         kill(Pid::from_raw(pid), Signal::SIGUSR1)
             .map_err(|source| ReloadError::Signal { pid, source })?;
         Ok(pid)

@@ -153,21 +153,19 @@ impl Daemon {
 
     /// A rebuild onto the current backend set is running, failed, or not done yet.
     pub(super) fn rebuild_unfinished(&self) -> bool {
-        let current = self.backend_set.to_le_bytes();
-        let recorded = lock(&self.state).meta("backend_set").ok().flatten();
-        self.rebuild.active() || recorded.is_some_and(|set| set != current)
+        let recorded = lock(&self.state).backend_set();
+        self.rebuild.active() || recorded.is_some_and(|set| set != self.backend_set)
     }
 
     /// When the backend set differs from the one the remote copies were written for, queues a
     /// rebuild of every verified file (after the zstor daemon was asked to load the new set).
     pub(super) fn start_rebuild_if_needed(&mut self) {
-        let current = self.backend_set.to_le_bytes();
         let mut state = lock(&self.state);
-        match state.meta("backend_set").ok().flatten() {
+        match state.backend_set() {
             None => {
-                let _ = state.set_meta("backend_set", &current);
+                let _ = state.set_backend_set(self.backend_set);
             }
-            Some(stored) if stored == current => {}
+            Some(recorded) if recorded == self.backend_set => {}
             Some(_) => {
                 let keys: Vec<String> = state
                     .records()
@@ -224,27 +222,16 @@ impl Daemon {
         Ok(true)
     }
 
-    /// The backend set a zstor command started now writes to: the current one, unless the
-    /// commands go through a daemon not yet known to run it; then the set of the last finished
-    /// rebuild (the copy is rebuilt and checked before the new set counts as current).
+    /// The backend set a zstor command started now writes to ([`backends::set_of_new_copies`]).
     pub(super) fn copies_set(&self) -> u64 {
         let bin = &self.config.zstor_bin_path;
-        let through_daemon = zstor::daemon::Daemon::of(&self.zstor_config, bin).is_some();
-        let runs_current = match self.zstor_daemon_set {
-            Some((set, settled)) => set == self.backend_set && Instant::now() >= settled,
-            None => self.recorded_set() == Some(self.backend_set),
-        };
-        if !through_daemon || runs_current {
-            self.backend_set
-        } else {
-            self.recorded_set().unwrap_or(self.backend_set)
-        }
-    }
-
-    /// The backend set of the last finished rebuild (or of the first start).
-    fn recorded_set(&self) -> Option<u64> {
-        let bytes = lock(&self.state).meta("backend_set").ok().flatten()?;
-        Some(u64::from_le_bytes(bytes.as_slice().try_into().ok()?))
+        backends::set_of_new_copies(
+            self.backend_set,
+            lock(&self.state).backend_set(),
+            zstor::daemon::Daemon::of(&self.zstor_config, bin).is_some(),
+            self.zstor_daemon_set,
+            Instant::now(),
+        )
     }
 
     /// A rebuild onto `set` ended; the file is recorded on that set (if the set changed again
@@ -310,8 +297,7 @@ impl Daemon {
             );
             return self.rebuild.add(behind);
         }
-        let set = self.backend_set.to_le_bytes();
-        if let Err(e) = state.set_meta("backend_set", &set) {
+        if let Err(e) = state.set_backend_set(self.backend_set) {
             tracing::error!("cannot record the new backend set: {e}");
         }
         drop(state);
