@@ -205,15 +205,32 @@ impl Client {
         }
     }
 
-    /// `SELECT <namespace> [password]`
+    /// `SELECT <namespace>`; with a password, by 0-db's challenge so the password never goes
+    /// on the wire: `AUTH SECURE CHALLENGE` answers a nonce, then
+    /// `SELECT <namespace> SECURE <secure_hash(nonce, password)>`. A refused hash is
+    /// [`ZdbError::WrongPassword`].
+    ///
+    /// 0-db 2.0.7 (`zdbd/commands_auth.c`, `commands_namespace.c`, `libzdb/security.c`): the
+    /// nonce is 16 lowercase hex digits of `getentropy`, kept per connection until the next
+    /// challenge (SELECT does not use it up); the hash is compared exactly (lowercase); a
+    /// namespace without a password takes any hash; a private one with a password refuses a
+    /// bare SELECT (`Namespace protected and private`). The challenge works without `--admin`.
     pub fn select(&mut self, namespace: &str, password: Option<&Secret>) -> Result<(), ZdbError> {
-        match password {
-            Some(password) => self.expect_ok(&[
-                b"SELECT",
-                namespace.as_bytes(),
-                password.expose().as_bytes(),
-            ]),
-            None => self.expect_ok(&[b"SELECT", namespace.as_bytes()]),
+        let Some(password) = password else {
+            return self.expect_ok(&[b"SELECT", namespace.as_bytes()]);
+        };
+        let challenge: &[&[u8]] = &[b"AUTH", b"SECURE", b"CHALLENGE"];
+        let nonce = match self.command(challenge)? {
+            Reply::Status(nonce) if !nonce.is_empty() => nonce,
+            other => return Err(unexpected(challenge, &other)),
+        };
+        let hash = secure_hash(&nonce, password);
+        match self.expect_ok(&[b"SELECT", namespace.as_bytes(), b"SECURE", hash.as_bytes()]) {
+            Err(ZdbError::Server(ServerError::AccessDenied(_))) => Err(ZdbError::WrongPassword {
+                endpoint: self.endpoint.clone(),
+                namespace: namespace.to_string(),
+            }),
+            other => other,
         }
     }
 
@@ -240,6 +257,17 @@ impl Client {
             value.as_bytes(),
         ])
     }
+}
+
+/// The answer to 0-db's challenge `nonce` for `password`: `sha1hex("<nonce>:<password>")`,
+/// lowercase (0-db's `zdb_hash_password`).
+pub fn secure_hash(nonce: &str, password: &Secret) -> String {
+    use sha1::Digest;
+    let mut sha1 = sha1::Sha1::new();
+    sha1.update(nonce.as_bytes());
+    sha1.update(b":");
+    sha1.update(password.expose().as_bytes());
+    sha1.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Describes an unexpected reply without echoing arguments (they may hold a password).
@@ -300,6 +328,86 @@ mod tests {
     use super::*;
     use std::io::BufRead;
     use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn secure_hash_is_sha1_of_nonce_colon_password() {
+        // A nonce the real zdb 2.0.7 gave and the hash it accepted for the password `pw`.
+        assert_eq!(
+            secure_hash("6cd334277eea01ca", &Secret::new("pw")),
+            "a41fce604ee8380f38b99ced6d55ca9073ec13a4"
+        );
+        assert_eq!(
+            secure_hash("0123456789abcdef", &Secret::new("backend-password")),
+            "8ac94bfcf6cf591a4f583079746e71b0d7ff749b"
+        );
+    }
+
+    /// A server that answers each request of one connection with the next of `replies` and
+    /// hands back every byte it received.
+    fn serve_script(
+        replies: &'static [&'static [u8]],
+    ) -> (
+        tempfile::TempDir,
+        Endpoint,
+        std::thread::JoinHandle<Vec<u8>>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zdb.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut received = Vec::new();
+            for reply in replies {
+                let start = received.len();
+                while resp::parse(&received[start..]).unwrap().is_none() {
+                    reader.read_until(b'\n', &mut received).unwrap();
+                }
+                (&stream).write_all(reply).unwrap();
+            }
+            received
+        });
+        (dir, Endpoint::Unix(path), server)
+    }
+
+    #[test]
+    fn select_with_a_password_answers_the_challenge() {
+        let (_dir, endpoint, server) = serve_script(&[b"+0123456789abcdef\r\n", b"+OK\r\n"]);
+        let mut client = Client::connect(&endpoint, Duration::from_secs(2)).unwrap();
+        client
+            .select("qsfs", Some(&Secret::new("backend-password")))
+            .unwrap();
+        drop(client);
+        let received = server.join().unwrap();
+        let mut expected = resp::encode_command(&[b"AUTH", b"SECURE", b"CHALLENGE"]);
+        expected.extend(resp::encode_command(&[
+            b"SELECT",
+            b"qsfs",
+            b"SECURE",
+            b"8ac94bfcf6cf591a4f583079746e71b0d7ff749b",
+        ]));
+        assert_eq!(received, expected);
+    }
+
+    #[test]
+    fn a_refused_hash_is_a_wrong_password_naming_the_namespace() {
+        let (_dir, endpoint, _server) =
+            serve_script(&[b"+0123456789abcdef\r\n", b"-Access denied\r\n"]);
+        let mut client = Client::connect(&endpoint, Duration::from_secs(2)).unwrap();
+        let err = client
+            .select("qsfs", Some(&Secret::new("backend-password")))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ZdbError::WrongPassword { namespace, .. } if namespace == "qsfs"),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("wrong password for namespace qsfs"),
+            "{message}"
+        );
+        assert!(!message.contains("backend-password"), "{message}");
+    }
 
     #[test]
     fn endpoints_parse() {

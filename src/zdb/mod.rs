@@ -8,7 +8,7 @@ mod client;
 pub mod info;
 pub mod resp;
 
-pub use client::{Client, Endpoint};
+pub use client::{secure_hash, Client, Endpoint};
 pub use info::{Info, Mode, NsInfo};
 
 use std::fmt;
@@ -97,6 +97,14 @@ pub enum ZdbError {
         endpoint: String,
         /// The error.
         source: resp::ProtocolError,
+    },
+    /// zdb refused the answer to its challenge for `SELECT … SECURE`: the password is wrong.
+    #[error("zdb at {endpoint}: wrong password for namespace {namespace} (refused by the secure challenge)")]
+    WrongPassword {
+        /// The server.
+        endpoint: String,
+        /// The namespace selected.
+        namespace: String,
     },
     /// The server answered with an error.
     #[error("zdb error: {0}")]

@@ -717,10 +717,10 @@ fn exercise(endpoint: &Endpoint, ns: &str) {
         server_error(guest.select(ns, None)),
         ServerError::AccessDenied("Namespace protected and private".into())
     );
-    assert_eq!(
-        server_error(guest.select(ns, Some(&Secret::new("wrong")))),
-        ServerError::AccessDenied("Access denied".into())
-    );
+    assert!(matches!(
+        guest.select(ns, Some(&Secret::new("wrong"))),
+        Err(ZdbError::WrongPassword { namespace, .. }) if namespace == ns
+    ));
     guest.select(ns, Some(&Secret::new("s3cret"))).unwrap();
     assert_eq!(bulk(guest.command(&[b"GET", b"k"]).unwrap()), b"hello");
     assert!(c.nsinfo(ns).unwrap().password);
@@ -2242,4 +2242,211 @@ fn check_info_counts_commands_clients_and_bytes(program: &Program) {
         [3, executed, 1, 0, rx, tx].map(|n| n.to_string()),
         "{text}"
     );
+}
+
+/// A TCP proxy in front of a zdb that records every byte its clients send.
+struct RecordingProxy {
+    address: SocketAddr,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl RecordingProxy {
+    fn start(upstream: SocketAddr) -> RecordingProxy {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = sent.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let mut server = std::net::TcpStream::connect(upstream).unwrap();
+                let (mut replies, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut replies, &mut to_client));
+                let record = record.clone();
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 4096];
+                    // Recorded before it is forwarded: once a reply arrives, its request is in.
+                    while let Ok(n @ 1..) = client.read(&mut chunk) {
+                        record.lock().unwrap().extend_from_slice(&chunk[..n]);
+                        if server.write_all(&chunk[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        RecordingProxy { address, sent }
+    }
+
+    fn sent(&self) -> Vec<u8> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A namespace with a password is selected through zdb's challenge: the right password gives
+/// read-write access, a wrong one is refused with an error naming the namespace, and the
+/// password never crosses the wire (a proxy records what the client sends).
+#[test]
+fn select_with_a_password_never_sends_it() {
+    use crate::support::upstream::{ZdbBackends, BACKEND_NAMESPACE, BACKEND_PASSWORD};
+    support::upstream::each("zdb", |program| {
+        let backends = ZdbBackends::start(program, 1, 0);
+        let proxy = RecordingProxy::start(backends.meta[0]);
+        let endpoint = Endpoint::Tcp(proxy.address);
+        let ns = BACKEND_NAMESPACE;
+
+        let mut admin = Client::connect(&Endpoint::Tcp(backends.meta[0]), TIMEOUT).unwrap();
+        admin.nsset(ns, "public", "0").unwrap();
+
+        let mut c = Client::connect(&endpoint, TIMEOUT).unwrap();
+        c.select(ns, Some(&Secret::new(BACKEND_PASSWORD))).unwrap();
+        assert_eq!(bulk(c.command(&[b"SET", b"k", b"v"]).unwrap()), b"k");
+        assert_eq!(bulk(c.command(&[b"GET", b"k"]).unwrap()), b"v");
+
+        let mut wrong = Client::connect(&endpoint, TIMEOUT).unwrap();
+        let err = wrong
+            .select(ns, Some(&Secret::new("not-the-password")))
+            .unwrap_err();
+        assert!(
+            matches!(&err, ZdbError::WrongPassword { namespace, .. } if namespace == ns),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("wrong password") && message.contains(ns),
+            "{message}"
+        );
+        assert!(!message.contains("not-the-password"), "{message}");
+        assert_eq!(
+            wrong.command(&[b"GET", b"k"]).unwrap(),
+            Reply::Nil,
+            "still in `default`, which has no key k"
+        );
+
+        let sent = proxy.sent();
+        assert!(
+            contains(&sent, b"CHALLENGE"),
+            "{}",
+            String::from_utf8_lossy(&sent)
+        );
+        for password in [BACKEND_PASSWORD.as_bytes(), b"not-the-password"] {
+            assert!(
+                !contains(&sent, password),
+                "the {} client sent a password in clear:\n{}",
+                program.label(),
+                String::from_utf8_lossy(&sent)
+            );
+        }
+    });
+}
+
+/// zdb's challenge-response, as 0-db 2.0.7 answers it: `AUTH SECURE CHALLENGE` gives a nonce of
+/// 16 lowercase hex digits; `SELECT ns SECURE <sha1hex(nonce:password)>` needs one first, checks
+/// the hash (exact, lowercase) and may reuse the nonce; `AUTH` itself is disabled without
+/// `--admin`, whatever its form.
+#[test]
+fn secure_challenge_replies() {
+    support::upstream::each("zdb", |program| {
+        let layout = Layout::new();
+        let root = layout.root();
+        let args = [
+            "--index",
+            &s(&root.join("index")),
+            "--data",
+            &s(&root.join("data")),
+            "--socket",
+            &s(&layout.socket()),
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut zdb = layout.start(program, &args, &[], "zdb.log");
+        let mut c = zdb.wait_ready(&layout.endpoint());
+        let status = |reply: Result<Reply, ZdbError>| match reply {
+            Ok(Reply::Status(s)) => s,
+            other => panic!("expected a status, got {other:?}"),
+        };
+        let error = |reply: Result<Reply, ZdbError>| server_error(reply).to_string();
+        c.nsnew("p").unwrap();
+        c.nsset("p", "password", "pw").unwrap();
+        c.nsset("p", "public", "0").unwrap();
+        c.nsnew("open").unwrap();
+
+        let no_challenge = "No CHALLENGE requested, secure authentication not available";
+        let fake = [b'a'; 40];
+        assert_eq!(
+            error(c.command(&[b"SELECT", b"p", b"SECURE", &fake])),
+            no_challenge
+        );
+        assert_eq!(
+            error(c.command(&[b"AUTH", b"SECURE", &fake])),
+            "Authentication disabled"
+        );
+        let nonce = status(c.command(&[b"AUTH", b"SECURE", b"CHALLENGE"]));
+        assert!(
+            nonce.len() == 16
+                && nonce
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{nonce}"
+        );
+        let hash = qsfs::zdb::secure_hash(&nonce, &Secret::new("pw"));
+        assert_eq!(
+            error(c.command(&[b"SELECT", b"p", b"SECURE", &fake])),
+            "Access denied"
+        );
+        assert_eq!(
+            error(c.command(&[b"SELECT", b"p", b"SECURE", &fake[..39]])),
+            "Invalid hash length"
+        );
+        assert_eq!(
+            error(c.command(&[b"SELECT", b"p", b"SECURE", hash.to_uppercase().as_bytes()])),
+            "Access denied"
+        );
+        assert_eq!(
+            error(c.command(&[b"SELECT", b"p", b"OTHER", hash.as_bytes()])),
+            "Only SECURE extra method supported"
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                status(c.command(&[b"SELECT", b"p", b"SECURE", hash.as_bytes()])),
+                "OK",
+                "the nonce stays valid for SELECT"
+            );
+        }
+        // zdb compares only as many letters as the argument has.
+        assert_eq!(
+            status(c.command(&[b"SELECT", b"p", b"secur", hash.as_bytes()])),
+            "OK"
+        );
+        assert_eq!(
+            status(c.command(&[b"SELECT", b"open", b"SECURE", b"x"])),
+            "OK",
+            "a namespace without a password takes any hash"
+        );
+        assert_ne!(
+            status(c.command(&[b"auth", b"secure", b"challenge"])),
+            nonce,
+            "a new nonce"
+        );
+        assert_eq!(
+            error(c.command(&[b"AUTH", b"OTHER", b"CHALLENGE"])),
+            "Only SECURE extra method supported"
+        );
+        assert_eq!(
+            error(c.command(&[b"AUTH", b"pw"])),
+            "Authentication disabled"
+        );
+        assert_eq!(error(c.command(&[b"AUTH"])), "Unexpected arguments");
+        assert_eq!(
+            error(c.command(&[b"AUTH", b"a", b"b", b"c"])),
+            "Unexpected arguments"
+        );
+    });
 }

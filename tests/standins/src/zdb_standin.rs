@@ -23,7 +23,9 @@
 //!
 //! **Commands**: `PING`, `TIME`, `INFO`, `HOOKS`, `INDEX DIRTY [RESET]`, `SET`/`SETX`, `GET`,
 //! `MGET`, `DEL`, `EXISTS`, `CHECK`, `LENGTH`, `KEYTIME`, `DBSIZE`, `NSNEW`, `NSDEL`, `NSLIST`,
-//! `NSSET`, `NSINFO`, `NSJUMP`, `SELECT`. Anything else: `-Command not supported`.
+//! `NSSET`, `NSINFO`, `NSJUMP`, `SELECT` (with a password, plain or `SECURE` after a challenge),
+//! `AUTH` (only `AUTH SECURE CHALLENGE` works: there is no admin password). Anything else:
+//! `-Command not supported`.
 //!
 //! **On disk** (§1.5 layout, the stand-in's own binary formats, documented in `store.rs`):
 //! `<index>/.lockfile`, `<index>/<ns>/zdb-namespace`, `<index>/<ns>/i0..iN` (mutable: records in

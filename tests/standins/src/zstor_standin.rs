@@ -39,7 +39,9 @@
 //!   is stored, nothing when it is not; exits 0 in both cases.
 //! * `rebuild (-f PATH | -k KEY)`: the object must exist; it is rewritten. `KEY` is upstream's
 //!   raw metadata key `/{prefix}/meta/{hex}`; a bare hex key names nothing.
-//! * `test`: connects to every data backend (PING, `SELECT ns password`, `NSINFO`) and fails
+//! * `test`: connects to every data backend (PING, `SELECT` with the namespace's password:
+//!   upstream sends it in clear, the stand-in uses the product's client, which answers zdb's
+//!   challenge instead; then `NSINFO`) and fails
 //!   unless all answer and are in sequential mode. `status`: two tables (meta backends, then
 //!   data backends) from `NSINFO`, back to back, in upstream's prettytable layout (a `+===+`
 //!   rule under the header, a rule after every row, numbers right-aligned); free space is the

@@ -46,6 +46,8 @@ impl Settings {
 pub struct Session {
     pub namespace: String,
     pub writable: bool,
+    /// The last `AUTH SECURE CHALLENGE` nonce; `SELECT … SECURE` does not use it up.
+    pub nonce: Option<String>,
 }
 
 impl Session {
@@ -53,6 +55,7 @@ impl Session {
         Session {
             namespace: NAMESPACE_DEFAULT.to_string(),
             writable: true,
+            nonce: None,
         }
     }
 }
@@ -143,6 +146,20 @@ fn namespace_arg(arg: &[u8]) -> Result<String, Reply> {
         return Err(error("Namespace too long"));
     }
     Ok(String::from_utf8_lossy(arg).into_owned())
+}
+
+/// zdb's `strncasecmp(arg, word, len(arg))`: `arg` is any prefix of `word`, in any case (so
+/// `SECUR`, and even an empty argument, count as `SECURE`).
+fn prefix_of(arg: &[u8], word: &str) -> bool {
+    word.len() >= arg.len() && word.as_bytes()[..arg.len()].eq_ignore_ascii_case(arg)
+}
+
+/// `zdb_challenge`: 8 bytes of `getentropy` as 16 lowercase hex digits.
+fn challenge() -> Option<String> {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getentropy writes at most `bytes.len()` (≤ 256) bytes into the buffer.
+    let rc = unsafe { libc::getentropy(bytes.as_mut_ptr().cast(), bytes.len()) };
+    (rc == 0).then(|| bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn frozen() -> Reply {
@@ -252,7 +269,7 @@ impl Server {
         let known = [
             "PING", "TIME", "INFO", "HOOKS", "INDEX", "SET", "SETX", "GET", "MGET", "DEL",
             "EXISTS", "CHECK", "LENGTH", "KEYTIME", "DBSIZE", "NSNEW", "NSDEL", "NSLIST", "NSSET",
-            "NSINFO", "NSJUMP", "SELECT", "STOP",
+            "NSINFO", "NSJUMP", "SELECT", "AUTH", "STOP",
         ];
         if !known.contains(&command.as_str()) {
             self.failed += 1;
@@ -285,6 +302,7 @@ impl Server {
             "NSSET" => self.nsset(argv),
             "NSINFO" => self.nsinfo(argv),
             "NSJUMP" => self.nsjump(session),
+            "AUTH" => auth(session, argv),
             _ => self.select(session, argv),
         };
         (reply.unwrap_or_else(|e| e), false)
@@ -796,17 +814,41 @@ impl Server {
                 if argv[2] != password.as_bytes() {
                     return Err(error("Access denied"));
                 }
-            } else if !argv[2].eq_ignore_ascii_case(b"SECURE") {
+            } else if !prefix_of(&argv[2], "SECURE") {
                 return Err(error("Only SECURE extra method supported"));
             } else {
-                // AUTH SECURE CHALLENGE is not implemented, so no client ever has a nonce.
-                return Err(error(
-                    "No CHALLENGE requested, secure authentication not available",
-                ));
+                let Some(nonce) = &session.nonce else {
+                    return Err(error(
+                        "No CHALLENGE requested, secure authentication not available",
+                    ));
+                };
+                if argv[3].len() != 40 {
+                    return Err(error("Invalid hash length"));
+                }
+                let expected = qsfs::zdb::secure_hash(nonce, &qsfs::config::Secret::new(password));
+                if argv[3] != expected.as_bytes() {
+                    return Err(error("Access denied"));
+                }
             }
         }
         session.namespace = name;
         session.writable = writable;
         Ok(ok())
+    }
+}
+
+/// `AUTH`, as zdb without `--admin` answers it (`zdbd/commands_auth.c`): only
+/// `AUTH SECURE CHALLENGE` works (a nonce for `SELECT … SECURE`); logging in is disabled.
+fn auth(session: &mut Session, argv: &[Vec<u8>]) -> Result<Reply, Reply> {
+    match argv.len() {
+        2 => Err(error("Authentication disabled")),
+        3 if !prefix_of(&argv[1], "SECURE") => Err(error("Only SECURE extra method supported")),
+        3 if prefix_of(&argv[2], "CHALLENGE") => {
+            let nonce = challenge().ok_or_else(|| error("Internal generator error"))?;
+            session.nonce = Some(nonce.clone());
+            Ok(Reply::Status(nonce))
+        }
+        3 => Err(error("Authentication disabled")),
+        _ => Err(error("Unexpected arguments")),
     }
 }
