@@ -55,6 +55,20 @@ impl fmt::Display for Address {
     }
 }
 
+/// The warning to log once at start when metrics are served on `address` and anyone on the
+/// network can read them: any TCP address but a loopback one (`0.0.0.0` and `[::]` included).
+/// `None` for loopback and unix sockets. The endpoint has no authentication, so such an
+/// address is taken only because the operator wrote it.
+pub fn exposure_warning(address: &Address) -> Option<String> {
+    match address {
+        Address::Tcp(addr) if !addr.ip().to_canonical().is_loopback() => Some(format!(
+            "metrics on {addr} are unauthenticated and reachable from the network: anyone who \
+             can connect reads them; use a loopback address or a unix socket unless that is meant"
+        )),
+        Address::Tcp(_) | Address::Unix(_) => None,
+    }
+}
+
 /// What a metric family is, for its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -186,11 +200,14 @@ impl prometheus_client::collector::Collector for Exposition {
 pub type Shared = Arc<Mutex<String>>;
 
 /// Binds `address` and answers `GET /metrics` with the current `text` until the task is
-/// aborted. A stale unix socket file is replaced.
+/// aborted. A stale unix socket file is replaced. Logs [`exposure_warning`] when there is one.
 pub async fn spawn(
     address: &Address,
     text: Shared,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    if let Some(warning) = exposure_warning(address) {
+        tracing::warn!("{warning}");
+    }
     match address {
         Address::Tcp(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -279,6 +296,69 @@ mod tests {
         assert!("unix:relative".parse::<Address>().is_err());
         assert!("localhost:9101".parse::<Address>().is_err());
         assert_eq!(Address::Unix("/x".into()).to_string(), "unix:/x");
+    }
+
+    #[test]
+    fn only_a_network_reachable_tcp_address_warns() {
+        for quiet in [
+            "127.0.0.1:9101",
+            "127.8.9.10:9101",
+            "[::1]:9101",
+            "[::ffff:127.0.0.1]:9101",
+            "unix:/run/qsfs/m.sock",
+        ] {
+            let address: Address = quiet.parse().unwrap();
+            assert_eq!(exposure_warning(&address), None, "{quiet}");
+        }
+        for loud in [
+            "0.0.0.0:9101",
+            "[::]:9101",
+            "10.0.0.5:9101",
+            "[2a02::1]:9101",
+        ] {
+            let address: Address = loud.parse().unwrap();
+            let warning = exposure_warning(&address).unwrap_or_else(|| panic!("{loud}"));
+            assert!(
+                warning.contains(loud)
+                    && warning.contains("unauthenticated")
+                    && warning.contains("reachable from the network"),
+                "{warning}"
+            );
+        }
+    }
+
+    /// Every metrics address the shipped configs and the site templates show (in `"…"`,
+    /// commented or not) is loopback or a unix socket.
+    #[test]
+    fn shipped_examples_are_loopback_or_unix() {
+        let files = [
+            (
+                "etc/monitor_config.toml",
+                include_str!("../etc/monitor_config.toml"),
+            ),
+            ("etc/qsfs.toml", include_str!("../etc/qsfs.toml")),
+            (
+                "image/site.example.toml",
+                include_str!("../image/site.example.toml"),
+            ),
+            (
+                "image/demo-site.toml",
+                include_str!("../image/demo-site.toml"),
+            ),
+        ];
+        let mut seen = 0;
+        for (name, text) in files {
+            let lines = text
+                .lines()
+                .filter(|l| l.to_lowercase().contains("metrics"));
+            for quoted in lines.flat_map(|l| l.split('"').skip(1).step_by(2)) {
+                if let Ok(address) = quoted.parse::<Address>() {
+                    seen += 1;
+                    assert_eq!(exposure_warning(&address), None, "{name}: {quoted}");
+                }
+            }
+        }
+        assert!(seen >= 4, "{seen} examples found");
     }
 
     #[tokio::test]

@@ -130,7 +130,8 @@ pub struct MonitorConfig {
     )]
     pub shutdown_timeout: Duration,
     /// Prometheus metrics: `127.0.0.1:9101`, `[::1]:9101` or `unix:/run/qsfs/monitor-metrics.sock`;
-    /// off when absent.
+    /// off when absent. Unauthenticated: another TCP address is served as written, with a
+    /// warning at start ([`crate::metrics::exposure_warning`]).
     #[serde(default, deserialize_with = "crate::metrics::optional_address")]
     pub metrics_address: Option<crate::metrics::Address>,
     /// The zdbfs mountpoint whose cache is flushed.
@@ -361,7 +362,11 @@ new_size = 100
         assert!(all.vdc_config.is_some());
         // Off by default, so the file shows an example: max_zdb_data_dir_size, [vdc_config]
         // and metrics_address.
-        assert!(all.metrics_address.is_some());
+        assert!(all.metrics_address.is_some() && defaults.metrics_address.is_none());
+        assert_eq!(
+            crate::metrics::exposure_warning(all.metrics_address.as_ref().unwrap()),
+            None
+        );
         let expected = MonitorConfig {
             max_zdb_data_dir_size: Some(4096),
             vdc_config: all.vdc_config.clone(),

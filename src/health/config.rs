@@ -40,6 +40,8 @@ pub struct HealthSettings {
     pub status_file: PathBuf,
     /// `serve`: where to answer `GET /metrics` (Prometheus text): `127.0.0.1:9102` or
     /// `unix:/run/qsfs/health-metrics.sock`. Empty (the default) turns metrics off.
+    /// Unauthenticated: another TCP address is served as written, with a warning at start
+    /// ([`crate::metrics::exposure_warning`]).
     #[serde(deserialize_with = "crate::metrics::optional_address")]
     pub metrics: Option<crate::metrics::Address>,
     /// The units probe.
@@ -202,7 +204,8 @@ mod tests {
     #[test]
     fn shipped_default_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/qsfs.toml");
-        HealthConfig::load(&path).unwrap();
+        // Metrics are off unless the operator sets an address.
+        assert_eq!(HealthConfig::load(&path).unwrap().health.metrics, None);
     }
 
     #[test]

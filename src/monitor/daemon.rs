@@ -206,6 +206,9 @@ impl Daemon {
                 .await
                 .map_err(|e| StartError::Io(format!("cannot serve metrics on {address}: {e}")))?;
         }
+        if let Some(warning) = self.zstor_config.metrics_warning() {
+            tracing::warn!("{warning}");
+        }
         if let Ok(removed @ 1..) = self.spool.collect_garbage(SPOOL_GARBAGE_AGE) {
             tracing::info!("removed {removed} leftovers of interrupted hooks from the spool");
         }

@@ -39,7 +39,8 @@ pub struct ZstorConfig {
     pub max_zdb_data_dir_size: Option<u64>,
     /// The zdbfs mountpoint whose statistics zstor polls.
     pub zdbfs_mountpoint: Option<PathBuf>,
-    /// Port of zstor's Prometheus endpoint.
+    /// Port of zstor's Prometheus endpoint, which zstor serves unauthenticated on every
+    /// interface (`[::]:<port>`, contracts §3.2): see [`ZstorConfig::metrics_warning`].
     pub prometheus_port: Option<u16>,
     /// Encryption of the data.
     pub encryption: Encryption,
@@ -244,6 +245,15 @@ impl ZstorConfig {
     pub fn meta_backends(&self) -> &[Backend] {
         &self.meta.config.backends
     }
+
+    /// The warning to log once at start when `prometheus_port` is set: zstor cannot be told an
+    /// address and listens on `[::]`, reachable from the network.
+    pub fn metrics_warning(&self) -> Option<String> {
+        let port = self.prometheus_port?;
+        let everywhere = std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        crate::metrics::exposure_warning(&crate::metrics::Address::Tcp(everywhere))
+            .map(|warning| format!("zstor's prometheus_port: {warning}"))
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +288,21 @@ pub(crate) mod tests {
         let path = dir.path().join("zstor-default.toml");
         std::fs::write(&path, text).unwrap();
         ZstorConfig::load(&path)
+    }
+
+    /// zstor serves `prometheus_port` on every interface: the monitor warns once at start.
+    #[test]
+    fn a_prometheus_port_warns_that_zstor_listens_on_every_interface() {
+        let mut config = load(&sample(&["10.0.0.1:9900", "10.0.0.2:9900"])).unwrap();
+        assert_eq!(config.metrics_warning(), None);
+        config.prometheus_port = Some(9200);
+        let warning = config.metrics_warning().unwrap();
+        assert!(
+            warning.contains("prometheus_port")
+                && warning.contains("[::]:9200")
+                && warning.contains("unauthenticated"),
+            "{warning}"
+        );
     }
 
     #[test]
