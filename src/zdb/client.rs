@@ -215,6 +215,9 @@ impl Client {
     /// challenge (SELECT does not use it up); the hash is compared exactly (lowercase); a
     /// namespace without a password takes any hash; a private one with a password refuses a
     /// bare SELECT (`Namespace protected and private`). The challenge works without `--admin`.
+    /// Who records a nonce and its hash can still test guesses offline (one SHA-1 each), so
+    /// backend passwords must be long and random; the link itself is neither encrypted nor
+    /// authenticated.
     pub fn select(&mut self, namespace: &str, password: Option<&Secret>) -> Result<(), ZdbError> {
         let Some(password) = password else {
             return self.expect_ok(&[b"SELECT", namespace.as_bytes()]);
