@@ -31,7 +31,10 @@ Exit codes:
   82  sha256 mismatch (expected and actual are shown)
   83  components missing (every one is listed, with how to supply it)
   84  a download failed (the URL is named)
-  85  cargo build of our binaries failed"
+  85  cargo build of our binaries failed
+  86  verify refused a tarball before trusting anything in it: an entry outside var/zdbfs/,
+      etc/systemd/system/ and etc/systemd/system-preset/, with `..`, absolute, a link or a
+      special file (every such entry is named with why)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -54,7 +57,10 @@ enum Command {
     ///
     /// Lists every missing, changed (mode, size, sha256, owner) or extra entry (any in a
     /// tarball; executables and symlinks in var/zdbfs/bin and var/zdbfs/etc in a tree) and
-    /// exits 1 if there is any. A tarball is also checked against SHA256SUMS beside it.
+    /// exits 1 if there is any. A tarball is also checked against SHA256SUMS beside it. Before
+    /// its MANIFEST is read, every entry of a tarball must be a plain file or directory under
+    /// var/zdbfs/, etc/systemd/system/ or etc/systemd/system-preset/ (no `..`, not absolute,
+    /// no link): otherwise it is refused with exit 86, naming each such entry.
     /// Configs installed from their shipped *.default and then edited are reported as
     /// "modified", not as failures.
     Verify(VerifyArgs),

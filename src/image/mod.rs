@@ -51,6 +51,9 @@ pub mod exit {
     pub const DOWNLOAD_FAILED: i32 = 84;
     /// `cargo build` of our own binaries failed.
     pub const BUILD_FAILED: i32 = 85;
+    /// A tarball holds an entry that must never be unpacked (outside the image's directories,
+    /// `..`, absolute, a link or a special file): refused before anything in it is trusted.
+    pub const UNSAFE_ENTRY: i32 = 86;
 }
 
 /// Where the appliance lives, relative to the root of an image or an installed tree.
@@ -152,6 +155,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A tarball holds entries that must never be unpacked: each with why.
+    #[error("{}", unsafe_message(path, entries))]
+    UnsafeEntries {
+        /// The tarball (or the `MANIFEST` that lists such paths).
+        path: PathBuf,
+        /// Each entry's name (escaped) and why it is refused.
+        entries: Vec<(String, String)>,
+    },
     /// A local I/O error.
     #[error("{}: {source}", path.display())]
     Io {
@@ -192,6 +203,23 @@ fn missing_message(missing: &[Missing]) -> String {
     text
 }
 
+fn unsafe_message(path: &std::path::Path, entries: &[(String, String)]) -> String {
+    let mut text = format!(
+        "{}: refused, nothing in it is trusted: {} {} must never be unpacked:",
+        path.display(),
+        entries.len(),
+        if entries.len() == 1 {
+            "entry"
+        } else {
+            "entries"
+        }
+    );
+    for (name, why) in entries {
+        text.push_str(&format!("\n  {name}: {why}"));
+    }
+    text
+}
+
 impl Error {
     /// The process exit code for this error (see [`exit`]).
     pub fn exit_code(&self) -> i32 {
@@ -210,6 +238,7 @@ impl Error {
             Error::Build(_) => exit::BUILD_FAILED,
             Error::Usage(_) => exit::USAGE,
             Error::NotAnImage { .. } => exit::NOT_AN_IMAGE,
+            Error::UnsafeEntries { .. } => exit::UNSAFE_ENTRY,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 exit::NO_INPUT
             }
@@ -256,6 +285,7 @@ mod tests {
             exit::MISSING_COMPONENT,
             exit::DOWNLOAD_FAILED,
             exit::BUILD_FAILED,
+            exit::UNSAFE_ENTRY,
         ];
         let count = codes.len();
         codes.sort();

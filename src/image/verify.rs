@@ -1,6 +1,11 @@
 //! `qsfs-image verify`: checks a tarball, or an installed tree, against its `MANIFEST`.
 //!
-//! Every difference is listed, never only the first:
+//! A tarball is first read entry by entry: one that must never be unpacked (see
+//! [`tarball::refusal`]: outside the image's directories, `..`, absolute, a link, a special
+//! file) refuses the whole tarball, every such entry named, before its `MANIFEST` is parsed.
+//! A `MANIFEST` that lists such a path is refused the same way.
+//!
+//! Then every difference is listed, never only the first:
 //! * **missing**: an entry of the `MANIFEST` is absent;
 //! * **changed**: type, mode, size, content (sha256) or, in a tarball, owner differ; also a
 //!   secret config readable by others, and a tarball whose sha256 is not the one in the
@@ -196,7 +201,9 @@ fn not_an_image(path: &Path, message: impl Into<String>) -> Error {
 }
 
 /// Reads every entry of a tarball: its `MANIFEST` text, what was found per path, entries that
-/// appear twice, and the sha256 of the whole file.
+/// appear twice, and the sha256 of the whole file. Any entry that must never be unpacked
+/// ([`tarball::refusal`]) refuses the whole tarball, every such entry named, before its
+/// `MANIFEST` is parsed.
 #[allow(clippy::type_complexity)]
 fn read_tarball(
     path: &Path,
@@ -216,21 +223,34 @@ fn read_tarball(
     let mut manifest = None;
     let mut observed = BTreeMap::new();
     let mut twice = Vec::new();
+    let mut refused = Vec::new();
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let header = entry.header().clone();
+        let mode = header.mode().map_err(bad)? & 0o7777;
+        let why = tarball::refusal(
+            &entry.path_bytes(),
+            header.entry_type(),
+            mode,
+            entry.link_name_bytes().as_deref(),
+        );
+        if let Some(why) = why {
+            let name = String::from_utf8_lossy(&entry.path_bytes())
+                .escape_debug()
+                .to_string();
+            refused.push((name, why));
+            continue;
+        }
         let name = entry
             .path()
             .map_err(bad)?
             .to_string_lossy()
             .trim_end_matches('/')
             .to_string();
-        let kind = match header.entry_type() {
-            tar::EntryType::Regular => "file",
-            tar::EntryType::Directory => "dir",
-            tar::EntryType::Symlink => "symlink",
-            tar::EntryType::Link => "hard link",
-            _ => "special file",
+        let kind = if header.entry_type().is_dir() {
+            "dir"
+        } else {
+            "file"
         };
         let mut content = Vec::new();
         let sha256 = if kind == "file" {
@@ -249,7 +269,7 @@ fn read_tarball(
         }
         let seen = Observed {
             kind,
-            mode: header.mode().map_err(bad)? & 0o7777,
+            mode,
             owner: Some((header.uid().map_err(bad)?, header.gid().map_err(bad)?)),
             size: header.size().map_err(bad)?,
             sha256,
@@ -257,6 +277,12 @@ fn read_tarball(
         if observed.insert(name.clone(), seen).is_some() {
             twice.push(name);
         }
+    }
+    if !refused.is_empty() {
+        return Err(Error::UnsafeEntries {
+            path: path.to_path_buf(),
+            entries: refused,
+        });
     }
     // Read to the end so the whole file is hashed (and the gzip trailer checked).
     let mut gzip = archive.into_inner();
@@ -276,6 +302,7 @@ pub fn verify_tarball(path: &Path) -> Result<Report, Error> {
         ));
     };
     let manifest = ImageManifest::parse(&manifest_text, path)?;
+    refuse_unsafe_listed(&manifest, path)?;
     let mut findings = Vec::new();
     let tarball_name = path
         .file_name()
@@ -323,6 +350,44 @@ pub fn verify_tarball(path: &Path) -> Result<Report, Error> {
         });
     }
     Ok(Report::new(path, &manifest, findings))
+}
+
+/// Refuses a `MANIFEST` that lists an entry no image may hold ([`tarball::refusal`]): in a
+/// tree, checking it would read files outside the image.
+fn refuse_unsafe_listed(manifest: &ImageManifest, origin: &Path) -> Result<(), Error> {
+    let refused: Vec<(String, String)> = manifest
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let why = match e.kind.as_str() {
+                "dir" => tarball::refusal(
+                    e.path.as_bytes(),
+                    tar::EntryType::Directory,
+                    e.mode_bits(),
+                    None,
+                ),
+                "file" => tarball::refusal(
+                    e.path.as_bytes(),
+                    tar::EntryType::Regular,
+                    e.mode_bits(),
+                    None,
+                ),
+                other => Some(format!(
+                    "is listed as a `{}`: an image holds only files and directories",
+                    other.escape_debug()
+                )),
+            }?;
+            Some((format!("{} (in the MANIFEST)", e.path.escape_debug()), why))
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::UnsafeEntries {
+            path: origin.to_path_buf(),
+            entries: refused,
+        })
+    }
 }
 
 /// Reads the `MANIFEST` of an installed tree (or the one given).
@@ -378,6 +443,7 @@ fn observe(path: &Path) -> std::io::Result<Observed> {
 /// Verifies an installed tree under `root` against its `MANIFEST` (or `manifest`).
 pub fn verify_root(root: &Path, manifest: Option<&Path>) -> Result<Report, Error> {
     let image = read_tree_manifest(root, manifest)?;
+    refuse_unsafe_listed(&image, manifest.unwrap_or(&root.join(layout::MANIFEST)))?;
     let mut findings = Vec::new();
     for expected in &image.entries {
         let path = root.join(&expected.path);

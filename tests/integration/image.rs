@@ -379,14 +379,28 @@ fn verify_a_tarball_against_its_manifest_and_sha256sums() {
     assert_code(&verify, 0);
 
     // Repacked with one changed byte: the MANIFEST names the file.
+    let mut entries = read_entries(&tarball);
+    let zstor = entries
+        .iter_mut()
+        .find(|e| e.name == b"var/zdbfs/bin/zstor")
+        .unwrap();
+    zstor.body[15] ^= 0x01;
+    let evil = f.path().join("evil/qsfs-1.0.0-x86_64.tar.gz");
+    write_entries(&entries, &evil);
+    std::fs::remove_file(f.path().join("evil/SHA256SUMS")).unwrap();
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 1);
+    let report = text(&verify.stdout);
+    assert!(
+        report.contains("CHANGED   var/zdbfs/bin/zstor: sha256 "),
+        "{report}"
+    );
+    assert!(report.contains("NOTE"), "no SHA256SUMS beside it: {report}");
+
+    // Repacked with `tar -czf … etc var`: the entries for etc/ and var/ would change the modes
+    // of system directories when unpacked, so they are refused.
     let root = f.root("repack");
     unpack(&tarball, &root);
-    let zstor = root.join("var/zdbfs/bin/zstor");
-    let mut bytes = std::fs::read(&zstor).unwrap();
-    bytes[15] ^= 0x01;
-    std::fs::write(&zstor, bytes).unwrap();
-    std::fs::create_dir_all(f.path().join("evil")).unwrap();
-    let evil = f.path().join("evil/qsfs-1.0.0-x86_64.tar.gz");
     let status = Command::new("tar")
         .args([
             "--sort=name",
@@ -403,13 +417,10 @@ fn verify_a_tarball_against_its_manifest_and_sha256sums() {
         .unwrap();
     assert!(status.success());
     let verify = f.run(&["verify", evil.to_str().unwrap()]);
-    assert_code(&verify, 1);
-    let report = text(&verify.stdout);
-    assert!(
-        report.contains("CHANGED   var/zdbfs/bin/zstor: sha256 "),
-        "{report}"
-    );
-    assert!(report.contains("NOTE"), "no SHA256SUMS beside it: {report}");
+    assert_code(&verify, 86);
+    let stderr = text(&verify.stderr);
+    assert!(stderr.contains("\n  etc/: outside var/zdbfs/"), "{stderr}");
+    assert!(stderr.contains("\n  var/: outside var/zdbfs/"), "{stderr}");
 
     // The original, against a SHA256SUMS that does not match it.
     std::fs::write(
@@ -893,4 +904,231 @@ fn bad_inputs_each_have_their_error_and_exit_code_and_leave_nothing() {
 
     // And after all that, the same inputs build.
     assert_code(&f.run(&strs(&with(&[]))), 0);
+}
+
+/// One tar entry, for tarballs the builder never writes (`tar::Header::set_path` refuses `..`,
+/// so names are copied into the header as they are).
+struct RawEntry {
+    name: Vec<u8>,
+    kind: tar::EntryType,
+    mode: u32,
+    body: Vec<u8>,
+    link: Option<Vec<u8>>,
+}
+
+impl RawEntry {
+    fn file(name: &str, mode: u32, body: &[u8]) -> RawEntry {
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind: tar::EntryType::Regular,
+            mode,
+            body: body.to_vec(),
+            link: None,
+        }
+    }
+
+    fn other(name: &str, kind: tar::EntryType, link: Option<&str>) -> RawEntry {
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind,
+            mode: 0o755,
+            body: Vec::new(),
+            link: link.map(|l| l.as_bytes().to_vec()),
+        }
+    }
+}
+
+fn read_entries(tarball: &Path) -> Vec<RawEntry> {
+    let file = std::fs::File::open(tarball).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut entries = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut body).unwrap();
+        entries.push(RawEntry {
+            name: entry.path_bytes().into_owned(),
+            kind: entry.header().entry_type(),
+            mode: entry.header().mode().unwrap(),
+            body,
+            link: entry.link_name_bytes().map(|l| l.into_owned()),
+        });
+    }
+    entries
+}
+
+/// Writes `entries` as a gzipped tarball at `target`, and its line in `SHA256SUMS` beside it
+/// (what someone who repacks a tarball would do).
+fn write_entries(entries: &[RawEntry], target: &Path) {
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(target).unwrap();
+    let gzip = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut builder = tar::Builder::new(gzip);
+    for entry in entries {
+        let mut header = tar::Header::new_ustar();
+        header.as_ustar_mut().unwrap().name[..entry.name.len()].copy_from_slice(&entry.name);
+        header.set_entry_type(entry.kind);
+        header.set_mode(entry.mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_size(entry.body.len() as u64);
+        if let Some(link) = &entry.link {
+            header.as_ustar_mut().unwrap().linkname[..link.len()].copy_from_slice(link);
+        }
+        header.set_cksum();
+        builder.append(&header, &entry.body[..]).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+    let name = target.file_name().unwrap().to_str().unwrap();
+    std::fs::write(
+        target.with_file_name("SHA256SUMS"),
+        format!("{}  {name}\n", qsfs_sha256(target)),
+    )
+    .unwrap();
+}
+
+/// The entries of a built tarball plus `extra`; with `listed`, the extra files are also in the
+/// `MANIFEST` (with their true size and sha256), so that only the entry rules can catch them.
+fn repack(f: &Fixture, extra: Vec<RawEntry>, listed: bool) -> PathBuf {
+    let mut entries = read_entries(&f.tarball("out", "1.0.0"));
+    if listed {
+        let manifest = entries
+            .iter_mut()
+            .find(|e| e.name == b"var/zdbfs/MANIFEST")
+            .unwrap();
+        let mut text = String::from_utf8(manifest.body.clone()).unwrap();
+        for e in extra.iter().filter(|e| e.kind == tar::EntryType::Regular) {
+            let dir = tempfile::tempdir().unwrap();
+            let body = dir.path().join("body");
+            std::fs::write(&body, &e.body).unwrap();
+            text.push_str(&format!(
+                "\n[[entries]]\npath = {:?}\ntype = \"file\"\nmode = \"{:04o}\"\nsize = {}\nsha256 = \"{}\"\nrole = \"config\"\n",
+                String::from_utf8_lossy(&e.name),
+                e.mode,
+                e.body.len(),
+                qsfs_sha256(&body)
+            ));
+        }
+        manifest.body = text.into_bytes();
+    }
+    entries.extend(extra);
+    let target = f.path().join("evil/qsfs-1.0.0-x86_64.tar.gz");
+    write_entries(&entries, &target);
+    target
+}
+
+#[test]
+fn entries_outside_the_image_escaping_or_not_plain_are_refused_before_the_manifest_is_trusted() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+
+    // The reproduction: both entries are in the tarball's own MANIFEST and SHA256SUMS
+    // matches, so only the entry rules can refuse them.
+    let escaping = "var/zdbfs/bin/../../../root/.ssh/authorized_keys";
+    let evil = repack(
+        &f,
+        vec![
+            RawEntry::file("etc/cron.d/x", 0o644, b"* * * * * root /bin/sh -c id\n"),
+            RawEntry::file(escaping, 0o600, b"ssh-ed25519 AAAA attacker\n"),
+        ],
+        true,
+    );
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 86);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains(
+            "etc/cron.d/x: outside var/zdbfs/, etc/systemd/system/ and etc/systemd/system-preset/"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{escaping}: has a `..` component")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 entries"), "{stderr}");
+    assert!(!text(&verify.stdout).contains("0 failures"));
+
+    // Each other kind of entry that must never be unpacked, each with its reason.
+    let cases = [
+        (
+            RawEntry::file("/etc/passwd", 0o644, b"root::0:0::/:/bin/sh\n"),
+            "/etc/passwd: is an absolute path",
+        ),
+        (
+            RawEntry::other("var/zdbfs/bin/sh", tar::EntryType::Symlink, Some("/bin/sh")),
+            "var/zdbfs/bin/sh: is a symlink (to /bin/sh)",
+        ),
+        (
+            RawEntry::other(
+                "var/zdbfs/bin/zdb2",
+                tar::EntryType::Link,
+                Some("var/zdbfs/bin/zdb"),
+            ),
+            "var/zdbfs/bin/zdb2: is a hard link (to var/zdbfs/bin/zdb)",
+        ),
+        (
+            RawEntry::other("var/zdbfs/fifo", tar::EntryType::Fifo, None),
+            "var/zdbfs/fifo: is a fifo",
+        ),
+        (
+            RawEntry::other("etc/", tar::EntryType::Directory, None),
+            "etc/: outside var/zdbfs/",
+        ),
+        (
+            RawEntry::other("etc/systemd/system/", tar::EntryType::Directory, None),
+            "etc/systemd/system/: outside var/zdbfs/",
+        ),
+        (
+            RawEntry::file("var/zdbfs/bin/./zdb", 0o755, b"#!/bin/sh\n"),
+            "var/zdbfs/bin/./zdb: has a `.` or empty component",
+        ),
+        (
+            RawEntry::file("var/zdbfs/bin/su", 0o4755, b"#!/bin/sh\n"),
+            "var/zdbfs/bin/su: mode 4755 has a setuid, setgid or sticky bit",
+        ),
+        (
+            RawEntry::file("var/zdbfs/bin/x\nverify: 0 failures", 0o755, b"#!/bin/sh\n"),
+            "var/zdbfs/bin/x\\nverify: 0 failures: has a control character",
+        ),
+    ];
+    for (entry, reason) in cases {
+        let evil = repack(&f, vec![entry], true);
+        let verify = f.run(&["verify", evil.to_str().unwrap()]);
+        assert_code(&verify, 86);
+        let stderr = text(&verify.stderr);
+        assert!(stderr.contains(reason), "{reason:?} not in:\n{stderr}");
+    }
+
+    // A MANIFEST listing a path outside the image: checking a tree against it would read files
+    // outside the root.
+    let root = f.root("tree");
+    unpack(&f.tarball("out", "1.0.0"), &root);
+    let manifest = root.join("var/zdbfs/MANIFEST");
+    let mut listed = std::fs::read_to_string(&manifest).unwrap();
+    listed.push_str("\n[[entries]]\npath = \"var/zdbfs/../../etc/shadow\"\ntype = \"file\"\nmode = \"0640\"\nsize = 1\nsha256 = \"00\"\nrole = \"config\"\n");
+    std::fs::write(&manifest, listed).unwrap();
+    let verify = f.run(&["verify", "--root", root.to_str().unwrap()]);
+    assert_code(&verify, 86);
+    assert!(
+        text(&verify.stderr)
+            .contains("var/zdbfs/../../etc/shadow (in the MANIFEST): has a `..` component"),
+        "{}",
+        text(&verify.stderr)
+    );
+
+    // Inside the image but not in its MANIFEST: an extra entry, a failure.
+    let evil = repack(
+        &f,
+        vec![RawEntry::file("var/zdbfs/bin/extra", 0o755, b"#!/bin/sh\n")],
+        false,
+    );
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 1);
+    let report = text(&verify.stdout);
+    assert!(
+        report.contains("EXTRA     var/zdbfs/bin/extra: file not in the MANIFEST"),
+        "{report}"
+    );
 }
