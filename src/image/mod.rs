@@ -10,7 +10,9 @@
 //! * [`tree`]: the sorted list of entries of an image (paths, modes, roles) and its `MANIFEST`;
 //! * [`tarball`]: writing the deterministic `.tar.gz` and `SHA256SUMS`;
 //! * [`build`]: the `build` subcommand, tying the above together;
-//! * [`verify`]: checking a tarball or an installed tree against its `MANIFEST`;
+//! * [`sign`]: the minisign signature of `SHA256SUMS`, and the keys that make it;
+//! * [`verify`]: checking a tarball (its entries, its signature) or an installed tree against
+//!   its `MANIFEST`;
 //! * [`inspect`]: what an image holds;
 //! * [`install`]: the upgrade mechanism (`install-config`) and the units' `check-config`.
 //!
@@ -25,6 +27,7 @@ pub mod install;
 pub mod lock;
 pub mod manifest;
 pub mod render;
+pub mod sign;
 pub mod site;
 pub mod tarball;
 pub mod tree;
@@ -54,6 +57,11 @@ pub mod exit {
     /// A tarball holds an entry that must never be unpacked (outside the image's directories,
     /// `..`, absolute, a link or a special file): refused before anything in it is trusted.
     pub const UNSAFE_ENTRY: i32 = 86;
+    /// `verify --key`: `SHA256SUMS.minisig` is missing, malformed, made by another key, or
+    /// does not verify `SHA256SUMS` (or `SHA256SUMS` is missing).
+    pub const BAD_SIGNATURE: i32 = 87;
+    /// `verify --key`: the tarball is not the one the signed `SHA256SUMS` lists.
+    pub const NOT_SIGNED: i32 = 88;
 }
 
 /// Where the appliance lives, relative to the root of an image or an installed tree.
@@ -163,6 +171,30 @@ pub enum Error {
         /// Each entry's name (escaped) and why it is refused.
         entries: Vec<(String, String)>,
     },
+    /// A signing key that cannot be used (not a minisign key, wrong or no password).
+    #[error("{}: {message}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// `SHA256SUMS` is not signed by the expected key.
+    #[error("{}: {message}", path.display())]
+    Signature {
+        /// The signature (or `SHA256SUMS`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tarball that the signed `SHA256SUMS` does not vouch for.
+    #[error("{}: {message}", path.display())]
+    NotSigned {
+        /// The tarball.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A local I/O error.
     #[error("{}: {source}", path.display())]
     Io {
@@ -239,6 +271,9 @@ impl Error {
             Error::Usage(_) => exit::USAGE,
             Error::NotAnImage { .. } => exit::NOT_AN_IMAGE,
             Error::UnsafeEntries { .. } => exit::UNSAFE_ENTRY,
+            Error::Key { .. } => exit::CONFIG,
+            Error::Signature { .. } => exit::BAD_SIGNATURE,
+            Error::NotSigned { .. } => exit::NOT_SIGNED,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 exit::NO_INPUT
             }
@@ -286,6 +321,8 @@ mod tests {
             exit::DOWNLOAD_FAILED,
             exit::BUILD_FAILED,
             exit::UNSAFE_ENTRY,
+            exit::BAD_SIGNATURE,
+            exit::NOT_SIGNED,
         ];
         let count = codes.len();
         codes.sort();

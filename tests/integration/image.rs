@@ -131,16 +131,24 @@ impl Fixture {
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    /// [`Fixture::run`] with more environment variables, whose values must not be printed
+    /// either (passwords).
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let output = Command::new(env!("CARGO_BIN_EXE_qsfs-image"))
             .args(args)
             .current_dir(self.path())
             .env("SOURCE_DATE_EPOCH", EPOCH)
             .env("XDG_CACHE_HOME", self.path().join("cache"))
+            .env_remove("QSFS_IMAGE_KEY_PASSWORD")
+            .envs(env.iter().copied())
             .output()
             .expect("run qsfs-image");
         for stream in [&output.stdout, &output.stderr] {
             let text = String::from_utf8_lossy(stream);
-            for secret in SECRETS {
+            for secret in SECRETS.iter().chain(env.iter().map(|(_, value)| value)) {
                 assert!(
                     !text.contains(secret),
                     "qsfs-image printed a secret:\n{text}"
@@ -1130,5 +1138,236 @@ fn entries_outside_the_image_escaping_or_not_plain_are_refused_before_the_manife
     assert!(
         report.contains("EXTRA     var/zdbfs/bin/extra: file not in the MANIFEST"),
         "{report}"
+    );
+}
+
+/// A copy of `out` (tarball, SHA256SUMS and its signature) in `name`, and its tarball.
+fn copy_out(f: &Fixture, name: &str) -> PathBuf {
+    let dir = f.root(name);
+    for file in listing(&f.path().join("out")) {
+        std::fs::copy(f.path().join("out").join(&file), dir.join(&file)).unwrap();
+    }
+    dir.join("qsfs-1.0.0-x86_64.tar.gz")
+}
+
+#[test]
+fn a_signed_image_verifies_with_its_key_and_is_refused_when_anything_changed() {
+    let f = Fixture::new();
+    let keys = f.root("keys");
+    let (secret, public) = (keys.join("qsfs.key"), keys.join("qsfs.pub"));
+    let (secret_arg, public_arg) = (secret.to_str().unwrap(), public.to_str().unwrap());
+    let keygen = [
+        "keygen",
+        "--secret-key",
+        secret_arg,
+        "--public-key",
+        public_arg,
+        "--no-password",
+    ];
+    assert_code(&f.run(&keygen), 0);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&secret), 0o600);
+    assert_eq!(mode(&public), 0o644);
+    assert_eq!(
+        listing(&keys),
+        ["qsfs.key", "qsfs.pub"],
+        "no temporary file left"
+    );
+    let secret_bytes = std::fs::read(&secret).unwrap();
+    // Never replaces a key.
+    let again = f.run(&keygen);
+    assert_code(&again, 2);
+    assert!(
+        text(&again.stderr).contains(&format!("{secret_arg} exists")),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(std::fs::read(&secret).unwrap(), secret_bytes);
+
+    let build = f.build("out", &["--offline", "--sign", secret_arg]);
+    assert_code(&build, 0);
+    assert!(
+        text(&build.stdout).contains("signed SHA256SUMS"),
+        "{}",
+        text(&build.stdout)
+    );
+    assert_eq!(
+        listing(&f.path().join("out")),
+        [
+            "SHA256SUMS",
+            "SHA256SUMS.minisig",
+            "qsfs-1.0.0-x86_64.tar.gz"
+        ]
+    );
+    let tarball = f.tarball("out", "1.0.0");
+    let tarball_arg = tarball.to_str().unwrap();
+    let verify = f.run(&["verify", "--key", public_arg, tarball_arg]);
+    assert_code(&verify, 0);
+    let report = text(&verify.stdout);
+    assert!(report.contains("origin: signed by key "), "{report}");
+    let json = f.run(&[
+        "verify",
+        "--key",
+        public_arg,
+        tarball_arg,
+        "--format",
+        "json",
+    ]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["origin"]["checked"], "signed");
+
+    // Without --key it still verifies, and says that nothing vouches for the origin.
+    let verify = f.run(&["verify", tarball_arg]);
+    assert_code(&verify, 0);
+    assert!(
+        text(&verify.stdout).contains("origin NOT checked"),
+        "{}",
+        text(&verify.stdout)
+    );
+
+    // The tarball changed after signing.
+    let changed = copy_out(&f, "changed");
+    let mut bytes = std::fs::read(&changed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&changed, &bytes).unwrap();
+    let verify = f.run(&["verify", "--key", public_arg, changed.to_str().unwrap()]);
+    assert_code(&verify, 88);
+    let stderr = text(&verify.stderr);
+    assert!(stderr.contains(changed.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("the signed SHA256SUMS says"), "{stderr}");
+
+    // ... and SHA256SUMS edited to match it: the signature no longer verifies.
+    std::fs::write(
+        changed.with_file_name("SHA256SUMS"),
+        format!("{}  qsfs-1.0.0-x86_64.tar.gz\n", qsfs_sha256(&changed)),
+    )
+    .unwrap();
+    let verify = f.run(&["verify", "--key", public_arg, changed.to_str().unwrap()]);
+    assert_code(&verify, 87);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains("SHA256SUMS.minisig: does not verify"),
+        "{stderr}"
+    );
+
+    // Signed by another key.
+    let other = keys.join("other.pub");
+    assert_code(
+        &f.run(&[
+            "keygen",
+            "--secret-key",
+            keys.join("other.key").to_str().unwrap(),
+            "--public-key",
+            other.to_str().unwrap(),
+            "--no-password",
+        ]),
+        0,
+    );
+    let verify = f.run(&["verify", "--key", other.to_str().unwrap(), tarball_arg]);
+    assert_code(&verify, 87);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains("SHA256SUMS.minisig: made by key "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not by the key in"), "{stderr}");
+
+    // No signature at all.
+    let unsigned = copy_out(&f, "unsigned");
+    std::fs::remove_file(unsigned.with_file_name("SHA256SUMS.minisig")).unwrap();
+    let verify = f.run(&["verify", "--key", public_arg, unsigned.to_str().unwrap()]);
+    assert_code(&verify, 87);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains("SHA256SUMS.minisig: does not exist"),
+        "{stderr}"
+    );
+
+    // A build without --sign does not leave the old signature beside a new SHA256SUMS.
+    let build = f.build("out", &["--offline"]);
+    assert_code(&build, 0);
+    assert!(
+        text(&build.stdout).contains("removed the stale"),
+        "{}",
+        text(&build.stdout)
+    );
+    assert_eq!(
+        listing(&f.path().join("out")),
+        ["SHA256SUMS", "qsfs-1.0.0-x86_64.tar.gz"]
+    );
+}
+
+#[test]
+fn a_password_protected_key_takes_its_password_from_the_environment() {
+    let f = Fixture::new();
+    let keys = f.root("keys");
+    let (secret, public) = (keys.join("qsfs.key"), keys.join("qsfs.pub"));
+    let (secret_arg, public_arg) = (secret.to_str().unwrap(), public.to_str().unwrap());
+    let keygen = [
+        "keygen",
+        "--secret-key",
+        secret_arg,
+        "--public-key",
+        public_arg,
+    ];
+    let password = [("QSFS_IMAGE_KEY_PASSWORD", "correct horse battery")];
+    let wrong = [("QSFS_IMAGE_KEY_PASSWORD", "wrong horse battery")];
+
+    // No password given and no terminal to ask on: refused, nothing written.
+    let refused = f.run(&keygen);
+    assert_code(&refused, 2);
+    assert!(
+        text(&refused.stderr).contains("QSFS_IMAGE_KEY_PASSWORD"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(listing(&keys), Vec::<String>::new());
+    assert_code(&f.run_env(&keygen, &password), 0);
+    let text_of_key = std::fs::read_to_string(&secret).unwrap();
+    assert!(text_of_key.contains("password-protected"), "{text_of_key}");
+
+    // Wrong or no password: refused before anything is built.
+    for env in [&wrong[..], &[]] {
+        let build = f.run_env(
+            &[
+                "build",
+                "--manifest",
+                f.manifest().to_str().unwrap(),
+                "-o",
+                "out",
+                "--offline",
+                "--sign",
+                secret_arg,
+            ],
+            env,
+        );
+        assert_code(&build, 78);
+        let stderr = text(&build.stderr);
+        assert!(stderr.contains(secret_arg), "{stderr}");
+        assert!(
+            stderr.contains("wrong password") || stderr.contains("set QSFS_IMAGE_KEY_PASSWORD"),
+            "{stderr}"
+        );
+        assert_eq!(listing(&f.path().join("out")), Vec::<String>::new());
+    }
+    let build = f.run_env(
+        &[
+            "build",
+            "--manifest",
+            f.manifest().to_str().unwrap(),
+            "-o",
+            "out",
+            "--offline",
+            "--sign",
+            secret_arg,
+        ],
+        &password,
+    );
+    assert_code(&build, 0);
+    let tarball = f.tarball("out", "1.0.0");
+    assert_code(
+        &f.run(&["verify", "--key", public_arg, tarball.to_str().unwrap()]),
+        0,
     );
 }
