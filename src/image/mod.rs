@@ -237,7 +237,7 @@ fn missing_message(missing: &[Missing]) -> String {
 
 fn unsafe_message(path: &std::path::Path, entries: &[(String, String)]) -> String {
     let mut text = format!(
-        "{}: refused, nothing in it is trusted: {} {} must never be unpacked:",
+        "{}: refused: {} {} that must never be unpacked:",
         path.display(),
         entries.len(),
         if entries.len() == 1 {

@@ -120,8 +120,28 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Writes `entries` as a gzipped tarball to `target`; returns the tarball's sha256.
+/// Writes `entries` as a gzipped tarball to `target`; returns the tarball's sha256. An entry
+/// that [`refusal`] would refuse (a unit file named with a control character, say) is an error
+/// before anything is written: the builder never makes an image that `verify` refuses.
 pub fn write(entries: &[Entry], epoch: u64, target: &Path) -> Result<String, Error> {
+    let refused: Vec<(String, String)> = entries
+        .iter()
+        .filter_map(|e| {
+            let kind = if e.is_dir() {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            };
+            let why = refusal(e.path.as_bytes(), kind, e.mode, None)?;
+            Some((e.path.escape_debug().to_string(), why))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(Error::UnsafeEntries {
+            path: target.to_path_buf(),
+            entries: refused,
+        });
+    }
     let io = |e: std::io::Error| Error::io(target, e);
     let mut temp = TempFile::create(target, 0o644).map_err(io)?;
     let hashing = HashingWriter {
@@ -380,6 +400,22 @@ mod tests {
         let got = refusal(b"var/zdbfs/bin/su", F, 0o4755, None).unwrap();
         assert_eq!(got, "mode 4755 has a setuid, setgid or sticky bit");
         assert!(refusal(b"var/zdbfs/spool", D, 0o1777, None).is_some());
+    }
+
+    #[test]
+    fn an_entry_verify_would_refuse_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut list = entries(dir.path());
+        list[2].path = "etc/systemd/system/a\nb.service".into();
+        let target = dir.path().join("out.tar.gz");
+        let err = write(&list, 0, &target).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a\\nb.service: has a control character"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), crate::image::exit::UNSAFE_ENTRY);
+        assert!(!target.exists());
     }
 
     #[test]
