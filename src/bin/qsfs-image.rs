@@ -10,8 +10,10 @@ use std::path::PathBuf;
 ///
 /// The tarball unpacks on a fresh VM with `tar -xzpf qsfs-VERSION-x86_64.tar.gz -C /`; then
 /// `systemctl start qsfs.target`. Its MANIFEST (var/zdbfs/MANIFEST) lists every entry with its
-/// mode, size and sha256; SHA256SUMS beside the tarball holds the tarball's own sha256.
-/// Formats of the manifest, lock file and site settings: image/README.md.
+/// mode, size and sha256; SHA256SUMS beside the tarball holds the tarball's own sha256, and
+/// with `build --sign KEY` SHA256SUMS.minisig signs it (minisign format; keys from `keygen`),
+/// so that `verify --key PUB` proves who built the tarball. Formats of the manifest, lock
+/// file and site settings: image/README.md.
 #[derive(Parser)]
 #[command(
     name = "qsfs-image",
@@ -20,18 +22,26 @@ use std::path::PathBuf;
 Exit codes:
    0  success
    1  verify found a missing, changed or extra entry
-   2  bad command line (also SOURCE_DATE_EPOCH unusable, configure refusing to overwrite)
+   2  bad command line (also SOURCE_DATE_EPOCH unusable, configure or keygen refusing to
+      overwrite, keygen without a password source)
   65  the input is not a readable qsfs image (not gzip/tar, no MANIFEST)
   66  an input file (manifest, site settings, tarball) does not exist or cannot be read
   74  an I/O error while writing
   78  invalid manifest, site settings, lock file or config (check-config: a config is missing
-      or invalid)
+      or invalid); a key that is not a minisign key, or a wrong or missing password
   80  unknown component name (manifest or --component)
   81  a component path does not exist, is not a regular file or is not executable
   82  sha256 mismatch (expected and actual are shown)
   83  components missing (every one is listed, with how to supply it)
   84  a download failed (the URL is named)
-  85  cargo build of our binaries failed"
+  85  cargo build of our binaries failed
+  86  verify refused a tarball before trusting anything in it: an entry outside var/zdbfs/,
+      etc/systemd/system/ and etc/systemd/system-preset/, with `..`, absolute, a link or a
+      special file (every such entry is named with why)
+  87  verify --key: SHA256SUMS.minisig is missing, malformed, made by another key or does not
+      verify SHA256SUMS (the file is named)
+  88  verify --key: the tarball is not the one the signed SHA256SUMS lists (changed after
+      signing)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,12 +62,26 @@ enum Command {
     Build(BuildArgs),
     /// Verifies a tarball, or an installed tree (--root), against its MANIFEST.
     ///
-    /// Lists every missing, changed (mode, size, sha256, owner) or extra entry (any in a
-    /// tarball; executables and symlinks in var/zdbfs/bin and var/zdbfs/etc in a tree) and
-    /// exits 1 if there is any. A tarball is also checked against SHA256SUMS beside it.
+    /// With --key, a tarball is first checked to be the one that SHA256SUMS beside it lists,
+    /// and SHA256SUMS to be signed by that key (exit 87 or 88 otherwise); without --key the
+    /// report says that its origin was NOT checked. Lists every missing, changed (mode, size,
+    /// sha256, owner) or extra entry (any in a tarball; executables and symlinks in
+    /// var/zdbfs/bin and var/zdbfs/etc in a tree) and exits 1 if there is any. Without --key a
+    /// tarball is also checked against SHA256SUMS beside it (damage, not forgery). Before
+    /// its MANIFEST is read, every entry of a tarball must be a plain file or directory under
+    /// var/zdbfs/, etc/systemd/system/ or etc/systemd/system-preset/ (no `..`, not absolute,
+    /// no link): otherwise it is refused with exit 86, naming each such entry.
     /// Configs installed from their shipped *.default and then edited are reported as
     /// "modified", not as failures.
     Verify(VerifyArgs),
+    /// Makes a minisign key pair for `build --sign` and `verify --key`.
+    ///
+    /// The secret key is written mode 0600 and the public key 0644, each whole (temporary file,
+    /// fsync, rename); an existing file is never replaced. The secret key is password-protected
+    /// unless --no-password: the password is taken from QSFS_IMAGE_KEY_PASSWORD if set (for
+    /// CI), otherwise asked twice on the terminal. `build --sign` reads the password the same
+    /// way. The files are minisign's: `minisign -Vm SHA256SUMS -p PUB` checks a signature too.
+    Keygen(KeygenArgs),
     /// Shows what an image holds: components and versions, our version, the build time, and
     /// whether secrets are inside.
     Inspect(InspectArgs),
@@ -108,6 +132,26 @@ struct BuildArgs {
     /// The build time and every mtime, in Unix seconds [default: the last commit's time].
     #[arg(long, env = "SOURCE_DATE_EPOCH", value_name = "SECONDS")]
     source_date_epoch: Option<String>,
+    /// Sign SHA256SUMS with this minisign secret key (from `keygen`), writing
+    /// SHA256SUMS.minisig beside it. A password-protected key takes its password from
+    /// QSFS_IMAGE_KEY_PASSWORD or the terminal; it is loaded before anything is built. Without
+    /// --sign, a SHA256SUMS.minisig left by an earlier build is removed (it no longer matches).
+    #[arg(long, value_name = "SECRET_KEY")]
+    sign: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Where to write the secret key (mode 0600; must not exist). Keep it off the VMs.
+    #[arg(long, value_name = "PATH")]
+    secret_key: PathBuf,
+    /// Where to write the public key (must not exist); give it to whoever verifies images.
+    #[arg(long, value_name = "PATH")]
+    public_key: PathBuf,
+    /// Do not protect the secret key with a password (for a CI that keeps the key file in its
+    /// own secret store); only the file's mode protects it.
+    #[arg(long)]
+    no_password: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -128,6 +172,10 @@ struct VerifyArgs {
     /// example one extracted from a trusted tarball).
     #[arg(long, requires = "root", value_name = "FILE")]
     manifest: Option<PathBuf>,
+    /// Check that SHA256SUMS beside the tarball is signed (SHA256SUMS.minisig) by this
+    /// minisign public key and lists the tarball's sha256, before anything else is read.
+    #[arg(long, value_name = "PUBLIC_KEY", conflicts_with = "root")]
+    key: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
@@ -211,7 +259,7 @@ fn run(command: Command) -> Result<i32, Error> {
         Command::Build(args) => build(args),
         Command::Verify(args) => {
             let report = match (&args.tarball, &args.root) {
-                (Some(tarball), _) => image::verify::verify_tarball(tarball)?,
+                (Some(tarball), _) => image::verify::verify_tarball(tarball, args.key.as_deref())?,
                 (None, Some(root)) => image::verify::verify_root(root, args.manifest.as_deref())?,
                 (None, None) => unreachable!("clap requires one"),
             };
@@ -220,6 +268,20 @@ fn run(command: Command) -> Result<i32, Error> {
                 Format::Json => println!("{}", json(&report)),
             }
             Ok(if report.ok { exit::OK } else { exit::FAILURE })
+        }
+        Command::Keygen(args) => {
+            let protection = if args.no_password {
+                image::sign::Protection::None
+            } else {
+                image::sign::Protection::Password
+            };
+            let id = image::sign::keygen(&args.secret_key, &args.public_key, protection)?;
+            println!(
+                "qsfs-image: key {id}: secret key {} (keep it off the VMs), public key {}",
+                args.secret_key.display(),
+                args.public_key.display()
+            );
+            Ok(exit::OK)
         }
         Command::Inspect(args) => {
             let manifest = match (&args.tarball, &args.root) {
@@ -288,6 +350,11 @@ fn build(args: BuildArgs) -> Result<i32, Error> {
              until zstor-default.toml and minio.env are supplied (qsfs-image configure --site FILE)"
         );
     }
+    let signer = args
+        .sign
+        .as_deref()
+        .map(image::sign::Signer::load)
+        .transpose()?;
     let report = image::build::build(&BuildOptions {
         manifest: args.manifest,
         site: args.site,
@@ -299,6 +366,7 @@ fn build(args: BuildArgs) -> Result<i32, Error> {
             ours_dir: args.ours_dir,
         },
         source_date_epoch: args.source_date_epoch,
+        signer,
     })?;
     println!(
         "built {} ({:.1} MiB, sha256 {})",
@@ -320,6 +388,16 @@ fn build(args: BuildArgs) -> Result<i32, Error> {
     );
     for c in &report.manifest.components {
         println!("  {:<6} {:<30} {}", c.name, c.version, c.origin);
+    }
+    match &report.signature {
+        image::sign::SumsSignature::Signed(path, key) => {
+            println!("signed SHA256SUMS with key {key}: {}", path.display())
+        }
+        image::sign::SumsSignature::StaleRemoved(path) => println!(
+            "removed the stale {} (SHA256SUMS changed; build with --sign KEY to sign it)",
+            path.display()
+        ),
+        image::sign::SumsSignature::Unsigned => {}
     }
     Ok(exit::OK)
 }

@@ -3,13 +3,15 @@
 //! The order matters for "nothing half-done": the manifest, the site settings and every config
 //! that will be shipped are read and checked first; then the components are found (downloads
 //! may record new hashes in the lock file); then our binaries; then the tarball is written
-//! under a temporary name and renamed, and `SHA256SUMS` beside it is updated.
+//! under a temporary name and renamed, and `SHA256SUMS` beside it is updated (and signed with
+//! `--sign`; see [`super::sign`]).
 
 use super::fetch::{self, FetchOptions};
 use super::fsutil::TempDir;
 use super::lock::LockFile;
 use super::manifest::Manifest;
 use super::render::{self, check_rendered, validate_config};
+use super::sign::{self, Signer, SumsSignature};
 use super::site::SiteSettings;
 use super::tree::{self, ImageManifest, Inputs};
 use super::{tarball, Error};
@@ -29,6 +31,8 @@ pub struct BuildOptions {
     pub fetch: FetchOptions,
     /// The value of `SOURCE_DATE_EPOCH`, if set; otherwise the last commit's time is used.
     pub source_date_epoch: Option<String>,
+    /// The key that signs `SHA256SUMS` (loaded before anything is built).
+    pub signer: Option<Signer>,
 }
 
 /// What a build produced.
@@ -42,6 +46,8 @@ pub struct BuildReport {
     pub size: u64,
     /// Its `MANIFEST`.
     pub manifest: ImageManifest,
+    /// What became of `SHA256SUMS.minisig`.
+    pub signature: SumsSignature,
 }
 
 /// Builds the image.
@@ -103,6 +109,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
     let target = options.output_dir.join(&name);
     let sha256 = tarball::write(&entries, epoch, &target)?;
     tarball::write_sha256sums(&options.output_dir, &name, &sha256)?;
+    let signature = sign::after_sums_written(&options.output_dir, options.signer.as_ref())?;
     let size = std::fs::metadata(&target)
         .map_err(|e| Error::io(&target, e))?
         .len();
@@ -111,6 +118,7 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
         sha256,
         size,
         manifest: image_manifest,
+        signature,
     })
 }
 

@@ -10,7 +10,9 @@
 //! * [`tree`]: the sorted list of entries of an image (paths, modes, roles) and its `MANIFEST`;
 //! * [`tarball`]: writing the deterministic `.tar.gz` and `SHA256SUMS`;
 //! * [`build`]: the `build` subcommand, tying the above together;
-//! * [`verify`]: checking a tarball or an installed tree against its `MANIFEST`;
+//! * [`sign`]: the minisign signature of `SHA256SUMS`, and the keys that make it;
+//! * [`verify`]: checking a tarball (its entries, its signature) or an installed tree against
+//!   its `MANIFEST`;
 //! * [`inspect`]: what an image holds;
 //! * [`install`]: the upgrade mechanism (`install-config`) and the units' `check-config`.
 //!
@@ -25,6 +27,7 @@ pub mod install;
 pub mod lock;
 pub mod manifest;
 pub mod render;
+pub mod sign;
 pub mod site;
 pub mod tarball;
 pub mod tree;
@@ -51,6 +54,14 @@ pub mod exit {
     pub const DOWNLOAD_FAILED: i32 = 84;
     /// `cargo build` of our own binaries failed.
     pub const BUILD_FAILED: i32 = 85;
+    /// A tarball holds an entry that must never be unpacked (outside the image's directories,
+    /// `..`, absolute, a link or a special file): refused before anything in it is trusted.
+    pub const UNSAFE_ENTRY: i32 = 86;
+    /// `verify --key`: `SHA256SUMS.minisig` is missing, malformed, made by another key, or
+    /// does not verify `SHA256SUMS` (or `SHA256SUMS` is missing).
+    pub const BAD_SIGNATURE: i32 = 87;
+    /// `verify --key`: the tarball is not the one the signed `SHA256SUMS` lists.
+    pub const NOT_SIGNED: i32 = 88;
 }
 
 /// Where the appliance lives, relative to the root of an image or an installed tree.
@@ -152,6 +163,38 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A tarball holds entries that must never be unpacked: each with why.
+    #[error("{}", unsafe_message(path, entries))]
+    UnsafeEntries {
+        /// The tarball (or the `MANIFEST` that lists such paths).
+        path: PathBuf,
+        /// Each entry's name (escaped) and why it is refused.
+        entries: Vec<(String, String)>,
+    },
+    /// A signing key that cannot be used (not a minisign key, wrong or no password).
+    #[error("{}: {message}", path.display())]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// `SHA256SUMS` is not signed by the expected key.
+    #[error("{}: {message}", path.display())]
+    Signature {
+        /// The signature (or `SHA256SUMS`).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tarball that the signed `SHA256SUMS` does not vouch for.
+    #[error("{}: {message}", path.display())]
+    NotSigned {
+        /// The tarball.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A local I/O error.
     #[error("{}: {source}", path.display())]
     Io {
@@ -192,6 +235,23 @@ fn missing_message(missing: &[Missing]) -> String {
     text
 }
 
+fn unsafe_message(path: &std::path::Path, entries: &[(String, String)]) -> String {
+    let mut text = format!(
+        "{}: refused: {} {} that must never be unpacked:",
+        path.display(),
+        entries.len(),
+        if entries.len() == 1 {
+            "entry"
+        } else {
+            "entries"
+        }
+    );
+    for (name, why) in entries {
+        text.push_str(&format!("\n  {name}: {why}"));
+    }
+    text
+}
+
 impl Error {
     /// The process exit code for this error (see [`exit`]).
     pub fn exit_code(&self) -> i32 {
@@ -210,6 +270,10 @@ impl Error {
             Error::Build(_) => exit::BUILD_FAILED,
             Error::Usage(_) => exit::USAGE,
             Error::NotAnImage { .. } => exit::NOT_AN_IMAGE,
+            Error::UnsafeEntries { .. } => exit::UNSAFE_ENTRY,
+            Error::Key { .. } => exit::CONFIG,
+            Error::Signature { .. } => exit::BAD_SIGNATURE,
+            Error::NotSigned { .. } => exit::NOT_SIGNED,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 exit::NO_INPUT
             }
@@ -256,6 +320,9 @@ mod tests {
             exit::MISSING_COMPONENT,
             exit::DOWNLOAD_FAILED,
             exit::BUILD_FAILED,
+            exit::UNSAFE_ENTRY,
+            exit::BAD_SIGNATURE,
+            exit::NOT_SIGNED,
         ];
         let count = codes.len();
         codes.sort();

@@ -1,4 +1,6 @@
-//! Writing the image: a deterministic `.tar.gz` and the `SHA256SUMS` beside it.
+//! Writing the image: a deterministic `.tar.gz` and the `SHA256SUMS` beside it; and the one
+//! rule for what a tarball may hold ([`refusal`]), checked on every entry before anything in a
+//! tarball is trusted.
 //!
 //! Entries go in the planned (sorted) order, as ustar headers with owner 0:0 and no user or
 //! group names, the planned mode, and `SOURCE_DATE_EPOCH` as every mtime; the gzip header has
@@ -8,12 +10,94 @@
 //! and renamed, so a failed build leaves nothing behind.
 
 use super::fsutil::{write_atomic, HashingReader};
+use super::layout;
 use super::tree::{Content, Entry};
 use super::Error;
 use crate::fsutil::{Durability, TempFile};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::Path;
+
+/// The file beside the tarballs that lists their sha256 (the `sha256sum -c` format).
+pub const SUMS: &str = "SHA256SUMS";
+
+/// Why a tar entry must never be unpacked, if it must not; `None` for an entry an image may
+/// hold. Only regular files and directories, with a relative path of plain components (no
+/// `..`, `.` or empty one, valid UTF-8, no control character) under `var/zdbfs` or inside
+/// `etc/systemd/system/` or `etc/systemd/system-preset/` (never those directories themselves:
+/// unpacking must not change a system directory), and no setuid, setgid or sticky bit.
+pub fn refusal(
+    name: &[u8],
+    kind: tar::EntryType,
+    mode: u32,
+    link: Option<&[u8]>,
+) -> Option<String> {
+    let link = || {
+        String::from_utf8_lossy(link.unwrap_or_default())
+            .escape_debug()
+            .to_string()
+    };
+    let is_dir = match kind {
+        tar::EntryType::Regular => false,
+        tar::EntryType::Directory => true,
+        tar::EntryType::Symlink => return Some(format!("is a symlink (to {})", link())),
+        tar::EntryType::Link => return Some(format!("is a hard link (to {})", link())),
+        other => {
+            let what = match other {
+                tar::EntryType::Char => "a character device".to_string(),
+                tar::EntryType::Block => "a block device".to_string(),
+                tar::EntryType::Fifo => "a fifo".to_string(),
+                other => format!("an entry of type `{}`", other.as_byte().escape_ascii()),
+            };
+            return Some(format!(
+                "is {what}: an image holds only files and directories"
+            ));
+        }
+    };
+    let Ok(name) = std::str::from_utf8(name) else {
+        return Some("its name is not UTF-8".into());
+    };
+    if name.chars().any(char::is_control) {
+        return Some("has a control character".into());
+    }
+    if name.starts_with('/') {
+        return Some("is an absolute path".into());
+    }
+    let path = if is_dir {
+        name.strip_suffix('/').unwrap_or(name)
+    } else {
+        name
+    };
+    if path.split('/').any(|c| c == "..") {
+        return Some("has a `..` component".into());
+    }
+    if path.split('/').any(|c| c.is_empty() || c == ".") {
+        return Some("has a `.` or empty component".into());
+    }
+    let inside = |dir: &str| {
+        path.strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if !(path == layout::ROOT
+        || inside(layout::ROOT)
+        || inside(layout::UNITS)
+        || inside(layout::PRESETS))
+    {
+        return Some(format!(
+            "outside {}/, {}/ and {}/",
+            layout::ROOT,
+            layout::UNITS,
+            layout::PRESETS
+        ));
+    }
+    if mode & 0o7000 != 0 {
+        return Some(format!(
+            "mode {:04o} has a setuid, setgid or sticky bit",
+            mode & 0o7777
+        ));
+    }
+    None
+}
 
 /// The gzip level (`gzip`'s and `tar -czf`'s default).
 pub const LEVEL: u32 = 6;
@@ -36,8 +120,28 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Writes `entries` as a gzipped tarball to `target`; returns the tarball's sha256.
+/// Writes `entries` as a gzipped tarball to `target`; returns the tarball's sha256. An entry
+/// that [`refusal`] would refuse (a unit file named with a control character, say) is an error
+/// before anything is written: the builder never makes an image that `verify` refuses.
 pub fn write(entries: &[Entry], epoch: u64, target: &Path) -> Result<String, Error> {
+    let refused: Vec<(String, String)> = entries
+        .iter()
+        .filter_map(|e| {
+            let kind = if e.is_dir() {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            };
+            let why = refusal(e.path.as_bytes(), kind, e.mode, None)?;
+            Some((e.path.escape_debug().to_string(), why))
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(Error::UnsafeEntries {
+            path: target.to_path_buf(),
+            entries: refused,
+        });
+    }
     let io = |e: std::io::Error| Error::io(target, e);
     let mut temp = TempFile::create(target, 0o644).map_err(io)?;
     let hashing = HashingWriter {
@@ -111,7 +215,7 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, entry: &Entry, epoch: u64) -> Res
 /// Adds (or replaces) the line for `file_name` in `dir/SHA256SUMS`, keeping the lines of other
 /// files, sorted by name (the `sha256sum -c` format).
 pub fn write_sha256sums(dir: &Path, file_name: &str, sha256: &str) -> Result<(), Error> {
-    let path = dir.join("SHA256SUMS");
+    let path = dir.join(SUMS);
     let existing = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -136,8 +240,13 @@ pub fn write_sha256sums(dir: &Path, file_name: &str, sha256: &str) -> Result<(),
 
 /// The sha256 recorded for `file_name` in `dir/SHA256SUMS`, if there is one.
 pub fn read_sha256sums(dir: &Path, file_name: &str) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("SHA256SUMS")).ok()?;
-    text.lines().find_map(|line| {
+    let text = std::fs::read_to_string(dir.join(SUMS)).ok()?;
+    sha256_in(&text, file_name)
+}
+
+/// The sha256 that the `SHA256SUMS` text `sums` records for `file_name`, if it records one.
+pub fn sha256_in(sums: &str, file_name: &str) -> Option<String> {
+    sums.lines().find_map(|line| {
         let (sum, name) = line.split_once("  ")?;
         (name.trim_start_matches('*') == file_name).then(|| sum.to_ascii_lowercase())
     })
@@ -229,6 +338,84 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, ["input"]);
+    }
+
+    #[test]
+    fn only_plain_files_and_directories_of_the_image_may_be_unpacked() {
+        use tar::EntryType::{Directory as D, Regular as F};
+        let allowed = [
+            ("var/zdbfs", D, 0o755),
+            ("var/zdbfs/", D, 0o755),
+            ("var/zdbfs/spool/", D, 0o700),
+            ("var/zdbfs/bin/zdb", F, 0o755),
+            ("etc/systemd/system/qsfs.target", F, 0o644),
+            ("etc/systemd/system/qsfs-zdb.service.d/", D, 0o755),
+            ("etc/systemd/system-preset/50-qsfs.preset", F, 0o644),
+        ];
+        for (name, kind, mode) in allowed {
+            assert_eq!(refusal(name.as_bytes(), kind, mode, None), None, "{name}");
+        }
+        let refused: &[(&[u8], tar::EntryType, &str)] = &[
+            (b"etc/cron.d/x", F, "outside var/zdbfs/"),
+            (b"var/zdbfsx/bin", F, "outside"),
+            (b"var/", D, "outside"),
+            (b"etc/systemd/system", D, "outside"),
+            (b"etc/systemd/system/", D, "outside"),
+            (b"etc/systemd/systemx/a", F, "outside"),
+            (
+                b"var/zdbfs/bin/../../../root/.ssh/authorized_keys",
+                F,
+                "`..`",
+            ),
+            (b"var/zdbfs/..", D, "`..`"),
+            (b"/var/zdbfs/bin/zdb", F, "absolute"),
+            (b"./var/zdbfs/bin/zdb", F, "`.` or empty"),
+            (b"var//zdbfs/bin/zdb", F, "`.` or empty"),
+            (b"var/zdbfs/bin/", F, "`.` or empty"),
+            (b"var/zdbfs/bin/\xff", F, "not UTF-8"),
+            (b"var/zdbfs/bin/a\rb", F, "control character"),
+            (
+                b"var/zdbfs/bin/sh",
+                tar::EntryType::Symlink,
+                "symlink (to /bin/sh)",
+            ),
+            (
+                b"var/zdbfs/bin/sh",
+                tar::EntryType::Link,
+                "hard link (to /bin/sh)",
+            ),
+            (b"var/zdbfs/dev", tar::EntryType::Block, "a block device"),
+            (b"var/zdbfs/dev", tar::EntryType::Char, "a character device"),
+            (b"var/zdbfs/f", tar::EntryType::GNUSparse, "of type `S`"),
+            (b"var/zdbfs/f", tar::EntryType::Continuous, "of type `7`"),
+        ];
+        for (name, kind, why) in refused {
+            let got = refusal(name, *kind, 0o644, Some(b"/bin/sh")).unwrap_or_default();
+            assert!(
+                got.contains(why),
+                "{:?}: {got:?}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        let got = refusal(b"var/zdbfs/bin/su", F, 0o4755, None).unwrap();
+        assert_eq!(got, "mode 4755 has a setuid, setgid or sticky bit");
+        assert!(refusal(b"var/zdbfs/spool", D, 0o1777, None).is_some());
+    }
+
+    #[test]
+    fn an_entry_verify_would_refuse_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut list = entries(dir.path());
+        list[2].path = "etc/systemd/system/a\nb.service".into();
+        let target = dir.path().join("out.tar.gz");
+        let err = write(&list, 0, &target).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a\\nb.service: has a control character"),
+            "{err}"
+        );
+        assert_eq!(err.exit_code(), crate::image::exit::UNSAFE_ENTRY);
+        assert!(!target.exists());
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! `qsfs-image verify`: checks a tarball, or an installed tree, against its `MANIFEST`.
 //!
-//! Every difference is listed, never only the first:
+//! A tarball is first read entry by entry: one that must never be unpacked (see
+//! [`tarball::refusal`]: outside the image's directories, `..`, absolute, a link, a special
+//! file) refuses the whole tarball, every such entry named, before its `MANIFEST` is parsed.
+//! A `MANIFEST` that lists such a path is refused the same way.
+//!
+//! Then every difference is listed, never only the first:
 //! * **missing**: an entry of the `MANIFEST` is absent;
 //! * **changed**: type, mode, size, content (sha256) or, in a tarball, owner differ; also a
 //!   secret config readable by others, and a tarball whose sha256 is not the one in the
@@ -14,7 +19,7 @@
 
 use super::layout::{self, DEFAULT_SUFFIX, SECRET_FILES};
 use super::tree::{EntryInfo, ImageManifest, Role};
-use super::{tarball, Error};
+use super::{sign, tarball, Error};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -84,6 +89,23 @@ pub struct Report {
     pub ok: bool,
     /// Every finding, failures first.
     pub findings: Vec<Finding>,
+    /// For a tarball: whether, and by whom, its origin was checked.
+    pub origin: Option<Origin>,
+}
+
+/// Who vouches for a tarball.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "checked", rename_all = "snake_case")]
+pub enum Origin {
+    /// With `--key`: `SHA256SUMS` is signed by that key and lists the tarball's sha256.
+    Signed {
+        /// The key id.
+        key_id: String,
+        /// The signed comment (when it was signed).
+        trusted_comment: String,
+    },
+    /// Without `--key`: nothing says who built the tarball.
+    NotChecked,
 }
 
 impl Report {
@@ -95,6 +117,7 @@ impl Report {
             checked: manifest.entries.len(),
             ok: !findings.iter().any(|f| f.kind.is_failure()),
             findings,
+            origin: None,
         }
     }
 
@@ -117,6 +140,21 @@ impl Report {
             self.failures(),
             if self.failures() == 1 { "" } else { "s" }
         ));
+        match &self.origin {
+            Some(Origin::Signed {
+                key_id,
+                trusted_comment,
+            }) => text.push_str(&format!(
+                "origin: signed by key {key_id} ({trusted_comment}): {} beside it verifies and \
+                 lists this tarball's sha256\n",
+                sign::SIGNATURE
+            )),
+            Some(Origin::NotChecked) => text.push_str(
+                "origin NOT checked (no --key): SHA256SUMS beside the tarball proves nothing \
+                 about who built it; verify --key PUB checks its signature\n",
+            ),
+            None => {}
+        }
         text
     }
 }
@@ -196,7 +234,9 @@ fn not_an_image(path: &Path, message: impl Into<String>) -> Error {
 }
 
 /// Reads every entry of a tarball: its `MANIFEST` text, what was found per path, entries that
-/// appear twice, and the sha256 of the whole file.
+/// appear twice, and the sha256 of the whole file. Any entry that must never be unpacked
+/// ([`tarball::refusal`]) refuses the whole tarball, every such entry named, before its
+/// `MANIFEST` is parsed.
 #[allow(clippy::type_complexity)]
 fn read_tarball(
     path: &Path,
@@ -216,21 +256,34 @@ fn read_tarball(
     let mut manifest = None;
     let mut observed = BTreeMap::new();
     let mut twice = Vec::new();
+    let mut refused = Vec::new();
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let header = entry.header().clone();
+        let mode = header.mode().map_err(bad)? & 0o7777;
+        let why = tarball::refusal(
+            &entry.path_bytes(),
+            header.entry_type(),
+            mode,
+            entry.link_name_bytes().as_deref(),
+        );
+        if let Some(why) = why {
+            let name = String::from_utf8_lossy(&entry.path_bytes())
+                .escape_debug()
+                .to_string();
+            refused.push((name, why));
+            continue;
+        }
         let name = entry
             .path()
             .map_err(bad)?
             .to_string_lossy()
             .trim_end_matches('/')
             .to_string();
-        let kind = match header.entry_type() {
-            tar::EntryType::Regular => "file",
-            tar::EntryType::Directory => "dir",
-            tar::EntryType::Symlink => "symlink",
-            tar::EntryType::Link => "hard link",
-            _ => "special file",
+        let kind = if header.entry_type().is_dir() {
+            "dir"
+        } else {
+            "file"
         };
         let mut content = Vec::new();
         let sha256 = if kind == "file" {
@@ -249,7 +302,7 @@ fn read_tarball(
         }
         let seen = Observed {
             kind,
-            mode: header.mode().map_err(bad)? & 0o7777,
+            mode,
             owner: Some((header.uid().map_err(bad)?, header.gid().map_err(bad)?)),
             size: header.size().map_err(bad)?,
             sha256,
@@ -257,6 +310,12 @@ fn read_tarball(
         if observed.insert(name.clone(), seen).is_some() {
             twice.push(name);
         }
+    }
+    if !refused.is_empty() {
+        return Err(Error::UnsafeEntries {
+            path: path.to_path_buf(),
+            entries: refused,
+        });
     }
     // Read to the end so the whole file is hashed (and the gzip trailer checked).
     let mut gzip = archive.into_inner();
@@ -266,9 +325,53 @@ fn read_tarball(
     Ok((manifest, observed, twice, raw.finish()))
 }
 
-/// Verifies a tarball against the `MANIFEST` inside it, and against `SHA256SUMS` beside it.
-pub fn verify_tarball(path: &Path) -> Result<Report, Error> {
+/// With `--key`: checks, before anything in the tarball is read, that `SHA256SUMS` beside it
+/// is signed by the public key in the file `key` and lists the tarball's sha256; returns the
+/// origin and that sha256.
+fn check_origin(path: &Path, key: &Path) -> Result<(Origin, String), Error> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let signed = sign::check_sums(crate::fsutil::parent(path), key)?;
+    let not_signed = |message: String| Error::NotSigned {
+        path: path.to_path_buf(),
+        message,
+    };
+    let expected = tarball::sha256_in(&signed.text, &name).ok_or_else(|| {
+        not_signed(format!(
+            "the signed {} has no line for {name}",
+            tarball::SUMS
+        ))
+    })?;
+    let (actual, _) = super::fsutil::sha256_file(path)?;
+    if actual != expected {
+        return Err(not_signed(format!(
+            "sha256 {actual}, the signed {} says {expected}: it changed after it was signed",
+            tarball::SUMS
+        )));
+    }
+    let origin = Origin::Signed {
+        key_id: signed.key_id,
+        trusted_comment: signed.trusted_comment,
+    };
+    Ok((origin, expected))
+}
+
+/// Verifies a tarball against the `MANIFEST` inside it, and against `SHA256SUMS` beside it;
+/// with `key` (a minisign public key file), refuses it unless `SHA256SUMS` is signed by that
+/// key and lists the tarball's sha256.
+pub fn verify_tarball(path: &Path, key: Option<&Path>) -> Result<Report, Error> {
+    let signed = key.map(|key| check_origin(path, key)).transpose()?;
     let (manifest_text, mut observed, twice, sha256) = read_tarball(path)?;
+    if let Some((_, expected)) = &signed {
+        if sha256 != *expected {
+            return Err(Error::NotSigned {
+                path: path.to_path_buf(),
+                message: format!("changed while it was verified (sha256 now {sha256})"),
+            });
+        }
+    }
     let Some(manifest_text) = manifest_text else {
         return Err(not_an_image(
             path,
@@ -276,31 +379,15 @@ pub fn verify_tarball(path: &Path) -> Result<Report, Error> {
         ));
     };
     let manifest = ImageManifest::parse(&manifest_text, path)?;
+    refuse_unsafe_listed(&manifest, path)?;
     let mut findings = Vec::new();
-    let tarball_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    match tarball::read_sha256sums(dir, &tarball_name) {
-        Some(expected) if expected == sha256 => {}
-        Some(expected) => findings.push(Finding {
-            kind: FindingKind::Changed,
-            path: path.display().to_string(),
-            detail: format!("sha256 {sha256}, SHA256SUMS beside it says {expected}"),
-        }),
-        None => findings.push(Finding {
-            kind: FindingKind::Note,
-            path: path.display().to_string(),
-            detail: format!(
-                "no line for it in {} (the tarball's own sha256 is {sha256})",
-                dir.join("SHA256SUMS").display()
-            ),
-        }),
-    }
+    let origin = match signed {
+        Some((origin, _)) => origin,
+        None => {
+            findings.extend(unsigned_sums(path, &sha256));
+            Origin::NotChecked
+        }
+    };
     for name in twice {
         findings.push(Finding {
             kind: FindingKind::Extra,
@@ -322,7 +409,73 @@ pub fn verify_tarball(path: &Path) -> Result<Report, Error> {
             detail: format!("{} not in the MANIFEST", seen.kind),
         });
     }
-    Ok(Report::new(path, &manifest, findings))
+    let mut report = Report::new(path, &manifest, findings);
+    report.origin = Some(origin);
+    Ok(report)
+}
+
+/// Without `--key`: the tarball against the (unsigned) `SHA256SUMS` beside it, which catches
+/// damage but not a forgery.
+fn unsigned_sums(path: &Path, sha256: &str) -> Option<Finding> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = crate::fsutil::parent(path);
+    match tarball::read_sha256sums(dir, &name) {
+        Some(expected) if expected == sha256 => None,
+        Some(expected) => Some(Finding {
+            kind: FindingKind::Changed,
+            path: path.display().to_string(),
+            detail: format!("sha256 {sha256}, SHA256SUMS beside it says {expected}"),
+        }),
+        None => Some(Finding {
+            kind: FindingKind::Note,
+            path: path.display().to_string(),
+            detail: format!(
+                "no line for it in {} (the tarball's own sha256 is {sha256})",
+                dir.join(tarball::SUMS).display()
+            ),
+        }),
+    }
+}
+
+/// Refuses a `MANIFEST` that lists an entry no image may hold ([`tarball::refusal`]): in a
+/// tree, checking it would read files outside the image.
+fn refuse_unsafe_listed(manifest: &ImageManifest, origin: &Path) -> Result<(), Error> {
+    let refused: Vec<(String, String)> = manifest
+        .entries
+        .iter()
+        .filter_map(|e| {
+            let why = match e.kind.as_str() {
+                "dir" => tarball::refusal(
+                    e.path.as_bytes(),
+                    tar::EntryType::Directory,
+                    e.mode_bits(),
+                    None,
+                ),
+                "file" => tarball::refusal(
+                    e.path.as_bytes(),
+                    tar::EntryType::Regular,
+                    e.mode_bits(),
+                    None,
+                ),
+                other => Some(format!(
+                    "is listed as a `{}`: an image holds only files and directories",
+                    other.escape_debug()
+                )),
+            }?;
+            Some((format!("{} (in the MANIFEST)", e.path.escape_debug()), why))
+        })
+        .collect();
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::UnsafeEntries {
+            path: origin.to_path_buf(),
+            entries: refused,
+        })
+    }
 }
 
 /// Reads the `MANIFEST` of an installed tree (or the one given).
@@ -378,6 +531,7 @@ fn observe(path: &Path) -> std::io::Result<Observed> {
 /// Verifies an installed tree under `root` against its `MANIFEST` (or `manifest`).
 pub fn verify_root(root: &Path, manifest: Option<&Path>) -> Result<Report, Error> {
     let image = read_tree_manifest(root, manifest)?;
+    refuse_unsafe_listed(&image, manifest.unwrap_or(&root.join(layout::MANIFEST)))?;
     let mut findings = Vec::new();
     for expected in &image.entries {
         let path = root.join(&expected.path);

@@ -131,16 +131,24 @@ impl Fixture {
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[])
+    }
+
+    /// [`Fixture::run`] with more environment variables, whose values must not be printed
+    /// either (passwords).
+    fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let output = Command::new(env!("CARGO_BIN_EXE_qsfs-image"))
             .args(args)
             .current_dir(self.path())
             .env("SOURCE_DATE_EPOCH", EPOCH)
             .env("XDG_CACHE_HOME", self.path().join("cache"))
+            .env_remove("QSFS_IMAGE_KEY_PASSWORD")
+            .envs(env.iter().copied())
             .output()
             .expect("run qsfs-image");
         for stream in [&output.stdout, &output.stderr] {
             let text = String::from_utf8_lossy(stream);
-            for secret in SECRETS {
+            for secret in SECRETS.iter().chain(env.iter().map(|(_, value)| value)) {
                 assert!(
                     !text.contains(secret),
                     "qsfs-image printed a secret:\n{text}"
@@ -379,14 +387,28 @@ fn verify_a_tarball_against_its_manifest_and_sha256sums() {
     assert_code(&verify, 0);
 
     // Repacked with one changed byte: the MANIFEST names the file.
+    let mut entries = read_entries(&tarball);
+    let zstor = entries
+        .iter_mut()
+        .find(|e| e.name == b"var/zdbfs/bin/zstor")
+        .unwrap();
+    zstor.body[15] ^= 0x01;
+    let evil = f.path().join("evil/qsfs-1.0.0-x86_64.tar.gz");
+    write_entries(&entries, &evil);
+    std::fs::remove_file(f.path().join("evil/SHA256SUMS")).unwrap();
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 1);
+    let report = text(&verify.stdout);
+    assert!(
+        report.contains("CHANGED   var/zdbfs/bin/zstor: sha256 "),
+        "{report}"
+    );
+    assert!(report.contains("NOTE"), "no SHA256SUMS beside it: {report}");
+
+    // Repacked with `tar -czf … etc var`: the entries for etc/ and var/ would change the modes
+    // of system directories when unpacked, so they are refused.
     let root = f.root("repack");
     unpack(&tarball, &root);
-    let zstor = root.join("var/zdbfs/bin/zstor");
-    let mut bytes = std::fs::read(&zstor).unwrap();
-    bytes[15] ^= 0x01;
-    std::fs::write(&zstor, bytes).unwrap();
-    std::fs::create_dir_all(f.path().join("evil")).unwrap();
-    let evil = f.path().join("evil/qsfs-1.0.0-x86_64.tar.gz");
     let status = Command::new("tar")
         .args([
             "--sort=name",
@@ -403,13 +425,10 @@ fn verify_a_tarball_against_its_manifest_and_sha256sums() {
         .unwrap();
     assert!(status.success());
     let verify = f.run(&["verify", evil.to_str().unwrap()]);
-    assert_code(&verify, 1);
-    let report = text(&verify.stdout);
-    assert!(
-        report.contains("CHANGED   var/zdbfs/bin/zstor: sha256 "),
-        "{report}"
-    );
-    assert!(report.contains("NOTE"), "no SHA256SUMS beside it: {report}");
+    assert_code(&verify, 86);
+    let stderr = text(&verify.stderr);
+    assert!(stderr.contains("\n  etc/: outside var/zdbfs/"), "{stderr}");
+    assert!(stderr.contains("\n  var/: outside var/zdbfs/"), "{stderr}");
 
     // The original, against a SHA256SUMS that does not match it.
     std::fs::write(
@@ -893,4 +912,462 @@ fn bad_inputs_each_have_their_error_and_exit_code_and_leave_nothing() {
 
     // And after all that, the same inputs build.
     assert_code(&f.run(&strs(&with(&[]))), 0);
+}
+
+/// One tar entry, for tarballs the builder never writes (`tar::Header::set_path` refuses `..`,
+/// so names are copied into the header as they are).
+struct RawEntry {
+    name: Vec<u8>,
+    kind: tar::EntryType,
+    mode: u32,
+    body: Vec<u8>,
+    link: Option<Vec<u8>>,
+}
+
+impl RawEntry {
+    fn file(name: &str, mode: u32, body: &[u8]) -> RawEntry {
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind: tar::EntryType::Regular,
+            mode,
+            body: body.to_vec(),
+            link: None,
+        }
+    }
+
+    fn other(name: &str, kind: tar::EntryType, link: Option<&str>) -> RawEntry {
+        RawEntry {
+            name: name.as_bytes().to_vec(),
+            kind,
+            mode: 0o755,
+            body: Vec::new(),
+            link: link.map(|l| l.as_bytes().to_vec()),
+        }
+    }
+}
+
+fn read_entries(tarball: &Path) -> Vec<RawEntry> {
+    let file = std::fs::File::open(tarball).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut entries = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut body).unwrap();
+        entries.push(RawEntry {
+            name: entry.path_bytes().into_owned(),
+            kind: entry.header().entry_type(),
+            mode: entry.header().mode().unwrap(),
+            body,
+            link: entry.link_name_bytes().map(|l| l.into_owned()),
+        });
+    }
+    entries
+}
+
+/// Writes `entries` as a gzipped tarball at `target`, and its line in `SHA256SUMS` beside it
+/// (what someone who repacks a tarball would do).
+fn write_entries(entries: &[RawEntry], target: &Path) {
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(target).unwrap();
+    let gzip = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut builder = tar::Builder::new(gzip);
+    for entry in entries {
+        let mut header = tar::Header::new_ustar();
+        header.as_ustar_mut().unwrap().name[..entry.name.len()].copy_from_slice(&entry.name);
+        header.set_entry_type(entry.kind);
+        header.set_mode(entry.mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_size(entry.body.len() as u64);
+        if let Some(link) = &entry.link {
+            header.as_ustar_mut().unwrap().linkname[..link.len()].copy_from_slice(link);
+        }
+        header.set_cksum();
+        builder.append(&header, &entry.body[..]).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+    let name = target.file_name().unwrap().to_str().unwrap();
+    std::fs::write(
+        target.with_file_name("SHA256SUMS"),
+        format!("{}  {name}\n", qsfs_sha256(target)),
+    )
+    .unwrap();
+}
+
+/// The entries of a built tarball plus `extra`; with `listed`, the extra files are also in the
+/// `MANIFEST` (with their true size and sha256), so that only the entry rules can catch them.
+fn repack(f: &Fixture, extra: Vec<RawEntry>, listed: bool) -> PathBuf {
+    let mut entries = read_entries(&f.tarball("out", "1.0.0"));
+    if listed {
+        let manifest = entries
+            .iter_mut()
+            .find(|e| e.name == b"var/zdbfs/MANIFEST")
+            .unwrap();
+        let mut text = String::from_utf8(manifest.body.clone()).unwrap();
+        for e in extra.iter().filter(|e| e.kind == tar::EntryType::Regular) {
+            let dir = tempfile::tempdir().unwrap();
+            let body = dir.path().join("body");
+            std::fs::write(&body, &e.body).unwrap();
+            text.push_str(&format!(
+                "\n[[entries]]\npath = {:?}\ntype = \"file\"\nmode = \"{:04o}\"\nsize = {}\nsha256 = \"{}\"\nrole = \"config\"\n",
+                String::from_utf8_lossy(&e.name),
+                e.mode,
+                e.body.len(),
+                qsfs_sha256(&body)
+            ));
+        }
+        manifest.body = text.into_bytes();
+    }
+    entries.extend(extra);
+    let target = f.path().join("evil/qsfs-1.0.0-x86_64.tar.gz");
+    write_entries(&entries, &target);
+    target
+}
+
+#[test]
+fn entries_outside_the_image_escaping_or_not_plain_are_refused_before_the_manifest_is_trusted() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+
+    // The reproduction: both entries are in the tarball's own MANIFEST and SHA256SUMS
+    // matches, so only the entry rules can refuse them.
+    let escaping = "var/zdbfs/bin/../../../root/.ssh/authorized_keys";
+    let evil = repack(
+        &f,
+        vec![
+            RawEntry::file("etc/cron.d/x", 0o644, b"* * * * * root /bin/sh -c id\n"),
+            RawEntry::file(escaping, 0o600, b"ssh-ed25519 AAAA attacker\n"),
+        ],
+        true,
+    );
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 86);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains(
+            "etc/cron.d/x: outside var/zdbfs/, etc/systemd/system/ and etc/systemd/system-preset/"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{escaping}: has a `..` component")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 entries"), "{stderr}");
+    assert!(!text(&verify.stdout).contains("0 failures"));
+
+    // Each other kind of entry that must never be unpacked, each with its reason.
+    let cases = [
+        (
+            RawEntry::file("/etc/passwd", 0o644, b"root::0:0::/:/bin/sh\n"),
+            "/etc/passwd: is an absolute path",
+        ),
+        (
+            RawEntry::other("var/zdbfs/bin/sh", tar::EntryType::Symlink, Some("/bin/sh")),
+            "var/zdbfs/bin/sh: is a symlink (to /bin/sh)",
+        ),
+        (
+            RawEntry::other(
+                "var/zdbfs/bin/zdb2",
+                tar::EntryType::Link,
+                Some("var/zdbfs/bin/zdb"),
+            ),
+            "var/zdbfs/bin/zdb2: is a hard link (to var/zdbfs/bin/zdb)",
+        ),
+        (
+            RawEntry::other("var/zdbfs/fifo", tar::EntryType::Fifo, None),
+            "var/zdbfs/fifo: is a fifo",
+        ),
+        (
+            RawEntry::other("etc/", tar::EntryType::Directory, None),
+            "etc/: outside var/zdbfs/",
+        ),
+        (
+            RawEntry::other("etc/systemd/system/", tar::EntryType::Directory, None),
+            "etc/systemd/system/: outside var/zdbfs/",
+        ),
+        (
+            RawEntry::file("var/zdbfs/bin/./zdb", 0o755, b"#!/bin/sh\n"),
+            "var/zdbfs/bin/./zdb: has a `.` or empty component",
+        ),
+        (
+            RawEntry::file("var/zdbfs/bin/su", 0o4755, b"#!/bin/sh\n"),
+            "var/zdbfs/bin/su: mode 4755 has a setuid, setgid or sticky bit",
+        ),
+        (
+            RawEntry::file("var/zdbfs/bin/x\nverify: 0 failures", 0o755, b"#!/bin/sh\n"),
+            "var/zdbfs/bin/x\\nverify: 0 failures: has a control character",
+        ),
+    ];
+    for (entry, reason) in cases {
+        let evil = repack(&f, vec![entry], true);
+        let verify = f.run(&["verify", evil.to_str().unwrap()]);
+        assert_code(&verify, 86);
+        let stderr = text(&verify.stderr);
+        assert!(stderr.contains(reason), "{reason:?} not in:\n{stderr}");
+    }
+
+    // A MANIFEST listing a path outside the image: checking a tree against it would read files
+    // outside the root.
+    let root = f.root("tree");
+    unpack(&f.tarball("out", "1.0.0"), &root);
+    let manifest = root.join("var/zdbfs/MANIFEST");
+    let mut listed = std::fs::read_to_string(&manifest).unwrap();
+    listed.push_str("\n[[entries]]\npath = \"var/zdbfs/../../etc/shadow\"\ntype = \"file\"\nmode = \"0640\"\nsize = 1\nsha256 = \"00\"\nrole = \"config\"\n");
+    std::fs::write(&manifest, listed).unwrap();
+    let verify = f.run(&["verify", "--root", root.to_str().unwrap()]);
+    assert_code(&verify, 86);
+    assert!(
+        text(&verify.stderr)
+            .contains("var/zdbfs/../../etc/shadow (in the MANIFEST): has a `..` component"),
+        "{}",
+        text(&verify.stderr)
+    );
+
+    // Inside the image but not in its MANIFEST: an extra entry, a failure.
+    let evil = repack(
+        &f,
+        vec![RawEntry::file("var/zdbfs/bin/extra", 0o755, b"#!/bin/sh\n")],
+        false,
+    );
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 1);
+    let report = text(&verify.stdout);
+    assert!(
+        report.contains("EXTRA     var/zdbfs/bin/extra: file not in the MANIFEST"),
+        "{report}"
+    );
+}
+
+/// A copy of `out` (tarball, SHA256SUMS and its signature) in `name`, and its tarball.
+fn copy_out(f: &Fixture, name: &str) -> PathBuf {
+    let dir = f.root(name);
+    for file in listing(&f.path().join("out")) {
+        std::fs::copy(f.path().join("out").join(&file), dir.join(&file)).unwrap();
+    }
+    dir.join("qsfs-1.0.0-x86_64.tar.gz")
+}
+
+#[test]
+fn a_signed_image_verifies_with_its_key_and_is_refused_when_anything_changed() {
+    let f = Fixture::new();
+    let keys = f.root("keys");
+    let (secret, public) = (keys.join("qsfs.key"), keys.join("qsfs.pub"));
+    let (secret_arg, public_arg) = (secret.to_str().unwrap(), public.to_str().unwrap());
+    let keygen = [
+        "keygen",
+        "--secret-key",
+        secret_arg,
+        "--public-key",
+        public_arg,
+        "--no-password",
+    ];
+    assert_code(&f.run(&keygen), 0);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&secret), 0o600);
+    assert_eq!(mode(&public), 0o644);
+    assert_eq!(
+        listing(&keys),
+        ["qsfs.key", "qsfs.pub"],
+        "no temporary file left"
+    );
+    let secret_bytes = std::fs::read(&secret).unwrap();
+    // Never replaces a key.
+    let again = f.run(&keygen);
+    assert_code(&again, 2);
+    assert!(
+        text(&again.stderr).contains(&format!("{secret_arg} exists")),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(std::fs::read(&secret).unwrap(), secret_bytes);
+
+    let build = f.build("out", &["--offline", "--sign", secret_arg]);
+    assert_code(&build, 0);
+    assert!(
+        text(&build.stdout).contains("signed SHA256SUMS"),
+        "{}",
+        text(&build.stdout)
+    );
+    assert_eq!(
+        listing(&f.path().join("out")),
+        [
+            "SHA256SUMS",
+            "SHA256SUMS.minisig",
+            "qsfs-1.0.0-x86_64.tar.gz"
+        ]
+    );
+    let tarball = f.tarball("out", "1.0.0");
+    let tarball_arg = tarball.to_str().unwrap();
+    let verify = f.run(&["verify", "--key", public_arg, tarball_arg]);
+    assert_code(&verify, 0);
+    let report = text(&verify.stdout);
+    assert!(report.contains("origin: signed by key "), "{report}");
+    let json = f.run(&[
+        "verify",
+        "--key",
+        public_arg,
+        tarball_arg,
+        "--format",
+        "json",
+    ]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["origin"]["checked"], "signed");
+
+    // Without --key it still verifies, and says that nothing vouches for the origin.
+    let verify = f.run(&["verify", tarball_arg]);
+    assert_code(&verify, 0);
+    assert!(
+        text(&verify.stdout).contains("origin NOT checked"),
+        "{}",
+        text(&verify.stdout)
+    );
+
+    // The tarball changed after signing.
+    let changed = copy_out(&f, "changed");
+    let mut bytes = std::fs::read(&changed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&changed, &bytes).unwrap();
+    let verify = f.run(&["verify", "--key", public_arg, changed.to_str().unwrap()]);
+    assert_code(&verify, 88);
+    let stderr = text(&verify.stderr);
+    assert!(stderr.contains(changed.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("the signed SHA256SUMS says"), "{stderr}");
+
+    // ... and SHA256SUMS edited to match it: the signature no longer verifies.
+    std::fs::write(
+        changed.with_file_name("SHA256SUMS"),
+        format!("{}  qsfs-1.0.0-x86_64.tar.gz\n", qsfs_sha256(&changed)),
+    )
+    .unwrap();
+    let verify = f.run(&["verify", "--key", public_arg, changed.to_str().unwrap()]);
+    assert_code(&verify, 87);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains("SHA256SUMS.minisig: does not verify"),
+        "{stderr}"
+    );
+
+    // Signed by another key.
+    let other = keys.join("other.pub");
+    assert_code(
+        &f.run(&[
+            "keygen",
+            "--secret-key",
+            keys.join("other.key").to_str().unwrap(),
+            "--public-key",
+            other.to_str().unwrap(),
+            "--no-password",
+        ]),
+        0,
+    );
+    let verify = f.run(&["verify", "--key", other.to_str().unwrap(), tarball_arg]);
+    assert_code(&verify, 87);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains("SHA256SUMS.minisig: made by key "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not by the key in"), "{stderr}");
+
+    // No signature at all.
+    let unsigned = copy_out(&f, "unsigned");
+    std::fs::remove_file(unsigned.with_file_name("SHA256SUMS.minisig")).unwrap();
+    let verify = f.run(&["verify", "--key", public_arg, unsigned.to_str().unwrap()]);
+    assert_code(&verify, 87);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains("SHA256SUMS.minisig: does not exist"),
+        "{stderr}"
+    );
+
+    // A build without --sign does not leave the old signature beside a new SHA256SUMS.
+    let build = f.build("out", &["--offline"]);
+    assert_code(&build, 0);
+    assert!(
+        text(&build.stdout).contains("removed the stale"),
+        "{}",
+        text(&build.stdout)
+    );
+    assert_eq!(
+        listing(&f.path().join("out")),
+        ["SHA256SUMS", "qsfs-1.0.0-x86_64.tar.gz"]
+    );
+}
+
+#[test]
+fn a_password_protected_key_takes_its_password_from_the_environment() {
+    let f = Fixture::new();
+    let keys = f.root("keys");
+    let (secret, public) = (keys.join("qsfs.key"), keys.join("qsfs.pub"));
+    let (secret_arg, public_arg) = (secret.to_str().unwrap(), public.to_str().unwrap());
+    let keygen = [
+        "keygen",
+        "--secret-key",
+        secret_arg,
+        "--public-key",
+        public_arg,
+    ];
+    let password = [("QSFS_IMAGE_KEY_PASSWORD", "correct horse battery")];
+    let wrong = [("QSFS_IMAGE_KEY_PASSWORD", "wrong horse battery")];
+
+    // No password given and no terminal to ask on: refused, nothing written.
+    let refused = f.run(&keygen);
+    assert_code(&refused, 2);
+    assert!(
+        text(&refused.stderr).contains("QSFS_IMAGE_KEY_PASSWORD"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(listing(&keys), Vec::<String>::new());
+    assert_code(&f.run_env(&keygen, &password), 0);
+    let text_of_key = std::fs::read_to_string(&secret).unwrap();
+    assert!(text_of_key.contains("password-protected"), "{text_of_key}");
+
+    // Wrong or no password: refused before anything is built.
+    for env in [&wrong[..], &[]] {
+        let build = f.run_env(
+            &[
+                "build",
+                "--manifest",
+                f.manifest().to_str().unwrap(),
+                "-o",
+                "out",
+                "--offline",
+                "--sign",
+                secret_arg,
+            ],
+            env,
+        );
+        assert_code(&build, 78);
+        let stderr = text(&build.stderr);
+        assert!(stderr.contains(secret_arg), "{stderr}");
+        assert!(
+            stderr.contains("wrong password") || stderr.contains("set QSFS_IMAGE_KEY_PASSWORD"),
+            "{stderr}"
+        );
+        assert_eq!(listing(&f.path().join("out")), Vec::<String>::new());
+    }
+    let build = f.run_env(
+        &[
+            "build",
+            "--manifest",
+            f.manifest().to_str().unwrap(),
+            "-o",
+            "out",
+            "--offline",
+            "--sign",
+            secret_arg,
+        ],
+        &password,
+    );
+    assert_code(&build, 0);
+    let tarball = f.tarball("out", "1.0.0");
+    assert_code(
+        &f.run(&["verify", "--key", public_arg, tarball.to_str().unwrap()]),
+        0,
+    );
 }
