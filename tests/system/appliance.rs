@@ -714,6 +714,16 @@ fn scenarios_5_to_7_stop_restart_restore() {
             "{journal}"
         );
         assert_photos_intact(&fresh, dir, 0..24);
+        // Only the last data file came back with the restore: the older ones came through
+        // the hook's missing-data (which zdb's sandbox must let reach the zstor daemon).
+        let fetched = fresh.ok(
+            "journalctl -u qsfs-zdb -o json --no-pager | grep -c '\"QSFS_EVENT\":\"missing-data\"' || true",
+        );
+        assert!(
+            fetched.trim().parse::<u32>().unwrap_or(0) > 0,
+            "missing data files were fetched back:\n{}",
+            fresh.dump()
+        );
         fresh.wait_healthy(Duration::from_secs(60));
     }
     drop(backends);
