@@ -11,3 +11,4 @@ mod container;
 mod dbus_client;
 mod health;
 mod logging;
+mod sandbox;
