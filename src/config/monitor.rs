@@ -356,6 +356,8 @@ new_size = 100
             })
             .map(|line| format!("{line}\n"))
             .collect();
+        // The file describes the eVDC password without a value (it is a secret).
+        let uncommented = format!("{uncommented}password = \"p\"\n");
         let all = load(&uncommented).unwrap();
         let defaults = load(&text).unwrap();
         assert!(all.vdc_config.is_some());
@@ -369,6 +371,18 @@ new_size = 100
             ..defaults
         };
         assert_eq!(all, expected);
+    }
+
+    /// The monitor config may hold the eVDC password, so the shipped file describes the key
+    /// and gives no value for it to copy (this file is mode 0600, like the other secrets).
+    #[test]
+    fn the_shipped_file_shows_no_password_value() {
+        let text = include_str!("../../etc/monitor_config.toml");
+        for line in text.lines() {
+            let line = line.trim_start_matches(['#', ' ']);
+            assert!(!line.starts_with("password"), "{line}");
+        }
+        assert!(text.contains("`password`"), "the key is described");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! * `NAME` missing: install it from `NAME.default` (atomically, with the default's mode);
 //! * `NAME` equal to the default it was installed from (recorded by sha256 in
 //!   `var/zdbfs/etc/.installed-defaults`), i.e. never edited: replace it with the new default;
+//!   a secret is never recorded (its hash would let it be guessed), so an installed secret
+//!   that differs from its default is always kept;
 //! * otherwise the operator edited it: keep it, and say so when the new default differs
 //!   (merge by hand from `NAME.default`).
 //!
@@ -20,10 +22,10 @@
 //! `prometheus_port` that is taken.
 
 use super::fsutil::{sha256_file, write_atomic};
-use super::layout::{self, DEFAULT_SUFFIX, SECRET_FILES};
+use super::layout::{self, DEFAULT_SUFFIX, PRIVATE_FILES, SECRET_FILES};
 use super::render::{self, check_rendered, validate_config};
 use super::site::SiteSettings;
-use super::tree::ImageManifest;
+use super::tree::{ImageManifest, Role};
 use super::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -36,6 +38,7 @@ pub const RECORD: &str = ".installed-defaults";
 const RECORD_HEADER: &str = "\
 # Written by `qsfs-image install-config`: the sha256 of the shipped default each config was
 # last installed from. A config still equal to it was never edited and follows new defaults.
+# Secrets are not listed (their hash would let them be guessed): an installed one is kept.
 ";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -90,11 +93,20 @@ fn install_from(root: &Path, image: &ImageManifest) -> Result<Vec<Action>, Error
         Err(_) => Record::default(),
     };
     let mut actions = Vec::new();
-    let mut changed = false;
+    // An older install-config recorded secrets too: their hashes go.
+    let before = record.installed.len();
+    record
+        .installed
+        .retain(|name, _| !SECRET_FILES.contains(&name.as_str()));
+    let mut changed = record.installed.len() != before;
     for (default, live) in image.configs() {
         let name = live.rsplit('/').next().unwrap_or(&live).to_string();
         let shown = format!("/{live}");
         let default_path = root.join(&default.path);
+        if default.role == Role::Secret {
+            actions.push(install_secret(&default_path, &root.join(&live), shown)?);
+            continue;
+        }
         let default_sha = match sha256_file(&default_path) {
             Ok((sha, _)) => sha,
             Err(_) => {
@@ -153,6 +165,30 @@ fn install_from(root: &Path, image: &ImageManifest) -> Result<Vec<Action>, Error
     Ok(actions)
 }
 
+/// Installs a secret from its shipped default (`default`) when it is missing. The `MANIFEST`
+/// and the record hold no hash of a secret, so an installed one whose content differs from
+/// the default cannot be told apart from an edited one: it is always kept.
+fn install_secret(default: &Path, live: &Path, shown: String) -> Result<Action, Error> {
+    let bytes = match std::fs::read(default) {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return Ok(Action::Skipped(
+                shown,
+                format!("its default {} is missing", default.display()),
+            ))
+        }
+    };
+    match std::fs::read(live) {
+        Ok(current) if current == bytes => Ok(Action::Unchanged(shown)),
+        Ok(_) => Ok(Action::Kept(shown)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_atomic(live, &bytes, 0o600)?;
+            Ok(Action::Installed(shown))
+        }
+        Err(e) => Err(Error::io(live, e)),
+    }
+}
+
 /// The configs `check-config` knows, by short name.
 pub const CHECKS: &[(&str, &str)] = &[
     ("zstor", layout::ZSTOR_CONFIG),
@@ -204,7 +240,7 @@ pub fn check_config(root: &Path, names: &[&str]) -> Vec<String> {
             continue;
         };
         let mode = meta.permissions().mode() & 0o7777;
-        if SECRET_FILES.contains(name) && mode & 0o077 != 0 {
+        if PRIVATE_FILES.contains(name) && mode & 0o077 != 0 {
             problems.push(format!(
                 "{} holds secrets but other users can read it (mode {mode:04o}): chmod 600 {}",
                 path.display(),
@@ -454,8 +490,7 @@ pub fn configure(root: &Path, site: &Path, force: bool) -> Result<Vec<PathBuf>, 
     let mut written = Vec::new();
     for file in &files {
         let path = etc.join(file.name);
-        let mode = if file.secret { 0o600 } else { 0o644 };
-        write_atomic(&path, file.text.as_bytes(), mode)?;
+        write_atomic(&path, file.text.as_bytes(), layout::config_mode(file.name))?;
         written.push(path);
     }
     Ok(written)
@@ -491,8 +526,9 @@ mod tests {
                         "0644"
                     }
                     .into(),
-                    size: bytes.len() as u64,
-                    sha256: Some(crate::image::fsutil::sha256_reader(*bytes).unwrap().0),
+                    size: (*role != Role::Secret).then_some(bytes.len() as u64),
+                    sha256: (*role != Role::Secret)
+                        .then(|| crate::image::fsutil::sha256_reader(*bytes).unwrap().0),
                     role: *role,
                 })
                 .collect(),
@@ -516,6 +552,12 @@ mod tests {
         ship(root, "a.toml", b"a1");
         ship(root, "b.env", b"b1");
         ship(root, "minio.env", b"s1");
+        // The record of an older install-config, which listed the secret's hash.
+        std::fs::write(
+            root.join(layout::ETC).join(RECORD),
+            "[installed]\n\"minio.env\" = \"00\"\n",
+        )
+        .unwrap();
         let v1 = image(&[
             ("a.toml", b"a1", Role::Config),
             ("b.env", b"b1", Role::Config),
@@ -532,6 +574,8 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+        let record = std::fs::read_to_string(root.join(layout::ETC).join(RECORD)).unwrap();
+        assert!(!record.contains("minio.env"), "{record}");
         // Running again changes nothing.
         let actions = install_from(root, &v1).unwrap();
         assert!(
@@ -566,6 +610,14 @@ mod tests {
             Action::Unchanged("/var/zdbfs/etc/a.toml".into())
         );
         assert_eq!(live(root, "a.toml"), "a1 edited");
+
+        // A secret whose installed copy differs from the new default is kept: without a hash
+        // there is no telling an edited one from an unedited one.
+        ship(root, "minio.env", b"s2");
+        let v3 = image(&[("minio.env", b"s2", Role::Secret)]);
+        let actions = install_from(root, &v3).unwrap();
+        assert_eq!(actions, [Action::Kept("/var/zdbfs/etc/minio.env".into())]);
+        assert_eq!(live(root, "minio.env"), "s1");
     }
 
     #[test]

@@ -76,8 +76,21 @@ pub mod layout {
     pub const MONITOR_CONFIG: &str = "monitor_config.toml";
     /// MinIO's credentials (secret).
     pub const MINIO_ENV: &str = "minio.env";
-    /// The config files that hold secrets (always mode 0600).
+    /// The config files that hold secrets: always mode 0600, and no `MANIFEST` or install
+    /// record carries their sha256 or size (a secret could be guessed offline from them).
     pub const SECRET_FILES: &[&str] = &[ZSTOR_CONFIG, MINIO_ENV];
+    /// The config files that hold or may hold secrets (the monitor config may hold the eVDC
+    /// password): always mode 0600, and `check-config` refuses one that others can read.
+    pub const PRIVATE_FILES: &[&str] = &[ZSTOR_CONFIG, MINIO_ENV, MONITOR_CONFIG];
+
+    /// The mode of config file `name`: 0600 for [`PRIVATE_FILES`], 0644 for the others.
+    pub fn config_mode(name: &str) -> u32 {
+        if PRIVATE_FILES.contains(&name) {
+            0o600
+        } else {
+            0o644
+        }
+    }
     /// The units' environment (`EnvironmentFile=`).
     pub const QSFS_ENV: &str = "qsfs.env";
     /// The appliance config read by `zdb-hook` and `qsfs-health`.

@@ -47,8 +47,6 @@ pub struct RenderedFile {
     pub name: &'static str,
     /// Its content.
     pub text: String,
-    /// Whether it holds secrets (mode 0600).
-    pub secret: bool,
 }
 
 impl std::fmt::Debug for RenderedFile {
@@ -64,23 +62,19 @@ pub fn render(site: Option<&SiteSettings>) -> Result<Vec<RenderedFile>, Error> {
     let mut files = vec![RenderedFile {
         name: QSFS_ENV,
         text: qsfs_env(site),
-        secret: false,
     }];
     if let Some(site) = site {
         files.push(RenderedFile {
             name: ZSTOR_CONFIG,
             text: zstor_config(site)?,
-            secret: true,
         });
         files.push(RenderedFile {
             name: MONITOR_CONFIG,
             text: monitor_config(site)?,
-            secret: false,
         });
         files.push(RenderedFile {
             name: MINIO_ENV,
             text: minio_env(site),
-            secret: true,
         });
     }
     files.sort_by_key(|f| f.name);
@@ -455,7 +449,6 @@ mod tests {
         let minio = parse_env(&files[MINIO_ENV].text).unwrap();
         assert_eq!(minio["MINIO_ROOT_USER"].0, "qsfs");
         assert_eq!(minio["MINIO_ROOT_PASSWORD"].0, "minio-secret-pass");
-        assert!(files[MINIO_ENV].secret && files[ZSTOR_CONFIG].secret);
         assert!(!format!("{:?}", files[MINIO_ENV]).contains("minio-secret-pass"));
     }
 

@@ -1,8 +1,8 @@
 //! The content of an image: a sorted list of entries (directories and files, each with a path,
 //! a normalized mode and a role), and the `MANIFEST` that describes them.
 //!
-//! Modes are normalized: directories 0755 (spool and state 0700), binaries 0755, secrets 0600,
-//! everything else 0644. Config files ship as `var/zdbfs/etc/NAME.default`; the
+//! Modes are normalized: directories 0755 (spool and state 0700), binaries 0755, the configs that
+//! hold or may hold secrets 0600 ([`layout::PRIVATE_FILES`]), everything else 0644. Config files ship as `var/zdbfs/etc/NAME.default`; the
 //! `qsfs-config.service` oneshot installs `NAME` from it (see [`super::install`]). System
 //! directories (`etc/`, `var/`, …) get no entries of their own, so unpacking never changes
 //! their modes or times.
@@ -36,7 +36,7 @@ pub enum Role {
     Preset,
     /// A config default (`NAME.default`), installed as `NAME` by `install-config`.
     Config,
-    /// A config default that holds secrets (mode 0600).
+    /// A config default that holds secrets (mode 0600; listed without sha256 or size).
     Secret,
     /// The `MANIFEST` itself (not listed in it).
     Manifest,
@@ -134,9 +134,10 @@ pub struct EntryInfo {
     pub kind: String,
     /// Permission bits in octal (`0755`).
     pub mode: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// sha256 (files only).
+    /// Size in bytes (never for a [`Role::Secret`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// sha256 (files only, never for a [`Role::Secret`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// What the entry is for.
@@ -263,29 +264,19 @@ pub fn plan(inputs: &Inputs) -> Result<(Vec<Entry>, ImageManifest), Error> {
         if inputs.rendered.iter().any(|r| r.name == name) {
             continue;
         }
-        let (role, mode) = if layout::SECRET_FILES.contains(&name.as_str()) {
-            (Role::Secret, 0o600)
-        } else {
-            (Role::Config, 0o644)
-        };
         entries.push(file_entry(
             format!("{}/{name}{DEFAULT_SUFFIX}", layout::ETC),
-            role,
-            mode,
+            config_role(name),
+            layout::config_mode(name),
             path,
             None,
         )?);
     }
     for file in inputs.rendered {
-        let (role, mode) = if file.secret {
-            (Role::Secret, 0o600)
-        } else {
-            (Role::Config, 0o644)
-        };
         entries.push(bytes_entry(
             format!("{}/{}{DEFAULT_SUFFIX}", layout::ETC, file.name),
-            role,
-            mode,
+            config_role(file.name),
+            layout::config_mode(file.name),
             file.text.as_bytes().to_vec(),
         ));
     }
@@ -328,14 +319,25 @@ pub fn plan(inputs: &Inputs) -> Result<(Vec<Entry>, ImageManifest), Error> {
     Ok((entries, manifest))
 }
 
-/// The `MANIFEST` line for an entry.
+/// The role of config default `name`: [`Role::Secret`] for [`layout::SECRET_FILES`].
+fn config_role(name: &str) -> Role {
+    if layout::SECRET_FILES.contains(&name) {
+        Role::Secret
+    } else {
+        Role::Config
+    }
+}
+
+/// The `MANIFEST` line for an entry. A secret's line has neither sha256 nor size: either would
+/// let a secret made from a fixed template be guessed offline.
 pub fn entry_info(entry: &Entry) -> EntryInfo {
+    let secret = entry.role == Role::Secret;
     EntryInfo {
         path: entry.path.clone(),
         kind: if entry.is_dir() { "dir" } else { "file" }.to_string(),
         mode: format!("{:04o}", entry.mode),
-        size: entry.size,
-        sha256: entry.sha256.clone(),
+        size: (!secret).then_some(entry.size),
+        sha256: entry.sha256.clone().filter(|_| !secret),
         role: entry.role,
     }
 }
@@ -443,12 +445,10 @@ mod tests {
             RenderedFile {
                 name: "qsfs.env",
                 text: "ZDB_DATASIZE=1\n".into(),
-                secret: false,
             },
             RenderedFile {
                 name: "minio.env",
                 text: "MINIO_ROOT_USER=x\n".into(),
-                secret: true,
             },
         ];
         let (entries, manifest) = plan(&Inputs {
@@ -485,7 +485,17 @@ mod tests {
             .iter()
             .find(|e| e.path == "var/zdbfs/etc/qsfs.env.default")
             .unwrap();
-        assert_eq!(env.size, "ZDB_DATASIZE=1\n".len() as u64, "rendered wins");
+        assert_eq!(
+            env.size,
+            Some("ZDB_DATASIZE=1\n".len() as u64),
+            "rendered wins"
+        );
+        let minio = manifest
+            .entries
+            .iter()
+            .find(|e| e.path == "var/zdbfs/etc/minio.env.default")
+            .unwrap();
+        assert_eq!((minio.size, minio.sha256.as_deref()), (None, None));
         assert_eq!(env.installs().as_deref(), Some("var/zdbfs/etc/qsfs.env"));
         let configs: Vec<_> = manifest.configs().map(|(_, live)| live).collect();
         assert_eq!(

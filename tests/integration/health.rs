@@ -381,7 +381,9 @@ async fn zdb_probe_on(stack: &support::upstream::Stack) {
     let pid = nix::unistd::Pid::from_raw(zdb.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let started = Instant::now();
-    let f = probes(&zdb_config(&app, &all, 300)).run(ProbeName::Zdb).await;
+    let f = probes(&zdb_config(&app, &all, 300))
+        .run(ProbeName::Zdb)
+        .await;
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert!(started.elapsed() < Duration::from_millis(5000));
     assert_eq!(f.outcome.state, State::Failed);

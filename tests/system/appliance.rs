@@ -149,6 +149,8 @@ impl Appliance {
             "/var/zdbfs/etc/monitor_config.toml",
             &format!("{defaults}reconcile_interval_secs = 10\n"),
         );
+        // It may hold the eVDC password: check-config refuses it readable by others.
+        container.ok("chmod 600 /var/zdbfs/etc/monitor_config.toml");
         Appliance { container, s3_port }
     }
 
