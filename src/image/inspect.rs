@@ -56,7 +56,7 @@ pub fn to_text(manifest: &ImageManifest) -> String {
         .collect();
     if secrets.is_empty() {
         text.push_str(
-            "secrets      none inside: supply zstor-default.toml and minio.env after unpacking \
+            "secrets      none inside: supply the credentials (zstor's config, MinIO's user and password) after unpacking \
              (qsfs-image configure --site FILE); the units refuse to start until then\n",
         );
     } else {

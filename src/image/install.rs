@@ -93,11 +93,15 @@ fn install_from(root: &Path, image: &ImageManifest) -> Result<Vec<Action>, Error
         Err(_) => Record::default(),
     };
     let mut actions = Vec::new();
-    // An older install-config recorded secrets too: their hashes go.
+    // Only this image's configs that are not secrets are recorded: an older install-config
+    // recorded the secrets' hashes too (`zstor-default.toml`, `minio.env`), which go.
+    let recorded: Vec<String> = image
+        .configs()
+        .filter(|(default, _)| default.role != Role::Secret)
+        .filter_map(|(_, live)| Some(live.rsplit('/').next()?.to_string()))
+        .collect();
     let before = record.installed.len();
-    record
-        .installed
-        .retain(|name, _| !SECRET_FILES.contains(&name.as_str()));
+    record.installed.retain(|name, _| recorded.contains(name));
     let mut changed = record.installed.len() != before;
     for (default, live) in image.configs() {
         let name = live.rsplit('/').next().unwrap_or(&live).to_string();
@@ -189,10 +193,11 @@ fn install_secret(default: &Path, live: &Path, shown: String) -> Result<Action, 
     }
 }
 
-/// The configs `check-config` knows, by short name.
+/// The configs `check-config` knows, by short name (`minio` is two files).
 pub const CHECKS: &[(&str, &str)] = &[
     ("zstor", layout::ZSTOR_CONFIG),
-    ("minio", layout::MINIO_ENV),
+    ("minio", layout::MINIO_USER),
+    ("minio", layout::MINIO_PASSWORD),
     ("monitor", layout::MONITOR_CONFIG),
     ("env", layout::QSFS_ENV),
     ("appliance", layout::QSFS_TOML),
@@ -201,13 +206,15 @@ pub const CHECKS: &[(&str, &str)] = &[
 fn what_to_put(name: &str) -> &'static str {
     match name {
         layout::ZSTOR_CONFIG => {
-            "put the zstor v0.5 config there (the 4 meta backends and the data backends with their \
-             passwords, the 64-hex encryption key), mode 0600; `qsfs-image configure --site \
-             site.toml` writes it from site settings (see image/site.example.toml)"
+            "the credential zstor.toml: `qsfs-image configure --site site.toml` writes it from \
+             site settings (see image/site.example.toml), encrypted where systemd-creds works; by \
+             hand, put the zstor v0.5 config there (the 4 meta backends and the data backends \
+             with their passwords, the 64-hex encryption key), mode 0600"
         }
-        layout::MINIO_ENV => {
-            "put MINIO_ROOT_USER=\"…\" and MINIO_ROOT_PASSWORD=\"…\" (at least 8 characters) there, \
-             mode 0600; `qsfs-image configure --site site.toml` writes it from site settings"
+        layout::MINIO_USER | layout::MINIO_PASSWORD => {
+            "a credential of MinIO: `qsfs-image configure --site site.toml` writes it from site \
+             settings; by hand, put the root user (at least 3 characters) or password (at least \
+             8) there, alone, mode 0600"
         }
         _ => "it ships with the image: unpack the image again, or run `qsfs-image configure`",
     }
@@ -247,6 +254,10 @@ pub fn check_config(root: &Path, names: &[&str]) -> Vec<String> {
                 path.display()
             ));
         }
+        // An encrypted credential is read (decrypted) only where a unit loaded it.
+        let Some(path) = readable(root, name) else {
+            continue;
+        };
         if let Err(e) = validate_config(name, &path) {
             problems.push(e.to_string());
         } else if *name == layout::ZSTOR_CONFIG && root == Path::new("/") {
@@ -264,6 +275,23 @@ pub fn check_config(root: &Path, names: &[&str]) -> Vec<String> {
         problems.extend(disagreements(root));
     }
     problems
+}
+
+/// Where config `name` of the tree under `root` can be read as its program reads it: a secret
+/// on this machine is the unit's credential when systemd loaded it
+/// ([`crate::layout::credential`]); an encrypted one elsewhere cannot be read (`None`).
+fn readable(root: &Path, name: &str) -> Option<PathBuf> {
+    let path = root.join(layout::ETC).join(name);
+    if !SECRET_FILES.contains(&name) {
+        return Some(path);
+    }
+    if root == Path::new("/") && std::env::var_os("CREDENTIALS_DIRECTORY").is_some() {
+        return Some(crate::layout::credential(
+            layout::credential_name(name),
+            &path,
+        ));
+    }
+    (!credentials_encrypted(root)).then_some(path)
 }
 
 /// The zdb unit, whose command line sets zdb's roots.
@@ -297,7 +325,8 @@ fn disagreements(root: &Path) -> Vec<String> {
     });
     let appliance = HealthConfig::load(&etc.join(layout::QSFS_TOML)).ok();
     let monitor = MonitorConfig::load(&etc.join(layout::MONITOR_CONFIG)).ok();
-    let zstor = crate::zstor::config::ZstorConfig::load(&etc.join(layout::ZSTOR_CONFIG)).ok();
+    let zstor = readable(root, layout::ZSTOR_CONFIG)
+        .and_then(|path| crate::zstor::config::ZstorConfig::load(&path).ok());
 
     let mut problems = Vec::new();
     type Place = (String, PathBuf);
@@ -460,38 +489,286 @@ fn port_in_use(port: u16) -> Option<std::io::Error> {
     }
 }
 
-/// Writes the configs rendered from `site` into the tree under `root` (supplying secrets to an
-/// image built without them). Files that exist with other content are replaced only with
-/// `force`. Returns the paths written.
-pub fn configure(root: &Path, site: &Path, force: bool) -> Result<Vec<PathBuf>, Error> {
-    let settings = SiteSettings::load(site)?;
-    let files = render::render(Some(&settings))?;
-    let scratch = super::fsutil::TempDir::new(&std::env::temp_dir(), "qsfs-image-check")?;
-    check_rendered(&files, scratch.path())?;
-    drop(scratch);
-    let etc = root.join(layout::ETC);
-    let mut conflicts = Vec::new();
-    for file in &files {
-        let path = etc.join(file.name);
-        if let Ok(existing) = std::fs::read(&path) {
-            if existing != file.text.as_bytes() && !force {
-                conflicts.push(path.display().to_string());
-            }
+/// How `configure` stored the credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialForm {
+    /// Encrypted with `systemd-creds encrypt` (the VM's host key), loaded with
+    /// `LoadCredentialEncrypted=` (drop-ins written next to the units).
+    Encrypted,
+    /// Plain files, mode 0600 in the 0700 store, loaded with `LoadCredential=`; why.
+    Plain(String),
+}
+
+impl CredentialForm {
+    /// A line for the operator.
+    pub fn describe(&self) -> String {
+        match self {
+            CredentialForm::Encrypted => format!(
+                "credentials in {} encrypted with systemd-creds (this machine's host key)",
+                crate::layout::CREDSTORE
+            ),
+            CredentialForm::Plain(why) => format!(
+                "credentials in {} stored plain (mode 0600 in a 0700 directory): {why}",
+                crate::layout::CREDSTORE
+            ),
         }
     }
-    if !conflicts.is_empty() {
-        return Err(Error::Usage(format!(
-            "these files exist with other content (edited by hand?): {}; pass --force to \
-             replace them",
-            conflicts.join(", ")
-        )));
+}
+
+/// What `configure` did.
+#[derive(Debug)]
+pub struct Configured {
+    /// The files written.
+    pub written: Vec<PathBuf>,
+    /// How the credentials are stored.
+    pub form: CredentialForm,
+}
+
+/// The drop-in `configure` writes next to each unit that loads credentials, when they are
+/// encrypted.
+pub const ENCRYPTED_DROP_IN: &str = "50-qsfs-credentials-encrypted.conf";
+
+/// Writes the configs rendered from `site` into the tree under `root` (supplying secrets to an
+/// image built without them), the credentials encrypted where `systemd-creds` works on this
+/// machine (`root` is `/`). Files that exist with other content are replaced only with
+/// `force`. Without `site`, encrypts the credentials already installed (an image built with
+/// `--site` ships them plain: encryption is bound to the VM).
+pub fn configure(root: &Path, site: Option<&Path>, force: bool) -> Result<Configured, Error> {
+    let etc = root.join(layout::ETC);
+    let files: Vec<(&str, Vec<u8>)> = match site {
+        Some(site) => {
+            let settings = SiteSettings::load(site)?;
+            let files = render::render(Some(&settings))?;
+            let scratch = super::fsutil::TempDir::new(&std::env::temp_dir(), "qsfs-image-check")?;
+            check_rendered(&files, scratch.path())?;
+            drop(scratch);
+            files
+                .into_iter()
+                .map(|f| (f.name, f.text.into_bytes()))
+                .collect()
+        }
+        None => {
+            let mut installed = Vec::new();
+            for name in SECRET_FILES {
+                let path = etc.join(name);
+                match read_credential(root, name) {
+                    Ok(bytes) => installed.push((*name, bytes)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(path, e)),
+                }
+            }
+            if installed.is_empty() {
+                return Err(Error::Usage(format!(
+                    "no credentials in {} to encrypt: give --site FILE",
+                    root.join(layout::CREDSTORE).display()
+                )));
+            }
+            installed
+        }
+    };
+    if site.is_some() {
+        let mut conflicts = Vec::new();
+        for (name, text) in &files {
+            if let Ok(existing) = read_credential(root, name) {
+                if &existing != text && !force {
+                    conflicts.push(etc.join(name).display().to_string());
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            return Err(Error::Usage(format!(
+                "these files exist with other content (edited by hand?): {}; pass --force to \
+                 replace them",
+                conflicts.join(", ")
+            )));
+        }
     }
-    std::fs::create_dir_all(&etc).map_err(|e| Error::io(&etc, e))?;
+    let store = root.join(layout::CREDSTORE);
+    std::fs::create_dir_all(&store).map_err(|e| Error::io(&store, e))?;
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(&store, e))?;
+    let secrets: Vec<&(&str, Vec<u8>)> = files
+        .iter()
+        .filter(|(name, _)| SECRET_FILES.contains(name))
+        .collect();
+    let mut encrypted = Vec::new();
+    let form = if root == Path::new("/") {
+        let mut form = CredentialForm::Encrypted;
+        for (name, text) in &secrets {
+            match systemd_creds_encrypt(layout::credential_name(name), text) {
+                Ok(bytes) => encrypted.push((*name, bytes)),
+                Err(why) => {
+                    form = CredentialForm::Plain(why);
+                    break;
+                }
+            }
+        }
+        form
+    } else {
+        CredentialForm::Plain(format!(
+            "{} is not this machine's root (encryption is bound to the machine that runs the units)",
+            root.display()
+        ))
+    };
     let mut written = Vec::new();
-    for file in &files {
-        let path = etc.join(file.name);
-        write_atomic(&path, file.text.as_bytes(), layout::config_mode(file.name))?;
+    for (name, text) in &files {
+        let bytes = match (&form, encrypted.iter().find(|(n, _)| n == name)) {
+            (CredentialForm::Encrypted, Some((_, bytes))) => bytes,
+            _ => text,
+        };
+        let path = etc.join(name);
+        write_atomic(&path, bytes, layout::config_mode(name))?;
         written.push(path);
+    }
+    written.extend(write_drop_ins(root, form == CredentialForm::Encrypted)?);
+    if root == Path::new("/") {
+        // The units read their drop-ins when loaded; a running systemd reloads them now.
+        let _ = std::process::Command::new("systemctl")
+            .arg("daemon-reload")
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    Ok(Configured { written, form })
+}
+
+/// `systemd-creds encrypt --name=NAME - -` of `text`, or why it cannot be used.
+fn systemd_creds_encrypt(name: &str, text: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("systemd-creds")
+        .args([
+            "encrypt",
+            "--with-key=host",
+            &format!("--name={name}"),
+            "-",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("systemd-creds cannot be run ({e})"))?;
+    let written = child.stdin.take().map(|mut stdin| stdin.write_all(text));
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("systemd-creds: {e}"))?;
+    match written {
+        Some(Ok(())) if output.status.success() && !output.stdout.is_empty() => Ok(output.stdout),
+        _ => Err(format!(
+            "systemd-creds encrypt failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+    }
+}
+
+/// `systemd-creds decrypt --name=NAME - -` of `bytes`.
+fn systemd_creds_decrypt(name: &str, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("systemd-creds")
+        .args(["decrypt", &format!("--name={name}"), "-", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(bytes)?;
+    }
+    let output = child.wait_with_output()?;
+    if output.status.success() {
+        Ok(output.stdout)
+    } else {
+        Err(std::io::Error::other(format!(
+            "systemd-creds decrypt of {name} failed ({})",
+            output.status
+        )))
+    }
+}
+
+/// Whether the credentials under `root` are stored encrypted (`configure` wrote the drop-ins).
+pub fn credentials_encrypted(root: &Path) -> bool {
+    credential_units(root)
+        .iter()
+        .any(|(unit, _)| drop_in_path(root, unit).exists())
+}
+
+/// The content of config `name` under `root`, decrypted when it is an encrypted credential.
+fn read_credential(root: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let bytes = std::fs::read(root.join(layout::ETC).join(name))?;
+    if SECRET_FILES.contains(&name) && credentials_encrypted(root) {
+        systemd_creds_decrypt(layout::credential_name(name), &bytes)
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn drop_in_path(root: &Path, unit: &str) -> PathBuf {
+    root.join(layout::UNITS)
+        .join(format!("{unit}.d"))
+        .join(ENCRYPTED_DROP_IN)
+}
+
+/// The units under `root` that load credentials, with their `LoadCredential=` lines: the unit
+/// files are the one place that says which unit gets which credential.
+fn credential_units(root: &Path) -> Vec<(String, Vec<String>)> {
+    let mut units: Vec<(String, Vec<String>)> = std::fs::read_dir(root.join(layout::UNITS))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|item| {
+            let name = item.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("qsfs") && name.ends_with(".service")) {
+                return None;
+            }
+            let text = std::fs::read_to_string(item.path()).ok()?;
+            let lines = load_credentials(&text);
+            (!lines.is_empty()).then_some((name, lines))
+        })
+        .collect();
+    units.sort();
+    units
+}
+
+/// The `ID:PATH` of every `LoadCredential=` line of a unit file.
+fn load_credentials(unit: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|line| line.trim().strip_prefix("LoadCredential="))
+        .filter(|value| !value.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The drop-in that loads a unit's credentials encrypted: `LoadCredentialEncrypted=` with the
+/// same ID replaces the unit's `LoadCredential=` (systemd keeps one entry per ID, the last).
+fn encrypted_drop_in(credentials: &[String]) -> String {
+    let mut text = String::from(
+        "# Written by `qsfs-image configure`: the credentials are encrypted with systemd-creds\n\
+         # (this machine's host key). Same ID as the unit's LoadCredential=, so this replaces it.\n\
+         [Service]\n",
+    );
+    for credential in credentials {
+        text.push_str(&format!("LoadCredentialEncrypted={credential}\n"));
+    }
+    text
+}
+
+/// Writes (encrypted) or removes (plain) the drop-ins of the units that load credentials.
+fn write_drop_ins(root: &Path, encrypted: bool) -> Result<Vec<PathBuf>, Error> {
+    let mut written = Vec::new();
+    for (unit, credentials) in credential_units(root) {
+        let path = drop_in_path(root, &unit);
+        if encrypted {
+            let dir = path.parent().expect("a drop-in directory");
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            write_atomic(&path, encrypted_drop_in(&credentials).as_bytes(), 0o644)?;
+            written.push(path);
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&path, e))
+                }
+                _ => {}
+            }
+        }
     }
     Ok(written)
 }
@@ -634,7 +911,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let site_path = dir.path().join("site.toml");
         std::fs::write(&site_path, crate::image::site::tests::sample()).unwrap();
-        configure(dir.path(), &site_path, false).unwrap();
+        configure(dir.path(), Some(&site_path), false).unwrap();
         std::fs::write(dir.path().join(layout::ETC).join(layout::QSFS_TOML), "").unwrap();
         dir
     }
@@ -804,26 +1081,86 @@ mod tests {
         ship(root, layout::QSFS_TOML, b"");
         let problems = check_config(root, &[]);
         assert_eq!(problems.len(), CHECKS.len(), "{problems:#?}");
-        assert!(problems[0].contains("zstor-default.toml is missing: put the zstor v0.5 config"));
-        assert!(problems[1].contains("minio.env is missing: put MINIO_ROOT_USER"));
-        assert!(problems[4].contains("qsfs.toml is missing: it is not installed yet"));
+        assert!(problems[0].contains("zstor.toml is missing: the credential zstor.toml"));
+        assert!(problems[1].contains("minio-root-user is missing: a credential of MinIO"));
+        assert!(problems[2].contains("minio-root-password is missing: a credential of MinIO"));
+        assert!(problems[5].contains("qsfs.toml is missing: it is not installed yet"));
 
         let site_path = root.join("site.toml");
         std::fs::write(&site_path, crate::image::site::tests::sample()).unwrap();
-        let written = configure(root, &site_path, false).unwrap();
-        assert_eq!(written.len(), 4);
+        let configured = configure(root, Some(&site_path), false).unwrap();
+        assert_eq!(configured.written.len(), 5);
+        // Not this machine's root: plain.
+        assert!(matches!(configured.form, CredentialForm::Plain(_)));
+        let store = root.join(layout::CREDSTORE);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&store), 0o700);
+        for name in SECRET_FILES {
+            assert_eq!(mode(&root.join(layout::ETC).join(name)), 0o600, "{name}");
+        }
         std::fs::write(root.join(layout::ETC).join(layout::QSFS_TOML), "").unwrap();
         assert_eq!(check_config(root, &[]), Vec::<String>::new());
 
-        let minio = root.join(layout::ETC).join(layout::MINIO_ENV);
+        let minio = root.join(layout::ETC).join(layout::MINIO_PASSWORD);
         std::fs::set_permissions(&minio, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let problems = check_config(root, &[layout::MINIO_ENV]);
+        let problems = check_config(root, &[layout::MINIO_PASSWORD]);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("chmod 600"), "{problems:?}");
 
-        std::fs::write(&minio, "MINIO_ROOT_USER=x\n").unwrap();
-        let err = configure(root, &site_path, false).unwrap_err();
+        std::fs::write(&minio, "another-password\n").unwrap();
+        let err = configure(root, Some(&site_path), false).unwrap_err();
         assert!(err.to_string().contains("--force"), "{err}");
-        configure(root, &site_path, true).unwrap();
+        configure(root, Some(&site_path), true).unwrap();
+    }
+
+    /// Encrypted credentials are loaded by a drop-in made from the unit's own
+    /// `LoadCredential=` lines, so the unit files stay the one place that says who gets what.
+    #[test]
+    fn the_encrypted_drop_in_replaces_the_units_credentials() {
+        let unit = include_str!("../../units/qsfs-minio.service");
+        let credentials = load_credentials(unit);
+        assert_eq!(
+            credentials,
+            [
+                "minio-root-user:/var/zdbfs/etc/credstore/minio-root-user",
+                "minio-root-password:/var/zdbfs/etc/credstore/minio-root-password"
+            ]
+        );
+        let drop_in = encrypted_drop_in(&credentials);
+        assert!(drop_in.contains(
+            "[Service]\nLoadCredentialEncrypted=minio-root-user:/var/zdbfs/etc/credstore/minio-root-user\n"
+        ));
+        for unit in [
+            include_str!("../../units/qsfs-zstor.service"),
+            include_str!("../../units/qsfs-monitor.service"),
+            include_str!("../../units/qsfs-zdb.service"),
+        ] {
+            assert_eq!(
+                load_credentials(unit),
+                [format!("zstor.toml:{}", crate::layout::ZSTOR_CONFIG)]
+            );
+        }
+        for unit in [
+            include_str!("../../units/qsfs-zdbfs.service"),
+            include_str!("../../units/qsfs-health.service"),
+            include_str!("../../units/qsfs-config.service"),
+        ] {
+            assert_eq!(load_credentials(unit), Vec::<String>::new());
+        }
+
+        // configure writes them (for a tree, plain: the drop-ins are removed).
+        let dir = tempfile::tempdir().unwrap();
+        let units = dir.path().join(layout::UNITS);
+        std::fs::create_dir_all(&units).unwrap();
+        std::fs::write(units.join("qsfs-minio.service"), unit).unwrap();
+        assert!(!credentials_encrypted(dir.path()));
+        write_drop_ins(dir.path(), true).unwrap();
+        assert!(credentials_encrypted(dir.path()));
+        assert_eq!(
+            std::fs::read_to_string(drop_in_path(dir.path(), "qsfs-minio.service")).unwrap(),
+            drop_in
+        );
+        write_drop_ins(dir.path(), false).unwrap();
+        assert!(!credentials_encrypted(dir.path()));
     }
 }

@@ -107,7 +107,7 @@ pub struct ImageInfo {
     pub source_date_epoch: u64,
     /// The same, as UTC ISO 8601.
     pub build_time: String,
-    /// Whether the image holds secrets (a rendered `zstor-default.toml` and `minio.env`).
+    /// Whether the image holds secrets (the credentials rendered from site settings).
     pub secrets: bool,
 }
 
@@ -233,6 +233,7 @@ pub fn plan(inputs: &Inputs) -> Result<(Vec<Entry>, ImageManifest), Error> {
     entries.push(dir(layout::ROOT, 0o755));
     entries.push(dir(layout::BIN, 0o755));
     entries.push(dir(layout::ETC, 0o755));
+    entries.push(dir(layout::CREDSTORE, 0o700));
     for (name, mode) in layout::DATA_DIRS {
         entries.push(dir(&format!("{}/{name}", layout::ROOT), *mode));
     }
@@ -447,8 +448,8 @@ mod tests {
                 text: "ZDB_DATASIZE=1\n".into(),
             },
             RenderedFile {
-                name: "minio.env",
-                text: "MINIO_ROOT_USER=x\n".into(),
+                name: layout::MINIO_PASSWORD,
+                text: "password\n".into(),
             },
         ];
         let (entries, manifest) = plan(&Inputs {
@@ -470,7 +471,11 @@ mod tests {
         assert_eq!(mode("var/zdbfs/spool"), 0o700);
         assert_eq!(mode("var/zdbfs/state"), 0o700);
         assert_eq!(mode("var/zdbfs/bin/zdb"), 0o755);
-        assert_eq!(mode("var/zdbfs/etc/minio.env.default"), 0o600);
+        assert_eq!(mode("var/zdbfs/etc/credstore"), 0o700);
+        assert_eq!(
+            mode("var/zdbfs/etc/credstore/minio-root-password.default"),
+            0o600
+        );
         assert_eq!(mode("var/zdbfs/etc/qsfs.env.default"), 0o644);
         assert_eq!(mode("etc/systemd/system/qsfs.target"), 0o644);
         assert_eq!(mode("etc/systemd/system-preset/50-qsfs.preset"), 0o644);
@@ -493,7 +498,7 @@ mod tests {
         let minio = manifest
             .entries
             .iter()
-            .find(|e| e.path == "var/zdbfs/etc/minio.env.default")
+            .find(|e| e.path == "var/zdbfs/etc/credstore/minio-root-password.default")
             .unwrap();
         assert_eq!((minio.size, minio.sha256.as_deref()), (None, None));
         assert_eq!(env.installs().as_deref(), Some("var/zdbfs/etc/qsfs.env"));
@@ -501,7 +506,7 @@ mod tests {
         assert_eq!(
             configs,
             [
-                "var/zdbfs/etc/minio.env",
+                "var/zdbfs/etc/credstore/minio-root-password",
                 "var/zdbfs/etc/qsfs.env",
                 "var/zdbfs/etc/qsfs.toml"
             ]

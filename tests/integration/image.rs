@@ -90,7 +90,7 @@ impl Fixture {
         std::fs::write(
             etc.join("monitor_config.toml"),
             "zdb_index_dir_path = \"/var/zdbfs/index\"\nzdb_data_dir_path = \"/var/zdbfs/data\"\n\
-             zstor_config_path = \"/var/zdbfs/etc/zstor-default.toml\"\nzstor_bin_path = \"/var/zdbfs/bin/zstor\"\n",
+             zstor_config_path = \"/var/zdbfs/etc/credstore/zstor.toml\"\nzstor_bin_path = \"/var/zdbfs/bin/zstor\"\n",
         )
         .unwrap();
         fixture.write_manifest("1.0.0", &BTreeMap::new());
@@ -249,8 +249,8 @@ fn build_unpack_verify_then_one_changed_byte_fails_naming_the_file() {
 
     let install = f.run(&["install-config", "--root", root_arg]);
     assert_code(&install, 0);
-    assert!(text(&install.stdout).contains("installed /var/zdbfs/etc/zstor-default.toml"));
-    let zstor = root.join("var/zdbfs/etc/zstor-default.toml");
+    assert!(text(&install.stdout).contains("installed /var/zdbfs/etc/credstore/zstor.toml"));
+    let zstor = root.join("var/zdbfs/etc/credstore/zstor.toml");
     let mode = std::fs::metadata(&zstor).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let loaded = qsfs::zstor::config::ZstorConfig::load(&zstor).unwrap();
@@ -338,7 +338,7 @@ fn tar_listing_shows_root_owner_sorted_paths_one_mtime_and_private_secrets() {
     let mut times = std::collections::BTreeSet::new();
     let mut modes = BTreeMap::new();
     for line in listing.lines() {
-        // -rw------- 0/0  208 2023-11-14 22:13 var/zdbfs/etc/minio.env.default
+        // -rw------- 0/0  208 2023-11-14 22:13 var/zdbfs/etc/credstore/zstor.toml.default
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(fields.len(), 6, "{line}");
         assert_eq!(fields[1], "0/0", "{line}");
@@ -352,10 +352,14 @@ fn tar_listing_shows_root_owner_sorted_paths_one_mtime_and_private_secrets() {
     assert_eq!(paths, sorted, "paths are sorted");
     assert_eq!(times.len(), 1, "one mtime: {times:?}");
     assert_eq!(
-        modes["var/zdbfs/etc/zstor-default.toml.default"],
+        modes["var/zdbfs/etc/credstore/zstor.toml.default"],
         "-rw-------"
     );
-    assert_eq!(modes["var/zdbfs/etc/minio.env.default"], "-rw-------");
+    assert_eq!(
+        modes["var/zdbfs/etc/credstore/minio-root-password.default"],
+        "-rw-------"
+    );
+    assert_eq!(modes["var/zdbfs/etc/credstore"], "drwx------");
     assert_eq!(modes["var/zdbfs/etc/qsfs.env.default"], "-rw-r--r--");
     assert_eq!(modes["var/zdbfs/spool"], "drwx------");
     assert_eq!(modes["var/zdbfs/state"], "drwx------");
@@ -738,20 +742,21 @@ fn an_image_without_secrets_keeps_the_units_from_starting_until_they_are_supplie
     let root_arg = root.to_str().unwrap();
     unpack(&tarball, &root);
     let etc = root.join("var/zdbfs/etc");
-    assert!(!etc.join("zstor-default.toml.default").exists());
-    assert!(!etc.join("minio.env.default").exists());
+    assert!(!etc.join("credstore/zstor.toml.default").exists());
+    assert!(!etc.join("credstore/minio-root-password.default").exists());
     assert_code(&f.run(&["install-config", "--root", root_arg]), 0);
     assert!(etc.join("qsfs.env").exists() && etc.join("monitor_config.toml").exists());
 
     let check = f.run(&["check-config", "--root", root_arg]);
     assert_code(&check, 78);
     let lines: Vec<String> = text(&check.stderr).lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), 2, "{lines:#?}");
-    assert!(lines[0].contains("zstor-default.toml is missing: put the zstor v0.5 config there"));
-    assert!(lines[1].contains("minio.env is missing: put MINIO_ROOT_USER"));
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines[0].contains("credstore/zstor.toml is missing: the credential zstor.toml"));
+    assert!(lines[1].contains("credstore/minio-root-user is missing: a credential of MinIO"));
+    assert!(lines[2].contains("credstore/minio-root-password is missing"));
     let check = f.run(&["check-config", "--root", root_arg, "minio"]);
     assert_code(&check, 78);
-    assert_eq!(text(&check.stderr).lines().count(), 1);
+    assert_eq!(text(&check.stderr).lines().count(), 2);
     assert_code(
         &f.run(&["check-config", "--root", root_arg, "env", "appliance"]),
         0,
@@ -779,7 +784,12 @@ fn an_image_without_secrets_keeps_the_units_from_starting_until_they_are_supplie
     ]);
     assert_code(&configure, 0);
     assert_code(&f.run(&["check-config", "--root", root_arg]), 0);
-    let mode = std::fs::metadata(etc.join("minio.env"))
+    assert!(
+        text(&configure.stdout).contains("stored plain (mode 0600 in a 0700 directory)"),
+        "{}",
+        text(&configure.stdout)
+    );
+    let mode = std::fs::metadata(etc.join("credstore/minio-root-password"))
         .unwrap()
         .permissions()
         .mode();
@@ -947,8 +957,9 @@ fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
     assert_eq!(
         secret_paths,
         [
-            "var/zdbfs/etc/minio.env.default",
-            "var/zdbfs/etc/zstor-default.toml.default"
+            "var/zdbfs/etc/credstore/minio-root-password.default",
+            "var/zdbfs/etc/credstore/minio-root-user.default",
+            "var/zdbfs/etc/credstore/zstor.toml.default"
         ]
     );
     for entry in &secrets {
@@ -975,8 +986,13 @@ fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
     let record_text = std::fs::read_to_string(etc.join(".installed-defaults")).unwrap();
     let record: toml::Value = toml::from_str(&record_text).unwrap();
     let installed = record["installed"].as_table().unwrap();
-    for name in ["minio.env", "zstor-default.toml"] {
-        assert!(!installed.contains_key(name), "{record_text}");
+    for name in [
+        "credstore/minio-root-user",
+        "credstore/minio-root-password",
+        "credstore/zstor.toml",
+    ] {
+        let file = name.rsplit('/').next().unwrap();
+        assert!(!installed.contains_key(file), "{record_text}");
         let content = std::fs::read(etc.join(name)).unwrap();
         assert!(!record_text.contains(&sha256_hex(&content)), "{name}");
         let mode = std::fs::metadata(etc.join(name))
@@ -985,6 +1001,12 @@ fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
+    let store = std::fs::metadata(etc.join("credstore")).unwrap();
+    assert_eq!(
+        store.permissions().mode() & 0o777,
+        0o700,
+        "the credential store"
+    );
     let monitor = etc.join("monitor_config.toml");
     assert_eq!(
         std::fs::metadata(&monitor).unwrap().permissions().mode() & 0o777,
@@ -994,12 +1016,13 @@ fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
     assert_code(&f.run(&["verify", "--root", root_arg]), 0);
 
     // A secret readable by others, or one that is gone, fails verify, naming it.
-    let minio = etc.join("minio.env.default");
+    let minio = etc.join("credstore/minio-root-password.default");
     std::fs::set_permissions(&minio, std::fs::Permissions::from_mode(0o644)).unwrap();
     let verify = f.run(&["verify", "--root", root_arg]);
     assert_code(&verify, 1);
     assert!(
-        text(&verify.stdout).contains("CHANGED   var/zdbfs/etc/minio.env.default: mode 0644"),
+        text(&verify.stdout)
+            .contains("CHANGED   var/zdbfs/etc/credstore/minio-root-password.default: mode 0644"),
         "{}",
         text(&verify.stdout)
     );
@@ -1007,7 +1030,8 @@ fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
     let verify = f.run(&["verify", "--root", root_arg]);
     assert_code(&verify, 1);
     assert!(
-        text(&verify.stdout).contains("MISSING   var/zdbfs/etc/minio.env.default"),
+        text(&verify.stdout)
+            .contains("MISSING   var/zdbfs/etc/credstore/minio-root-password.default"),
         "{}",
         text(&verify.stdout)
     );

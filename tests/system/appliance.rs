@@ -151,6 +151,25 @@ impl Appliance {
         );
         // It may hold the eVDC password: check-config refuses it readable by others.
         container.ok("chmod 600 /var/zdbfs/etc/monitor_config.toml");
+        // zstor's config reaches the units as a credential ($CREDENTIALS_DIRECTORY), so the
+        // zstor stand-in cannot find its store beside the config: it is named for it.
+        for unit in ["qsfs-zstor", "qsfs-monitor", "qsfs-zdb"] {
+            container.write(
+                &format!("/etc/systemd/system/{unit}.service.d/50-test-zstor-standin-store.conf"),
+                &format!("[Service]\nEnvironment=ZSTOR_STANDIN_STORE={STORE_IN_CONTAINER}\n"),
+            );
+        }
+        // The image was built with site settings: its credentials are plain. As an operator
+        // does, install them and encrypt them for this machine where systemd-creds works.
+        let configured = container.ok(
+            "/var/zdbfs/bin/qsfs-image install-config --root / && /var/zdbfs/bin/qsfs-image configure",
+        );
+        let form = configured.lines().last().unwrap_or_default();
+        eprintln!("{name}: {form}");
+        assert!(
+            form.contains("encrypted with systemd-creds"),
+            "systemd-creds does not work in the container: {configured}"
+        );
         Appliance { container, s3_port }
     }
 
@@ -333,7 +352,12 @@ fn verified_remote(appliance: &Appliance, files: &str) -> Result<usize, String> 
         r#"
 set -e
 mkdir -p /root/zcheck
-grep -v -e '^socket' -e '^pid_file' /var/zdbfs/etc/zstor-default.toml > /root/zcheck/zstor.toml
+config=/var/zdbfs/etc/credstore/zstor.toml
+if [ -e /etc/systemd/system/qsfs-zstor.service.d/50-qsfs-credentials-encrypted.conf ]; then
+  systemd-creds decrypt --name=zstor.toml "$config" - 2>/dev/null
+else
+  cat "$config"
+fi | grep -v -e '^socket' -e '^pid_file' > /root/zcheck/zstor.toml
 echo {STORE_IN_CONTAINER} > /root/zcheck/zstor-standin-store
 n=0
 for f in {files}; do
