@@ -108,7 +108,7 @@ fn install_from(root: &Path, image: &ImageManifest) -> Result<Vec<Action>, Error
         let shown = format!("/{live}");
         let default_path = root.join(&default.path);
         if default.role == Role::Secret {
-            actions.push(install_secret(&default_path, &root.join(&live), shown)?);
+            actions.push(install_secret(root, &default_path, &live, shown)?);
             continue;
         }
         let default_sha = match sha256_file(&default_path) {
@@ -169,10 +169,11 @@ fn install_from(root: &Path, image: &ImageManifest) -> Result<Vec<Action>, Error
     Ok(actions)
 }
 
-/// Installs a secret from its shipped default (`default`) when it is missing. The `MANIFEST`
-/// and the record hold no hash of a secret, so an installed one whose content differs from
-/// the default cannot be told apart from an edited one: it is always kept.
-fn install_secret(default: &Path, live: &Path, shown: String) -> Result<Action, Error> {
+/// Installs a secret (`live`, relative to `root`) from its shipped default (`default`) when it
+/// is missing. The `MANIFEST` and the record hold no hash of a secret, so an installed one
+/// whose content (decrypted, when `configure` encrypted it) differs from the default cannot be
+/// told apart from an edited one: it is always kept.
+fn install_secret(root: &Path, default: &Path, live: &str, shown: String) -> Result<Action, Error> {
     let bytes = match std::fs::read(default) {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -182,14 +183,20 @@ fn install_secret(default: &Path, live: &Path, shown: String) -> Result<Action, 
             ))
         }
     };
-    match std::fs::read(live) {
+    let name = live
+        .strip_prefix(layout::ETC)
+        .map_or(live, |n| n.trim_start_matches('/'));
+    let path = root.join(live);
+    match read_credential(root, name) {
         Ok(current) if current == bytes => Ok(Action::Unchanged(shown)),
         Ok(_) => Ok(Action::Kept(shown)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_atomic(live, &bytes, 0o600)?;
+            write_atomic(&path, &bytes, 0o600)?;
             Ok(Action::Installed(shown))
         }
-        Err(e) => Err(Error::io(live, e)),
+        // Encrypted for this machine but not decryptable here: it is the operator's.
+        Err(_) if credentials_encrypted(root) => Ok(Action::Unchanged(shown)),
+        Err(e) => Err(Error::io(&path, e)),
     }
 }
 
