@@ -1,5 +1,6 @@
 //! Configs on an installed tree: the upgrade mechanism (`install-config`), the units' gate
-//! (`check-config`) and supplying site settings after unpacking (`configure`).
+//! (`check-config`) and supplying site settings after unpacking, the credentials encrypted
+//! for the machine where `systemd-creds` works (`configure`).
 //!
 //! **Upgrades.** An image never ships a config under its live name: it ships
 //! `var/zdbfs/etc/NAME.default`, so unpacking a newer image (`tar -xzpf … -C /`) replaces the
@@ -14,9 +15,12 @@
 //!   (merge by hand from `NAME.default`).
 //!
 //! **Gate.** `check-config` prints one line per missing or invalid config (naming the file and
-//! what to put there) and exits 78, for the units' `ExecStartPre=`: an image built without
-//! secrets has no `zstor-default.toml` and no `minio.env`, and the units refuse to start,
-//! with that line in the journal, until the operator supplies them. It also refuses what the
+//! what to put there) and exits 78, for the units' `ExecStartPre=` (and the operator): an
+//! image built without secrets has no credentials (zstor's config, MinIO's user and password)
+//! until the operator supplies them (a unit whose credential is missing fails before its
+//! `ExecStartPre=`, with systemd's 243/CREDENTIALS). A secret is checked as its unit reads it
+//! (in `$CREDENTIALS_DIRECTORY`, decrypted); an encrypted one outside a unit only for its mode.
+//! It also refuses what the
 //! files say together when they disagree (the zdb roots, spool and state directories; two
 //! metrics listeners on one TCP port) and, on the machine itself (`--root /`), a zstor
 //! `prometheus_port` that is taken.

@@ -1,7 +1,7 @@
 //! Rendering the site settings into the appliance's config files, and checking config files
 //! with the parsers the appliance itself uses.
 //!
-//! * `zstor-default.toml` (secret): a [`ZstorConfig`] serialized with the TOML serializer;
+//! * `credstore/zstor.toml` (secret, the credential `zstor.toml`): a [`ZstorConfig`] serialized with the TOML serializer;
 //!   the daemon socket, pid file and zdbfs mountpoint are the appliance's, and zstor's own
 //!   eviction (`zdb_data_dir_path`, `max_zdb_data_dir_size`) is left unset because
 //!   `zstor_monitor` evicts.
@@ -60,7 +60,7 @@ impl std::fmt::Debug for RenderedFile {
     }
 }
 
-/// Renders the config files: `qsfs.env` always; with site settings also `zstor-default.toml`,
+/// Renders the config files: `qsfs.env` always; with site settings also zstor's config,
 /// `monitor_config.toml` and MinIO's user and password.
 pub fn render(site: Option<&SiteSettings>) -> Result<Vec<RenderedFile>, Error> {
     let mut files = vec![RenderedFile {
