@@ -480,6 +480,38 @@ fn scenario_1_start_on_a_fresh_container() {
         "start order {UNITS:?}: {entered:?}"
     );
     appliance.wait_healthy(Duration::from_secs(60));
+
+    // The secrets reach the units as credentials (encrypted for this machine), each only
+    // where it is needed, from a store only root can enter.
+    let secrets = appliance.ok(
+        r#"
+stat -c 'store %a' /var/zdbfs/etc/credstore
+for u in qsfs-zstor qsfs-monitor qsfs-zdb qsfs-minio qsfs-zdbfs qsfs-health; do
+  echo "$u:" $(ls /run/credentials/$u.service 2>/dev/null)
+done
+grep -q '^\[encryption\]' /var/zdbfs/etc/credstore/zstor.toml && echo 'zstor.toml plain' || echo 'zstor.toml encrypted'
+tr '\0' ' ' < /proc/$(systemctl show -P MainPID qsfs-zstor.service)/cmdline; echo
+"#,
+    );
+    let lines: Vec<&str> = secrets.lines().collect();
+    assert_eq!(
+        lines[..8],
+        [
+            "store 700",
+            "qsfs-zstor: zstor.toml",
+            "qsfs-monitor: zstor.toml",
+            "qsfs-zdb: zstor.toml",
+            "qsfs-minio: minio-root-password minio-root-user",
+            "qsfs-zdbfs:",
+            "qsfs-health:",
+            "zstor.toml encrypted",
+        ],
+        "{secrets}"
+    );
+    assert!(
+        lines[8].contains("-c /run/credentials/qsfs-zstor.service/zstor.toml monitor"),
+        "{secrets}"
+    );
 }
 
 /// Creates the `photos` bucket and PUTs `objects` into it.
