@@ -64,6 +64,10 @@ pub enum Action {
     Unchanged(String),
     /// Its default is missing or does not match the `MANIFEST`: left alone.
     Skipped(String, String),
+    /// A secret of an older image, moved into the credential store: (from, to).
+    Moved(String, String),
+    /// A config that holds or may hold secrets was readable by others: now mode 0600.
+    MadePrivate(String),
 }
 
 impl Action {
@@ -79,6 +83,12 @@ impl Action {
             )),
             Action::Unchanged(_) => None,
             Action::Skipped(path, why) => Some(format!("left {path} alone: {why}")),
+            Action::Moved(from, to) => Some(format!(
+                "moved {from} of an older image into the credential store as {to}"
+            )),
+            Action::MadePrivate(path) => Some(format!(
+                "made {path} private (mode 0600): it holds or may hold secrets"
+            )),
         }
     }
 }
@@ -96,7 +106,7 @@ fn install_from(root: &Path, image: &ImageManifest) -> Result<Vec<Action>, Error
         Ok(text) => toml::from_str(&text).unwrap_or_default(),
         Err(_) => Record::default(),
     };
-    let mut actions = Vec::new();
+    let mut actions = migrate_legacy_secrets(root)?;
     // Only this image's configs that are not secrets are recorded: an older install-config
     // recorded the secrets' hashes too (`zstor-default.toml`, `minio.env`), which go.
     let recorded: Vec<String> = image
@@ -161,6 +171,17 @@ fn install_from(root: &Path, image: &ImageManifest) -> Result<Vec<Action>, Error
         }
         actions.push(action);
     }
+    for name in PRIVATE_FILES {
+        let path = etc.join(name);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::io(&path, e))?;
+            actions.push(Action::MadePrivate(format!("/{}/{name}", layout::ETC)));
+        }
+    }
     if changed {
         let body = toml::to_string(&record)
             .map_err(|e| Error::io(&record_path, std::io::Error::other(e.to_string())))?;
@@ -169,6 +190,72 @@ fn install_from(root: &Path, image: &ImageManifest) -> Result<Vec<Action>, Error
             format!("{RECORD_HEADER}\n{body}").as_bytes(),
             0o644,
         )?;
+    }
+    Ok(actions)
+}
+
+/// zstor's config of an image before the credential store (`var/zdbfs/etc/…`).
+const LEGACY_ZSTOR_CONFIG: &str = "zstor-default.toml";
+/// MinIO's credentials of an image before the credential store (`MINIO_ROOT_USER=…` lines).
+const LEGACY_MINIO_ENV: &str = "minio.env";
+
+/// A credential to write: its file (relative to `var/zdbfs/etc`) and content.
+type Credential = (&'static str, Vec<u8>);
+
+/// Moves the secrets of an older image (`zstor-default.toml`, `minio.env` in
+/// `var/zdbfs/etc`) into the credential store where it has none yet, and removes them and
+/// their shipped defaults: nothing is lost, and no plain copy stays outside the store.
+fn migrate_legacy_secrets(root: &Path) -> Result<Vec<Action>, Error> {
+    let etc = root.join(layout::ETC);
+    let shown = |name: &str| format!("/{}/{name}", layout::ETC);
+    let mut actions = Vec::new();
+    let mut moves: Vec<(&str, Vec<Credential>)> = Vec::new();
+    if let Ok(bytes) = std::fs::read(etc.join(LEGACY_ZSTOR_CONFIG)) {
+        moves.push((LEGACY_ZSTOR_CONFIG, vec![(layout::ZSTOR_CONFIG, bytes)]));
+    }
+    if let Ok(text) = std::fs::read_to_string(etc.join(LEGACY_MINIO_ENV)) {
+        let vars = render::parse_env(&text).unwrap_or_default();
+        let value = |key: &str| vars.get(key).map(|(v, _)| format!("{v}\n").into_bytes());
+        match (value("MINIO_ROOT_USER"), value("MINIO_ROOT_PASSWORD")) {
+            (Some(user), Some(password)) => moves.push((
+                LEGACY_MINIO_ENV,
+                vec![
+                    (layout::MINIO_USER, user),
+                    (layout::MINIO_PASSWORD, password),
+                ],
+            )),
+            _ => actions.push(Action::Skipped(
+                shown(LEGACY_MINIO_ENV),
+                "it has no MINIO_ROOT_USER and MINIO_ROOT_PASSWORD to move into the credential \
+                 store"
+                    .into(),
+            )),
+        }
+    }
+    for (old, credentials) in moves {
+        if credentials.iter().all(|(name, _)| etc.join(name).exists()) {
+            // The store has them already: the old copies are only plain leftovers.
+        } else {
+            let store = root.join(layout::CREDSTORE);
+            std::fs::create_dir_all(&store).map_err(|e| Error::io(&store, e))?;
+            std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io(&store, e))?;
+            for (name, bytes) in &credentials {
+                if !etc.join(name).exists() {
+                    write_atomic(&etc.join(name), bytes, 0o600)?;
+                }
+            }
+            let to: Vec<String> = credentials.iter().map(|(name, _)| shown(name)).collect();
+            actions.push(Action::Moved(shown(old), to.join(" and ")));
+        }
+        for leftover in [old.to_string(), format!("{old}{DEFAULT_SUFFIX}")] {
+            match std::fs::remove_file(etc.join(&leftover)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(etc.join(&leftover), e))
+                }
+                _ => {}
+            }
+        }
     }
     Ok(actions)
 }
@@ -839,17 +926,17 @@ mod tests {
         let root = dir.path();
         ship(root, "a.toml", b"a1");
         ship(root, "b.env", b"b1");
-        ship(root, "minio.env", b"s1");
+        ship(root, "m.secret", b"s1");
         // The record of an older install-config, which listed the secret's hash.
         std::fs::write(
             root.join(layout::ETC).join(RECORD),
-            "[installed]\n\"minio.env\" = \"00\"\n",
+            "[installed]\n\"m.secret\" = \"00\"\n",
         )
         .unwrap();
         let v1 = image(&[
             ("a.toml", b"a1", Role::Config),
             ("b.env", b"b1", Role::Config),
-            ("minio.env", b"s1", Role::Secret),
+            ("m.secret", b"s1", Role::Secret),
         ]);
         let actions = install_from(root, &v1).unwrap();
         assert!(
@@ -857,13 +944,13 @@ mod tests {
             "{actions:?}"
         );
         assert_eq!(live(root, "a.toml"), "a1");
-        let mode = std::fs::metadata(root.join(layout::ETC).join("minio.env"))
+        let mode = std::fs::metadata(root.join(layout::ETC).join("m.secret"))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         let record = std::fs::read_to_string(root.join(layout::ETC).join(RECORD)).unwrap();
-        assert!(!record.contains("minio.env"), "{record}");
+        assert!(!record.contains("m.secret"), "{record}");
         // Running again changes nothing.
         let actions = install_from(root, &v1).unwrap();
         assert!(
@@ -878,7 +965,7 @@ mod tests {
         let v2 = image(&[
             ("a.toml", b"a2", Role::Config),
             ("b.env", b"b2", Role::Config),
-            ("minio.env", b"s1", Role::Secret),
+            ("m.secret", b"s1", Role::Secret),
         ]);
         let actions = install_from(root, &v2).unwrap();
         assert_eq!(
@@ -886,7 +973,7 @@ mod tests {
             [
                 Action::Kept("/var/zdbfs/etc/a.toml".into()),
                 Action::Updated("/var/zdbfs/etc/b.env".into()),
-                Action::Unchanged("/var/zdbfs/etc/minio.env".into()),
+                Action::Unchanged("/var/zdbfs/etc/m.secret".into()),
             ]
         );
         assert_eq!(live(root, "a.toml"), "a1 edited");
@@ -901,11 +988,67 @@ mod tests {
 
         // A secret whose installed copy differs from the new default is kept: without a hash
         // there is no telling an edited one from an unedited one.
-        ship(root, "minio.env", b"s2");
-        let v3 = image(&[("minio.env", b"s2", Role::Secret)]);
+        ship(root, "m.secret", b"s2");
+        let v3 = image(&[("m.secret", b"s2", Role::Secret)]);
         let actions = install_from(root, &v3).unwrap();
-        assert_eq!(actions, [Action::Kept("/var/zdbfs/etc/minio.env".into())]);
-        assert_eq!(live(root, "minio.env"), "s1");
+        assert_eq!(actions, [Action::Kept("/var/zdbfs/etc/m.secret".into())]);
+        assert_eq!(live(root, "m.secret"), "s1");
+    }
+
+    /// A VM of an older image keeps its secrets: they move into the credential store, and
+    /// the configs that may hold secrets become private.
+    #[test]
+    fn an_older_images_secrets_move_into_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let etc = root.join(layout::ETC);
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(etc.join("zstor-default.toml"), "zstor config\n").unwrap();
+        std::fs::write(etc.join("zstor-default.toml.default"), "zstor config\n").unwrap();
+        std::fs::write(
+            etc.join("minio.env"),
+            "# comment\nMINIO_ROOT_USER=\"qsfs\"\nMINIO_ROOT_PASSWORD=\"secret-pass\"\n",
+        )
+        .unwrap();
+        std::fs::write(etc.join(layout::MONITOR_CONFIG), "x = 1\n").unwrap();
+        std::fs::set_permissions(
+            etc.join(layout::MONITOR_CONFIG),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let actions = install_from(root, &image(&[])).unwrap();
+        assert_eq!(
+            actions,
+            [
+                Action::Moved(
+                    "/var/zdbfs/etc/zstor-default.toml".into(),
+                    "/var/zdbfs/etc/credstore/zstor.toml".into()
+                ),
+                Action::Moved(
+                    "/var/zdbfs/etc/minio.env".into(),
+                    "/var/zdbfs/etc/credstore/minio-root-user and \
+                     /var/zdbfs/etc/credstore/minio-root-password"
+                        .into()
+                ),
+                Action::MadePrivate("/var/zdbfs/etc/monitor_config.toml".into()),
+            ]
+        );
+        assert_eq!(live(root, layout::ZSTOR_CONFIG), "zstor config\n");
+        assert_eq!(live(root, layout::MINIO_USER), "qsfs\n");
+        assert_eq!(live(root, layout::MINIO_PASSWORD), "secret-pass\n");
+        for gone in [
+            "zstor-default.toml",
+            "zstor-default.toml.default",
+            "minio.env",
+        ] {
+            assert!(!etc.join(gone).exists(), "{gone}");
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join(layout::CREDSTORE)), 0o700);
+        assert_eq!(mode(&etc.join(layout::MINIO_PASSWORD)), 0o600);
+        assert_eq!(mode(&etc.join(layout::MONITOR_CONFIG)), 0o600);
+        // Nothing more to do the next time.
+        assert_eq!(install_from(root, &image(&[])).unwrap(), []);
     }
 
     #[test]
