@@ -35,10 +35,14 @@ impl TempFile {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let temp = parent(target).join(format!(".tmp-{name}-{}", std::process::id()));
+        // A fresh file, created with `mode`: never one left (or planted) with a wider mode.
+        match std::fs::remove_file(&temp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let file = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&temp)?;
         // From here on, an error drops (and so removes) the temporary file.

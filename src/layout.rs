@@ -3,6 +3,9 @@
 //! The config files may move most of the paths; these are their defaults, and the names zdb
 //! and zdbfs use on disk, which nothing can move.
 
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
 /// zdbfs's metadata namespace.
 pub const META_NAMESPACE: &str = "zdbfs-meta";
 /// zdbfs's data namespace.
@@ -37,7 +40,7 @@ pub fn file_number(name: &str, prefix: char) -> Option<u32> {
 }
 
 /// The highest N of the files `<prefix><N>` in `dir`.
-pub fn highest_file_number(dir: &std::path::Path, prefix: char) -> Option<u32> {
+pub fn highest_file_number(dir: &Path, prefix: char) -> Option<u32> {
     std::fs::read_dir(dir)
         .ok()?
         .flatten()
@@ -61,8 +64,43 @@ pub const QSFS_CONFIG: &str = "/var/zdbfs/etc/qsfs.toml";
 pub const UNITS_ENV: &str = "/var/zdbfs/etc/qsfs.env";
 /// The zstor binary.
 pub const ZSTOR_BIN: &str = "/var/zdbfs/bin/zstor";
-/// The zstor config file.
-pub const ZSTOR_CONFIG: &str = "/var/zdbfs/etc/zstor-default.toml";
+/// The credential store: the secrets the units load as systemd credentials (`LoadCredential=`,
+/// or `LoadCredentialEncrypted=` once `qsfs-image configure` encrypted them), mode 0700.
+pub const CREDSTORE: &str = "/var/zdbfs/etc/credstore";
+/// The credential that holds zstor's config (backends, passwords, the key), given to zstor,
+/// zstor_monitor and zdb (for zdb-hook, its child), and to no other unit.
+pub const ZSTOR_CREDENTIAL: &str = "zstor.toml";
+/// The credential that holds MinIO's root user (MinIO reads it from `MINIO_ROOT_USER_FILE`).
+pub const MINIO_USER_CREDENTIAL: &str = "minio-root-user";
+/// The credential that holds MinIO's root password (`MINIO_ROOT_PASSWORD_FILE`).
+pub const MINIO_PASSWORD_CREDENTIAL: &str = "minio-root-password";
+/// The zstor config file outside the units: the credential store's copy.
+pub const ZSTOR_CONFIG: &str = "/var/zdbfs/etc/credstore/zstor.toml";
+
+/// Where a program reads credential `name`: in `$CREDENTIALS_DIRECTORY` when systemd set it
+/// (the program runs in a unit that loads credentials), else at `configured`.
+pub fn credential(name: &str, configured: &Path) -> PathBuf {
+    credential_in(
+        std::env::var_os("CREDENTIALS_DIRECTORY").as_deref(),
+        name,
+        configured,
+    )
+}
+
+/// [`credential`] with the value of `$CREDENTIALS_DIRECTORY` given.
+pub fn credential_in(directory: Option<&OsStr>, name: &str, configured: &Path) -> PathBuf {
+    match directory.filter(|d| !d.is_empty()) {
+        Some(directory) => Path::new(directory).join(name),
+        None => configured.to_path_buf(),
+    }
+}
+
+/// The zstor config a program uses: the credential [`ZSTOR_CREDENTIAL`] in
+/// `$CREDENTIALS_DIRECTORY` when set, else the configured path (qsfs.toml `[zstor] config`,
+/// monitor_config.toml `zstor_config_path`).
+pub fn zstor_config(configured: &Path) -> PathBuf {
+    credential(ZSTOR_CREDENTIAL, configured)
+}
 /// zstor's own log file.
 pub const ZSTOR_LOG: &str = "/var/zdbfs/log/zstor.log";
 
@@ -90,5 +128,25 @@ mod tests {
         assert_eq!(file_number("d12", INDEX_PREFIX), None);
         assert_eq!(file_number("dx", DATA_PREFIX), None);
         assert_eq!(file_number(NAMESPACE_FILE, DATA_PREFIX), None);
+    }
+
+    #[test]
+    fn a_credential_is_read_from_the_credentials_directory_when_systemd_set_it() {
+        let configured = Path::new("/etc/zstor.toml");
+        let dir = OsStr::new("/run/credentials/qsfs-zstor.service");
+        assert_eq!(
+            credential_in(Some(dir), ZSTOR_CREDENTIAL, configured),
+            Path::new("/run/credentials/qsfs-zstor.service/zstor.toml")
+        );
+        assert_eq!(
+            credential_in(None, ZSTOR_CREDENTIAL, configured),
+            configured
+        );
+        assert_eq!(
+            credential_in(Some(OsStr::new("")), ZSTOR_CREDENTIAL, configured),
+            configured
+        );
+        assert!(Path::new(ZSTOR_CONFIG).starts_with(CREDSTORE));
+        assert!(ZSTOR_CONFIG.ends_with(ZSTOR_CREDENTIAL));
     }
 }

@@ -93,14 +93,16 @@ enum Command {
     InstallConfig(RootArgs),
     /// Checks that the configs exist and are valid; one line per problem, exit 78.
     ///
-    /// For the units' ExecStartPre=: an image built without secrets has no zstor-default.toml
-    /// and no minio.env until the operator supplies them (see `configure`).
+    /// For the units' ExecStartPre=: an image built without secrets has no credentials (zstor's
+    /// config, MinIO's user and password) until the operator supplies them (see `configure`).
     CheckConfig(CheckArgs),
     /// Writes the configs rendered from site settings into an installed tree.
     ///
-    /// Supplies the secrets of an image built without them: zstor-default.toml and minio.env
-    /// (mode 0600), monitor_config.toml and qsfs.env. Refuses to replace a file with other
-    /// content unless --force.
+    /// Supplies the secrets of an image built without them: the credentials (zstor's config,
+    /// MinIO's user and password) in /var/zdbfs/etc/credstore, encrypted with systemd-creds
+    /// where it works on this machine (else plain, mode 0600), monitor_config.toml and
+    /// qsfs.env. Refuses to replace a file with other content unless --force. Without --site,
+    /// encrypts the credentials already installed.
     Configure(ConfigureArgs),
 }
 
@@ -203,9 +205,9 @@ struct RootArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Check {
-    /// zstor-default.toml
+    /// The credential zstor.toml (zstor's config)
     Zstor,
-    /// minio.env
+    /// MinIO's credentials minio-root-user and minio-root-password
     Minio,
     /// monitor_config.toml
     Monitor,
@@ -227,9 +229,10 @@ struct CheckArgs {
 
 #[derive(Args)]
 struct ConfigureArgs {
-    /// The site settings.
+    /// The site settings. Without them, the credentials already installed (an image built
+    /// with --site ships them plain) are encrypted for this machine.
     #[arg(long)]
-    site: PathBuf,
+    site: Option<PathBuf>,
     /// The root the image is unpacked under.
     #[arg(long, default_value = "/", value_name = "DIR")]
     root: PathBuf,
@@ -307,12 +310,18 @@ fn run(command: Command) -> Result<i32, Error> {
             let names: Vec<&str> = args
                 .which
                 .iter()
-                .map(|check| match check {
-                    Check::Zstor => image::layout::ZSTOR_CONFIG,
-                    Check::Minio => image::layout::MINIO_ENV,
-                    Check::Monitor => image::layout::MONITOR_CONFIG,
-                    Check::Env => image::layout::QSFS_ENV,
-                    Check::Appliance => image::layout::QSFS_TOML,
+                .flat_map(|check| {
+                    let short = match check {
+                        Check::Zstor => "zstor",
+                        Check::Minio => "minio",
+                        Check::Monitor => "monitor",
+                        Check::Env => "env",
+                        Check::Appliance => "appliance",
+                    };
+                    image::install::CHECKS
+                        .iter()
+                        .filter(move |(name, _)| *name == short)
+                        .map(|(_, file)| *file)
                 })
                 .collect();
             let problems = image::install::check_config(&args.root, &names);
@@ -326,9 +335,12 @@ fn run(command: Command) -> Result<i32, Error> {
             })
         }
         Command::Configure(args) => {
-            for path in image::install::configure(&args.root, &args.site, args.force)? {
+            let configured =
+                image::install::configure(&args.root, args.site.as_deref(), args.force)?;
+            for path in &configured.written {
                 println!("qsfs-image: wrote {}", path.display());
             }
+            println!("qsfs-image: {}", configured.form.describe());
             Ok(exit::OK)
         }
     }
@@ -347,7 +359,7 @@ fn build(args: BuildArgs) -> Result<i32, Error> {
     if args.site.is_none() {
         eprintln!(
             "qsfs-image: no --site: building an image without secrets; the units refuse to start \
-             until zstor-default.toml and minio.env are supplied (qsfs-image configure --site FILE)"
+             until the credentials are supplied (qsfs-image configure --site FILE)"
         );
     }
     let signer = args

@@ -87,7 +87,8 @@ pub struct ZstorSettings {
     /// The zstor binary.
     #[serde(deserialize_with = "absolute_path")]
     pub bin: PathBuf,
-    /// The zstor config file (`-c`).
+    /// The zstor config file (`-c`); under systemd the credential `zstor.toml` instead
+    /// ([`layout::zstor_config`]).
     #[serde(deserialize_with = "absolute_path")]
     pub config: PathBuf,
     /// zstor's own log file (`--log_file`; without it zstor writes `zstor.log` into its
@@ -139,9 +140,12 @@ pub fn path_from_env() -> PathBuf {
 }
 
 impl<H: serde::de::DeserializeOwned + Validate + Default> ApplianceConfig<H> {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`. `[zstor] config` is where zstor's config is
+    /// read ([`layout::zstor_config`]: the credential under systemd).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        super::load(path)
+        let mut config: Self = super::load(path)?;
+        config.zstor.config = layout::zstor_config(&config.zstor.config);
+        Ok(config)
     }
 }
 

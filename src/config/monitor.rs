@@ -25,7 +25,8 @@ pub struct MonitorConfig {
     pub zdb_index_dir_path: PathBuf,
     /// zdb data root (upstream key).
     pub zdb_data_dir_path: PathBuf,
-    /// zstor config passed to every zstor call (upstream key).
+    /// zstor config passed to every zstor call (upstream key); under systemd the credential
+    /// `zstor.toml` instead ([`crate::layout::zstor_config`]).
     pub zstor_config_path: PathBuf,
     /// The zstor binary (upstream key).
     pub zstor_bin_path: PathBuf,
@@ -241,9 +242,12 @@ fn default_fill_threshold() -> Percent {
 }
 
 impl MonitorConfig {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`. `zstor_config_path` is where the monitor reads
+    /// zstor's config ([`crate::layout::zstor_config`]: the credential under systemd).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        super::load(path)
+        let mut config: MonitorConfig = super::load(path)?;
+        config.zstor_config_path = crate::layout::zstor_config(&config.zstor_config_path);
+        Ok(config)
     }
 
     /// `max_zdb_data_dir_size` in bytes (at most [`MAX_CACHE_MIB`] MiB once validated).
@@ -294,7 +298,7 @@ mod tests {
     const SEED: &str = r#"
 zdb_index_dir_path = "/var/zdbfs/index"
 zdb_data_dir_path = "/var/zdbfs/data"
-zstor_config_path = "/var/zdbfs/etc/zstor-default.toml"
+zstor_config_path = "/var/zdbfs/etc/credstore/zstor.toml"
 zstor_bin_path = "/var/zdbfs/bin/zstor"
 max_zdb_data_dir_size = 4096
 zdb_namespace_fill_treshold = 90
@@ -357,6 +361,8 @@ new_size = 100
             })
             .map(|line| format!("{line}\n"))
             .collect();
+        // The file describes the eVDC password without a value (it is a secret).
+        let uncommented = format!("{uncommented}password = \"p\"\n");
         let all = load(&uncommented).unwrap();
         let defaults = load(&text).unwrap();
         assert!(all.vdc_config.is_some());
@@ -374,6 +380,18 @@ new_size = 100
             ..defaults
         };
         assert_eq!(all, expected);
+    }
+
+    /// The monitor config may hold the eVDC password, so the shipped file describes the key
+    /// and gives no value for it to copy (this file is mode 0600, like the other secrets).
+    #[test]
+    fn the_shipped_file_shows_no_password_value() {
+        let text = include_str!("../../etc/monitor_config.toml");
+        for line in text.lines() {
+            let line = line.trim_start_matches(['#', ' ']);
+            assert!(!line.starts_with("password"), "{line}");
+        }
+        assert!(text.contains("`password`"), "the key is described");
     }
 
     #[test]

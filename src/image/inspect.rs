@@ -56,7 +56,7 @@ pub fn to_text(manifest: &ImageManifest) -> String {
         .collect();
     if secrets.is_empty() {
         text.push_str(
-            "secrets      none inside: supply zstor-default.toml and minio.env after unpacking \
+            "secrets      none inside: supply the credentials (zstor's config, MinIO's user and password) after unpacking \
              (qsfs-image configure --site FILE); the units refuse to start until then\n",
         );
     } else {
@@ -73,9 +73,9 @@ pub fn to_text(manifest: &ImageManifest) -> String {
         ));
     }
     let files = manifest.entries.iter().filter(|e| e.kind == "file");
-    let (count, bytes) = files.fold((0, 0u64), |(n, b), e| (n + 1, b + e.size));
+    let (count, bytes) = files.fold((0, 0u64), |(n, b), e| (n + 1, b + e.size.unwrap_or(0)));
     text.push_str(&format!(
-        "entries      {} ({} files, {:.1} MiB unpacked)\n",
+        "entries      {} ({} files, {:.1} MiB unpacked, secrets not counted)\n",
         manifest.entries.len() + 1,
         count + 1,
         bytes as f64 / (1024.0 * 1024.0)

@@ -5,8 +5,8 @@
 //! * [`lock`]: `image/manifest.lock`, the sha256 recorded by a component's first download;
 //! * [`fetch`]: finding each component (local path, cache or download), sha256-verified;
 //! * [`site`]: the operator's site settings, validated before anything is written;
-//! * [`render`]: site settings → `zstor-default.toml`, `monitor_config.toml`, `minio.env`,
-//!   `qsfs.env`, each re-read by its real parser as a check;
+//! * [`render`]: site settings → the credentials (zstor's config, MinIO's user and password),
+//!   `monitor_config.toml`, `qsfs.env`, each re-read by its real parser as a check;
 //! * [`tree`]: the sorted list of entries of an image (paths, modes, roles) and its `MANIFEST`;
 //! * [`tarball`]: writing the deterministic `.tar.gz` and `SHA256SUMS`;
 //! * [`build`]: the `build` subcommand, tying the above together;
@@ -81,14 +81,39 @@ pub mod layout {
     /// The suffix of a shipped config default; `install-config` installs `NAME` from
     /// `NAME.default` (see [`super::install`]).
     pub const DEFAULT_SUFFIX: &str = ".default";
-    /// The zstor config (secret: backend passwords and the key).
-    pub const ZSTOR_CONFIG: &str = "zstor-default.toml";
+    /// The credential store (mode 0700): the secrets, which the units load as systemd
+    /// credentials (see [`crate::layout::CREDSTORE`]).
+    pub const CREDSTORE: &str = "var/zdbfs/etc/credstore";
+    /// The zstor config (secret: backend passwords and the key), relative to [`ETC`]: the
+    /// credential `zstor.toml`.
+    pub const ZSTOR_CONFIG: &str = "credstore/zstor.toml";
     /// The monitor config.
     pub const MONITOR_CONFIG: &str = "monitor_config.toml";
-    /// MinIO's credentials (secret).
-    pub const MINIO_ENV: &str = "minio.env";
-    /// The config files that hold secrets (always mode 0600).
-    pub const SECRET_FILES: &[&str] = &[ZSTOR_CONFIG, MINIO_ENV];
+    /// MinIO's root user (secret), the credential `minio-root-user`.
+    pub const MINIO_USER: &str = "credstore/minio-root-user";
+    /// MinIO's root password (secret), the credential `minio-root-password`.
+    pub const MINIO_PASSWORD: &str = "credstore/minio-root-password";
+    /// The config files that hold secrets: always mode 0600 in the 0700 credential store,
+    /// and no `MANIFEST` or install record carries their sha256 or size (a secret could be
+    /// guessed offline from them).
+    pub const SECRET_FILES: &[&str] = &[ZSTOR_CONFIG, MINIO_USER, MINIO_PASSWORD];
+    /// The config files that hold or may hold secrets (the monitor config may hold the eVDC
+    /// password): always mode 0600, and `check-config` refuses one that others can read.
+    pub const PRIVATE_FILES: &[&str] = &[ZSTOR_CONFIG, MINIO_USER, MINIO_PASSWORD, MONITOR_CONFIG];
+
+    /// The name of the systemd credential a secret file is loaded as (its file name).
+    pub fn credential_name(file: &str) -> &str {
+        file.rsplit('/').next().unwrap_or(file)
+    }
+
+    /// The mode of config file `name`: 0600 for [`PRIVATE_FILES`], 0644 for the others.
+    pub fn config_mode(name: &str) -> u32 {
+        if PRIVATE_FILES.contains(&name) {
+            0o600
+        } else {
+            0o644
+        }
+    }
     /// The units' environment (`EnvironmentFile=`).
     pub const QSFS_ENV: &str = "qsfs.env";
     /// The appliance config read by `zdb-hook` and `qsfs-health`.
@@ -303,6 +328,29 @@ pub fn is_sha256(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The image's credential names are the ones the programs and units look for.
+    #[test]
+    fn credential_names_match_the_layout() {
+        use layout::*;
+        assert_eq!(
+            format!("/{CREDSTORE}"),
+            crate::layout::CREDSTORE,
+            "one credential store"
+        );
+        assert_eq!(
+            [ZSTOR_CONFIG, MINIO_USER, MINIO_PASSWORD].map(credential_name),
+            [
+                crate::layout::ZSTOR_CREDENTIAL,
+                crate::layout::MINIO_USER_CREDENTIAL,
+                crate::layout::MINIO_PASSWORD_CREDENTIAL
+            ]
+        );
+        assert_eq!(
+            format!("/{ETC}/{ZSTOR_CONFIG}"),
+            crate::layout::ZSTOR_CONFIG
+        );
+    }
 
     #[test]
     fn image_exit_codes_are_distinct() {

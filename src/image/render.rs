@@ -1,12 +1,14 @@
 //! Rendering the site settings into the appliance's config files, and checking config files
 //! with the parsers the appliance itself uses.
 //!
-//! * `zstor-default.toml` (secret): a [`ZstorConfig`] serialized with the TOML serializer;
+//! * `credstore/zstor.toml` (secret, the credential `zstor.toml`): a [`ZstorConfig`] serialized with the TOML serializer;
 //!   the daemon socket, pid file and zdbfs mountpoint are the appliance's, and zstor's own
 //!   eviction (`zdb_data_dir_path`, `max_zdb_data_dir_size`) is left unset because
 //!   `zstor_monitor` evicts.
 //! * `monitor_config.toml`: the standard paths plus the cache limit.
-//! * `minio.env` (secret): `MINIO_ROOT_USER`, `MINIO_ROOT_PASSWORD`.
+//! * `credstore/minio-root-user`, `credstore/minio-root-password` (secrets): MinIO's root
+//!   credentials, one value each (MinIO reads them from `MINIO_ROOT_USER_FILE` and
+//!   `MINIO_ROOT_PASSWORD_FILE`, which qsfs-minio.service points at its credentials).
 //! * `qsfs.env`: the units' environment (`ZDB_DATASIZE`, `ZDB_ROTATE_SECS`,
 //!   `ZDB_SYNCTIME_SECS`, `ZDBFS_SIZE`, `MINIO_ADDRESS`); rendered from the defaults when the
 //!   image is built without site settings.
@@ -15,7 +17,9 @@
 //! `HealthConfig::load` or the env-file parser; `build` runs it on every config it ships,
 //! and `check-config` on the installed files.
 
-use super::layout::{MINIO_ENV, MONITOR_CONFIG, QSFS_ENV, QSFS_TOML, ZSTOR_CONFIG};
+use super::layout::{
+    MINIO_PASSWORD, MINIO_USER, MONITOR_CONFIG, QSFS_ENV, QSFS_TOML, ZSTOR_CONFIG,
+};
 use super::site::{BackendSite, SiteSettings, ZdbSite, ZdbfsSite};
 use super::Error;
 use crate::config::monitor::MonitorConfig;
@@ -37,8 +41,8 @@ pub const QSFS_ENV_KEYS: &[&str] = &[
     "ZDBFS_SIZE",
     "MINIO_ADDRESS",
 ];
-/// Variables `minio.env` must define.
-pub const MINIO_ENV_KEYS: &[&str] = &["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"];
+/// The shortest MinIO root user and password MinIO accepts.
+const MINIO_MIN_LEN: [(&str, usize); 2] = [(MINIO_USER, 3), (MINIO_PASSWORD, 8)];
 
 /// A rendered config file.
 #[derive(Clone)]
@@ -47,8 +51,6 @@ pub struct RenderedFile {
     pub name: &'static str,
     /// Its content.
     pub text: String,
-    /// Whether it holds secrets (mode 0600).
-    pub secret: bool,
 }
 
 impl std::fmt::Debug for RenderedFile {
@@ -58,29 +60,29 @@ impl std::fmt::Debug for RenderedFile {
     }
 }
 
-/// Renders the config files: `qsfs.env` always; with site settings also `zstor-default.toml`,
-/// `monitor_config.toml` and `minio.env`.
+/// Renders the config files: `qsfs.env` always; with site settings also zstor's config,
+/// `monitor_config.toml` and MinIO's user and password.
 pub fn render(site: Option<&SiteSettings>) -> Result<Vec<RenderedFile>, Error> {
     let mut files = vec![RenderedFile {
         name: QSFS_ENV,
         text: qsfs_env(site),
-        secret: false,
     }];
     if let Some(site) = site {
         files.push(RenderedFile {
             name: ZSTOR_CONFIG,
             text: zstor_config(site)?,
-            secret: true,
         });
         files.push(RenderedFile {
             name: MONITOR_CONFIG,
             text: monitor_config(site)?,
-            secret: false,
         });
         files.push(RenderedFile {
-            name: MINIO_ENV,
-            text: minio_env(site),
-            secret: true,
+            name: MINIO_USER,
+            text: format!("{}\n", site.minio.root_user),
+        });
+        files.push(RenderedFile {
+            name: MINIO_PASSWORD,
+            text: format!("{}\n", site.minio.root_password.expose()),
         });
     }
     files.sort_by_key(|f| f.name);
@@ -92,6 +94,9 @@ pub fn render(site: Option<&SiteSettings>) -> Result<Vec<RenderedFile>, Error> {
 pub fn check_rendered(files: &[RenderedFile], scratch: &Path) -> Result<(), Error> {
     for file in files {
         let path = scratch.join(file.name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
         super::fsutil::write_atomic(&path, file.text.as_bytes(), 0o600)?;
         let result = validate_config(file.name, &path);
         let _ = std::fs::remove_file(&path);
@@ -228,17 +233,6 @@ fn qsfs_env(site: Option<&SiteSettings>) -> String {
     )
 }
 
-fn minio_env(site: &SiteSettings) -> String {
-    // Both values were checked by `env_safe`, so double quotes need no escaping.
-    format!(
-        "# MinIO's root credentials (EnvironmentFile= of qsfs-minio.service), rendered by\n\
-         # qsfs-image from the site settings. Secret (mode 0600).\n\
-         MINIO_ROOT_USER=\"{}\"\nMINIO_ROOT_PASSWORD=\"{}\"\n",
-        site.minio.root_user,
-        site.minio.root_password.expose()
-    )
-}
-
 /// A parsed env file: variable → (value, 1-based line).
 pub type EnvFile = BTreeMap<String, (String, usize)>;
 
@@ -285,6 +279,25 @@ fn env_error(path: &Path, key: Option<&str>, line: Option<usize>, message: Strin
         problem: Problem::InvalidValue,
         message,
     }
+}
+
+/// A credential that is one value (MinIO's user or password): one line, no spaces, at least
+/// as long as MinIO wants. The error never shows the value.
+fn validate_value(name: &str, path: &Path) -> Result<(), ConfigError> {
+    let text = crate::config::read(path)?;
+    let value = text.trim();
+    let min = MINIO_MIN_LEN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(1, |(_, min)| *min);
+    let problem = if value.chars().count() < min {
+        format!("must hold one value of at least {min} characters")
+    } else if value.contains(char::is_whitespace) {
+        "must hold one value without spaces or line breaks".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(env_error(path, None, None, problem))
 }
 
 fn validate_env(path: &Path, required: &[&str], numeric: &[&str]) -> Result<(), ConfigError> {
@@ -380,7 +393,7 @@ pub fn validate_config(name: &str, path: &Path) -> Result<(), ConfigError> {
                 "ZDBFS_SIZE",
             ],
         ),
-        MINIO_ENV => validate_env(path, MINIO_ENV_KEYS, &[]),
+        MINIO_USER | MINIO_PASSWORD => validate_value(name, path),
         _ => Ok(()),
     }
 }
@@ -405,7 +418,13 @@ mod tests {
         let names: Vec<_> = files.iter().map(|f| f.name).collect();
         assert_eq!(
             names,
-            [MINIO_ENV, MONITOR_CONFIG, QSFS_ENV, ZSTOR_CONFIG],
+            [
+                MINIO_PASSWORD,
+                MINIO_USER,
+                ZSTOR_CONFIG,
+                MONITOR_CONFIG,
+                QSFS_ENV
+            ],
             "sorted"
         );
         let scratch = tempfile::tempdir().unwrap();
@@ -413,7 +432,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         let files = rendered(Some(&site));
-        let zstor_path = dir.path().join(ZSTOR_CONFIG);
+        let zstor_path = dir.path().join("zstor.toml");
         std::fs::write(&zstor_path, &files[ZSTOR_CONFIG].text).unwrap();
         let zstor = ZstorConfig::load(&zstor_path).unwrap();
         assert_eq!((zstor.minimal_shards, zstor.expected_shards), (2, 4));
@@ -444,7 +463,7 @@ mod tests {
         assert_eq!(monitor.max_zdb_data_dir_size, Some(2048));
         assert_eq!(
             monitor.zstor_config_path,
-            Path::new("/var/zdbfs/etc/zstor-default.toml")
+            Path::new(crate::layout::ZSTOR_CONFIG)
         );
 
         let env = parse_env(&files[QSFS_ENV].text).unwrap();
@@ -452,11 +471,9 @@ mod tests {
         assert_eq!(env["ZDB_ROTATE_SECS"].0, "600");
         assert_eq!(env["ZDBFS_SIZE"].0, (1u64 << 40).to_string());
         assert_eq!(env["MINIO_ADDRESS"].0, "[::]:9000");
-        let minio = parse_env(&files[MINIO_ENV].text).unwrap();
-        assert_eq!(minio["MINIO_ROOT_USER"].0, "qsfs");
-        assert_eq!(minio["MINIO_ROOT_PASSWORD"].0, "minio-secret-pass");
-        assert!(files[MINIO_ENV].secret && files[ZSTOR_CONFIG].secret);
-        assert!(!format!("{:?}", files[MINIO_ENV]).contains("minio-secret-pass"));
+        assert_eq!(files[MINIO_USER].text, "qsfs\n");
+        assert_eq!(files[MINIO_PASSWORD].text, "minio-secret-pass\n");
+        assert!(!format!("{:?}", files[MINIO_PASSWORD]).contains("minio-secret-pass"));
     }
 
     #[test]
@@ -469,7 +486,7 @@ mod tests {
         let site = load(&text).unwrap();
         let files = rendered(Some(&site));
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(ZSTOR_CONFIG);
+        let path = dir.path().join("zstor.toml");
         std::fs::write(&path, &files[ZSTOR_CONFIG].text).unwrap();
         let zstor = ZstorConfig::load(&path).unwrap();
         let passwords: Vec<_> = zstor
@@ -499,7 +516,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let site = load(&sample()).unwrap();
         let files = rendered(Some(&site));
-        let path = dir.path().join(ZSTOR_CONFIG);
+        let path = dir.path().join("zstor.toml");
         let good = files[ZSTOR_CONFIG].text.clone();
         let cases = [
             (
@@ -537,10 +554,19 @@ mod tests {
             assert_eq!(err.key.as_deref(), key, "{err}");
             assert_eq!(err.position.map(|p| p.0), line, "{err}");
         }
-        let minio = dir.path().join(MINIO_ENV);
-        std::fs::write(&minio, "MINIO_ROOT_USER=\"x\"\nMINIO_ROOT_PASSWORD=\"\"\n").unwrap();
-        let err = validate_config(MINIO_ENV, &minio).unwrap_err();
-        assert_eq!(err.key.as_deref(), Some("MINIO_ROOT_PASSWORD"));
+        let minio = dir.path().join("minio-root-password");
+        for (text, problem) in [
+            ("short\n", "at least 8 characters"),
+            ("long enough\n", "without spaces"),
+        ] {
+            std::fs::write(&minio, text).unwrap();
+            let err = validate_config(MINIO_PASSWORD, &minio)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(problem) && !err.contains(text.trim()), "{err}");
+        }
+        std::fs::write(&minio, "qsfs\n").unwrap();
+        validate_config(MINIO_USER, &minio).unwrap();
 
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc");
         validate_config(QSFS_TOML, &shipped.join(QSFS_TOML)).unwrap();

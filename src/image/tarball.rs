@@ -11,7 +11,7 @@
 
 use super::fsutil::{write_atomic, HashingReader};
 use super::layout;
-use super::tree::{Content, Entry};
+use super::tree::{Content, Entry, Role};
 use super::Error;
 use crate::fsutil::{Durability, TempFile};
 use sha2::{Digest, Sha256};
@@ -122,7 +122,8 @@ impl<W: Write> Write for HashingWriter<W> {
 
 /// Writes `entries` as a gzipped tarball to `target`; returns the tarball's sha256. An entry
 /// that [`refusal`] would refuse (a unit file named with a control character, say) is an error
-/// before anything is written: the builder never makes an image that `verify` refuses.
+/// before anything is written: the builder never makes an image that `verify` refuses. A
+/// tarball that holds a secret is mode 0600 from its creation on, else 0644.
 pub fn write(entries: &[Entry], epoch: u64, target: &Path) -> Result<String, Error> {
     let refused: Vec<(String, String)> = entries
         .iter()
@@ -143,7 +144,12 @@ pub fn write(entries: &[Entry], epoch: u64, target: &Path) -> Result<String, Err
         });
     }
     let io = |e: std::io::Error| Error::io(target, e);
-    let mut temp = TempFile::create(target, 0o644).map_err(io)?;
+    let mode = if entries.iter().any(|e| e.role == Role::Secret) {
+        0o600
+    } else {
+        0o644
+    };
+    let mut temp = TempFile::create(target, mode).map_err(io)?;
     let hashing = HashingWriter {
         inner: std::io::BufWriter::with_capacity(1 << 20, temp.file()),
         hasher: Sha256::new(),
@@ -255,7 +261,7 @@ pub fn sha256_in(sums: &str, file_name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::tree::Role;
+    use std::os::unix::fs::PermissionsExt;
 
     fn entries(dir: &Path) -> Vec<Entry> {
         let file = dir.join("input");
@@ -298,6 +304,11 @@ mod tests {
         let sha_a = write(&list, 1_700_000_000, &a).unwrap();
         let sha_b = write(&list, 1_700_000_000, &b).unwrap();
         assert_eq!(sha_a, sha_b);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&a), 0o600, "it holds a secret");
+        let public = dir.path().join("public.tar.gz");
+        write(&list[..2], 0, &public).unwrap();
+        assert_eq!(mode(&public), 0o644);
         let bytes = std::fs::read(&a).unwrap();
         assert_eq!(bytes, std::fs::read(&b).unwrap());
         assert_eq!(crate::image::fsutil::sha256_file(&a).unwrap().0, sha_a);

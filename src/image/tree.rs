@@ -1,9 +1,9 @@
 //! The content of an image: a sorted list of entries (directories and files, each with a path,
 //! a normalized mode and a role), and the `MANIFEST` that describes them.
 //!
-//! Modes are normalized: directories 0755 (spool and state 0700), binaries 0755, secrets 0600,
-//! everything else 0644. Config files ship as `var/zdbfs/etc/NAME.default`; the
-//! `qsfs-config.service` oneshot installs `NAME` from it (see [`super::install`]). System
+//! Modes are normalized: directories 0755 (`var/zdbfs` itself, spool and state 0700), binaries
+//! 0755, the configs that hold or may hold secrets 0600 ([`layout::PRIVATE_FILES`]), everything
+//! else 0644. Config files ship as `var/zdbfs/etc/NAME.default`; the `qsfs-config.service` oneshot installs `NAME` from it (see [`super::install`]). System
 //! directories (`etc/`, `var/`, …) get no entries of their own, so unpacking never changes
 //! their modes or times.
 //!
@@ -36,7 +36,7 @@ pub enum Role {
     Preset,
     /// A config default (`NAME.default`), installed as `NAME` by `install-config`.
     Config,
-    /// A config default that holds secrets (mode 0600).
+    /// A config default that holds secrets (mode 0600; listed without sha256 or size).
     Secret,
     /// The `MANIFEST` itself (not listed in it).
     Manifest,
@@ -107,7 +107,7 @@ pub struct ImageInfo {
     pub source_date_epoch: u64,
     /// The same, as UTC ISO 8601.
     pub build_time: String,
-    /// Whether the image holds secrets (a rendered `zstor-default.toml` and `minio.env`).
+    /// Whether the image holds secrets (the credentials rendered from site settings).
     pub secrets: bool,
 }
 
@@ -134,9 +134,10 @@ pub struct EntryInfo {
     pub kind: String,
     /// Permission bits in octal (`0755`).
     pub mode: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// sha256 (files only).
+    /// Size in bytes (never for a [`Role::Secret`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// sha256 (files only, never for a [`Role::Secret`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     /// What the entry is for.
@@ -229,9 +230,12 @@ pub fn plan(inputs: &Inputs) -> Result<(Vec<Entry>, ImageManifest), Error> {
         sha256: None,
         content: Content::None,
     };
-    entries.push(dir(layout::ROOT, 0o755));
+    // 0700: zdbfs mounts with allow_other (for MinIO's own user), so the mount below must not
+    // be reachable by other local users.
+    entries.push(dir(layout::ROOT, 0o700));
     entries.push(dir(layout::BIN, 0o755));
     entries.push(dir(layout::ETC, 0o755));
+    entries.push(dir(layout::CREDSTORE, 0o700));
     for (name, mode) in layout::DATA_DIRS {
         entries.push(dir(&format!("{}/{name}", layout::ROOT), *mode));
     }
@@ -263,29 +267,19 @@ pub fn plan(inputs: &Inputs) -> Result<(Vec<Entry>, ImageManifest), Error> {
         if inputs.rendered.iter().any(|r| r.name == name) {
             continue;
         }
-        let (role, mode) = if layout::SECRET_FILES.contains(&name.as_str()) {
-            (Role::Secret, 0o600)
-        } else {
-            (Role::Config, 0o644)
-        };
         entries.push(file_entry(
             format!("{}/{name}{DEFAULT_SUFFIX}", layout::ETC),
-            role,
-            mode,
+            config_role(name),
+            layout::config_mode(name),
             path,
             None,
         )?);
     }
     for file in inputs.rendered {
-        let (role, mode) = if file.secret {
-            (Role::Secret, 0o600)
-        } else {
-            (Role::Config, 0o644)
-        };
         entries.push(bytes_entry(
             format!("{}/{}{DEFAULT_SUFFIX}", layout::ETC, file.name),
-            role,
-            mode,
+            config_role(file.name),
+            layout::config_mode(file.name),
             file.text.as_bytes().to_vec(),
         ));
     }
@@ -328,14 +322,25 @@ pub fn plan(inputs: &Inputs) -> Result<(Vec<Entry>, ImageManifest), Error> {
     Ok((entries, manifest))
 }
 
-/// The `MANIFEST` line for an entry.
+/// The role of config default `name`: [`Role::Secret`] for [`layout::SECRET_FILES`].
+fn config_role(name: &str) -> Role {
+    if layout::SECRET_FILES.contains(&name) {
+        Role::Secret
+    } else {
+        Role::Config
+    }
+}
+
+/// The `MANIFEST` line for an entry. A secret's line has neither sha256 nor size: either would
+/// let a secret made from a fixed template be guessed offline.
 pub fn entry_info(entry: &Entry) -> EntryInfo {
+    let secret = entry.role == Role::Secret;
     EntryInfo {
         path: entry.path.clone(),
         kind: if entry.is_dir() { "dir" } else { "file" }.to_string(),
         mode: format!("{:04o}", entry.mode),
-        size: entry.size,
-        sha256: entry.sha256.clone(),
+        size: (!secret).then_some(entry.size),
+        sha256: entry.sha256.clone().filter(|_| !secret),
         role: entry.role,
     }
 }
@@ -443,12 +448,10 @@ mod tests {
             RenderedFile {
                 name: "qsfs.env",
                 text: "ZDB_DATASIZE=1\n".into(),
-                secret: false,
             },
             RenderedFile {
-                name: "minio.env",
-                text: "MINIO_ROOT_USER=x\n".into(),
-                secret: true,
+                name: layout::MINIO_PASSWORD,
+                text: "password\n".into(),
             },
         ];
         let (entries, manifest) = plan(&Inputs {
@@ -467,10 +470,15 @@ mod tests {
         sorted.sort();
         assert_eq!(paths, sorted);
         let mode = |path: &str| entries.iter().find(|e| e.path == path).unwrap().mode;
+        assert_eq!(mode("var/zdbfs"), 0o700);
         assert_eq!(mode("var/zdbfs/spool"), 0o700);
         assert_eq!(mode("var/zdbfs/state"), 0o700);
         assert_eq!(mode("var/zdbfs/bin/zdb"), 0o755);
-        assert_eq!(mode("var/zdbfs/etc/minio.env.default"), 0o600);
+        assert_eq!(mode("var/zdbfs/etc/credstore"), 0o700);
+        assert_eq!(
+            mode("var/zdbfs/etc/credstore/minio-root-password.default"),
+            0o600
+        );
         assert_eq!(mode("var/zdbfs/etc/qsfs.env.default"), 0o644);
         assert_eq!(mode("etc/systemd/system/qsfs.target"), 0o644);
         assert_eq!(mode("etc/systemd/system-preset/50-qsfs.preset"), 0o644);
@@ -485,13 +493,23 @@ mod tests {
             .iter()
             .find(|e| e.path == "var/zdbfs/etc/qsfs.env.default")
             .unwrap();
-        assert_eq!(env.size, "ZDB_DATASIZE=1\n".len() as u64, "rendered wins");
+        assert_eq!(
+            env.size,
+            Some("ZDB_DATASIZE=1\n".len() as u64),
+            "rendered wins"
+        );
+        let minio = manifest
+            .entries
+            .iter()
+            .find(|e| e.path == "var/zdbfs/etc/credstore/minio-root-password.default")
+            .unwrap();
+        assert_eq!((minio.size, minio.sha256.as_deref()), (None, None));
         assert_eq!(env.installs().as_deref(), Some("var/zdbfs/etc/qsfs.env"));
         let configs: Vec<_> = manifest.configs().map(|(_, live)| live).collect();
         assert_eq!(
             configs,
             [
-                "var/zdbfs/etc/minio.env",
+                "var/zdbfs/etc/credstore/minio-root-password",
                 "var/zdbfs/etc/qsfs.env",
                 "var/zdbfs/etc/qsfs.toml"
             ]

@@ -7,8 +7,9 @@
 //!
 //! Then every difference is listed, never only the first:
 //! * **missing**: an entry of the `MANIFEST` is absent;
-//! * **changed**: type, mode, size, content (sha256) or, in a tarball, owner differ; also a
-//!   secret config readable by others, and a tarball whose sha256 is not the one in the
+//! * **changed**: type, mode, size, content (sha256) or, in a tarball, owner differ (a
+//!   secret, listed without size and sha256, only by type, mode and owner); also a config that
+//!   holds or may hold secrets readable by others, and a tarball whose sha256 is not the one in the
 //!   `SHA256SUMS` beside it;
 //! * **extra**: in a tarball, any entry the `MANIFEST` does not list; in a tree, an executable
 //!   or symlink in `var/zdbfs/bin` or `var/zdbfs/etc` that the `MANIFEST` does not list.
@@ -17,7 +18,7 @@
 //! their shipped `*.default` and reported as **modified** when they differ from it, or
 //! **pending** when not installed yet; neither is a failure.
 
-use super::layout::{self, DEFAULT_SUFFIX, SECRET_FILES};
+use super::layout::{self, DEFAULT_SUFFIX, PRIVATE_FILES, SECRET_FILES};
 use super::tree::{EntryInfo, ImageManifest, Role};
 use super::{sign, tarball, Error};
 use serde::Serialize;
@@ -208,14 +209,27 @@ fn differences(expected: &EntryInfo, observed: &Observed) -> Vec<String> {
             diffs.push(format!("owner {uid}:{gid}, expected 0:0"));
         }
     }
-    if expected.kind == "file" {
-        if observed.size != expected.size {
+    if expected.kind == "file" && expected.role == Role::Secret {
+        // A secret is listed without sha256 or size (they would let it be guessed): what is
+        // checked is that it is there, a file, root's (in a tarball) and private.
+        if expected.mode_bits() != 0o600 {
             diffs.push(format!(
-                "size {}, expected {}",
-                observed.size, expected.size
+                "a secret listed with mode {}, expected 0600",
+                expected.mode
             ));
         }
-        if observed.sha256 != expected.sha256 {
+        if expected.size.is_some() || expected.sha256.is_some() {
+            diffs.push("a secret listed with a size or sha256, which give it away".into());
+        }
+    } else if expected.kind == "file" {
+        if Some(observed.size) != expected.size {
+            diffs.push(format!(
+                "size {}, expected {}",
+                observed.size,
+                expected.size.map_or("-".into(), |s| s.to_string())
+            ));
+        }
+        if observed.sha256 != expected.sha256 || expected.sha256.is_none() {
             diffs.push(format!(
                 "sha256 {}, expected {}",
                 observed.sha256.as_deref().unwrap_or("-"),
@@ -567,7 +581,9 @@ fn installed_configs(root: &Path, image: &ImageManifest) -> Vec<Finding> {
     }
     for (live, default) in live_paths {
         let path = root.join(&live);
-        let secret = default.map(|d| d.role == Role::Secret).unwrap_or(true);
+        let name = live.rsplit('/').next().unwrap_or_default();
+        let secret =
+            default.is_none_or(|d| d.role == Role::Secret) || PRIVATE_FILES.contains(&name);
         match observe(&path) {
             Err(_) => {
                 if let Some(default) = default {
@@ -591,7 +607,14 @@ fn installed_configs(root: &Path, image: &ImageManifest) -> Vec<Finding> {
                     });
                 }
                 if let Some(default) = default {
-                    if seen.sha256 != default.sha256 {
+                    // A secret's default has no sha256 in the MANIFEST: compare with the file.
+                    let shipped = match default.role {
+                        Role::Secret => observe(&root.join(&default.path))
+                            .ok()
+                            .and_then(|d| d.sha256),
+                        _ => default.sha256.clone(),
+                    };
+                    if seen.sha256 != shipped {
                         findings.push(Finding {
                             kind: FindingKind::Modified,
                             path: live,
@@ -685,7 +708,7 @@ mod tests {
             path: "var/zdbfs/bin/zdb".into(),
             kind: kind.into(),
             mode: mode.into(),
-            size,
+            size: Some(size),
             sha256: sha.map(str::to_string),
             role: Role::Binary,
         }
@@ -719,6 +742,61 @@ mod tests {
             differences(&expected, &seen),
             ["is a symlink, expected a file"]
         );
+    }
+
+    /// A secret is listed without sha256 or size: its presence, type, mode and owner are
+    /// checked; a file that is not a secret and has no sha256 is refused.
+    #[test]
+    fn a_secret_is_checked_without_its_hash_or_size() {
+        let secret = EntryInfo {
+            path: "var/zdbfs/etc/minio.env.default".into(),
+            kind: "file".into(),
+            mode: "0600".into(),
+            size: None,
+            sha256: None,
+            role: Role::Secret,
+        };
+        let seen = Observed {
+            kind: "file",
+            mode: 0o600,
+            owner: Some((0, 0)),
+            size: 61,
+            sha256: Some("cc".into()),
+        };
+        assert_eq!(differences(&secret, &seen), Vec::<String>::new());
+        let readable = Observed {
+            mode: 0o644,
+            owner: Some((1000, 0)),
+            ..seen.clone()
+        };
+        assert_eq!(
+            differences(&secret, &readable),
+            ["mode 0644, expected 0600", "owner 1000:0, expected 0:0"]
+        );
+        let loose = EntryInfo {
+            mode: "0644".into(),
+            size: Some(61),
+            ..secret.clone()
+        };
+        assert_eq!(
+            differences(
+                &loose,
+                &Observed {
+                    mode: 0o644,
+                    ..seen.clone()
+                }
+            ),
+            [
+                "a secret listed with mode 0644, expected 0600",
+                "a secret listed with a size or sha256, which give it away"
+            ]
+        );
+        let unhashed = EntryInfo {
+            role: Role::Config,
+            size: Some(61),
+            ..secret
+        };
+        assert_eq!(differences(&unhashed, &seen), ["sha256 cc, expected -"]);
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Fixture {
         std::fs::write(
             etc.join("monitor_config.toml"),
             "zdb_index_dir_path = \"/var/zdbfs/index\"\nzdb_data_dir_path = \"/var/zdbfs/data\"\n\
-             zstor_config_path = \"/var/zdbfs/etc/zstor-default.toml\"\nzstor_bin_path = \"/var/zdbfs/bin/zstor\"\n",
+             zstor_config_path = \"/var/zdbfs/etc/credstore/zstor.toml\"\nzstor_bin_path = \"/var/zdbfs/bin/zstor\"\n",
         )
         .unwrap();
         fixture.write_manifest("1.0.0", &BTreeMap::new());
@@ -257,8 +257,8 @@ fn build_unpack_verify_then_one_changed_byte_fails_naming_the_file() {
 
     let install = f.run(&["install-config", "--root", root_arg]);
     assert_code(&install, 0);
-    assert!(text(&install.stdout).contains("installed /var/zdbfs/etc/zstor-default.toml"));
-    let zstor = root.join("var/zdbfs/etc/zstor-default.toml");
+    assert!(text(&install.stdout).contains("installed /var/zdbfs/etc/credstore/zstor.toml"));
+    let zstor = root.join("var/zdbfs/etc/credstore/zstor.toml");
     let mode = std::fs::metadata(&zstor).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
     let loaded = qsfs::zstor::config::ZstorConfig::load(&zstor).unwrap();
@@ -346,7 +346,7 @@ fn tar_listing_shows_root_owner_sorted_paths_one_mtime_and_private_secrets() {
     let mut times = std::collections::BTreeSet::new();
     let mut modes = BTreeMap::new();
     for line in listing.lines() {
-        // -rw------- 0/0  208 2023-11-14 22:13 var/zdbfs/etc/minio.env.default
+        // -rw------- 0/0  208 2023-11-14 22:13 var/zdbfs/etc/credstore/zstor.toml.default
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(fields.len(), 6, "{line}");
         assert_eq!(fields[1], "0/0", "{line}");
@@ -360,10 +360,14 @@ fn tar_listing_shows_root_owner_sorted_paths_one_mtime_and_private_secrets() {
     assert_eq!(paths, sorted, "paths are sorted");
     assert_eq!(times.len(), 1, "one mtime: {times:?}");
     assert_eq!(
-        modes["var/zdbfs/etc/zstor-default.toml.default"],
+        modes["var/zdbfs/etc/credstore/zstor.toml.default"],
         "-rw-------"
     );
-    assert_eq!(modes["var/zdbfs/etc/minio.env.default"], "-rw-------");
+    assert_eq!(
+        modes["var/zdbfs/etc/credstore/minio-root-password.default"],
+        "-rw-------"
+    );
+    assert_eq!(modes["var/zdbfs/etc/credstore"], "drwx------");
     assert_eq!(modes["var/zdbfs/etc/qsfs.env.default"], "-rw-r--r--");
     assert_eq!(modes["var/zdbfs/spool"], "drwx------");
     assert_eq!(modes["var/zdbfs/state"], "drwx------");
@@ -757,20 +761,21 @@ fn an_image_without_secrets_keeps_the_units_from_starting_until_they_are_supplie
     let root_arg = root.to_str().unwrap();
     unpack(&tarball, &root);
     let etc = root.join("var/zdbfs/etc");
-    assert!(!etc.join("zstor-default.toml.default").exists());
-    assert!(!etc.join("minio.env.default").exists());
+    assert!(!etc.join("credstore/zstor.toml.default").exists());
+    assert!(!etc.join("credstore/minio-root-password.default").exists());
     assert_code(&f.run(&["install-config", "--root", root_arg]), 0);
     assert!(etc.join("qsfs.env").exists() && etc.join("monitor_config.toml").exists());
 
     let check = f.run(&["check-config", "--root", root_arg]);
     assert_code(&check, 78);
     let lines: Vec<String> = text(&check.stderr).lines().map(str::to_string).collect();
-    assert_eq!(lines.len(), 2, "{lines:#?}");
-    assert!(lines[0].contains("zstor-default.toml is missing: put the zstor v0.5 config there"));
-    assert!(lines[1].contains("minio.env is missing: put MINIO_ROOT_USER"));
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(lines[0].contains("credstore/zstor.toml is missing: the credential zstor.toml"));
+    assert!(lines[1].contains("credstore/minio-root-user is missing: a credential of MinIO"));
+    assert!(lines[2].contains("credstore/minio-root-password is missing"));
     let check = f.run(&["check-config", "--root", root_arg, "minio"]);
     assert_code(&check, 78);
-    assert_eq!(text(&check.stderr).lines().count(), 1);
+    assert_eq!(text(&check.stderr).lines().count(), 2);
     assert_code(
         &f.run(&["check-config", "--root", root_arg, "env", "appliance"]),
         0,
@@ -798,7 +803,12 @@ fn an_image_without_secrets_keeps_the_units_from_starting_until_they_are_supplie
     ]);
     assert_code(&configure, 0);
     assert_code(&f.run(&["check-config", "--root", root_arg]), 0);
-    let mode = std::fs::metadata(etc.join("minio.env"))
+    assert!(
+        text(&configure.stdout).contains("stored plain (mode 0600 in a 0700 directory)"),
+        "{}",
+        text(&configure.stdout)
+    );
+    let mode = std::fs::metadata(etc.join("credstore/minio-root-password"))
         .unwrap()
         .permissions()
         .mode();
@@ -961,6 +971,28 @@ fn read_entries(tarball: &Path) -> Vec<RawEntry> {
             body,
             link: entry.link_name_bytes().map(|l| l.into_owned()),
         });
+/// The lowercase hex sha256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every entry of a tarball: path → (mode, content).
+fn tar_entries(tarball: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    use std::io::Read;
+    let file = std::fs::File::open(tarball).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut entries = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let mode = entry.header().mode().unwrap();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        entries.insert(path.trim_end_matches('/').to_string(), (mode, content));
     }
     entries
 }
@@ -1221,6 +1253,107 @@ fn a_signed_image_verifies_with_its_key_and_is_refused_when_anything_changed() {
     assert_code(&verify, 0);
     assert!(
         text(&verify.stdout).contains("origin NOT checked"),
+/// A tarball built with site settings holds secrets: it is written 0600, its secret files are
+/// 0600 inside, and neither its MANIFEST nor the install record on the VM carries a hash or a
+/// size of a secret (the MinIO password could be guessed offline from the hash of its fixed
+/// template). Verify still checks what it can of them: presence, type, mode, owner.
+#[test]
+fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let tarball = f.tarball("out", "1.0.0");
+    let mode = std::fs::metadata(&tarball).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the tarball holds secrets");
+    let entries = tar_entries(&tarball);
+    let manifest_text = String::from_utf8(entries["var/zdbfs/MANIFEST"].1.clone()).unwrap();
+    let manifest: toml::Value = toml::from_str(&manifest_text).unwrap();
+    let listed = manifest["entries"].as_array().unwrap();
+    let secrets: Vec<&toml::Value> = listed
+        .iter()
+        .filter(|e| e["role"].as_str() == Some("secret"))
+        .collect();
+    let secret_paths: Vec<&str> = secrets
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        secret_paths,
+        [
+            "var/zdbfs/etc/credstore/minio-root-password.default",
+            "var/zdbfs/etc/credstore/minio-root-user.default",
+            "var/zdbfs/etc/credstore/zstor.toml.default"
+        ]
+    );
+    for entry in &secrets {
+        let path = entry["path"].as_str().unwrap();
+        assert_eq!(entry["mode"].as_str(), Some("0600"), "{path}");
+        assert!(entry.get("sha256").is_none(), "{path}: {entry}");
+        assert!(entry.get("size").is_none(), "{path}: {entry}");
+        let (mode, content) = &entries[path];
+        assert_eq!(mode & 0o777, 0o600, "{path}");
+        assert!(!manifest_text.contains(&sha256_hex(content)), "{path}");
+    }
+    // The monitor config may hold the eVDC password: private as well.
+    assert_eq!(
+        entries["var/zdbfs/etc/monitor_config.toml.default"].0 & 0o777,
+        0o600
+    );
+    assert_code(&f.run(&["verify", tarball.to_str().unwrap()]), 0);
+
+    let root = f.root("vm");
+    let root_arg = root.to_str().unwrap();
+    unpack(&tarball, &root);
+    assert_code(&f.run(&["install-config", "--root", root_arg]), 0);
+    let etc = root.join("var/zdbfs/etc");
+    let record_text = std::fs::read_to_string(etc.join(".installed-defaults")).unwrap();
+    let record: toml::Value = toml::from_str(&record_text).unwrap();
+    let installed = record["installed"].as_table().unwrap();
+    for name in [
+        "credstore/minio-root-user",
+        "credstore/minio-root-password",
+        "credstore/zstor.toml",
+    ] {
+        let file = name.rsplit('/').next().unwrap();
+        assert!(!installed.contains_key(file), "{record_text}");
+        let content = std::fs::read(etc.join(name)).unwrap();
+        assert!(!record_text.contains(&sha256_hex(&content)), "{name}");
+        let mode = std::fs::metadata(etc.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    let store = std::fs::metadata(etc.join("credstore")).unwrap();
+    assert_eq!(
+        store.permissions().mode() & 0o777,
+        0o700,
+        "the credential store"
+    );
+    let monitor = etc.join("monitor_config.toml");
+    assert_eq!(
+        std::fs::metadata(&monitor).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_code(&f.run(&["check-config", "--root", root_arg]), 0);
+    assert_code(&f.run(&["verify", "--root", root_arg]), 0);
+
+    // A secret readable by others, or one that is gone, fails verify, naming it.
+    let minio = etc.join("credstore/minio-root-password.default");
+    std::fs::set_permissions(&minio, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let verify = f.run(&["verify", "--root", root_arg]);
+    assert_code(&verify, 1);
+    assert!(
+        text(&verify.stdout)
+            .contains("CHANGED   var/zdbfs/etc/credstore/minio-root-password.default: mode 0644"),
+        "{}",
+        text(&verify.stdout)
+    );
+    std::fs::remove_file(&minio).unwrap();
+    let verify = f.run(&["verify", "--root", root_arg]);
+    assert_code(&verify, 1);
+    assert!(
+        text(&verify.stdout)
+            .contains("MISSING   var/zdbfs/etc/credstore/minio-root-password.default"),
         "{}",
         text(&verify.stdout)
     );
@@ -1370,4 +1503,20 @@ fn a_password_protected_key_takes_its_password_from_the_environment() {
         &f.run(&["verify", "--key", public_arg, tarball.to_str().unwrap()]),
         0,
     );
+    // check-config guards the monitor config like the other secret files.
+    std::fs::set_permissions(&monitor, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let check = f.run(&["check-config", "--root", root_arg, "monitor"]);
+    assert_code(&check, 78);
+    let said = text(&check.stderr);
+    assert!(
+        said.contains(&format!("{} holds secrets", monitor.display()))
+            && said.contains("chmod 600"),
+        "{said}"
+    );
+
+    // An image without site settings holds no secret: an ordinary 0644 tarball.
+    assert_code(&f.build("public", &["--offline", "--no-site"]), 0);
+    let public = f.tarball("public", "1.0.0");
+    let mode = std::fs::metadata(&public).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
 }

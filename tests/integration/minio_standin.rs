@@ -27,7 +27,13 @@ const UNSIGNED_PAYLOAD: &str = "x-amz-content-sha256: UNSIGNED-PAYLOAD";
 /// The stand-in's command with only the credentials we give it.
 fn standin() -> Command {
     let mut command = Command::new(support::bin("minio-standin"));
-    for name in ["MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "QSFS_LOG"] {
+    for name in [
+        "MINIO_ROOT_USER",
+        "MINIO_ROOT_PASSWORD",
+        "MINIO_ROOT_USER_FILE",
+        "MINIO_ROOT_PASSWORD_FILE",
+        "QSFS_LOG",
+    ] {
         command.env_remove(name);
     }
     command
@@ -69,11 +75,16 @@ impl Server {
 
     /// Starts `minio server FLAGS DIR` with our credentials, to answer on `host` and `port`.
     fn start_with(host: &'static str, port: u16, flags: &[&str]) -> Server {
+        let env = [("MINIO_ROOT_USER", USER), ("MINIO_ROOT_PASSWORD", PASSWORD)];
+        Server::start_env(host, port, flags, &env)
+    }
+
+    /// Starts `minio server FLAGS DIR` with the environment `env`.
+    fn start_env(host: &'static str, port: u16, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
         let child = standin()
-            .env("MINIO_ROOT_USER", USER)
-            .env("MINIO_ROOT_PASSWORD", PASSWORD)
+            .envs(env.iter().copied())
             .arg("server")
             .args(flags)
             .arg(dir.path().join("data"))
@@ -576,4 +587,45 @@ fn minio_address_forms() {
         server.signal(Signal::SIGTERM);
         assert_eq!(server.wait().code(), Some(0), "{}", server.log());
     }
+}
+
+/// As MinIO does, `MINIO_ROOT_USER_FILE` and `MINIO_ROOT_PASSWORD_FILE` name files that hold
+/// the credentials (systemd credentials: `%d/NAME`), trimmed of surrounding white space; they
+/// win over the plain variables. An unreadable file exits 1, naming the variable.
+#[test]
+fn credentials_from_files() {
+    let files = tempfile::tempdir().unwrap();
+    let user_file = files.path().join("minio-root-user");
+    let password_file = files.path().join("minio-root-password");
+    std::fs::write(&user_file, format!("{USER}\n")).unwrap();
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let port = free_port();
+    let address = format!("127.0.0.1:{port}");
+    let server = Server::start_env(
+        "127.0.0.1",
+        port,
+        &["--address", &address],
+        &[
+            ("MINIO_ROOT_USER_FILE", user_file.to_str().unwrap()),
+            ("MINIO_ROOT_PASSWORD_FILE", password_file.to_str().unwrap()),
+            ("MINIO_ROOT_PASSWORD", "not-the-password"),
+        ],
+    );
+    assert_status(&server.s3(&["-X", "PUT"], "/bucket"), 200, "create bucket");
+    drop(server);
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = files.path().join("nope");
+    let output = run(standin()
+        .args(["server", "--address", &address])
+        .arg(dir.path().join("data"))
+        .env("MINIO_ROOT_USER_FILE", &user_file)
+        .env("MINIO_ROOT_PASSWORD_FILE", &missing));
+    let text = all_output(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("MINIO_ROOT_PASSWORD_FILE") && text.contains(&missing.display().to_string()),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
 }

@@ -438,6 +438,26 @@ fn bad_configs_exit_78_naming_file_key_and_line() {
     let out = run(&config);
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("zstor-default.toml: file not found"));
+
+    // Under systemd zstor's config is the credential zstor.toml: a missing one is named.
+    let credentials = app.dir.path().join("credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_zstor_monitor"))
+        .arg("-c")
+        .arg(&config)
+        .env("QSFS_LOG_TARGET", "stderr")
+        .env("CREDENTIALS_DIRECTORY", &credentials)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: file not found",
+            credentials.join("zstor.toml").display()
+        )),
+        "{stderr}"
+    );
 }
 
 /// A zdb stand-in on TCP playing one remote backend.

@@ -213,13 +213,15 @@ impl Layout {
 /// SIGKILL instead; `missing-data` sleeps `$MISSING_SLEEP` and restores the file from
 /// `$BACKUP_DIR`; `namespace-created` writes zdb's pid (`$PPID`) to `$PID_FILE`;
 /// `namespace-closing` waits for the file `$CLOSING_RELEASE` (when set) and then logs
-/// `done|<line>`. Everything else exits 0.
+/// `done|<line>`; with `$LOG_ENV` (a variable's name) every call also logs
+/// `env|<name>=<value>`. Everything else exits 0.
 fn write_hook(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("hook.sh");
     let script = r#"#!/bin/sh
 if [ -n "$LOG_ARGV0" ]; then line=$(printf '%s|' "$0" "$@"); else line=$(printf '%s|' "$@"); fi
 printf '%s\n' "$line" >> "$HOOK_LOG"
+[ -n "$LOG_ENV" ] && eval "printf 'env|%s=%s\n' \"\$LOG_ENV\" \"\$$LOG_ENV\"" >> "$HOOK_LOG"
 case "$1" in
     namespaces-init)
         [ -n "$INIT_SLEEP" ] && sleep "$INIT_SLEEP" ;;
@@ -542,6 +544,38 @@ fn check_failing_ready_hook_exits_0_without_serving(program: &Program) {
             format!("ready|{id}|"),
             format!("namespace-closing|{id}|default|{i}/default/i0|{d}/default/d0||"),
         ]
+    );
+}
+
+/// zdb starts its hooks with its own environment (fork + execv): zdb-hook finds the unit's
+/// `$CREDENTIALS_DIRECTORY` (zstor's config, a systemd credential of qsfs-zdb.service).
+#[test]
+fn hooks_inherit_the_environment() {
+    support::upstream::each("zdb", check_hooks_inherit_the_environment);
+}
+
+fn check_hooks_inherit_the_environment(program: &Program) {
+    let layout = Layout::new();
+    let credentials = "/run/credentials/qsfs-zdb.service";
+    let env = [
+        ("LOG_ENV", "CREDENTIALS_DIRECTORY".to_string()),
+        ("CREDENTIALS_DIRECTORY", credentials.to_string()),
+    ];
+    let mut zdb = layout.start_hooked(program, &[], &env);
+    zdb.wait_ready(&layout.endpoint());
+    let lines = wait_lines(&layout.hook_log(), 4);
+    let id = layout.id();
+    let expected = format!("env|CREDENTIALS_DIRECTORY={credentials}");
+    assert_eq!(
+        lines[..4],
+        [
+            format!("namespaces-init|{id}|{}|{}|", layout.index(), layout.data()),
+            expected.clone(),
+            format!("ready|{id}|"),
+            expected,
+        ],
+        "log:\n{}",
+        zdb.log()
     );
 }
 

@@ -162,6 +162,27 @@ impl Appliance {
                 "\n[health.disk]\nfree_degraded_percent = 1.0\nfree_failed_percent = 0.5\n",
             ),
         );
+        // It may hold the eVDC password: check-config refuses it readable by others.
+        container.ok("chmod 600 /var/zdbfs/etc/monitor_config.toml");
+        // zstor's config reaches the units as a credential ($CREDENTIALS_DIRECTORY), so the
+        // zstor stand-in cannot find its store beside the config: it is named for it.
+        for unit in ["qsfs-zstor", "qsfs-monitor", "qsfs-zdb"] {
+            container.write(
+                &format!("/etc/systemd/system/{unit}.service.d/50-test-zstor-standin-store.conf"),
+                &format!("[Service]\nEnvironment=ZSTOR_STANDIN_STORE={STORE_IN_CONTAINER}\n"),
+            );
+        }
+        // The image was built with site settings: its credentials are plain. As an operator
+        // does, install them and encrypt them for this machine where systemd-creds works.
+        let configured = container.ok(
+            "/var/zdbfs/bin/qsfs-image install-config --root / && /var/zdbfs/bin/qsfs-image configure",
+        );
+        let form = configured.lines().last().unwrap_or_default();
+        eprintln!("{name}: {form}");
+        assert!(
+            form.contains("encrypted with systemd-creds"),
+            "systemd-creds does not work in the container: {configured}"
+        );
         Appliance { container, s3_port }
     }
 
@@ -344,7 +365,12 @@ fn verified_remote(appliance: &Appliance, files: &str) -> Result<usize, String> 
         r#"
 set -e
 mkdir -p /root/zcheck
-grep -v -e '^socket' -e '^pid_file' /var/zdbfs/etc/zstor-default.toml > /root/zcheck/zstor.toml
+config=/var/zdbfs/etc/credstore/zstor.toml
+if [ -e /etc/systemd/system/qsfs-zstor.service.d/50-qsfs-credentials-encrypted.conf ]; then
+  systemd-creds decrypt --name=zstor.toml "$config" - 2>/dev/null
+else
+  cat "$config"
+fi | grep -v -e '^socket' -e '^pid_file' > /root/zcheck/zstor.toml
 echo {STORE_IN_CONTAINER} > /root/zcheck/zstor-standin-store
 n=0
 for f in {files}; do
@@ -467,6 +493,38 @@ fn scenario_1_start_on_a_fresh_container() {
         "start order {UNITS:?}: {entered:?}"
     );
     appliance.wait_healthy(Duration::from_secs(60));
+
+    // The secrets reach the units as credentials (encrypted for this machine), each only
+    // where it is needed, from a store only root can enter.
+    let secrets = appliance.ok(
+        r#"
+stat -c 'store %a' /var/zdbfs/etc/credstore
+for u in qsfs-zstor qsfs-monitor qsfs-zdb qsfs-minio qsfs-zdbfs qsfs-health; do
+  echo "$u:" $(ls /run/credentials/$u.service 2>/dev/null)
+done
+grep -q '^\[encryption\]' /var/zdbfs/etc/credstore/zstor.toml && echo 'zstor.toml plain' || echo 'zstor.toml encrypted'
+tr '\0' ' ' < /proc/$(systemctl show -P MainPID qsfs-zstor.service)/cmdline; echo
+"#,
+    );
+    let lines: Vec<&str> = secrets.lines().collect();
+    assert_eq!(
+        lines[..8],
+        [
+            "store 700",
+            "qsfs-zstor: zstor.toml",
+            "qsfs-monitor: zstor.toml",
+            "qsfs-zdb: zstor.toml",
+            "qsfs-minio: minio-root-password minio-root-user",
+            "qsfs-zdbfs:",
+            "qsfs-health:",
+            "zstor.toml encrypted",
+        ],
+        "{secrets}"
+    );
+    assert!(
+        lines[8].contains("-c /run/credentials/qsfs-zstor.service/zstor.toml monitor"),
+        "{secrets}"
+    );
 }
 
 /// Creates the `photos` bucket and PUTs `objects` into it.

@@ -37,8 +37,11 @@ head -c1 {zstor_config} >/dev/null 2>&1 && echo "read {zstor_config}"
 for d in {private_dirs}; do
   [ -n "$(ls -A $d 2>/dev/null)" ] && echo "list $d"
 done
-others=$(ls -A /var/zdbfs/etc 2>/dev/null | grep -v -x -e qsfs.toml -e qsfs.env -e minio.env | tr '\n' ' ')
+others=$(ls -A /var/zdbfs/etc 2>/dev/null | grep -v -x -e qsfs.toml -e qsfs.env -e credstore | tr '\n' ' ')
 [ -n "$others" ] && echo "list /var/zdbfs/etc: $others"
+others=$(ls -A {credstore} 2>/dev/null | grep -v -x -e {minio_user} -e {minio_password} | tr '\n' ' ')
+[ -n "$others" ] && echo "list {credstore}: $others"
+for c in {credstore}/*; do head -c1 $c >/dev/null 2>&1 && echo "read $c"; done
 for d in /run/credentials/*; do
   [ "$d" = /run/credentials/qsfs-minio.service ] && continue
   [ -n "$(ls -A $d 2>/dev/null)" ] && echo "list $d"
@@ -47,6 +50,9 @@ for s in {zdb_socket} {zstor_socket}; do connects $s && echo "connect $s"; done
 true
 "#,
         zstor_config = layout::ZSTOR_CONFIG,
+        credstore = layout::CREDSTORE,
+        minio_user = layout::MINIO_USER_CREDENTIAL,
+        minio_password = layout::MINIO_PASSWORD_CREDENTIAL,
         zdb_socket = layout::ZDB_SOCKET,
         zstor_socket = layout::ZSTOR_SOCKET,
     )

@@ -19,7 +19,8 @@
 //!   An unknown command or flag, a missing or malformed value, or not exactly one `DIR` is a
 //!   usage error: a message on stderr and exit status 2.
 //! * Credentials: `MINIO_ROOT_USER` (at least 3 characters) and `MINIO_ROOT_PASSWORD` (at least
-//!   8), as MinIO checks them. Unlike MinIO, which starts with `minioadmin:minioadmin` when they
+//!   8), as MinIO checks them, or as MinIO the files named by `MINIO_ROOT_USER_FILE` and
+//!   `MINIO_ROOT_PASSWORD_FILE` (trimmed; they win), which is how systemd credentials reach it. Unlike MinIO, which starts with `minioadmin:minioadmin` when they
 //!   are unset, the stand-in **refuses default credentials**: if either is missing or empty it
 //!   logs why and exits 1. The password is never printed.
 //! * Every request is handed to the S3 service, except `GET` and `HEAD` on MinIO's health
@@ -84,7 +85,8 @@ usage: minio server [--address ADDR] [--console-address ADDR] [--quiet] [--json]
 
 The qsfs MinIO stand-in: S3 over DIR with s3s-fs, for tests and demos only.
 ADDR is :PORT, IP:PORT, [IPv6]:PORT or HOST:PORT (default :9000).
-Credentials come from MINIO_ROOT_USER and MINIO_ROOT_PASSWORD; both are required.";
+Credentials come from MINIO_ROOT_USER and MINIO_ROOT_PASSWORD, or from the files that
+MINIO_ROOT_USER_FILE and MINIO_ROOT_PASSWORD_FILE name; both are required.";
 
 fn main() -> ExitCode {
     let server = match parse_args(std::env::args_os().skip(1)) {
@@ -308,12 +310,28 @@ struct Credentials {
     password: String,
 }
 
-/// Reads `MINIO_ROOT_USER` and `MINIO_ROOT_PASSWORD`. Messages never contain the password.
+/// Reads `MINIO_ROOT_USER` and `MINIO_ROOT_PASSWORD`, or, as MinIO does, the files that
+/// `MINIO_ROOT_USER_FILE` and `MINIO_ROOT_PASSWORD_FILE` name (their content trimmed of
+/// surrounding white space; they win over the plain variables). Messages never contain the
+/// password.
 fn credentials_from_env() -> Result<Credentials, String> {
-    let read = |name: &str| match std::env::var(name) {
-        Ok(value) if !value.is_empty() => Ok(Some(value)),
-        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    let read = |name: &str| {
+        let file_var = format!("{name}_FILE");
+        if let Some(path) = std::env::var_os(&file_var).filter(|p| !p.is_empty()) {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                format!(
+                    "{file_var}: cannot read {}: {e}",
+                    std::path::Path::new(&path).display()
+                )
+            })?;
+            let value = text.trim();
+            return Ok((!value.is_empty()).then(|| value.to_string()));
+        }
+        match std::env::var(name) {
+            Ok(value) if !value.is_empty() => Ok(Some(value)),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+        }
     };
     let (user, password) = (read("MINIO_ROOT_USER")?, read("MINIO_ROOT_PASSWORD")?);
     let missing: Vec<&str> = [
