@@ -971,28 +971,6 @@ fn read_entries(tarball: &Path) -> Vec<RawEntry> {
             body,
             link: entry.link_name_bytes().map(|l| l.into_owned()),
         });
-/// The lowercase hex sha256 of `bytes`.
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Every entry of a tarball: path → (mode, content).
-fn tar_entries(tarball: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
-    use std::io::Read;
-    let file = std::fs::File::open(tarball).unwrap();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let mut entries = BTreeMap::new();
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().display().to_string();
-        let mode = entry.header().mode().unwrap();
-        let mut content = Vec::new();
-        entry.read_to_end(&mut content).unwrap();
-        entries.insert(path.trim_end_matches('/').to_string(), (mode, content));
     }
     entries
 }
@@ -1253,107 +1231,6 @@ fn a_signed_image_verifies_with_its_key_and_is_refused_when_anything_changed() {
     assert_code(&verify, 0);
     assert!(
         text(&verify.stdout).contains("origin NOT checked"),
-/// A tarball built with site settings holds secrets: it is written 0600, its secret files are
-/// 0600 inside, and neither its MANIFEST nor the install record on the VM carries a hash or a
-/// size of a secret (the MinIO password could be guessed offline from the hash of its fixed
-/// template). Verify still checks what it can of them: presence, type, mode, owner.
-#[test]
-fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
-    let f = Fixture::new();
-    assert_code(&f.build("out", &["--offline"]), 0);
-    let tarball = f.tarball("out", "1.0.0");
-    let mode = std::fs::metadata(&tarball).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600, "the tarball holds secrets");
-    let entries = tar_entries(&tarball);
-    let manifest_text = String::from_utf8(entries["var/zdbfs/MANIFEST"].1.clone()).unwrap();
-    let manifest: toml::Value = toml::from_str(&manifest_text).unwrap();
-    let listed = manifest["entries"].as_array().unwrap();
-    let secrets: Vec<&toml::Value> = listed
-        .iter()
-        .filter(|e| e["role"].as_str() == Some("secret"))
-        .collect();
-    let secret_paths: Vec<&str> = secrets
-        .iter()
-        .map(|e| e["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        secret_paths,
-        [
-            "var/zdbfs/etc/credstore/minio-root-password.default",
-            "var/zdbfs/etc/credstore/minio-root-user.default",
-            "var/zdbfs/etc/credstore/zstor.toml.default"
-        ]
-    );
-    for entry in &secrets {
-        let path = entry["path"].as_str().unwrap();
-        assert_eq!(entry["mode"].as_str(), Some("0600"), "{path}");
-        assert!(entry.get("sha256").is_none(), "{path}: {entry}");
-        assert!(entry.get("size").is_none(), "{path}: {entry}");
-        let (mode, content) = &entries[path];
-        assert_eq!(mode & 0o777, 0o600, "{path}");
-        assert!(!manifest_text.contains(&sha256_hex(content)), "{path}");
-    }
-    // The monitor config may hold the eVDC password: private as well.
-    assert_eq!(
-        entries["var/zdbfs/etc/monitor_config.toml.default"].0 & 0o777,
-        0o600
-    );
-    assert_code(&f.run(&["verify", tarball.to_str().unwrap()]), 0);
-
-    let root = f.root("vm");
-    let root_arg = root.to_str().unwrap();
-    unpack(&tarball, &root);
-    assert_code(&f.run(&["install-config", "--root", root_arg]), 0);
-    let etc = root.join("var/zdbfs/etc");
-    let record_text = std::fs::read_to_string(etc.join(".installed-defaults")).unwrap();
-    let record: toml::Value = toml::from_str(&record_text).unwrap();
-    let installed = record["installed"].as_table().unwrap();
-    for name in [
-        "credstore/minio-root-user",
-        "credstore/minio-root-password",
-        "credstore/zstor.toml",
-    ] {
-        let file = name.rsplit('/').next().unwrap();
-        assert!(!installed.contains_key(file), "{record_text}");
-        let content = std::fs::read(etc.join(name)).unwrap();
-        assert!(!record_text.contains(&sha256_hex(&content)), "{name}");
-        let mode = std::fs::metadata(etc.join(name))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "{name}");
-    }
-    let store = std::fs::metadata(etc.join("credstore")).unwrap();
-    assert_eq!(
-        store.permissions().mode() & 0o777,
-        0o700,
-        "the credential store"
-    );
-    let monitor = etc.join("monitor_config.toml");
-    assert_eq!(
-        std::fs::metadata(&monitor).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    assert_code(&f.run(&["check-config", "--root", root_arg]), 0);
-    assert_code(&f.run(&["verify", "--root", root_arg]), 0);
-
-    // A secret readable by others, or one that is gone, fails verify, naming it.
-    let minio = etc.join("credstore/minio-root-password.default");
-    std::fs::set_permissions(&minio, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let verify = f.run(&["verify", "--root", root_arg]);
-    assert_code(&verify, 1);
-    assert!(
-        text(&verify.stdout)
-            .contains("CHANGED   var/zdbfs/etc/credstore/minio-root-password.default: mode 0644"),
-        "{}",
-        text(&verify.stdout)
-    );
-    std::fs::remove_file(&minio).unwrap();
-    let verify = f.run(&["verify", "--root", root_arg]);
-    assert_code(&verify, 1);
-    assert!(
-        text(&verify.stdout)
-            .contains("MISSING   var/zdbfs/etc/credstore/minio-root-password.default"),
         "{}",
         text(&verify.stdout)
     );
@@ -1503,6 +1380,133 @@ fn a_password_protected_key_takes_its_password_from_the_environment() {
         &f.run(&["verify", "--key", public_arg, tarball.to_str().unwrap()]),
         0,
     );
+}
+
+/// The lowercase hex sha256 of `bytes`.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Every entry of a tarball: path → (mode, content).
+fn tar_entries(tarball: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
+    read_entries(tarball)
+        .into_iter()
+        .map(|e| {
+            let name = String::from_utf8(e.name).unwrap();
+            (name.trim_end_matches('/').to_string(), (e.mode, e.body))
+        })
+        .collect()
+}
+
+/// A tarball built with site settings holds secrets: it is written 0600, its secret files are
+/// 0600 inside, and neither its MANIFEST nor the install record on the VM carries a hash or a
+/// size of a secret (the MinIO password could be guessed offline from the hash of its fixed
+/// template). Verify still checks what it can of them: presence, type, mode, owner.
+#[test]
+fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let tarball = f.tarball("out", "1.0.0");
+    let mode = std::fs::metadata(&tarball).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the tarball holds secrets");
+    let entries = tar_entries(&tarball);
+    let manifest_text = String::from_utf8(entries["var/zdbfs/MANIFEST"].1.clone()).unwrap();
+    let manifest: toml::Value = toml::from_str(&manifest_text).unwrap();
+    let listed = manifest["entries"].as_array().unwrap();
+    let secrets: Vec<&toml::Value> = listed
+        .iter()
+        .filter(|e| e["role"].as_str() == Some("secret"))
+        .collect();
+    let secret_paths: Vec<&str> = secrets
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        secret_paths,
+        [
+            "var/zdbfs/etc/credstore/minio-root-password.default",
+            "var/zdbfs/etc/credstore/minio-root-user.default",
+            "var/zdbfs/etc/credstore/zstor.toml.default"
+        ]
+    );
+    for entry in &secrets {
+        let path = entry["path"].as_str().unwrap();
+        assert_eq!(entry["mode"].as_str(), Some("0600"), "{path}");
+        assert!(entry.get("sha256").is_none(), "{path}: {entry}");
+        assert!(entry.get("size").is_none(), "{path}: {entry}");
+        let (mode, content) = &entries[path];
+        assert_eq!(mode & 0o777, 0o600, "{path}");
+        assert!(!manifest_text.contains(&sha256_hex(content)), "{path}");
+    }
+    // The monitor config may hold the eVDC password: private as well.
+    assert_eq!(
+        entries["var/zdbfs/etc/monitor_config.toml.default"].0 & 0o777,
+        0o600
+    );
+    assert_code(&f.run(&["verify", tarball.to_str().unwrap()]), 0);
+
+    let root = f.root("vm");
+    let root_arg = root.to_str().unwrap();
+    unpack(&tarball, &root);
+    assert_code(&f.run(&["install-config", "--root", root_arg]), 0);
+    let etc = root.join("var/zdbfs/etc");
+    let record_text = std::fs::read_to_string(etc.join(".installed-defaults")).unwrap();
+    let record: toml::Value = toml::from_str(&record_text).unwrap();
+    let installed = record["installed"].as_table().unwrap();
+    for name in [
+        "credstore/minio-root-user",
+        "credstore/minio-root-password",
+        "credstore/zstor.toml",
+    ] {
+        let file = name.rsplit('/').next().unwrap();
+        assert!(!installed.contains_key(file), "{record_text}");
+        let content = std::fs::read(etc.join(name)).unwrap();
+        assert!(!record_text.contains(&sha256_hex(&content)), "{name}");
+        let mode = std::fs::metadata(etc.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    let store = std::fs::metadata(etc.join("credstore")).unwrap();
+    assert_eq!(
+        store.permissions().mode() & 0o777,
+        0o700,
+        "the credential store"
+    );
+    let monitor = etc.join("monitor_config.toml");
+    assert_eq!(
+        std::fs::metadata(&monitor).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_code(&f.run(&["check-config", "--root", root_arg]), 0);
+    assert_code(&f.run(&["verify", "--root", root_arg]), 0);
+
+    // A secret readable by others, or one that is gone, fails verify, naming it.
+    let minio = etc.join("credstore/minio-root-password.default");
+    std::fs::set_permissions(&minio, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let verify = f.run(&["verify", "--root", root_arg]);
+    assert_code(&verify, 1);
+    assert!(
+        text(&verify.stdout)
+            .contains("CHANGED   var/zdbfs/etc/credstore/minio-root-password.default: mode 0644"),
+        "{}",
+        text(&verify.stdout)
+    );
+    std::fs::remove_file(&minio).unwrap();
+    let verify = f.run(&["verify", "--root", root_arg]);
+    assert_code(&verify, 1);
+    assert!(
+        text(&verify.stdout)
+            .contains("MISSING   var/zdbfs/etc/credstore/minio-root-password.default"),
+        "{}",
+        text(&verify.stdout)
+    );
+
     // check-config guards the monitor config like the other secret files.
     std::fs::set_permissions(&monitor, std::fs::Permissions::from_mode(0o644)).unwrap();
     let check = f.run(&["check-config", "--root", root_arg, "monitor"]);
