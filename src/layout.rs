@@ -77,8 +77,9 @@ pub const MINIO_PASSWORD_CREDENTIAL: &str = "minio-root-password";
 /// The zstor config file outside the units: the credential store's copy.
 pub const ZSTOR_CONFIG: &str = "/var/zdbfs/etc/credstore/zstor.toml";
 
-/// Where a program reads credential `name`: in `$CREDENTIALS_DIRECTORY` when systemd set it
-/// (the program runs in a unit that loads credentials), else at `configured`.
+/// Where a program reads credential `name`: in `$CREDENTIALS_DIRECTORY` when systemd set it and
+/// the unit loads this credential, else at `configured` (a unit may load other credentials: MinIO's
+/// `qsfs-health wait s3` runs with MinIO's).
 pub fn credential(name: &str, configured: &Path) -> PathBuf {
     credential_in(
         std::env::var_os("CREDENTIALS_DIRECTORY").as_deref(),
@@ -90,8 +91,10 @@ pub fn credential(name: &str, configured: &Path) -> PathBuf {
 /// [`credential`] with the value of `$CREDENTIALS_DIRECTORY` given.
 pub fn credential_in(directory: Option<&OsStr>, name: &str, configured: &Path) -> PathBuf {
     match directory.filter(|d| !d.is_empty()) {
-        Some(directory) => Path::new(directory).join(name),
-        None => configured.to_path_buf(),
+        Some(directory) if Path::new(directory).join(name).exists() => {
+            Path::new(directory).join(name)
+        }
+        _ => configured.to_path_buf(),
     }
 }
 
@@ -133,10 +136,17 @@ mod tests {
     #[test]
     fn a_credential_is_read_from_the_credentials_directory_when_systemd_set_it() {
         let configured = Path::new("/etc/zstor.toml");
-        let dir = OsStr::new("/run/credentials/qsfs-zstor.service");
+        let credentials = tempfile::tempdir().unwrap();
+        std::fs::write(credentials.path().join(ZSTOR_CREDENTIAL), "").unwrap();
+        let dir = credentials.path().as_os_str();
         assert_eq!(
             credential_in(Some(dir), ZSTOR_CREDENTIAL, configured),
-            Path::new("/run/credentials/qsfs-zstor.service/zstor.toml")
+            credentials.path().join("zstor.toml")
+        );
+        // A unit that loads other credentials only.
+        assert_eq!(
+            credential_in(Some(dir), MINIO_USER_CREDENTIAL, configured),
+            configured
         );
         assert_eq!(
             credential_in(None, ZSTOR_CREDENTIAL, configured),

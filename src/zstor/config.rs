@@ -1,4 +1,4 @@
-//! The zstor v0.5 config file (`zstor-default.toml`), read for its backends and paths.
+//! The zstor v0.5 config file (the credential `zstor.toml`), read for its backends and paths.
 //!
 //! The format follows upstream exactly: unknown keys are refused, backend addresses are IP
 //! literals with a port, the metadata store is exactly four `zdb` backends in user-key mode,

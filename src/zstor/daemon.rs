@@ -1,11 +1,14 @@
 //! The zstor daemon (`zstor … monitor`), when the config names a `socket`: every CLI command
 //! then runs in the daemon, with the config the daemon read at its start or at its last
 //! SIGUSR1 (upstream `main.rs`), not the file as it is now. Before work that depends on a
-//! changed config (a rebuild onto a new backend set) it must be asked to reload.
+//! changed config (a rebuild onto a new backend set) it must be asked to reload, and it must
+//! read the same config as the monitor: under systemd each unit gets its own copy of the
+//! credential `zstor.toml`, taken at the unit's start, which a SIGUSR1 does not renew.
 
 use super::config::ZstorConfig;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// zstor's pid file when its config names none.
@@ -37,6 +40,22 @@ pub enum ReloadError {
         pid: i32,
         /// The pid file.
         path: PathBuf,
+    },
+    /// The daemon reads another config than the caller (under systemd: a copy of the
+    /// credential taken before it was changed), or its config cannot be read.
+    #[error(
+        "the zstor daemon (pid {pid}) reads {daemon_config}, which {problem} {config}: restart \
+         qsfs-zstor.service (systemd copies the credential zstor.toml only when a unit starts)"
+    )]
+    OtherConfig {
+        /// The pid.
+        pid: i32,
+        /// The daemon's config, as its `-c` names it.
+        daemon_config: PathBuf,
+        /// How it differs.
+        problem: String,
+        /// The caller's config.
+        config: PathBuf,
     },
     /// The signal could not be sent.
     #[error("cannot signal the zstor daemon (pid {pid}): {source}")]
@@ -94,13 +113,65 @@ impl Daemon {
         Ok(pid)
     }
 
-    /// Sends SIGUSR1 to the daemon (it re-reads its config file); returns its pid.
-    pub fn reload(&self) -> Result<i32, ReloadError> {
+    /// Sends SIGUSR1 to the daemon (it re-reads its config file), once it is known to read the
+    /// same bytes as `config`; returns its pid.
+    pub fn reload(&self, config: &Path) -> Result<i32, ReloadError> {
         let pid = self.pid()?;
+        let other = |daemon_config: PathBuf, problem: String| ReloadError::OtherConfig {
+            pid,
+            daemon_config,
+            problem,
+            config: config.to_path_buf(),
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let daemon_config = config_argument(&cmdline).ok_or_else(|| {
+            other(
+                "?".into(),
+                "(no -c argument) cannot be compared with".into(),
+            )
+        })?;
+        // Its file as the daemon sees it: through its own root (its mount namespace).
+        let seen = Path::new(&format!("/proc/{pid}/root")).join(
+            daemon_config
+                .strip_prefix("/")
+                .unwrap_or(&Path::new(&format!("/proc/{pid}/cwd")).join(&daemon_config)),
+        );
+        let theirs = std::fs::read(&seen).map_err(|e| {
+            other(
+                daemon_config.clone(),
+                format!("cannot be read ({e}) to compare with"),
+            )
+        })?;
+        let ours = std::fs::read(config).map_err(|e| {
+            other(
+                daemon_config.clone(),
+                format!("cannot be compared ({e}) with"),
+            )
+        })?;
+        if theirs != ours {
+            return Err(other(daemon_config, "differs from".into()));
+        }
         kill(Pid::from_raw(pid), Signal::SIGUSR1)
             .map_err(|source| ReloadError::Signal { pid, source })?;
         Ok(pid)
     }
+}
+
+/// The config path in a zstor command line (`/proc/<pid>/cmdline`: NUL-separated): the value of
+/// its last `-c` or `--config`.
+fn config_argument(cmdline: &[u8]) -> Option<PathBuf> {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let mut found = None;
+    for (i, arg) in args.iter().enumerate() {
+        let value = match *arg {
+            b"-c" | b"--config" => args.get(i + 1).copied(),
+            _ => arg.strip_prefix(b"--config="),
+        };
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            found = Some(PathBuf::from(std::ffi::OsStr::from_bytes(value)));
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -108,13 +179,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_config_argument_of_a_command_line() {
+        let of = |args: &[&str]| config_argument(args.join("\0").as_bytes());
+        let daemon = [
+            "zstor",
+            "--log_file",
+            "/l",
+            "-c",
+            "/run/credentials/u/zstor.toml",
+            "monitor",
+        ];
+        assert_eq!(of(&daemon), Some("/run/credentials/u/zstor.toml".into()));
+        assert_eq!(
+            of(&["zstor", "--config=/z.toml", "monitor"]),
+            Some("/z.toml".into())
+        );
+        assert_eq!(of(&["zstor", "monitor"]), None);
+        assert_eq!(of(&["zstor", "-c"]), None);
+    }
+
+    #[test]
     fn finds_the_daemon_by_its_pid_file_and_name() {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("zstor.pid");
-        // A process whose comm is `sleep` plays the daemon; SIGUSR1 would end it, so it
-        // ignores the signal through `trap`.
+        // A shell whose command line names a config plays the daemon; SIGUSR1 would end it, so
+        // it ignores the signal through `trap`.
+        let config = dir.path().join("zstor.toml");
+        std::fs::write(&config, "the config").unwrap();
+        let other = dir.path().join("other.toml");
+        std::fs::write(&other, "an older copy").unwrap();
+        // `sh -c SCRIPT -c CONFIG`: the last `-c` names the config, as zstor's does.
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "trap '' USR1; exec sleep 30"])
+            .args(["-c", "trap '' USR1; sleep 30; true", "-c"])
+            .arg(&config)
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
@@ -123,13 +220,17 @@ mod tests {
             pid_file: pid_file.clone(),
             comm: bin.into(),
         };
-        assert_eq!(daemon("sleep").reload().unwrap(), child.id() as i32);
+        assert_eq!(daemon("sh").reload(&config).unwrap(), child.id() as i32);
         assert!(matches!(
-            daemon("zstor").reload(),
+            daemon("zstor").reload(&config),
             Err(ReloadError::NotZstor { .. })
         ));
+        // A daemon that reads another copy is never told to reload: it would not see the change.
+        let err = daemon("sh").reload(&other).unwrap_err().to_string();
+        assert!(err.contains("differs from"), "{err}");
+        assert!(err.contains("restart qsfs-zstor.service"), "{err}");
         std::fs::write(&pid_file, "garbage").unwrap();
-        let err = daemon("sleep").reload().unwrap_err().to_string();
+        let err = daemon("sh").reload(&config).unwrap_err().to_string();
         assert!(err.contains("`garbage` is not a pid"), "{err}");
         assert!(child.try_wait().unwrap().is_none(), "still running");
         child.kill().unwrap();

@@ -128,6 +128,16 @@ fn each_unit_reaches_only_what_it_needs() {
     let pid = appliance.show("qsfs-minio.service", "MainPID");
     let uid = appliance.ok(&format!("stat -c %u /proc/{pid}"));
     assert_ne!(uid.trim(), "0", "MinIO runs as a user of its own");
+    // zdbfs mounts with allow_other for MinIO's user: any other local user stops at /var/zdbfs.
+    let other = appliance.container.sh(&format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups -- ls {}",
+        layout::MOUNTPOINT
+    ));
+    assert!(
+        !other.status.success(),
+        "another local user lists the mount: {}",
+        String::from_utf8_lossy(&other.stdout)
+    );
 
     // zdb: every socket it holds is a unix one, and it may create no other.
     let zdb = appliance.show("qsfs-zdb.service", "MainPID");

@@ -211,7 +211,7 @@ impl Daemon {
         {
             return Ok(false);
         }
-        let pid = daemon.reload()?;
+        let pid = daemon.reload(&self.config.zstor_config_path)?;
         tracing::info!(
             "asked the zstor daemon (pid {pid}) to re-read {} before rebuilding onto the new \
              backend set",

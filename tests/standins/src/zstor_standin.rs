@@ -85,8 +85,9 @@
 //! The store directory is, in this order: the environment variable `ZSTOR_STANDIN_STORE` (if
 //! not empty); else the path written in a file `zstor-standin-store` next to the config file
 //! (relative paths are relative to the config's directory); else `zstor-standin-store` in the
-//! parent of the config's directory (`/var/zdbfs/zstor-standin-store` for the appliance's
-//! `/var/zdbfs/etc/zstor-default.toml`: writable under the units' `ProtectSystem=strict`).
+//! parent of the config's directory (`/var/zdbfs/etc/zstor-standin-store` for the credential
+//! store's `/var/zdbfs/etc/credstore/zstor.toml`; the units, which read the credential from
+//! `$CREDENTIALS_DIRECTORY`, get `ZSTOR_STANDIN_STORE` in the system tests).
 //! Objects are `<store>/objects/<key>.data` and `<key>.meta` (JSON: path, checksum, checksum of
 //! the data written, size), each
 //! written atomically (temporary file, fsync, rename). Every command performed (by the
