@@ -1105,7 +1105,10 @@ fn a_backend_replaced_while_it_still_answers_keeps_no_shard() {
     std::fs::write(&app.zstor_config, backends.zstor_config(Some(&socket))).unwrap();
     let removed = backends.data[0];
     let log = app.dir.path().join("zstor-daemon.log");
-    let _daemon = ZstorDaemon::start(&stack.zstor.path, &app.zstor_config, &socket, &log);
+    // As under systemd, the daemon reads a copy of the config of its own (its credential).
+    let daemon_config = app.dir.path().join("zstor-daemon-credential.toml");
+    std::fs::copy(&app.zstor_config, &daemon_config).unwrap();
+    let _daemon = ZstorDaemon::start(&stack.zstor.path, &daemon_config, &socket, &log);
 
     let ns = app.data.join("zdbfs-data");
     std::fs::create_dir_all(&ns).unwrap();
@@ -1148,8 +1151,20 @@ fn a_backend_replaced_while_it_still_answers_keeps_no_shard() {
     let text = std::fs::read_to_string(&app.zstor_config).unwrap();
     let replaced = text.replace(&format!("\"{removed}\""), &format!("\"{}\"", spare.data[0]));
     assert_ne!(text, replaced);
-    std::fs::write(&app.zstor_config, replaced).unwrap();
+    std::fs::write(&app.zstor_config, &replaced).unwrap();
     monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    // The daemon still reads the old copy: a SIGUSR1 would not show it the new set, so the
+    // rebuild waits and says what to do.
+    let waiting = wait_for("the rebuild to wait for the daemon's config", || {
+        let log = monitor.log();
+        log.contains("restart qsfs-zstor.service").then_some(log)
+    });
+    assert!(
+        !waiting.contains("asked the zstor daemon (pid") && !waiting.contains("rebuild finished"),
+        "nothing is rebuilt through a daemon on the old set:\n{waiting}"
+    );
+    // The daemon gets the new copy (a restart of qsfs-zstor under systemd).
+    std::fs::write(&daemon_config, &replaced).unwrap();
     let outcome = wait_for("the rebuild to end", || {
         let log = monitor.log();
         (log.contains("rebuild finished") || log.contains("failed 3 times")).then_some(log)
