@@ -282,6 +282,18 @@ fn install_secret(root: &Path, default: &Path, live: &str, shown: String) -> Res
         Ok(current) if current == bytes => Ok(Action::Unchanged(shown)),
         Ok(_) => Ok(Action::Kept(shown)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // The units load the store encrypted (configure's drop-ins): a plain file would stop
+            // them (`LoadCredentialEncrypted=` refuses it), so it is installed encrypted too.
+            let bytes = if credentials_encrypted(root) {
+                systemd_creds_encrypt(layout::credential_name(name), &bytes).map_err(|problem| {
+                    Error::io(
+                        &path,
+                        std::io::Error::other(format!("systemd-creds encrypt: {problem}")),
+                    )
+                })?
+            } else {
+                bytes
+            };
             write_atomic(&path, &bytes, 0o600)?;
             Ok(Action::Installed(shown))
         }
@@ -1316,5 +1328,34 @@ mod tests {
         );
         write_drop_ins(dir.path(), false).unwrap();
         assert!(!credentials_encrypted(dir.path()));
+    }
+
+    /// Where the units load the store encrypted, a missing credential is installed from its
+    /// default encrypted too (a plain one would stop the unit: 243/CREDENTIALS).
+    #[test]
+    fn a_credential_installed_beside_encrypted_ones_is_encrypted() {
+        if systemd_creds_encrypt("probe", b"x").is_err() {
+            eprintln!("skipped: systemd-creds cannot encrypt on this machine");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let units = dir.path().join(layout::UNITS);
+        std::fs::create_dir_all(&units).unwrap();
+        let unit = include_str!("../../units/qsfs-minio.service");
+        std::fs::write(units.join("qsfs-minio.service"), unit).unwrap();
+        write_drop_ins(dir.path(), true).unwrap();
+        let store = dir.path().join(layout::CREDSTORE);
+        std::fs::create_dir_all(&store).unwrap();
+        let default = store.join(format!("minio-root-password{DEFAULT_SUFFIX}"));
+        std::fs::write(&default, "a-password\n").unwrap();
+        let live = format!("{}/minio-root-password", layout::CREDSTORE);
+        let action = install_secret(dir.path(), &default, &live, "shown".into()).unwrap();
+        assert!(matches!(action, Action::Installed(_)));
+        let installed = std::fs::read(dir.path().join(&live)).unwrap();
+        assert_ne!(installed, b"a-password\n", "not plain");
+        assert_eq!(
+            systemd_creds_decrypt("minio-root-password", &installed).unwrap(),
+            b"a-password\n"
+        );
     }
 }
