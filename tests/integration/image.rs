@@ -1524,3 +1524,108 @@ fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
     let mode = std::fs::metadata(&public).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
 }
+
+/// A gzip member holding a tar archive of one file `name` (no end marker when `end` is false).
+fn gzip_member(name: &str, body: &[u8], end: bool) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_path(name).unwrap();
+    header.set_mode(0o644);
+    header.set_size(body.len() as u64);
+    header.set_cksum();
+    tar.append(&header, body).unwrap();
+    let mut bytes = tar.into_inner().unwrap();
+    if !end {
+        bytes.truncate(bytes.len() - 1024);
+    }
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&bytes).unwrap();
+    gzip.finish().unwrap()
+}
+
+/// The tarball at `target` rewritten by `change` (and its line in `SHA256SUMS` updated).
+fn rewrite(f: &Fixture, name: &str, change: impl FnOnce(Vec<u8>) -> Vec<u8>) -> PathBuf {
+    let target = copy_out(f, name);
+    std::fs::write(&target, change(std::fs::read(&target).unwrap())).unwrap();
+    std::fs::write(
+        target.with_file_name("SHA256SUMS"),
+        format!("{}  qsfs-1.0.0-x86_64.tar.gz\n", qsfs_sha256(&target)),
+    )
+    .unwrap();
+    target
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(bytes).unwrap();
+    gzip.finish().unwrap()
+}
+
+/// A tar archive without its end marker (the zero blocks at its end).
+fn without_end(mut tar: Vec<u8>) -> Vec<u8> {
+    while tar.ends_with(&[0; 512]) {
+        tar.truncate(tar.len() - 512);
+    }
+    tar
+}
+
+#[test]
+fn anything_after_the_first_gzip_member_or_the_tar_end_marker_is_refused() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+
+    // GNU tar unpacks a second gzip member too (when the first has no tar end marker).
+    let evil = rewrite(&f, "two-members", |bytes| {
+        let mut bytes = gzip(&without_end(gunzip(&bytes)));
+        bytes.extend(gzip_member("etc/cron.d/evil", b"* * * * * root id\n", true));
+        bytes
+    });
+    let root = f.root("unpacked");
+    unpack(&evil, &root);
+    assert!(root.join("etc/cron.d/evil").exists(), "GNU tar reads it");
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 65);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains(&format!("{}: not a readable qsfs image", evil.display()))
+            && stderr.contains("no tar end marker"),
+        "{stderr}"
+    );
+    // Any byte after the first member, even behind an intact end marker.
+    let evil = rewrite(&f, "second-member", |mut bytes| {
+        bytes.extend(gzip_member("etc/cron.d/evil", b"* * * * * root id\n", true));
+        bytes
+    });
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 65);
+    let stderr = text(&verify.stderr);
+    assert!(stderr.contains("after its first gzip member"), "{stderr}");
+
+    // Inside the one gzip member: data after the tar end marker, or no end marker.
+    type Change = fn(Vec<u8>) -> Vec<u8>;
+    let cases: [(&str, Change, &str); 2] = [
+        (
+            "after-end",
+            |mut tar| {
+                let member = gunzip(&gzip_member("etc/cron.d/evil", b"x\n", true));
+                tar.extend(member);
+                tar
+            },
+            "after the tar end marker",
+        ),
+        ("no-end", without_end, "no tar end marker"),
+    ];
+    for (name, change, why) in cases {
+        let evil = rewrite(&f, name, |bytes| gzip(&change(gunzip(&bytes))));
+        let verify = f.run(&["verify", evil.to_str().unwrap()]);
+        assert_code(&verify, 65);
+        let stderr = text(&verify.stderr);
+        assert!(stderr.contains(why), "{why:?} not in:\n{stderr}");
+    }
+}
