@@ -44,6 +44,10 @@ pub fn refusal(
         tar::EntryType::Link => return Some(format!("is a hard link (to {})", link())),
         other => {
             let what = match other {
+                tar::EntryType::GNULongName => "a GNU long-name header".to_string(),
+                tar::EntryType::GNULongLink => "a GNU long-link header".to_string(),
+                tar::EntryType::XHeader => "a PAX extended header".to_string(),
+                tar::EntryType::XGlobalHeader => "a PAX global header".to_string(),
                 tar::EntryType::Char => "a character device".to_string(),
                 tar::EntryType::Block => "a block device".to_string(),
                 tar::EntryType::Fifo => "a fifo".to_string(),
@@ -94,6 +98,31 @@ pub fn refusal(
         return Some(format!(
             "mode {:04o} has a setuid, setgid or sticky bit",
             mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// Why a tar header read from a tarball must not be trusted, if it must not: the builder
+/// writes only POSIX ustar headers (magic `ustar\0`, version `00`: other formats read fields
+/// such as the name prefix differently) with no user or group name (GNU tar, as root, takes
+/// the owner from them when that user or group exists). Checked before [`refusal`].
+pub fn header_refusal(header: &tar::Header) -> Option<String> {
+    let Some(ustar) = header.as_ustar() else {
+        let bytes = header.as_bytes();
+        return Some(format!(
+            "is not a ustar header (magic \"{}\", version \"{}\"): an image has only those",
+            bytes[257..263].escape_ascii(),
+            bytes[263..265].escape_ascii()
+        ));
+    };
+    let (user, group) = (ustar.username_bytes(), ustar.groupname_bytes());
+    if !user.is_empty() || !group.is_empty() {
+        return Some(format!(
+            "has a user or group name (\"{}\", \"{}\"): GNU tar would own it by name, an \
+             image is root's by number",
+            user.escape_ascii(),
+            group.escape_ascii()
         ));
     }
     None

@@ -1,8 +1,9 @@
 //! `qsfs-image verify`: checks a tarball, or an installed tree, against its `MANIFEST`.
 //!
-//! A tarball is first read entry by entry: one that must never be unpacked (see
-//! [`tarball::refusal`]: outside the image's directories, `..`, absolute, a link, a special
-//! file) refuses the whole tarball, every such entry named, before its `MANIFEST` is parsed.
+//! A tarball is first read entry by entry, header by header (a GNU long-name or PAX header is
+//! an entry of its own): one that must never be unpacked (see [`tarball::header_refusal`]: not
+//! a ustar header, a user or group name; and [`tarball::refusal`]: outside the image's
+//! directories, `..`, absolute, a link, a special file, a long-name or PAX header) refuses the whole tarball, every such entry named, before its `MANIFEST` is parsed.
 //! A `MANIFEST` that lists such a path is refused the same way.
 //!
 //! Then every difference is listed, never only the first:
@@ -276,16 +277,20 @@ fn read_tarball(
     let mut observed = BTreeMap::new();
     let mut twice = Vec::new();
     let mut refused = Vec::new();
-    for entry in archive.entries().map_err(bad)? {
+    // Raw: GNU long-name and PAX headers arrive as entries (and are refused), never applied
+    // in tar-rs's way, which need not be GNU tar's.
+    for entry in archive.entries().map_err(bad)?.raw(true) {
         let mut entry = entry.map_err(bad)?;
         let header = entry.header().clone();
         let mode = header.mode().map_err(bad)? & 0o7777;
-        let why = tarball::refusal(
-            &entry.path_bytes(),
-            header.entry_type(),
-            mode,
-            entry.link_name_bytes().as_deref(),
-        );
+        let why = tarball::header_refusal(&header).or_else(|| {
+            tarball::refusal(
+                &entry.path_bytes(),
+                header.entry_type(),
+                mode,
+                entry.link_name_bytes().as_deref(),
+            )
+        });
         if let Some(why) = why {
             let name = String::from_utf8_lossy(&entry.path_bytes())
                 .escape_debug()

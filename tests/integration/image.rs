@@ -419,6 +419,7 @@ fn verify_a_tarball_against_its_manifest_and_sha256sums() {
             "--owner=0",
             "--group=0",
             "--numeric-owner",
+            "--format=ustar",
             "-czf",
         ])
         .arg(&evil)
@@ -932,6 +933,8 @@ struct RawEntry {
     mode: u32,
     body: Vec<u8>,
     link: Option<Vec<u8>>,
+    /// Changes the header last (before its checksum), for headers `tar::Header` never makes.
+    tweak: fn(&mut tar::Header),
 }
 
 impl RawEntry {
@@ -942,6 +945,7 @@ impl RawEntry {
             mode,
             body: body.to_vec(),
             link: None,
+            tweak: |_| {},
         }
     }
 
@@ -952,6 +956,7 @@ impl RawEntry {
             mode: 0o755,
             body: Vec::new(),
             link: link.map(|l| l.as_bytes().to_vec()),
+            tweak: |_| {},
         }
     }
 }
@@ -970,6 +975,7 @@ fn read_entries(tarball: &Path) -> Vec<RawEntry> {
             mode: entry.header().mode().unwrap(),
             body,
             link: entry.link_name_bytes().map(|l| l.into_owned()),
+            tweak: |_| {},
         });
     }
     entries
@@ -994,6 +1000,7 @@ fn write_entries(entries: &[RawEntry], target: &Path) {
         if let Some(link) = &entry.link {
             header.as_ustar_mut().unwrap().linkname[..link.len()].copy_from_slice(link);
         }
+        (entry.tweak)(&mut header);
         header.set_cksum();
         builder.append(&header, &entry.body[..]).unwrap();
     }
@@ -1627,5 +1634,68 @@ fn anything_after_the_first_gzip_member_or_the_tar_end_marker_is_refused() {
         assert_code(&verify, 65);
         let stderr = text(&verify.stderr);
         assert!(stderr.contains(why), "{why:?} not in:\n{stderr}");
+    }
+}
+
+#[test]
+fn headers_the_builder_never_writes_are_refused_long_names_pax_other_formats_and_owner_names() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let script = |name: &str| RawEntry::file(name, 0o755, b"#!/bin/sh\n");
+    let header = |name: &str, kind, body: &[u8]| RawEntry {
+        kind,
+        body: body.to_vec(),
+        ..RawEntry::file(name, 0o644, b"")
+    };
+    let cases = [
+        (
+            vec![
+                header(
+                    "././@LongLink",
+                    tar::EntryType::GNULongName,
+                    b"var/zdbfs/bin/long\0",
+                ),
+                script("var/zdbfs/bin/short"),
+            ],
+            "././@LongLink: is a GNU long-name header",
+        ),
+        (
+            vec![
+                header(
+                    "var/zdbfs/PaxHeaders/x",
+                    tar::EntryType::XHeader,
+                    b"31 path=var/zdbfs/bin/pax-name\n",
+                ),
+                script("var/zdbfs/bin/x"),
+            ],
+            "var/zdbfs/PaxHeaders/x: is a PAX extended header",
+        ),
+        (
+            vec![RawEntry {
+                // GNU tar reads the prefix of a header with ustar's magic, whatever its version.
+                tweak: |h| {
+                    let u = h.as_ustar_mut().unwrap();
+                    u.prefix[..10].copy_from_slice(b"etc/cron.d");
+                    u.version = *b" \0";
+                },
+                ..script("var/zdbfs/bin/prefixed")
+            }],
+            "var/zdbfs/bin/prefixed: is not a ustar header (magic \"ustar\\x00\", version \" \\x00\")",
+        ),
+        (
+            vec![RawEntry {
+                // GNU tar, as root, takes the owner from the name when that user exists.
+                tweak: |h| h.set_username("nobody").unwrap(),
+                ..script("var/zdbfs/bin/owned")
+            }],
+            "var/zdbfs/bin/owned: has a user or group name (\"nobody\", \"\")",
+        ),
+    ];
+    for (entries, reason) in cases {
+        let evil = repack(&f, entries, true);
+        let verify = f.run(&["verify", evil.to_str().unwrap()]);
+        let stderr = text(&verify.stderr);
+        assert!(stderr.contains(reason), "{reason:?} not in:\n{stderr}");
+        assert_code(&verify, 86);
     }
 }
