@@ -25,7 +25,10 @@ pub const SUMS: &str = "SHA256SUMS";
 /// hold. Only regular files and directories, with a relative path of plain components (no
 /// `..`, `.` or empty one, valid UTF-8, no control character) under `var/zdbfs` or inside
 /// `etc/systemd/system/` or `etc/systemd/system-preset/` (never those directories themselves:
-/// unpacking must not change a system directory), and no setuid, setgid or sticky bit.
+/// unpacking must not change a system directory), and no setuid, setgid or sticky bit. In
+/// those two, only qsfs's own: units named `qsfs*` (and drop-in files in a `qsfs*.d/`
+/// directory) and presets named `NN-qsfs*.preset`, so that an image cannot change another
+/// unit (`sshd.service.d/…`) or enable one.
 pub fn refusal(
     name: &[u8],
     kind: tar::EntryType,
@@ -93,6 +96,35 @@ pub fn refusal(
             layout::UNITS,
             layout::PRESETS
         ));
+    }
+    let qsfs_unit = |rest: &str| match rest.split_once('/') {
+        None => rest.starts_with("qsfs"),
+        Some((dir, file)) => dir.starts_with("qsfs") && dir.ends_with(".d") && !file.contains('/'),
+    };
+    let qsfs_preset = |rest: &str| {
+        rest.split_once('-').is_some_and(|(priority, name)| {
+            !priority.is_empty()
+                && priority.bytes().all(|b| b.is_ascii_digit())
+                && name.starts_with("qsfs")
+                && name.ends_with(".preset")
+                && !name.contains('/')
+        })
+    };
+    if let Some(rest) = path.strip_prefix(&format!("{}/", layout::UNITS)) {
+        if !qsfs_unit(rest) {
+            return Some(format!(
+                "not a qsfs unit: {}/ may hold only qsfs* units and qsfs*.d/ drop-in files",
+                layout::UNITS
+            ));
+        }
+    }
+    if let Some(rest) = path.strip_prefix(&format!("{}/", layout::PRESETS)) {
+        if !qsfs_preset(rest) {
+            return Some(format!(
+                "not a qsfs unit preset: {}/ may hold only NN-qsfs*.preset",
+                layout::PRESETS
+            ));
+        }
     }
     if mode & 0o7000 != 0 {
         return Some(format!(
@@ -428,6 +460,27 @@ mod tests {
             (b"var/zdbfs/dev", tar::EntryType::Char, "a character device"),
             (b"var/zdbfs/f", tar::EntryType::GNUSparse, "of type `S`"),
             (b"var/zdbfs/f", tar::EntryType::Continuous, "of type `7`"),
+            (
+                b"etc/systemd/system/sshd.service.d/x.conf",
+                F,
+                "not a qsfs unit",
+            ),
+            (b"etc/systemd/system/qsfs.d/a/b", F, "not a qsfs unit"),
+            (
+                b"etc/systemd/system/qsfs.target.wants/x",
+                F,
+                "not a qsfs unit",
+            ),
+            (
+                b"etc/systemd/system-preset/qsfs.preset",
+                F,
+                "not a qsfs unit preset",
+            ),
+            (
+                b"etc/systemd/system-preset/90-sshd.preset",
+                F,
+                "not a qsfs unit preset",
+            ),
         ];
         for (name, kind, why) in refused {
             let got = refusal(name, *kind, 0o644, Some(b"/bin/sh")).unwrap_or_default();

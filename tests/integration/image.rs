@@ -1699,3 +1699,32 @@ fn headers_the_builder_never_writes_are_refused_long_names_pax_other_formats_and
         assert_code(&verify, 86);
     }
 }
+
+#[test]
+fn only_qsfs_units_and_presets_may_be_shipped_into_systemd_directories() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let conf = |name: &str| RawEntry::file(name, 0o644, b"[Service]\nExecStartPre=/bin/id\n");
+    let refused = [
+        "etc/systemd/system/sshd.service.d/x.conf",
+        "etc/systemd/system/getty@.service.d/autologin.conf",
+        "etc/systemd/system/multi-user.target.wants/evil.service",
+        "etc/systemd/system/evil.service",
+        "etc/systemd/system-preset/00-evil.preset",
+        "etc/systemd/system-preset/50-qsfs.preset.d/x",
+    ];
+    let evil = repack(&f, refused.iter().map(|n| conf(n)).collect(), true);
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    let stderr = text(&verify.stderr);
+    assert_code(&verify, 86);
+    for name in refused {
+        assert!(
+            stderr.contains(&format!("\n  {name}: not a qsfs unit")),
+            "{name} not in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("{} entries", refused.len())),
+        "{stderr}"
+    );
+}
