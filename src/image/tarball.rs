@@ -279,11 +279,18 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, entry: &Entry, epoch: u64) -> Res
     }
 }
 
-/// Adds (or replaces) the line for `file_name` in `dir/SHA256SUMS`, keeping the lines of other
-/// files, sorted by name (the `sha256sum -c` format).
-pub fn write_sha256sums(dir: &Path, file_name: &str, sha256: &str) -> Result<(), Error> {
+/// Adds (or replaces) the line for `file_name` in `dir/SHA256SUMS`, sorted by name (the
+/// `sha256sum -c` format), keeping the lines of other files unless `only_this` (a signed
+/// build: its signature vouches for this build's tarball, never for lines it did not write).
+pub fn write_sha256sums(
+    dir: &Path,
+    file_name: &str,
+    sha256: &str,
+    only_this: bool,
+) -> Result<(), Error> {
     let path = dir.join(SUMS);
     let existing = match std::fs::read_to_string(&path) {
+        Ok(_) if only_this => String::new(),
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(Error::io(&path, e)),
@@ -514,9 +521,9 @@ mod tests {
     #[test]
     fn sha256sums_keep_other_files() {
         let dir = tempfile::tempdir().unwrap();
-        write_sha256sums(dir.path(), "b.tar.gz", "22").unwrap();
-        write_sha256sums(dir.path(), "a.tar.gz", "11").unwrap();
-        write_sha256sums(dir.path(), "b.tar.gz", "33").unwrap();
+        write_sha256sums(dir.path(), "b.tar.gz", "22", false).unwrap();
+        write_sha256sums(dir.path(), "a.tar.gz", "11", false).unwrap();
+        write_sha256sums(dir.path(), "b.tar.gz", "33", false).unwrap();
         let text = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
         assert_eq!(text, "11  a.tar.gz\n33  b.tar.gz\n");
         assert_eq!(

@@ -1728,3 +1728,37 @@ fn only_qsfs_units_and_presets_may_be_shipped_into_systemd_directories() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_signed_build_signs_only_its_own_line_and_an_unsigned_one_keeps_the_others() {
+    let f = Fixture::new();
+    let keys = f.root("keys");
+    let (secret, public) = (keys.join("qsfs.key"), keys.join("qsfs.pub"));
+    let (secret, public) = (secret.to_str().unwrap(), public.to_str().unwrap());
+    let keygen = ["keygen", "--secret-key", secret, "--public-key", public];
+    assert_code(&f.run(&[&keygen[..], &["--no-password"]].concat()), 0);
+    // A line someone left in out/SHA256SUMS (or a tarball of an earlier build).
+    let out = f.root("out");
+    let planted = format!("{}  evil.tar.gz\n", "1".repeat(64));
+    std::fs::write(out.join("evil.tar.gz"), b"not signed by anyone\n").unwrap();
+    std::fs::write(out.join("SHA256SUMS"), &planted).unwrap();
+
+    assert_code(&f.build("out", &["--offline", "--sign", secret]), 0);
+    let tarball = f.tarball("out", "1.0.0");
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        sums,
+        format!("{}  qsfs-1.0.0-x86_64.tar.gz\n", qsfs_sha256(&tarball)),
+        "a signature vouches only for this build"
+    );
+    assert_code(
+        &f.run(&["verify", "--key", public, tarball.to_str().unwrap()]),
+        0,
+    );
+
+    // Unsigned: other lines are kept, as before.
+    std::fs::write(out.join("SHA256SUMS"), format!("{sums}{planted}")).unwrap();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains(&planted), "{sums}");
+}
