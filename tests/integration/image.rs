@@ -1762,3 +1762,48 @@ fn a_signed_build_signs_only_its_own_line_and_an_unsigned_one_keeps_the_others()
     let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     assert!(sums.contains(&planted), "{sums}");
 }
+
+#[test]
+fn image_build_never_signs_the_demo_image() {
+    // image/build in a copy of the checkout, with stand-ins for cargo and qsfs-image that
+    // record their arguments (the upstream components "cannot be downloaded": exit 84).
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("image/build");
+    std::fs::create_dir_all(dir.path().join("image")).unwrap();
+    std::fs::copy(&script, dir.path().join("image/build")).unwrap();
+    let log = dir.path().join("calls");
+    std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+    std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
+    write_executable(&dir.path().join("bin/cargo"), "#!/bin/sh\nexit 0\n");
+    write_executable(
+        &dir.path().join("target/release/qsfs-image"),
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in *demo.toml*) exit 0;; esac\nexit 84\n",
+            log.display()
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        dir.path().join("bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let output = Command::new(dir.path().join("image/build"))
+        .env("PATH", path)
+        .env("QSFS_IMAGE_SIGN_KEY", "/keys/qsfs.key")
+        .output()
+        .unwrap();
+    assert_code(&output, 0);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[0].contains("--sign /keys/qsfs.key"), "{calls:?}");
+    assert!(
+        calls[1].contains("demo.toml") && !calls[1].contains("--sign"),
+        "{calls:?}"
+    );
+    assert!(
+        text(&output.stderr).contains("The DEMO image is not signed"),
+        "{}",
+        text(&output.stderr)
+    );
+}
