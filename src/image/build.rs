@@ -108,7 +108,8 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
     let name = manifest.tarball_name();
     let target = options.output_dir.join(&name);
     let sha256 = tarball::write(&entries, epoch, &target)?;
-    tarball::write_sha256sums(&options.output_dir, &name, &sha256)?;
+    let signed = options.signer.is_some();
+    tarball::write_sha256sums(&options.output_dir, &name, &sha256, signed)?;
     let signature = sign::after_sums_written(&options.output_dir, options.signer.as_ref())?;
     let size = std::fs::metadata(&target)
         .map_err(|e| Error::io(&target, e))?

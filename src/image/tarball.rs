@@ -25,7 +25,10 @@ pub const SUMS: &str = "SHA256SUMS";
 /// hold. Only regular files and directories, with a relative path of plain components (no
 /// `..`, `.` or empty one, valid UTF-8, no control character) under `var/zdbfs` or inside
 /// `etc/systemd/system/` or `etc/systemd/system-preset/` (never those directories themselves:
-/// unpacking must not change a system directory), and no setuid, setgid or sticky bit.
+/// unpacking must not change a system directory), and no setuid, setgid or sticky bit. In
+/// those two, only qsfs's own: units named `qsfs*` (and drop-in files in a `qsfs*.d/`
+/// directory) and presets named `NN-qsfs*.preset`, so that an image cannot change another
+/// unit (`sshd.service.d/…`) or enable one.
 pub fn refusal(
     name: &[u8],
     kind: tar::EntryType,
@@ -44,6 +47,10 @@ pub fn refusal(
         tar::EntryType::Link => return Some(format!("is a hard link (to {})", link())),
         other => {
             let what = match other {
+                tar::EntryType::GNULongName => "a GNU long-name header".to_string(),
+                tar::EntryType::GNULongLink => "a GNU long-link header".to_string(),
+                tar::EntryType::XHeader => "a PAX extended header".to_string(),
+                tar::EntryType::XGlobalHeader => "a PAX global header".to_string(),
                 tar::EntryType::Char => "a character device".to_string(),
                 tar::EntryType::Block => "a block device".to_string(),
                 tar::EntryType::Fifo => "a fifo".to_string(),
@@ -90,10 +97,64 @@ pub fn refusal(
             layout::PRESETS
         ));
     }
+    let qsfs_unit = |rest: &str| match rest.split_once('/') {
+        None => rest.starts_with("qsfs"),
+        Some((dir, file)) => dir.starts_with("qsfs") && dir.ends_with(".d") && !file.contains('/'),
+    };
+    let qsfs_preset = |rest: &str| {
+        rest.split_once('-').is_some_and(|(priority, name)| {
+            !priority.is_empty()
+                && priority.bytes().all(|b| b.is_ascii_digit())
+                && name.starts_with("qsfs")
+                && name.ends_with(".preset")
+                && !name.contains('/')
+        })
+    };
+    if let Some(rest) = path.strip_prefix(&format!("{}/", layout::UNITS)) {
+        if !qsfs_unit(rest) {
+            return Some(format!(
+                "not a qsfs unit: {}/ may hold only qsfs* units and qsfs*.d/ drop-in files",
+                layout::UNITS
+            ));
+        }
+    }
+    if let Some(rest) = path.strip_prefix(&format!("{}/", layout::PRESETS)) {
+        if !qsfs_preset(rest) {
+            return Some(format!(
+                "not a qsfs unit preset: {}/ may hold only NN-qsfs*.preset",
+                layout::PRESETS
+            ));
+        }
+    }
     if mode & 0o7000 != 0 {
         return Some(format!(
             "mode {:04o} has a setuid, setgid or sticky bit",
             mode & 0o7777
+        ));
+    }
+    None
+}
+
+/// Why a tar header read from a tarball must not be trusted, if it must not: the builder
+/// writes only POSIX ustar headers (magic `ustar\0`, version `00`: other formats read fields
+/// such as the name prefix differently) with no user or group name (GNU tar, as root, takes
+/// the owner from them when that user or group exists). Checked before [`refusal`].
+pub fn header_refusal(header: &tar::Header) -> Option<String> {
+    let Some(ustar) = header.as_ustar() else {
+        let bytes = header.as_bytes();
+        return Some(format!(
+            "is not a ustar header (magic \"{}\", version \"{}\"): an image has only those",
+            bytes[257..263].escape_ascii(),
+            bytes[263..265].escape_ascii()
+        ));
+    };
+    let (user, group) = (ustar.username_bytes(), ustar.groupname_bytes());
+    if !user.is_empty() || !group.is_empty() {
+        return Some(format!(
+            "has a user or group name (\"{}\", \"{}\"): GNU tar would own it by name, an \
+             image is root's by number",
+            user.escape_ascii(),
+            group.escape_ascii()
         ));
     }
     None
@@ -218,11 +279,18 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, entry: &Entry, epoch: u64) -> Res
     }
 }
 
-/// Adds (or replaces) the line for `file_name` in `dir/SHA256SUMS`, keeping the lines of other
-/// files, sorted by name (the `sha256sum -c` format).
-pub fn write_sha256sums(dir: &Path, file_name: &str, sha256: &str) -> Result<(), Error> {
+/// Adds (or replaces) the line for `file_name` in `dir/SHA256SUMS`, sorted by name (the
+/// `sha256sum -c` format), keeping the lines of other files unless `only_this` (a signed
+/// build: its signature vouches for this build's tarball, never for lines it did not write).
+pub fn write_sha256sums(
+    dir: &Path,
+    file_name: &str,
+    sha256: &str,
+    only_this: bool,
+) -> Result<(), Error> {
     let path = dir.join(SUMS);
     let existing = match std::fs::read_to_string(&path) {
+        Ok(_) if only_this => String::new(),
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(Error::io(&path, e)),
@@ -399,6 +467,27 @@ mod tests {
             (b"var/zdbfs/dev", tar::EntryType::Char, "a character device"),
             (b"var/zdbfs/f", tar::EntryType::GNUSparse, "of type `S`"),
             (b"var/zdbfs/f", tar::EntryType::Continuous, "of type `7`"),
+            (
+                b"etc/systemd/system/sshd.service.d/x.conf",
+                F,
+                "not a qsfs unit",
+            ),
+            (b"etc/systemd/system/qsfs.d/a/b", F, "not a qsfs unit"),
+            (
+                b"etc/systemd/system/qsfs.target.wants/x",
+                F,
+                "not a qsfs unit",
+            ),
+            (
+                b"etc/systemd/system-preset/qsfs.preset",
+                F,
+                "not a qsfs unit preset",
+            ),
+            (
+                b"etc/systemd/system-preset/90-sshd.preset",
+                F,
+                "not a qsfs unit preset",
+            ),
         ];
         for (name, kind, why) in refused {
             let got = refusal(name, *kind, 0o644, Some(b"/bin/sh")).unwrap_or_default();
@@ -432,9 +521,9 @@ mod tests {
     #[test]
     fn sha256sums_keep_other_files() {
         let dir = tempfile::tempdir().unwrap();
-        write_sha256sums(dir.path(), "b.tar.gz", "22").unwrap();
-        write_sha256sums(dir.path(), "a.tar.gz", "11").unwrap();
-        write_sha256sums(dir.path(), "b.tar.gz", "33").unwrap();
+        write_sha256sums(dir.path(), "b.tar.gz", "22", false).unwrap();
+        write_sha256sums(dir.path(), "a.tar.gz", "11", false).unwrap();
+        write_sha256sums(dir.path(), "b.tar.gz", "33", false).unwrap();
         let text = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
         assert_eq!(text, "11  a.tar.gz\n33  b.tar.gz\n");
         assert_eq!(

@@ -1,8 +1,9 @@
 //! `qsfs-image verify`: checks a tarball, or an installed tree, against its `MANIFEST`.
 //!
-//! A tarball is first read entry by entry: one that must never be unpacked (see
-//! [`tarball::refusal`]: outside the image's directories, `..`, absolute, a link, a special
-//! file) refuses the whole tarball, every such entry named, before its `MANIFEST` is parsed.
+//! A tarball is first read entry by entry, header by header (a GNU long-name or PAX header is
+//! an entry of its own): one that must never be unpacked (see [`tarball::header_refusal`]: not
+//! a ustar header, a user or group name; and [`tarball::refusal`]: outside the image's
+//! directories, `..`, absolute, a link, a special file, a long-name or PAX header) refuses the whole tarball, every such entry named, before its `MANIFEST` is parsed.
 //! A `MANIFEST` that lists such a path is refused the same way.
 //!
 //! Then every difference is listed, never only the first:
@@ -14,6 +15,10 @@
 //! * **extra**: in a tarball, any entry the `MANIFEST` does not list; in a tree, an executable
 //!   or symlink in `var/zdbfs/bin` or `var/zdbfs/etc` that the `MANIFEST` does not list.
 //!
+//! A tarball that is not exactly one gzip member holding one tar archive, its end marker (two
+//! zero blocks) followed by nothing but zeros, is not an image (exit 65, before its `MANIFEST`
+//! is trusted): GNU tar would unpack what follows the first member or a missing end marker.
+//!
 //! These are failures (exit 1). Configs the operator is expected to edit are installed from
 //! their shipped `*.default` and reported as **modified** when they differ from it, or
 //! **pending** when not installed yet; neither is a failure.
@@ -23,7 +28,7 @@ use super::tree::{EntryInfo, ImageManifest, Role};
 use super::{sign, tarball, Error};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -264,23 +269,28 @@ fn read_tarball(
     Error,
 > {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let raw = super::fsutil::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, file));
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(raw));
+    // A `bufread` decoder consumes exactly its gzip member, so what follows it can be seen.
+    let raw = std::io::BufReader::with_capacity(1 << 20, super::fsutil::HashingReader::new(file));
+    let mut archive = tar::Archive::new(flate2::bufread::GzDecoder::new(raw));
     let bad = |e: std::io::Error| not_an_image(path, e.to_string());
     let mut manifest = None;
     let mut observed = BTreeMap::new();
     let mut twice = Vec::new();
     let mut refused = Vec::new();
-    for entry in archive.entries().map_err(bad)? {
+    // Raw: GNU long-name and PAX headers arrive as entries (and are refused), never applied
+    // in tar-rs's way, which need not be GNU tar's.
+    for entry in archive.entries().map_err(bad)?.raw(true) {
         let mut entry = entry.map_err(bad)?;
         let header = entry.header().clone();
         let mode = header.mode().map_err(bad)? & 0o7777;
-        let why = tarball::refusal(
-            &entry.path_bytes(),
-            header.entry_type(),
-            mode,
-            entry.link_name_bytes().as_deref(),
-        );
+        let why = tarball::header_refusal(&header).or_else(|| {
+            tarball::refusal(
+                &entry.path_bytes(),
+                header.entry_type(),
+                mode,
+                entry.link_name_bytes().as_deref(),
+            )
+        });
         if let Some(why) = why {
             let name = String::from_utf8_lossy(&entry.path_bytes())
                 .escape_debug()
@@ -331,12 +341,39 @@ fn read_tarball(
             entries: refused,
         });
     }
-    // Read to the end so the whole file is hashed (and the gzip trailer checked).
     let mut gzip = archive.into_inner();
-    std::io::copy(&mut gzip, &mut std::io::sink()).map_err(bad)?;
+    check_end(path, &mut gzip)?;
     let mut raw = gzip.into_inner();
-    std::io::copy(&mut raw, &mut std::io::sink()).map_err(bad)?;
-    Ok((manifest, observed, twice, raw.finish()))
+    if !raw.fill_buf().map_err(bad)?.is_empty() {
+        return Err(not_an_image(
+            path,
+            "it has data after its first gzip member, which GNU tar would unpack too \
+             (an image is one gzip member)",
+        ));
+    }
+    Ok((manifest, observed, twice, raw.into_inner().finish()))
+}
+
+/// After the last entry `tar-rs` read (it stops at the first zero block, or at the end of the
+/// data): requires the rest of the gzip member to be zeros, at least the end marker's second
+/// zero block, so that nothing hides behind an end GNU tar does not see.
+fn check_end(path: &Path, rest: &mut impl Read) -> Result<(), Error> {
+    let mut tail = Vec::new();
+    rest.read_to_end(&mut tail)
+        .map_err(|e| not_an_image(path, e.to_string()))?;
+    if tail.iter().any(|&b| b != 0) {
+        return Err(not_an_image(
+            path,
+            "it has data after the tar end marker, which GNU tar may unpack",
+        ));
+    }
+    if tail.len() < 512 {
+        return Err(not_an_image(
+            path,
+            "it has no tar end marker (two zero blocks): it may be cut short",
+        ));
+    }
+    Ok(())
 }
 
 /// With `--key`: checks, before anything in the tarball is read, that `SHA256SUMS` beside it

@@ -419,6 +419,7 @@ fn verify_a_tarball_against_its_manifest_and_sha256sums() {
             "--owner=0",
             "--group=0",
             "--numeric-owner",
+            "--format=ustar",
             "-czf",
         ])
         .arg(&evil)
@@ -932,6 +933,8 @@ struct RawEntry {
     mode: u32,
     body: Vec<u8>,
     link: Option<Vec<u8>>,
+    /// Changes the header last (before its checksum), for headers `tar::Header` never makes.
+    tweak: fn(&mut tar::Header),
 }
 
 impl RawEntry {
@@ -942,6 +945,7 @@ impl RawEntry {
             mode,
             body: body.to_vec(),
             link: None,
+            tweak: |_| {},
         }
     }
 
@@ -952,6 +956,7 @@ impl RawEntry {
             mode: 0o755,
             body: Vec::new(),
             link: link.map(|l| l.as_bytes().to_vec()),
+            tweak: |_| {},
         }
     }
 }
@@ -970,6 +975,7 @@ fn read_entries(tarball: &Path) -> Vec<RawEntry> {
             mode: entry.header().mode().unwrap(),
             body,
             link: entry.link_name_bytes().map(|l| l.into_owned()),
+            tweak: |_| {},
         });
     }
     entries
@@ -994,6 +1000,7 @@ fn write_entries(entries: &[RawEntry], target: &Path) {
         if let Some(link) = &entry.link {
             header.as_ustar_mut().unwrap().linkname[..link.len()].copy_from_slice(link);
         }
+        (entry.tweak)(&mut header);
         header.set_cksum();
         builder.append(&header, &entry.body[..]).unwrap();
     }
@@ -1523,4 +1530,280 @@ fn an_image_with_secrets_is_private_and_records_nothing_to_guess_them_by() {
     let public = f.tarball("public", "1.0.0");
     let mode = std::fs::metadata(&public).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644);
+}
+
+/// A gzip member holding a tar archive of one file `name` (no end marker when `end` is false).
+fn gzip_member(name: &str, body: &[u8], end: bool) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_path(name).unwrap();
+    header.set_mode(0o644);
+    header.set_size(body.len() as u64);
+    header.set_cksum();
+    tar.append(&header, body).unwrap();
+    let mut bytes = tar.into_inner().unwrap();
+    if !end {
+        bytes.truncate(bytes.len() - 1024);
+    }
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&bytes).unwrap();
+    gzip.finish().unwrap()
+}
+
+/// The tarball at `target` rewritten by `change` (and its line in `SHA256SUMS` updated).
+fn rewrite(f: &Fixture, name: &str, change: impl FnOnce(Vec<u8>) -> Vec<u8>) -> PathBuf {
+    let target = copy_out(f, name);
+    std::fs::write(&target, change(std::fs::read(&target).unwrap())).unwrap();
+    std::fs::write(
+        target.with_file_name("SHA256SUMS"),
+        format!("{}  qsfs-1.0.0-x86_64.tar.gz\n", qsfs_sha256(&target)),
+    )
+    .unwrap();
+    target
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
+    out
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(bytes).unwrap();
+    gzip.finish().unwrap()
+}
+
+/// A tar archive without its end marker (the zero blocks at its end).
+fn without_end(mut tar: Vec<u8>) -> Vec<u8> {
+    while tar.ends_with(&[0; 512]) {
+        tar.truncate(tar.len() - 512);
+    }
+    tar
+}
+
+#[test]
+fn anything_after_the_first_gzip_member_or_the_tar_end_marker_is_refused() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+
+    // GNU tar unpacks a second gzip member too (when the first has no tar end marker).
+    let evil = rewrite(&f, "two-members", |bytes| {
+        let mut bytes = gzip(&without_end(gunzip(&bytes)));
+        bytes.extend(gzip_member("etc/cron.d/evil", b"* * * * * root id\n", true));
+        bytes
+    });
+    let root = f.root("unpacked");
+    unpack(&evil, &root);
+    assert!(root.join("etc/cron.d/evil").exists(), "GNU tar reads it");
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 65);
+    let stderr = text(&verify.stderr);
+    assert!(
+        stderr.contains(&format!("{}: not a readable qsfs image", evil.display()))
+            && stderr.contains("no tar end marker"),
+        "{stderr}"
+    );
+    // Any byte after the first member, even behind an intact end marker.
+    let evil = rewrite(&f, "second-member", |mut bytes| {
+        bytes.extend(gzip_member("etc/cron.d/evil", b"* * * * * root id\n", true));
+        bytes
+    });
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    assert_code(&verify, 65);
+    let stderr = text(&verify.stderr);
+    assert!(stderr.contains("after its first gzip member"), "{stderr}");
+
+    // Inside the one gzip member: data after the tar end marker, or no end marker.
+    type Change = fn(Vec<u8>) -> Vec<u8>;
+    let cases: [(&str, Change, &str); 2] = [
+        (
+            "after-end",
+            |mut tar| {
+                let member = gunzip(&gzip_member("etc/cron.d/evil", b"x\n", true));
+                tar.extend(member);
+                tar
+            },
+            "after the tar end marker",
+        ),
+        ("no-end", without_end, "no tar end marker"),
+    ];
+    for (name, change, why) in cases {
+        let evil = rewrite(&f, name, |bytes| gzip(&change(gunzip(&bytes))));
+        let verify = f.run(&["verify", evil.to_str().unwrap()]);
+        assert_code(&verify, 65);
+        let stderr = text(&verify.stderr);
+        assert!(stderr.contains(why), "{why:?} not in:\n{stderr}");
+    }
+}
+
+#[test]
+fn headers_the_builder_never_writes_are_refused_long_names_pax_other_formats_and_owner_names() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let script = |name: &str| RawEntry::file(name, 0o755, b"#!/bin/sh\n");
+    let header = |name: &str, kind, body: &[u8]| RawEntry {
+        kind,
+        body: body.to_vec(),
+        ..RawEntry::file(name, 0o644, b"")
+    };
+    let cases = [
+        (
+            vec![
+                header(
+                    "././@LongLink",
+                    tar::EntryType::GNULongName,
+                    b"var/zdbfs/bin/long\0",
+                ),
+                script("var/zdbfs/bin/short"),
+            ],
+            "././@LongLink: is a GNU long-name header",
+        ),
+        (
+            vec![
+                header(
+                    "var/zdbfs/PaxHeaders/x",
+                    tar::EntryType::XHeader,
+                    b"31 path=var/zdbfs/bin/pax-name\n",
+                ),
+                script("var/zdbfs/bin/x"),
+            ],
+            "var/zdbfs/PaxHeaders/x: is a PAX extended header",
+        ),
+        (
+            vec![RawEntry {
+                // GNU tar reads the prefix of a header with ustar's magic, whatever its version.
+                tweak: |h| {
+                    let u = h.as_ustar_mut().unwrap();
+                    u.prefix[..10].copy_from_slice(b"etc/cron.d");
+                    u.version = *b" \0";
+                },
+                ..script("var/zdbfs/bin/prefixed")
+            }],
+            "var/zdbfs/bin/prefixed: is not a ustar header (magic \"ustar\\x00\", version \" \\x00\")",
+        ),
+        (
+            vec![RawEntry {
+                // GNU tar, as root, takes the owner from the name when that user exists.
+                tweak: |h| h.set_username("nobody").unwrap(),
+                ..script("var/zdbfs/bin/owned")
+            }],
+            "var/zdbfs/bin/owned: has a user or group name (\"nobody\", \"\")",
+        ),
+    ];
+    for (entries, reason) in cases {
+        let evil = repack(&f, entries, true);
+        let verify = f.run(&["verify", evil.to_str().unwrap()]);
+        let stderr = text(&verify.stderr);
+        assert!(stderr.contains(reason), "{reason:?} not in:\n{stderr}");
+        assert_code(&verify, 86);
+    }
+}
+
+#[test]
+fn only_qsfs_units_and_presets_may_be_shipped_into_systemd_directories() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let conf = |name: &str| RawEntry::file(name, 0o644, b"[Service]\nExecStartPre=/bin/id\n");
+    let refused = [
+        "etc/systemd/system/sshd.service.d/x.conf",
+        "etc/systemd/system/getty@.service.d/autologin.conf",
+        "etc/systemd/system/multi-user.target.wants/evil.service",
+        "etc/systemd/system/evil.service",
+        "etc/systemd/system-preset/00-evil.preset",
+        "etc/systemd/system-preset/50-qsfs.preset.d/x",
+    ];
+    let evil = repack(&f, refused.iter().map(|n| conf(n)).collect(), true);
+    let verify = f.run(&["verify", evil.to_str().unwrap()]);
+    let stderr = text(&verify.stderr);
+    assert_code(&verify, 86);
+    for name in refused {
+        assert!(
+            stderr.contains(&format!("\n  {name}: not a qsfs unit")),
+            "{name} not in:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(&format!("{} entries", refused.len())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_signed_build_signs_only_its_own_line_and_an_unsigned_one_keeps_the_others() {
+    let f = Fixture::new();
+    let keys = f.root("keys");
+    let (secret, public) = (keys.join("qsfs.key"), keys.join("qsfs.pub"));
+    let (secret, public) = (secret.to_str().unwrap(), public.to_str().unwrap());
+    let keygen = ["keygen", "--secret-key", secret, "--public-key", public];
+    assert_code(&f.run(&[&keygen[..], &["--no-password"]].concat()), 0);
+    // A line someone left in out/SHA256SUMS (or a tarball of an earlier build).
+    let out = f.root("out");
+    let planted = format!("{}  evil.tar.gz\n", "1".repeat(64));
+    std::fs::write(out.join("evil.tar.gz"), b"not signed by anyone\n").unwrap();
+    std::fs::write(out.join("SHA256SUMS"), &planted).unwrap();
+
+    assert_code(&f.build("out", &["--offline", "--sign", secret]), 0);
+    let tarball = f.tarball("out", "1.0.0");
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(
+        sums,
+        format!("{}  qsfs-1.0.0-x86_64.tar.gz\n", qsfs_sha256(&tarball)),
+        "a signature vouches only for this build"
+    );
+    assert_code(
+        &f.run(&["verify", "--key", public, tarball.to_str().unwrap()]),
+        0,
+    );
+
+    // Unsigned: other lines are kept, as before.
+    std::fs::write(out.join("SHA256SUMS"), format!("{sums}{planted}")).unwrap();
+    assert_code(&f.build("out", &["--offline"]), 0);
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains(&planted), "{sums}");
+}
+
+#[test]
+fn image_build_never_signs_the_demo_image() {
+    // image/build in a copy of the checkout, with stand-ins for cargo and qsfs-image that
+    // record their arguments (the upstream components "cannot be downloaded": exit 84).
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("image/build");
+    std::fs::create_dir_all(dir.path().join("image")).unwrap();
+    std::fs::copy(&script, dir.path().join("image/build")).unwrap();
+    let log = dir.path().join("calls");
+    std::fs::create_dir_all(dir.path().join("bin")).unwrap();
+    std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
+    write_executable(&dir.path().join("bin/cargo"), "#!/bin/sh\nexit 0\n");
+    write_executable(
+        &dir.path().join("target/release/qsfs-image"),
+        &format!(
+            "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in *demo.toml*) exit 0;; esac\nexit 84\n",
+            log.display()
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        dir.path().join("bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    let output = Command::new(dir.path().join("image/build"))
+        .env("PATH", path)
+        .env("QSFS_IMAGE_SIGN_KEY", "/keys/qsfs.key")
+        .output()
+        .unwrap();
+    assert_code(&output, 0);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[0].contains("--sign /keys/qsfs.key"), "{calls:?}");
+    assert!(
+        calls[1].contains("demo.toml") && !calls[1].contains("--sign"),
+        "{calls:?}"
+    );
+    assert!(
+        text(&output.stderr).contains("The DEMO image is not signed"),
+        "{}",
+        text(&output.stderr)
+    );
 }
