@@ -439,23 +439,32 @@ fn bad_configs_exit_78_naming_file_key_and_line() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("zstor-default.toml: file not found"));
 
-    // Under systemd zstor's config is the credential zstor.toml: a missing one is named.
+    // Under systemd zstor's config is the credential zstor.toml, where the unit loads it: a bad
+    // one is named; a unit that loads other credentials only reads the configured path.
     let credentials = app.dir.path().join("credentials");
     std::fs::create_dir_all(&credentials).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_zstor_monitor"))
-        .arg("-c")
-        .arg(&config)
-        .env("QSFS_LOG_TARGET", "stderr")
-        .env("CREDENTIALS_DIRECTORY", &credentials)
-        .output()
-        .unwrap();
+    let run_with_credentials = || {
+        Command::new(env!("CARGO_BIN_EXE_zstor_monitor"))
+            .arg("-c")
+            .arg(&config)
+            .env("QSFS_LOG_TARGET", "stderr")
+            .env("CREDENTIALS_DIRECTORY", &credentials)
+            .output()
+            .unwrap()
+    };
+    let out = run_with_credentials();
     assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!(
-            "{}: file not found",
-            credentials.join("zstor.toml").display()
-        )),
+        stderr.contains("zstor-default.toml: file not found"),
+        "{stderr}"
+    );
+    std::fs::write(credentials.join("zstor.toml"), "minimal_shards = \"one\"\n").unwrap();
+    let out = run_with_credentials();
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:", credentials.join("zstor.toml").display())),
         "{stderr}"
     );
 }
