@@ -193,26 +193,20 @@ pub fn check_sums(dir: &Path, key: &Path) -> Result<SignedSums, Error> {
     .map_err(|e| bad_key(key, format!("not a minisign public key ({e})")))?;
     let sums = dir.join(tarball::SUMS);
     let signature = dir.join(SIGNATURE);
-    let bytes = match std::fs::read(&sums) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(bad_signature(
-                &sums,
-                "does not exist: there is no signed sha256 to check the tarball against",
-            ))
-        }
-        Err(e) => return Err(Error::io(&sums, e)),
+    // A missing file is a refused signature (with why), any other read error an I/O error.
+    let read = |path: &Path, missing: &str| match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(bad_signature(path, missing)),
+        other => other.map_err(|e| Error::io(path, e)),
     };
-    let signature_text = match std::fs::read_to_string(&signature) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(bad_signature(
-                &signature,
-                "does not exist: the image is not signed (build it with --sign KEY)",
-            ))
-        }
-        Err(e) => return Err(Error::io(&signature, e)),
-    };
+    let bytes = read(
+        &sums,
+        "does not exist: there is no signed sha256 to check the tarball against",
+    )?;
+    let signature_text = String::from_utf8(read(
+        &signature,
+        "does not exist: the image is not signed (build it with --sign KEY)",
+    )?)
+    .map_err(|_| bad_signature(&signature, "is not text: not a minisign signature"))?;
     let signature_box = SignatureBox::from_string(&signature_text)
         .map_err(|e| bad_signature(&signature, format!("not a minisign signature ({e})")))?;
     if signature_box.keynum() != public.keynum() {

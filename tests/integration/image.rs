@@ -1167,20 +1167,26 @@ fn copy_out(f: &Fixture, name: &str) -> PathBuf {
     dir.join("qsfs-1.0.0-x86_64.tar.gz")
 }
 
+/// A `keys` directory in the fixture and the secret and public key paths in it.
+fn key_paths(f: &Fixture) -> (PathBuf, PathBuf, PathBuf) {
+    let keys = f.root("keys");
+    let (secret, public) = (keys.join("qsfs.key"), keys.join("qsfs.pub"));
+    (keys, secret, public)
+}
+
+/// `qsfs-image keygen` for these key paths, with `extra` flags.
+fn keygen_args<'a>(secret: &'a str, public: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["keygen", "--secret-key", secret, "--public-key", public];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn a_signed_image_verifies_with_its_key_and_is_refused_when_anything_changed() {
     let f = Fixture::new();
-    let keys = f.root("keys");
-    let (secret, public) = (keys.join("qsfs.key"), keys.join("qsfs.pub"));
+    let (keys, secret, public) = key_paths(&f);
     let (secret_arg, public_arg) = (secret.to_str().unwrap(), public.to_str().unwrap());
-    let keygen = [
-        "keygen",
-        "--secret-key",
-        secret_arg,
-        "--public-key",
-        public_arg,
-        "--no-password",
-    ];
+    let keygen = keygen_args(secret_arg, public_arg, &["--no-password"]);
     assert_code(&f.run(&keygen), 0);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&secret), 0o600);
@@ -1318,16 +1324,9 @@ fn a_signed_image_verifies_with_its_key_and_is_refused_when_anything_changed() {
 #[test]
 fn a_password_protected_key_takes_its_password_from_the_environment() {
     let f = Fixture::new();
-    let keys = f.root("keys");
-    let (secret, public) = (keys.join("qsfs.key"), keys.join("qsfs.pub"));
+    let (keys, secret, public) = key_paths(&f);
     let (secret_arg, public_arg) = (secret.to_str().unwrap(), public.to_str().unwrap());
-    let keygen = [
-        "keygen",
-        "--secret-key",
-        secret_arg,
-        "--public-key",
-        public_arg,
-    ];
+    let keygen = keygen_args(secret_arg, public_arg, &[]);
     let password = [("QSFS_IMAGE_KEY_PASSWORD", "correct horse battery")];
     let wrong = [("QSFS_IMAGE_KEY_PASSWORD", "wrong horse battery")];
 
