@@ -51,6 +51,14 @@ pub mod message_id {
     /// A sealed data file differs from its verified remote copy: the local copy was set aside
     /// and the remote one kept.
     pub const LOCAL_COPY_DAMAGED: &str = "5b0c4e7f0f7a4d2c9a3e61d8b2f4c917";
+    /// qsfs-image: an upgrade became healthy (`QSFS_FROM`, `QSFS_TO`: version ids).
+    pub const UPGRADED: &str = "6fb73ef1ed2b47c8baf640a176d12fb0";
+    /// qsfs-image: an upgrade did not become healthy and is being rolled back (`QSFS_REASON`).
+    pub const UPGRADE_ROLLED_BACK: &str = "3b4e502448694436a4bf543a0b709697";
+    /// qsfs-image: a rollback by hand became healthy.
+    pub const ROLLED_BACK: &str = "071b1e38a1e44194b99eba723a6713f7";
+    /// qsfs-image: the version switched to did not become healthy and stays (`QSFS_REASON`).
+    pub const SWITCH_UNHEALTHY: &str = "57332686df2f498f935aa96ef52ea620";
 }
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -84,26 +92,43 @@ fn level_from_env() -> LevelFilter {
         .unwrap_or(LevelFilter::INFO)
 }
 
+/// The journald layer of the binary named `identifier`, with our field and priority mapping.
+fn journal_layer(identifier: &str) -> Option<tracing_journald::Layer> {
+    let mappings = tracing_journald::PriorityMappings {
+        info: tracing_journald::Priority::Informational,
+        debug: tracing_journald::Priority::Debug,
+        ..tracing_journald::PriorityMappings::new()
+    };
+    let layer = tracing_journald::layer().ok()?;
+    Some(
+        layer
+            .with_syslog_identifier(identifier.to_string())
+            .with_field_prefix(None)
+            .with_priority_mappings(mappings),
+    )
+}
+
+/// A logger that writes to the journal whatever the environment says, for the events an
+/// operator must find there even when the program runs at a terminal (`qsfs-image upgrade`);
+/// `None` when the journal cannot be reached.
+pub fn journal_dispatch(identifier: &str) -> Option<tracing::Dispatch> {
+    let layer = journal_layer(identifier)?;
+    Some(tracing::Dispatch::new(
+        tracing_subscriber::registry().with(layer),
+    ))
+}
+
 /// Installs the global logger for the binary named `identifier`. Falls back to stderr when the
 /// journal cannot be reached.
 pub fn init(identifier: &str) {
     let level = level_from_env();
     let journal = match target_from_env() {
-        Target::Journal => tracing_journald::layer().ok(),
+        Target::Journal => journal_layer(identifier),
         Target::Stderr => None,
     };
     let result = match journal {
         Some(layer) => {
-            let mappings = tracing_journald::PriorityMappings {
-                info: tracing_journald::Priority::Informational,
-                debug: tracing_journald::Priority::Debug,
-                ..tracing_journald::PriorityMappings::new()
-            };
-            let layer = layer
-                .with_syslog_identifier(identifier.to_string())
-                .with_field_prefix(None)
-                .with_priority_mappings(mappings)
-                .with_filter(level);
+            let layer = layer.with_filter(level);
             tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
         }
         None => {

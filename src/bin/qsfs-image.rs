@@ -41,7 +41,11 @@ Exit codes:
   87  verify --key: SHA256SUMS.minisig is missing, malformed, made by another key or does not
       verify SHA256SUMS (the file is named)
   88  verify --key: the tarball is not the one the signed SHA256SUMS lists (changed after
-      signing)"
+      signing)
+ 100  upgrade: the new version did not become healthy; the old one is live again
+ 102  upgrade/rollback refused before anything was switched (no version to return to,
+      on-disk formats the target cannot read, a live tree that does not match its MANIFEST)
+ 103  the version switched to did not become healthy and stays"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -104,6 +108,28 @@ enum Command {
     /// qsfs.env. Refuses to replace a file with other content unless --force. Without --site,
     /// encrypts the credentials already installed.
     Configure(ConfigureArgs),
+    /// Upgrades this machine to the image in a tarball, and rolls back by itself if the new
+    /// version does not become healthy.
+    ///
+    /// Verifies the tarball (with --key, its signature) as `verify` does, then installs it
+    /// beside the running version in /var/zdbfs/versions/ (the running one is recorded there
+    /// first). Stops every qsfs unit cleanly, makes the new version's binaries, units and
+    /// config defaults live, starts qsfs.target (install-config keeps edited configs, as
+    /// always) and watches it: every qsfs unit active and `qsfs-health check` ok within
+    /// --watch-secs. Healthy: the old version is kept for `rollback`. Not healthy: a journal
+    /// entry says why (MESSAGE_ID=3b4e502448694436a4bf543a0b709697) and the old version is
+    /// made live again (exit 100). The data (index, data, spool, state) is never touched;
+    /// an image whose binaries could not read the on-disk formats of the running one is
+    /// refused (exit 102). Run it as root on the appliance.
+    Upgrade(UpgradeArgs),
+    /// Returns to the version before the last upgrade (or finishes an interrupted switch
+    /// back to the version it started from), watched as `upgrade` watches (exit 103 if it
+    /// does not become healthy). Refused (exit 102) when there is none, or when it could not
+    /// read the on-disk formats the live version wrote.
+    Rollback(RollbackArgs),
+    /// Lists the installed versions: which one is live, current and previous, an interrupted
+    /// switch, the last upgrade or rollback.
+    Status(StatusArgs),
 }
 
 #[derive(Args)]
@@ -228,6 +254,44 @@ struct CheckArgs {
 }
 
 #[derive(Args)]
+struct WatchArgs {
+    /// How long the version switched to has to become healthy.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    watch_secs: u64,
+    /// Output format of the result.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+#[derive(Args)]
+struct UpgradeArgs {
+    /// The new image (qsfs-VERSION-x86_64.tar.gz, with SHA256SUMS beside it).
+    tarball: PathBuf,
+    /// Refuse the tarball unless SHA256SUMS beside it is signed by this minisign public key
+    /// and lists it (as `verify --key`).
+    #[arg(long, value_name = "PUBLIC_KEY")]
+    key: Option<PathBuf>,
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+#[derive(Args)]
+struct RollbackArgs {
+    #[command(flatten)]
+    watch: WatchArgs,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The root the image is installed under.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    root: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+}
+
+#[derive(Args)]
 struct ConfigureArgs {
     /// The site settings. Without them, the credentials already installed (an image built
     /// with --site ships them plain) are encrypted for this machine.
@@ -334,6 +398,37 @@ fn run(command: Command) -> Result<i32, Error> {
                 exit::CONFIG
             })
         }
+        Command::Upgrade(args) => {
+            let store = image::versions::Store::new(std::path::Path::new("/"));
+            let (new, report) = store.add(&args.tarball, args.key.as_deref())?;
+            println!(
+                "qsfs-image: {} verified ({}); installed as version {}",
+                args.tarball.display(),
+                match report.origin {
+                    Some(image::verify::Origin::Signed { key_id, .. }) =>
+                        format!("signed by {key_id}"),
+                    _ => "origin NOT checked: no --key".to_string(),
+                },
+                new.id
+            );
+            let mut machine = image::host::Systemd::new(|line| println!("qsfs-image: {line}"));
+            let outcome = image::upgrade::upgrade(&store, &mut machine, &new, args.watch.watch())?;
+            Ok(print_outcome(&outcome, args.watch.format))
+        }
+        Command::Rollback(args) => {
+            let store = image::versions::Store::new(std::path::Path::new("/"));
+            let mut machine = image::host::Systemd::new(|line| println!("qsfs-image: {line}"));
+            let outcome = image::upgrade::rollback(&store, &mut machine, args.watch.watch())?;
+            Ok(print_outcome(&outcome, args.watch.format))
+        }
+        Command::Status(args) => {
+            let status = image::upgrade::status(&args.root)?;
+            match args.format {
+                Format::Human => print!("{}", status.to_text()),
+                Format::Json => println!("{}", json(&status)),
+            }
+            Ok(exit::OK)
+        }
         Command::Configure(args) => {
             let configured =
                 image::install::configure(&args.root, args.site.as_deref(), args.force)?;
@@ -344,6 +439,24 @@ fn run(command: Command) -> Result<i32, Error> {
             Ok(exit::OK)
         }
     }
+}
+
+impl WatchArgs {
+    fn watch(&self) -> image::upgrade::Watch {
+        image::upgrade::Watch {
+            within: std::time::Duration::from_secs(self.watch_secs),
+            every: std::time::Duration::from_secs(3),
+        }
+    }
+}
+
+/// Prints the end of an upgrade or rollback; its exit code.
+fn print_outcome(outcome: &image::upgrade::Outcome, format: Format) -> i32 {
+    match format {
+        Format::Human => println!("qsfs-image: {}", outcome.describe()),
+        Format::Json => println!("{}", json(outcome)),
+    }
+    outcome.exit_code()
 }
 
 fn build(args: BuildArgs) -> Result<i32, Error> {

@@ -900,6 +900,7 @@ mod tests {
                 build_time: String::new(),
                 secrets: false,
             },
+            formats: Default::default(),
             components: vec![],
             ours: vec![],
             entries: defaults

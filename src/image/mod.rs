@@ -14,7 +14,11 @@
 //! * [`verify`]: checking a tarball (its entries, its signature) or an installed tree against
 //!   its `MANIFEST`;
 //! * [`inspect`]: what an image holds;
-//! * [`install`]: the upgrade mechanism (`install-config`) and the units' `check-config`.
+//! * [`install`]: the config upgrade mechanism (`install-config`) and the units'
+//!   `check-config`;
+//! * [`versions`]: the installed versions (`/var/zdbfs/versions`) and their state file;
+//! * [`upgrade`]: `upgrade`, `rollback` and `status`: switching versions, watched by
+//!   `qsfs-health`, rolled back by themselves when the new one does not become healthy.
 //!
 //! Every error names the file, key or argument at fault and maps to one exit code
 //! ([`Error::exit_code`], listed in [`exit`]).
@@ -22,6 +26,7 @@
 pub mod build;
 pub mod fetch;
 mod fsutil;
+pub mod host;
 pub mod inspect;
 pub mod install;
 pub mod lock;
@@ -31,7 +36,9 @@ pub mod sign;
 pub mod site;
 pub mod tarball;
 pub mod tree;
+pub mod upgrade;
 pub mod verify;
+pub mod versions;
 
 use crate::config::{ConfigError, Problem};
 use std::path::PathBuf;
@@ -62,6 +69,15 @@ pub mod exit {
     pub const BAD_SIGNATURE: i32 = 87;
     /// `verify --key`: the tarball is not the one the signed `SHA256SUMS` lists.
     pub const NOT_SIGNED: i32 = 88;
+    /// `upgrade`: the new version did not become healthy and the old one is live again.
+    pub const ROLLED_BACK: i32 = 100;
+    /// `upgrade`/`rollback` refused before anything was switched: no version to return to,
+    /// on-disk formats the target cannot read, or a live tree that does not match its
+    /// `MANIFEST`.
+    pub const SWITCH_REFUSED: i32 = 102;
+    /// The version switched to did not become healthy and stays (its rollback was refused,
+    /// or a rollback by hand did not become healthy either).
+    pub const UNHEALTHY: i32 = 103;
 }
 
 /// Where the appliance lives, relative to the root of an image or an installed tree.
@@ -118,6 +134,8 @@ pub mod layout {
     pub const QSFS_ENV: &str = "qsfs.env";
     /// The appliance config read by `zdb-hook` and `qsfs-health`.
     pub const QSFS_TOML: &str = "qsfs.toml";
+    /// The installed versions and their state (see [`super::versions`]).
+    pub const VERSIONS: &str = "var/zdbfs/versions";
     /// Runtime directories: `(name, mode)`; spool and state are private.
     pub const DATA_DIRS: &[(&str, u32)] = &[
         ("data", 0o755),
@@ -180,6 +198,9 @@ pub enum Error {
     /// A wrong command-line argument that clap cannot check.
     #[error("{0}")]
     Usage(String),
+    /// `upgrade`/`rollback` refused before switching anything: why.
+    #[error("refused: {0}")]
+    SwitchRefused(String),
     /// The input is not a readable qsfs image.
     #[error("{}: not a readable qsfs image: {message}", path.display())]
     NotAnImage {
@@ -294,6 +315,7 @@ impl Error {
             Error::Missing(_) => exit::MISSING_COMPONENT,
             Error::Build(_) => exit::BUILD_FAILED,
             Error::Usage(_) => exit::USAGE,
+            Error::SwitchRefused(_) => exit::SWITCH_REFUSED,
             Error::NotAnImage { .. } => exit::NOT_AN_IMAGE,
             Error::UnsafeEntries { .. } => exit::UNSAFE_ENTRY,
             Error::Key { .. } => exit::CONFIG,
@@ -371,6 +393,9 @@ mod tests {
             exit::UNSAFE_ENTRY,
             exit::BAD_SIGNATURE,
             exit::NOT_SIGNED,
+            exit::ROLLED_BACK,
+            exit::SWITCH_REFUSED,
+            exit::UNHEALTHY,
         ];
         let count = codes.len();
         codes.sort();

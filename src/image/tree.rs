@@ -84,12 +84,67 @@ pub struct ImageManifest {
     pub schema: u32,
     /// The image.
     pub image: ImageInfo,
+    /// The on-disk formats its binaries write (an image from before they were recorded: 1).
+    #[serde(default)]
+    pub formats: Formats,
     /// The third-party components.
     pub components: Vec<ComponentInfo>,
     /// Our binaries.
     pub ours: Vec<ComponentInfo>,
     /// Every entry except the `MANIFEST` itself, sorted by path.
     pub entries: Vec<EntryInfo>,
+}
+
+/// `[formats]` of the `MANIFEST`: the version of each on-disk format that the image's binaries
+/// write and that outlives them in `/var/zdbfs` (an upgrade keeps it). A build reads its own
+/// version and every older one, so a switch between two images (upgrade or rollback) is safe
+/// exactly when the target's version of each is at least the running one's
+/// ([`Formats::unreadable_by`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Formats {
+    /// The upload spool's job files ([`crate::spool::JOB_VERSION`]).
+    pub spool_job: u32,
+    /// The records of the monitor's state database ([`crate::monitor::state::RECORD_VERSION`]).
+    pub monitor_state: u32,
+}
+
+impl Default for Formats {
+    /// What images wrote before the formats were recorded.
+    fn default() -> Self {
+        Formats {
+            spool_job: 1,
+            monitor_state: 1,
+        }
+    }
+}
+
+impl Formats {
+    /// The formats this build's binaries write.
+    pub fn this_build() -> Formats {
+        Formats {
+            spool_job: crate::spool::JOB_VERSION,
+            monitor_state: u32::from(crate::monitor::state::RECORD_VERSION),
+        }
+    }
+
+    /// Why binaries that write `target` could not read what binaries that wrote `self` left
+    /// behind (one phrase per format), or nothing when they can.
+    pub fn unreadable_by(&self, target: &Formats) -> Vec<String> {
+        [
+            ("spool jobs", self.spool_job, target.spool_job),
+            (
+                "monitor state records",
+                self.monitor_state,
+                target.monitor_state,
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, written, readable)| written > readable)
+        .map(|(what, written, readable)| {
+            format!("{what} of format {written} (it reads up to {readable})")
+        })
+        .collect()
+    }
 }
 
 /// `[image]` of the `MANIFEST`.
@@ -308,6 +363,7 @@ pub fn plan(inputs: &Inputs) -> Result<(Vec<Entry>, ImageManifest), Error> {
             build_time: crate::clock::utc(inputs.epoch * 1000),
             secrets: entries.iter().any(|e| e.role == Role::Secret),
         },
+        formats: Formats::this_build(),
         components: inputs.components.iter().map(info).collect(),
         ours: inputs.ours.iter().map(info).collect(),
         entries: entries.iter().map(entry_info).collect(),

@@ -28,7 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 const FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("files");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const RECORD_VERSION: u8 = 1;
+/// The format of a file record (its first byte); recorded in an image's `MANIFEST`.
+pub const RECORD_VERSION: u8 = 1;
 /// The meta entry of [`State::backend_set`] (8 bytes, little-endian).
 const BACKEND_SET: &str = "backend_set";
 const RECORD_LEN: usize = 66;
