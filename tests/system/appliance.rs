@@ -74,6 +74,16 @@ fn target_debug() -> PathBuf {
 /// upstream binaries from `QSFS_UPSTREAM_BIN`), our debug binaries, the repository's units and
 /// configs, and `site`. Returns the tarball.
 pub fn build_image(dir: &Path, site: &str) -> PathBuf {
+    build_image_with(dir, site, &[], None)
+}
+
+/// [`build_image`] with some components replaced (`(name, path)`) and another build time.
+pub fn build_image_with(
+    dir: &Path,
+    site: &str,
+    replaced: &[(&str, &Path)],
+    source_date_epoch: Option<u64>,
+) -> PathBuf {
     let target = target_debug();
     let site_file = dir.join("site.toml");
     std::fs::write(&site_file, site).unwrap();
@@ -104,9 +114,16 @@ pub fn build_image(dir: &Path, site: &str) -> PathBuf {
         .arg("--cache-dir")
         .arg(dir.join("cache"));
     for (name, path) in components {
+        let path = replaced
+            .iter()
+            .find(|(replaced, _)| *replaced == name)
+            .map_or(path, |(_, path)| path.to_path_buf());
         build
             .arg("--component")
             .arg(format!("{name}={}", path.display()));
+    }
+    if let Some(epoch) = source_date_epoch {
+        build.arg("--source-date-epoch").arg(epoch.to_string());
     }
     let out = build.output().unwrap();
     assert!(
