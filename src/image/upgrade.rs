@@ -124,15 +124,15 @@ impl Outcome {
 /// The state before a switch: the live version recorded as one (captured on the first
 /// upgrade of a machine installed by unpacking a tarball), and its `MANIFEST`.
 fn live(store: &Store) -> Result<(State, String, ImageManifest), Error> {
+    let recorded = store.state()?;
+    if let Some(switch) = recorded.as_ref().and_then(|s| s.switching.as_ref()) {
+        return Err(Error::SwitchRefused(format!(
+            "a switch from {} to {} did not finish; run `qsfs-image rollback` to return to {}",
+            switch.from, switch.to, switch.from
+        )));
+    }
     let id = store.capture_live()?;
-    let state = match store.state()? {
-        Some(state) if state.switching.is_some() => {
-            let switch = state.switching.as_ref().expect("checked");
-            return Err(Error::SwitchRefused(format!(
-                "a switch from {} to {} did not finish; run `qsfs-image rollback` to return to {}",
-                switch.from, switch.to, switch.from
-            )));
-        }
+    let state = match recorded {
         // The live tree is another version than recorded (an image unpacked by hand): it is
         // what runs, so it is current.
         Some(mut state) => {

@@ -315,6 +315,9 @@ impl Store {
         tarball: &Path,
         key: Option<&Path>,
     ) -> Result<(Installed, super::verify::Report), Error> {
+        // Nothing is created on a machine without an installed image, or for a missing input.
+        self.live()?;
+        std::fs::File::open(tarball).map_err(|e| Error::io(tarball, e))?;
         let incoming = TempDir::new(&self.ensure_dir()?, "incoming")?;
         let name = tarball
             .file_name()
