@@ -400,6 +400,8 @@ fn run(command: Command) -> Result<i32, Error> {
         }
         Command::Upgrade(args) => {
             let store = image::versions::Store::new(std::path::Path::new("/"));
+            store.live()?;
+            let _lock = store.lock()?;
             let (new, report) = store.add(&args.tarball, args.key.as_deref())?;
             println!(
                 "qsfs-image: {} verified ({}); installed as version {}",
@@ -417,6 +419,8 @@ fn run(command: Command) -> Result<i32, Error> {
         }
         Command::Rollback(args) => {
             let store = image::versions::Store::new(std::path::Path::new("/"));
+            store.live()?;
+            let _lock = store.lock()?;
             let mut machine = image::host::Systemd::new(|line| println!("qsfs-image: {line}"));
             let outcome = image::upgrade::rollback(&store, &mut machine, args.watch.watch())?;
             Ok(print_outcome(&outcome, args.watch.format))

@@ -774,6 +774,23 @@ mod tests {
     }
 
     #[test]
+    fn one_switch_at_a_time_and_leftovers_are_removed() {
+        let (_root, store, _, _) = machine(Formats::default());
+        let leftover = store.dir().join(".unpack-1-2");
+        std::fs::create_dir_all(leftover.join("var")).unwrap();
+        let held = store.lock().unwrap();
+        assert!(!leftover.exists(), "a killed upgrade's staging is removed");
+        let err = store.lock().unwrap_err();
+        assert_eq!(err.exit_code(), crate::image::exit::SWITCH_REFUSED);
+        assert!(
+            err.to_string().contains("another upgrade or rollback"),
+            "{err}"
+        );
+        drop(held);
+        store.lock().unwrap();
+    }
+
+    #[test]
     fn nothing_to_roll_back_to_is_refused() {
         let (_root, store, _, _) = machine(Formats::default());
         let err = rollback(&store, &mut Scripted::default(), WATCH).unwrap_err();

@@ -224,6 +224,34 @@ impl Store {
         Ok(dir)
     }
 
+    /// Takes the store's lock (`versions/.lock`, `flock`), held until the returned value is
+    /// dropped: one upgrade or rollback at a time. Removes what an earlier one that was killed
+    /// left half-done (its staging directories).
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
+        let dir = self.ensure_dir()?;
+        let path = dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| {
+                Error::SwitchRefused(format!(
+                    "another upgrade or rollback is running (it holds {})",
+                    path.display()
+                ))
+            })?;
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            if entry.file_name().to_string_lossy().starts_with('.') && entry.path().is_dir() {
+                std::fs::remove_dir_all(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            }
+        }
+        Ok(lock)
+    }
+
     /// `state.json`, or `None` before the first upgrade.
     pub fn state(&self) -> Result<Option<State>, Error> {
         let path = self.state_path();
