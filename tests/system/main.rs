@@ -11,4 +11,5 @@ mod container;
 mod dbus_client;
 mod health;
 mod logging;
+mod preflight;
 mod sandbox;
