@@ -42,6 +42,7 @@ Exit codes:
       verify SHA256SUMS (the file is named)
   88  verify --key: the tarball is not the one the signed SHA256SUMS lists (changed after
       signing)
+  90-96  preflight: a check failed (the first failure's code; see `preflight --help`)
  100  upgrade: the new version did not become healthy; the old one is live again
  102  upgrade/rollback refused before anything was switched (no version to return to,
       on-disk formats the target cannot read, a live tree that does not match its MANIFEST)
@@ -130,6 +131,35 @@ enum Command {
     /// Lists the installed versions: which one is live, current and previous, an interrupted
     /// switch, the last upgrade or rollback.
     Status(StatusArgs),
+    /// Checks that this machine can run the appliance; one line per check (ok, FAILED with
+    /// what to install or change, or unknown when a fact cannot be read).
+    ///
+    /// Run by qsfs-config.service before anything else starts, and by hand. Checks systemd
+    /// (>= 247), /dev/fuse and the kernel's FUSE, the libraries of the programs in
+    /// /var/zdbfs/bin (asking the dynamic loader), free space for 4 x ZDB_DATASIZE on the file
+    /// system holding /var/zdbfs, that MINIO_ADDRESS is free (or held by qsfs-minio.service
+    /// itself), and that the clock is not before the image's build time. The two values come
+    /// from qsfs.env (its shipped default before install-config ran); the build time from the
+    /// MANIFEST. Each failure has its exit code, and with several the first one's is used:
+    /// 90 systemd, 91 FUSE, 92 libraries, 93 free space, 94 S3 port, 95 clock, 96 qsfs.env or
+    /// MANIFEST unreadable or invalid.
+    Preflight(PreflightArgs),
+}
+
+#[derive(Args)]
+struct PreflightArgs {
+    /// The root the image is unpacked under (the machine's facts are always this machine's).
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    root: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: PreflightFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PreflightFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args)]
@@ -441,6 +471,14 @@ fn run(command: Command) -> Result<i32, Error> {
             }
             println!("qsfs-image: {}", configured.form.describe());
             Ok(exit::OK)
+        }
+        Command::Preflight(args) => {
+            let report = image::preflight::run(&args.root);
+            match args.format {
+                PreflightFormat::Text => print!("{}", report.to_text()),
+                PreflightFormat::Json => println!("{}", json(&report)),
+            }
+            Ok(report.exit_code)
         }
     }
 }

@@ -19,6 +19,7 @@
 //! * [`versions`]: the installed versions (`/var/zdbfs/versions`) and their state file;
 //! * [`upgrade`]: `upgrade`, `rollback` and `status`: switching versions, watched by
 //!   `qsfs-health`, rolled back by themselves when the new one does not become healthy.
+//! * [`preflight`]: whether this machine can run the appliance.
 //!
 //! Every error names the file, key or argument at fault and maps to one exit code
 //! ([`Error::exit_code`], listed in [`exit`]).
@@ -31,6 +32,7 @@ pub mod inspect;
 pub mod install;
 pub mod lock;
 pub mod manifest;
+pub mod preflight;
 pub mod render;
 pub mod sign;
 pub mod site;
@@ -69,6 +71,23 @@ pub mod exit {
     pub const BAD_SIGNATURE: i32 = 87;
     /// `verify --key`: the tarball is not the one the signed `SHA256SUMS` lists.
     pub const NOT_SIGNED: i32 = 88;
+    /// `preflight`: systemd is missing or older than 247.
+    pub const PREFLIGHT_SYSTEMD: i32 = 90;
+    /// `preflight`: `/dev/fuse` is missing, not the device or cannot be opened, or the kernel
+    /// has no FUSE.
+    pub const PREFLIGHT_FUSE: i32 = 91;
+    /// `preflight`: a program in `/var/zdbfs/bin` lacks its loader, a library or a symbol
+    /// version, or cannot run on this machine.
+    pub const PREFLIGHT_LIBRARIES: i32 = 92;
+    /// `preflight`: too little free space for zdb's data files.
+    pub const PREFLIGHT_SPACE: i32 = 93;
+    /// `preflight`: MinIO's address is taken (by anything but qsfs-minio.service) or cannot
+    /// be bound.
+    pub const PREFLIGHT_PORT: i32 = 94;
+    /// `preflight`: the clock is before the image's build time.
+    pub const PREFLIGHT_CLOCK: i32 = 95;
+    /// `preflight`: a config it reads (`qsfs.env`, the `MANIFEST`) is unreadable or invalid.
+    pub const PREFLIGHT_CONFIG: i32 = 96;
     /// `upgrade`: the new version did not become healthy and the old one is live again.
     pub const ROLLED_BACK: i32 = 100;
     /// `upgrade`/`rollback` refused before anything was switched: no version to return to,
@@ -393,6 +412,13 @@ mod tests {
             exit::UNSAFE_ENTRY,
             exit::BAD_SIGNATURE,
             exit::NOT_SIGNED,
+            exit::PREFLIGHT_SYSTEMD,
+            exit::PREFLIGHT_FUSE,
+            exit::PREFLIGHT_LIBRARIES,
+            exit::PREFLIGHT_SPACE,
+            exit::PREFLIGHT_PORT,
+            exit::PREFLIGHT_CLOCK,
+            exit::PREFLIGHT_CONFIG,
             exit::ROLLED_BACK,
             exit::SWITCH_REFUSED,
             exit::UNHEALTHY,

@@ -1806,3 +1806,150 @@ fn image_build_never_signs_the_demo_image() {
         text(&output.stderr)
     );
 }
+
+/// `preflight --format json` on `root`: the report and the process's exit code, which is the
+/// first failed check's.
+fn preflight(f: &Fixture, root: &Path) -> (serde_json::Value, i32) {
+    let out = f.run(&[
+        "preflight",
+        "--root",
+        root.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("preflight JSON: {e}: {}", text(&out.stdout)));
+    let code = out.status.code().unwrap();
+    let first_failure = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|c| c["exit_code"].as_i64())
+        .unwrap_or(0);
+    assert_eq!(i64::from(code), first_failure, "{report:#}");
+    assert_eq!(report["exit_code"], code);
+    (report, code)
+}
+
+/// The outcome of check `name`: (status, exit code or 0, message).
+fn outcome(report: &serde_json::Value, name: &str) -> (String, i64, String) {
+    let c = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {report:#}"));
+    (
+        c["status"].as_str().unwrap().to_string(),
+        c["exit_code"].as_i64().unwrap_or(0),
+        c["message"].as_str().unwrap().to_string(),
+    )
+}
+
+/// The checks that read the image (its programs, qsfs.env, the MANIFEST) judge the tree under
+/// --root: before install-config ran they read the shipped default; a taken S3 port, a clock
+/// before the build or a garbled config fails with its code naming the file; a missing one is
+/// `unknown`, not guessed.
+#[test]
+fn preflight_judges_an_unpacked_tree_by_its_configs_and_names_a_bad_one() {
+    let f = Fixture::new();
+    assert_code(&f.build("out", &[]), 0);
+    let root = f.root("root");
+    unpack(&f.tarball("out", "1.0.0"), &root);
+    let etc = root.join("var/zdbfs/etc");
+
+    let (report, _) = preflight(&f, &root);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 6, "{report:#}");
+    let (status, _, message) = outcome(&report, "libraries");
+    assert_eq!(status, "ok", "{message}");
+    assert!(message.contains("8 programs"), "{message}");
+    let (status, _, message) = outcome(&report, "space");
+    assert_eq!(status, "ok", "{message}");
+    assert!(
+        message.contains("4 x ZDB_DATASIZE (32.0 MiB") && message.contains("qsfs.env.default"),
+        "before install-config, the shipped default: {message}"
+    );
+    let (status, _, message) = outcome(&report, "clock");
+    assert_eq!(status, "ok", "{message}");
+    assert!(message.contains("2023-11-14T22:13:20Z"), "{message}");
+
+    // An installed qsfs.env wins; a port something else listens on fails and names it.
+    let default = std::fs::read_to_string(etc.join("qsfs.env.default")).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let address = default
+        .lines()
+        .find(|l| l.starts_with("MINIO_ADDRESS="))
+        .unwrap()
+        .to_string();
+    let installed = default.replace(&address, &format!("MINIO_ADDRESS=127.0.0.1:{port}"));
+    std::fs::write(etc.join("qsfs.env"), &installed).unwrap();
+    let (report, _) = preflight(&f, &root);
+    let (status, code, message) = outcome(&report, "s3-port");
+    assert_eq!((status.as_str(), code), ("failed", 94), "{message}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}"))
+            && message.contains(etc.join("qsfs.env").to_str().unwrap())
+            && message.contains(&format!("pid {}", std::process::id())),
+        "{message}"
+    );
+    drop(listener);
+    let (report, _) = preflight(&f, &root);
+    assert_eq!(outcome(&report, "s3-port").0, "ok", "{report:#}");
+
+    // A garbled qsfs.env: the checks that need it fail with 96, naming the file and the key.
+    std::fs::write(
+        etc.join("qsfs.env"),
+        installed.replace("ZDB_DATASIZE=", "ZDB_DATASIZE=lots"),
+    )
+    .unwrap();
+    let (report, _) = preflight(&f, &root);
+    let (status, code, message) = outcome(&report, "space");
+    assert_eq!((status.as_str(), code), ("failed", 96), "{message}");
+    assert!(
+        message.contains(etc.join("qsfs.env").to_str().unwrap())
+            && message.contains("ZDB_DATASIZE"),
+        "{message}"
+    );
+
+    // Neither qsfs.env nor its default: unknown, saying which files are missing.
+    std::fs::remove_file(etc.join("qsfs.env")).unwrap();
+    std::fs::remove_file(etc.join("qsfs.env.default")).unwrap();
+    let (report, _) = preflight(&f, &root);
+    for check in ["space", "s3-port"] {
+        let (status, _, message) = outcome(&report, check);
+        assert_eq!(status, "unknown", "{message}");
+        assert!(message.contains("qsfs.env.default"), "{message}");
+    }
+
+    // A MANIFEST built in the future: the clock is behind (95); a garbled one is named (96).
+    let manifest = root.join("var/zdbfs/MANIFEST");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        original.contains("source_date_epoch = 1700000000"),
+        "{original}"
+    );
+    std::fs::write(
+        &manifest,
+        original.replace(
+            "source_date_epoch = 1700000000",
+            "source_date_epoch = 32503680000",
+        ),
+    )
+    .unwrap();
+    let (report, _) = preflight(&f, &root);
+    let (status, code, message) = outcome(&report, "clock");
+    assert_eq!((status.as_str(), code), ("failed", 95), "{message}");
+    assert!(message.contains("timedatectl"), "{message}");
+    std::fs::write(&manifest, "schema = \"not a number\"\n").unwrap();
+    let (report, _) = preflight(&f, &root);
+    let (status, code, message) = outcome(&report, "clock");
+    assert_eq!((status.as_str(), code), ("failed", 96), "{message}");
+    assert!(message.contains(manifest.to_str().unwrap()), "{message}");
+
+    // The text format: one line per check.
+    let out = f.run(&["preflight", "--root", root.to_str().unwrap()]);
+    let lines = text(&out.stdout);
+    assert_eq!(lines.lines().count(), 6, "{lines}");
+    assert!(lines.contains("FAILED (96)  clock"), "{lines}");
+}

@@ -151,6 +151,16 @@ impl Appliance {
     /// into it while it runs, as an operator does (no daemon-reload).
     pub fn install(name: &str, image: &Path, store: &Path, s3_port: u16) -> Appliance {
         let container = Container::boot_with(name, &[(store, STORE_IN_CONTAINER)]);
+        Appliance::install_in(container, name, image, s3_port)
+    }
+
+    /// [`Appliance::install`] into a container booted without `/dev/fuse`.
+    pub fn install_without_fuse(name: &str, image: &Path, store: &Path, s3_port: u16) -> Appliance {
+        let container = Container::without_fuse(name, &[(store, STORE_IN_CONTAINER)]);
+        Appliance::install_in(container, name, image, s3_port)
+    }
+
+    fn install_in(container: Container, name: &str, image: &Path, s3_port: u16) -> Appliance {
         // (Not /tmp: nspawn mounts a tmpfs over it.)
         std::fs::copy(image, container.root().join("root/qsfs.tar.gz")).unwrap();
         container.ok("tar -xzpf /root/qsfs.tar.gz -C / && rm /root/qsfs.tar.gz");

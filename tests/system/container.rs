@@ -2,7 +2,8 @@
 //! commands to run inside it.
 //!
 //! Each container boots from its own copy of the cached rootfs (`tests/system/build-rootfs`),
-//! sees the host's cargo `target/debug` read-only at `/opt/qsfs/target`, and gets `/dev/fuse`.
+//! sees the host's cargo `target/debug` read-only at `/opt/qsfs/target`, and gets `/dev/fuse`
+//! (unless booted [`Container::without_fuse`]).
 //! Commands run with `nsenter` into all of the container's namespaces.
 
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ pub struct Container {
     name: String,
     dir: PathBuf,
     binds: Vec<String>,
+    fuse: bool,
     nspawn: Option<Child>,
     leader: i32,
 }
@@ -78,6 +80,15 @@ impl Container {
 
     /// Boots a fresh container with host directories bound in (`(host, container)` pairs).
     pub fn boot_with(name: &str, binds: &[(&Path, &str)]) -> Container {
+        Container::boot_options(name, binds, true)
+    }
+
+    /// Boots a fresh container that has no `/dev/fuse` (a VM without the device).
+    pub fn without_fuse(name: &str, binds: &[(&Path, &str)]) -> Container {
+        Container::boot_options(name, binds, false)
+    }
+
+    fn boot_options(name: &str, binds: &[(&Path, &str)], fuse: bool) -> Container {
         assert!(
             unsafe { libc::geteuid() } == 0,
             "system tests need root: run tests/run"
@@ -103,6 +114,7 @@ impl Container {
             name: name.to_string(),
             dir,
             binds,
+            fuse,
             nspawn: None,
             leader: 0,
         };
@@ -143,13 +155,8 @@ impl Container {
     fn try_start(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.join("console.log")).unwrap();
         let child = Command::new("systemd-nspawn")
-            .args([
-                "--boot",
-                "--register=no",
-                "--keep-unit",
-                "--console=pipe",
-                "--bind=/dev/fuse",
-            ])
+            .args(["--boot", "--register=no", "--keep-unit", "--console=pipe"])
+            .args(self.fuse.then_some("--bind=/dev/fuse"))
             .arg(format!("--machine={}", self.name))
             .arg("-D")
             .arg(self.dir.join("root"))

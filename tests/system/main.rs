@@ -11,5 +11,6 @@ mod container;
 mod dbus_client;
 mod health;
 mod logging;
+mod preflight;
 mod sandbox;
 mod upgrade;

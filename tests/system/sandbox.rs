@@ -1,9 +1,10 @@
 //! What each unit can reach, on real systemd, from inside the running processes: MinIO (which
 //! faces the network) cannot read the appliance's private files nor connect to zdb's or zstor's
-//! socket, zdb has no network socket, the reloads work without procps, and every unit's
+//! socket, zdb has no network socket, every unit's start, stop and reload work without procps
+//! (the container has none), preflight passes on the running appliance, and every unit's
 //! `systemd-analyze security` exposure is within the target.
 
-use crate::appliance::{started_appliance, Appliance};
+use crate::appliance::{started_appliance, Appliance, UNITS};
 use qsfs::layout;
 
 /// Exposure targets of `systemd-analyze security`: zdbfs and qsfs-health cannot have a mount
@@ -86,7 +87,8 @@ fn in_sandbox_of(appliance: &Appliance, unit: &str, script: &str) -> String {
 
 /// MinIO, from inside its own process's sandbox, reaches none of the appliance's private
 /// files and sockets (which root outside reaches: the probe works), and runs as a user of its
-/// own; zdb holds no TCP, UDP or raw socket and may create none; the reloads work; every
+/// own; zdb holds no TCP, UDP or raw socket and may create none; every unit starts, stops and
+/// reloads without procps; preflight passes; every
 /// unit's exposure is within its target.
 #[test]
 #[ignore = "needs root and systemd-nspawn: run tests/run"]
@@ -167,7 +169,14 @@ done"#
         "zdb (and its hook) may create unix sockets only"
     );
 
-    // The reloads signal the main process without procps's /bin/kill.
+    // The container has no procps (tests/system/build-rootfs): the units need none of it.
+    let procps = appliance.ok(
+        "for p in ps pkill pgrep free sysctl; do command -v $p; done; [ -e /bin/kill ] && echo /bin/kill; true",
+    );
+    assert!(
+        procps.trim().is_empty(),
+        "procps in the container: {procps}"
+    );
     assert!(
         !appliance
             .container
@@ -176,11 +185,43 @@ done"#
             .success(),
         "no unit calls /bin/kill"
     );
-    for unit in ["qsfs-monitor.service", "qsfs-zstor.service"] {
+    // preflight by hand on the running appliance: MinIO holds its own port.
+    let preflight = appliance.ok("/var/zdbfs/bin/qsfs-image preflight --root /");
+    assert!(
+        preflight.contains("held by qsfs-minio.service itself"),
+        "{preflight}"
+    );
+    // Every unit's reload (where it has one) signals its main process through systemd; every
+    // unit stops (in reverse order) and starts (in order) on its own.
+    let all: Vec<&str> = std::iter::once("qsfs-config.service")
+        .chain(UNITS)
+        .collect();
+    for unit in &all {
+        if appliance.show(unit, "ExecReload").is_empty() {
+            continue;
+        }
         let before = appliance.show(unit, "MainPID");
         appliance.ok(&format!("timeout 60 systemctl reload {unit}"));
         assert_eq!(appliance.show(unit, "MainPID"), before, "{unit} reloaded");
         assert_eq!(appliance.show(unit, "ActiveState"), "active", "{unit}");
+    }
+    for unit in all.iter().rev() {
+        appliance.ok(&format!("timeout 300 systemctl stop {unit}"));
+        assert_eq!(
+            appliance.show(unit, "ActiveState"),
+            "inactive",
+            "{unit} stopped:\n{}",
+            appliance.dump()
+        );
+    }
+    for unit in &all {
+        appliance.ok(&format!("timeout 300 systemctl start {unit}"));
+        assert_eq!(
+            appliance.show(unit, "ActiveState"),
+            "active",
+            "{unit} started:\n{}",
+            appliance.dump()
+        );
     }
     appliance.wait_healthy(std::time::Duration::from_secs(60));
 
