@@ -285,9 +285,13 @@ struct CheckArgs {
 
 #[derive(Args)]
 struct WatchArgs {
-    /// How long the version switched to has to become healthy.
+    /// How long the version switched to has to become healthy (longer than zdb takes to
+    /// load its index).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     watch_secs: u64,
+    /// How long it must then stay healthy to count.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    settle_secs: u64,
     /// Output format of the result.
     #[arg(long, value_enum, default_value = "human")]
     format: Format,
@@ -432,9 +436,10 @@ fn run(command: Command) -> Result<i32, Error> {
             let store = image::versions::Store::new(std::path::Path::new("/"));
             store.live()?;
             let _lock = store.lock()?;
+            image::upgrade::refuse_interrupted(&store)?;
             let (new, report) = store.add(&args.tarball, args.key.as_deref())?;
-            println!(
-                "qsfs-image: {} verified ({}); installed as version {}",
+            progress(&format!(
+                "{} verified ({}); installed as version {}",
                 args.tarball.display(),
                 match report.origin {
                     Some(image::verify::Origin::Signed { key_id, .. }) =>
@@ -442,8 +447,9 @@ fn run(command: Command) -> Result<i32, Error> {
                     _ => "origin NOT checked: no --key".to_string(),
                 },
                 new.id
-            );
-            let mut machine = image::host::Systemd::new(|line| println!("qsfs-image: {line}"));
+            ));
+            ignore_interruptions();
+            let mut machine = image::host::Systemd::new(progress);
             let outcome = image::upgrade::upgrade(&store, &mut machine, &new, args.watch.watch())?;
             Ok(print_outcome(&outcome, args.watch.format))
         }
@@ -451,7 +457,8 @@ fn run(command: Command) -> Result<i32, Error> {
             let store = image::versions::Store::new(std::path::Path::new("/"));
             store.live()?;
             let _lock = store.lock()?;
-            let mut machine = image::host::Systemd::new(|line| println!("qsfs-image: {line}"));
+            ignore_interruptions();
+            let mut machine = image::host::Systemd::new(progress);
             let outcome = image::upgrade::rollback(&store, &mut machine, args.watch.watch())?;
             Ok(print_outcome(&outcome, args.watch.format))
         }
@@ -487,17 +494,37 @@ impl WatchArgs {
     fn watch(&self) -> image::upgrade::Watch {
         image::upgrade::Watch {
             within: std::time::Duration::from_secs(self.watch_secs),
+            settle: std::time::Duration::from_secs(self.settle_secs),
             every: std::time::Duration::from_secs(3),
         }
     }
 }
 
+/// A progress line of `upgrade` and `rollback`, on stderr (stdout carries the result, JSON
+/// with --format json); a closed terminal never stops a switch half-way.
+fn progress(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "qsfs-image: {line}");
+}
+
+/// A switch stops the units: Ctrl-C or a lost terminal must not leave them stopped. The watch
+/// ends by itself.
+fn ignore_interruptions() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in [Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+}
+
 /// Prints the end of an upgrade or rollback; its exit code.
 fn print_outcome(outcome: &image::upgrade::Outcome, format: Format) -> i32 {
-    match format {
-        Format::Human => println!("qsfs-image: {}", outcome.describe()),
-        Format::Json => println!("{}", json(outcome)),
-    }
+    use std::io::Write;
+    let text = match format {
+        Format::Human => format!("qsfs-image: {}", outcome.describe()),
+        Format::Json => json(outcome),
+    };
+    let _ = writeln!(std::io::stdout(), "{text}");
     outcome.exit_code()
 }
 

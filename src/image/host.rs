@@ -42,22 +42,48 @@ impl Systemd {
     }
 }
 
-/// Runs `systemctl ARGS`; its stderr when it fails.
-fn systemctl(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("systemctl")
+/// How long a clean stop of every qsfs unit may take (their stop timeouts add up).
+const STOP_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long any other `systemctl` call may take.
+const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `systemctl ARGS` for at most `timeout`; its stdout, or why it failed.
+fn systemctl_within(args: &[&str], timeout: Duration) -> Result<String, String> {
+    let what = format!("systemctl {}", args.join(" "));
+    let mut child = Command::new("systemctl")
         .args(args)
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("systemctl: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{what}: {e}"))?;
+    let status = match child.wait_timeout(timeout) {
+        Ok(Some(status)) => status,
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what}: no answer within {} s", timeout.as_secs()));
+        }
+    };
+    let read = |pipe: Option<&mut dyn std::io::Read>| {
+        let mut text = String::new();
+        if let Some(pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text.trim().to_string()
+    };
+    let stdout = read(child.stdout.as_mut().map(|p| p as &mut dyn std::io::Read));
+    if status.success() {
+        Ok(stdout)
     } else {
-        Err(format!(
-            "systemctl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        let stderr = read(child.stderr.as_mut().map(|p| p as &mut dyn std::io::Read));
+        Err(format!("{what}: {stderr}"))
     }
+}
+
+/// `systemctl ARGS` within [`SYSTEMCTL_TIMEOUT`].
+fn systemctl(args: &[&str]) -> Result<String, String> {
+    systemctl_within(args, SYSTEMCTL_TIMEOUT)
 }
 
 impl Machine for Systemd {
@@ -65,7 +91,7 @@ impl Machine for Systemd {
         let mut args = vec!["stop", "qsfs.target"];
         let services = self.services();
         args.extend(services.iter().map(String::as_str));
-        systemctl(&args).map(drop)
+        systemctl_within(&args, STOP_TIMEOUT).map(drop)
     }
 
     fn start(&mut self) -> Result<(), String> {
@@ -79,13 +105,21 @@ impl Machine for Systemd {
     }
 
     fn health(&mut self) -> Health {
-        let mut down = Vec::new();
-        for service in self.services() {
-            let state = systemctl(&["show", "-P", "ActiveState", &service]).unwrap_or_default();
-            if state != "active" {
-                down.push(format!("{service} is {state}"));
-            }
-        }
+        let services = self.services();
+        let mut args = vec!["show", "--property=ActiveState", "--value"];
+        args.extend(services.iter().map(String::as_str));
+        let states = match systemctl(&args) {
+            Ok(states) => states,
+            Err(why) => return Health::Unhealthy(why),
+        };
+        // One value per unit, each followed by an empty line.
+        let states: Vec<&str> = states.lines().filter(|l| !l.is_empty()).collect();
+        let down: Vec<String> = services
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| states.get(*i) != Some(&"active"))
+            .map(|(i, s)| format!("{s} is {}", states.get(i).unwrap_or(&"unknown")))
+            .collect();
         if !down.is_empty() {
             return Health::Unhealthy(down.join(", "));
         }

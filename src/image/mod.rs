@@ -220,6 +220,9 @@ pub enum Error {
     /// `upgrade`/`rollback` refused before switching anything: why.
     #[error("refused: {0}")]
     SwitchRefused(String),
+    /// A switch stopped half-way with a version live that is not healthy: what to do.
+    #[error("{0}")]
+    SwitchCutShort(String),
     /// The input is not a readable qsfs image.
     #[error("{}: not a readable qsfs image: {message}", path.display())]
     NotAnImage {
@@ -335,6 +338,7 @@ impl Error {
             Error::Build(_) => exit::BUILD_FAILED,
             Error::Usage(_) => exit::USAGE,
             Error::SwitchRefused(_) => exit::SWITCH_REFUSED,
+            Error::SwitchCutShort(_) => exit::UNHEALTHY,
             Error::NotAnImage { .. } => exit::NOT_AN_IMAGE,
             Error::UnsafeEntries { .. } => exit::UNSAFE_ENTRY,
             Error::Key { .. } => exit::CONFIG,

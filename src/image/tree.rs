@@ -17,6 +17,7 @@ use super::layout::{self, DEFAULT_SUFFIX};
 use super::render::RenderedFile;
 use super::Error;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The `MANIFEST` schema this qsfs-image writes and reads.
@@ -96,54 +97,61 @@ pub struct ImageManifest {
 }
 
 /// `[formats]` of the `MANIFEST`: the version of each on-disk format that the image's binaries
-/// write and that outlives them in `/var/zdbfs` (an upgrade keeps it). A build reads its own
-/// version and every older one, so a switch between two images (upgrade or rollback) is safe
-/// exactly when the target's version of each is at least the running one's
-/// ([`Formats::unreadable_by`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Formats {
-    /// The upload spool's job files ([`crate::spool::JOB_VERSION`]).
-    pub spool_job: u32,
-    /// The records of the monitor's state database ([`crate::monitor::state::RECORD_VERSION`]).
-    pub monitor_state: u32,
-}
+/// write and that outlives them in `/var/zdbfs` (an upgrade keeps it), by name. A build reads
+/// its own version of each and every older one, so a switch between two images (upgrade or
+/// rollback) is safe exactly when the target knows every format the running one writes, at
+/// least at its version ([`Formats::unreadable_by`]): a format the target does not name (added
+/// later) is one it cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Formats(pub BTreeMap<String, u32>);
+
+/// The upload spool's job files ([`crate::spool::JOB_VERSION`]).
+pub const SPOOL_JOB: &str = "spool_job";
+/// The records of the monitor's state database ([`crate::monitor::state::RECORD_VERSION`]).
+pub const MONITOR_STATE: &str = "monitor_state";
+/// `/var/zdbfs/versions/state.json` ([`super::versions::STATE_SCHEMA`]).
+pub const VERSIONS_STATE: &str = "versions_state";
 
 impl Default for Formats {
     /// What images wrote before the formats were recorded.
     fn default() -> Self {
-        Formats {
-            spool_job: 1,
-            monitor_state: 1,
-        }
+        // They have no `upgrade`, so `state.json` does not bother them.
+        Formats::from([(SPOOL_JOB, 1), (MONITOR_STATE, 1), (VERSIONS_STATE, 1)])
     }
 }
 
 impl Formats {
+    /// Formats from `(name, version)` pairs.
+    pub fn from<const N: usize>(pairs: [(&str, u32); N]) -> Formats {
+        Formats(pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+    }
+
     /// The formats this build's binaries write.
     pub fn this_build() -> Formats {
-        Formats {
-            spool_job: crate::spool::JOB_VERSION,
-            monitor_state: u32::from(crate::monitor::state::RECORD_VERSION),
-        }
+        Formats::from([
+            (SPOOL_JOB, crate::spool::JOB_VERSION),
+            (
+                MONITOR_STATE,
+                u32::from(crate::monitor::state::RECORD_VERSION),
+            ),
+            (VERSIONS_STATE, super::versions::STATE_SCHEMA),
+        ])
     }
 
     /// Why binaries that write `target` could not read what binaries that wrote `self` left
     /// behind (one phrase per format), or nothing when they can.
     pub fn unreadable_by(&self, target: &Formats) -> Vec<String> {
-        [
-            ("spool jobs", self.spool_job, target.spool_job),
-            (
-                "monitor state records",
-                self.monitor_state,
-                target.monitor_state,
-            ),
-        ]
-        .into_iter()
-        .filter(|(_, written, readable)| written > readable)
-        .map(|(what, written, readable)| {
-            format!("{what} of format {written} (it reads up to {readable})")
-        })
-        .collect()
+        self.0
+            .iter()
+            .filter_map(|(name, written)| match target.0.get(name) {
+                Some(readable) if readable >= written => None,
+                Some(readable) => Some(format!(
+                    "{name} of format {written} (it reads up to {readable})"
+                )),
+                None => Some(format!("{name} of format {written} (it does not know it)")),
+            })
+            .collect()
     }
 }
 

@@ -3,14 +3,17 @@
 //! (Fedora CoreOS's greenboot: an update that fails its health checks is rolled back).
 //!
 //! A switch from version A to B: refuse unless B's binaries read every on-disk format A's
-//! wrote ([`Formats::unreadable_by`]); stop every qsfs unit (a clean stop: zdb's `close`
-//! uploads what changed); record the switch in `state.json`; make B's files live
-//! ([`Store::activate`]); `daemon-reload` and start `qsfs.target` (its `qsfs-config.service`
-//! runs `install-config`, which follows B's config defaults where the operator did not edit
-//! them); then watch until every qsfs unit is active and `qsfs-health check` says `ok`, for at
-//! most the watch time. Healthy: B is current and A is kept as the version to return to.
-//! Not healthy: a journal entry says why, and the same switch runs back to A (unless A could
-//! not read what B wrote: B stays, and the exit code says so).
+//! write ([`Formats::unreadable_by`]); stop every qsfs unit (a clean stop: zdb's `close`
+//! uploads what changed); record the switch in `state.json` with the version to return to if
+//! it is cut short; make B's files live ([`Store::activate`]); `daemon-reload` and start
+//! `qsfs.target` (its `qsfs-config.service` runs `install-config`, which follows B's config
+//! defaults where the operator did not edit them); then watch until every qsfs unit is active
+//! and `qsfs-health check` says `ok`, and stays so for the settle time, within the watch time.
+//! Healthy: B is current and A is kept as the version to return to. Not healthy: a journal
+//! entry says why, and the same switch runs back to A (unless A could not read what B wrote:
+//! B stays, and the exit code says so). A switch cut short (power cut, kill) is finished by
+//! `rollback`, towards the version recorded to return to (or, if that one could not read what
+//! the other may have written, towards the other).
 //!
 //! The logic is here, apart from the machine it drives ([`Machine`]: systemd and
 //! `qsfs-health` on a real one, a scripted one in the tests).
@@ -54,17 +57,42 @@ pub trait Machine {
 pub struct Watch {
     /// How long the new version has to become healthy.
     pub within: Duration,
+    /// How long it must stay healthy to count (a unit that fails after its start, a status
+    /// left by the version before).
+    pub settle: Duration,
     /// How often to ask.
     pub every: Duration,
 }
 
-/// Waits until `machine` is healthy, for at most `watch.within`; the last reason otherwise.
+/// Waits until `machine` has been healthy for `watch.settle`, for at most `watch.within`
+/// (plus the settle time); the last reason otherwise.
 fn watch_health(machine: &mut impl Machine, watch: Watch) -> Health {
-    let deadline = machine.now_unix_ms() + watch.within.as_millis() as u64;
+    let start = machine.now_unix_ms();
+    let settle = watch.settle.as_millis() as u64;
+    let deadline = start + watch.within.as_millis() as u64;
+    let mut healthy_since = None;
     loop {
+        let now = machine.now_unix_ms();
         let health = machine.health();
-        if health == Health::Healthy || machine.now_unix_ms() >= deadline {
-            return health;
+        match &health {
+            Health::Healthy => {
+                let since = *healthy_since.get_or_insert(now);
+                if now.saturating_sub(since) >= settle {
+                    return Health::Healthy;
+                }
+                if since > deadline {
+                    return Health::Unhealthy(format!(
+                        "not healthy within {} s",
+                        watch.within.as_secs()
+                    ));
+                }
+            }
+            Health::Unhealthy(_) => {
+                healthy_since = None;
+                if now >= deadline {
+                    return health;
+                }
+            }
         }
         machine.sleep(watch.every);
     }
@@ -87,8 +115,12 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self.event.action {
             Action::Upgraded | Action::RolledBack => super::exit::OK,
-            Action::UpgradeRolledBack => super::exit::ROLLED_BACK,
-            Action::UpgradeUnhealthy | Action::RollbackUnhealthy => super::exit::UNHEALTHY,
+            Action::UpgradeRolledBack if self.healthy_after_rollback == Some(true) => {
+                super::exit::ROLLED_BACK
+            }
+            Action::UpgradeRolledBack | Action::UpgradeUnhealthy | Action::RollbackUnhealthy => {
+                super::exit::UNHEALTHY
+            }
         }
     }
 
@@ -121,20 +153,25 @@ impl Outcome {
     }
 }
 
-/// The state before a switch: the live version recorded as one (captured on the first
-/// upgrade of a machine installed by unpacking a tarball), and its `MANIFEST`.
-fn live(store: &Store) -> Result<(State, String, ImageManifest), Error> {
-    let recorded = store.state()?;
-    if let Some(switch) = recorded.as_ref().and_then(|s| s.switching.as_ref()) {
+/// Refuses while a switch that was cut short is recorded: `rollback` finishes it first.
+pub fn refuse_interrupted(store: &Store) -> Result<Option<State>, Error> {
+    let state = store.state()?;
+    if let Some(switch) = state.as_ref().and_then(|s| s.switching.as_ref()) {
         return Err(Error::SwitchRefused(format!(
             "a switch from {} to {} did not finish; run `qsfs-image rollback` to return to {}",
-            switch.from, switch.to, switch.from
+            switch.from, switch.to, switch.recover_to
         )));
     }
+    Ok(state)
+}
+
+/// The state before a switch: the live version recorded as one (captured on the first
+/// upgrade of a machine installed by unpacking a tarball, or after an image was unpacked by
+/// hand over a recorded one: what runs is current), and its `MANIFEST`.
+fn live(store: &Store) -> Result<(State, String, ImageManifest), Error> {
+    let recorded = refuse_interrupted(store)?;
     let id = store.capture_live()?;
     let state = match recorded {
-        // The live tree is another version than recorded (an image unpacked by hand): it is
-        // what runs, so it is current.
         Some(mut state) => {
             state.current = id.clone();
             state
@@ -156,13 +193,23 @@ fn formats_refusal(running: &Formats, target: &Formats, what: &str) -> Option<St
     })
 }
 
-/// Stops the appliance, records the switch, makes `to` live and starts it; then watches.
+/// One switch: the version live now (and any other whose files may be live), the version to
+/// make live, and the one to return to if it is cut short.
+struct Plan<'a> {
+    from: &'a str,
+    live: Vec<&'a ImageManifest>,
+    to: &'a str,
+    to_manifest: &'a ImageManifest,
+    recover_to: &'a str,
+}
+
+/// Stops the appliance, records the switch, makes `to` live and starts it; then watches. If
+/// the files cannot be switched, the version that was live is made live and started again.
 fn switch(
     store: &Store,
     machine: &mut impl Machine,
     state: &mut State,
-    from: (&str, &ImageManifest),
-    to: &str,
+    plan: Plan,
     watch: Watch,
 ) -> Result<Health, Error> {
     machine.progress("stopping every qsfs unit (a clean stop: zdb uploads what changed)");
@@ -173,16 +220,27 @@ fn switch(
         )));
     }
     state.switching = Some(Switch {
-        from: from.0.to_string(),
-        to: to.to_string(),
+        from: plan.from.to_string(),
+        to: plan.to.to_string(),
+        recover_to: plan.recover_to.to_string(),
         started_unix_ms: machine.now_unix_ms(),
     });
     store.write_state(state)?;
-    machine.progress(&format!("making {to} live"));
-    store.activate(Some(from.1), to)?;
+    machine.progress(&format!("making {} live", plan.to));
+    if let Err(e) = store.activate(&plan.live, plan.to) {
+        let mut both = plan.live.clone();
+        both.push(plan.to_manifest);
+        if store.activate(&both, plan.from).is_ok() {
+            state.switching = None;
+            store.write_state(state)?;
+        }
+        let _ = machine.start();
+        return Err(e);
+    }
     machine.progress(&format!(
-        "starting qsfs.target; watching its health for up to {} s",
-        watch.within.as_secs()
+        "starting qsfs.target; watching its health for up to {} s (healthy for {} s counts)",
+        watch.within.as_secs(),
+        watch.settle.as_secs()
     ));
     if let Err(why) = machine.start() {
         machine.progress(&format!("starting qsfs.target failed: {why}"));
@@ -212,14 +270,14 @@ pub fn upgrade(
             "no rollback will be possible after this upgrade: {why}"
         ));
     }
-    let health = switch(
-        store,
-        machine,
-        &mut state,
-        (&old, &old_manifest),
-        &new.id,
-        watch,
-    )?;
+    let plan = Plan {
+        from: &old,
+        live: vec![&old_manifest],
+        to: &new.id,
+        to_manifest: &new.manifest,
+        recover_to: &old,
+    };
+    let health = switch(store, machine, &mut state, plan, watch)?;
     let mut event = Event {
         at_unix_ms: 0,
         action: Action::Upgraded,
@@ -249,54 +307,97 @@ pub fn upgrade(
                 new.id,
                 event.reason.as_deref().unwrap_or_default()
             ));
-            let back = switch(
-                store,
-                machine,
-                &mut state,
-                (&new.id, &new.manifest),
-                &old,
-                watch,
-            )?;
+            let plan = Plan {
+                from: &new.id,
+                live: vec![&new.manifest, &old_manifest],
+                to: &old,
+                to_manifest: &old_manifest,
+                recover_to: &old,
+            };
+            let back = switch(store, machine, &mut state, plan, watch).map_err(|e| {
+                Error::SwitchCutShort(format!(
+                    "{} is live and not healthy, and going back to {old} failed: {e}; run \
+                     `qsfs-image rollback`",
+                    new.id
+                ))
+            })?;
             healthy_after_rollback = Some(back == Health::Healthy);
+            if let Health::Unhealthy(reason) = back {
+                let mut still = event.clone();
+                still.action = Action::RollbackUnhealthy;
+                still.reason = Some(reason);
+                (still.from, still.to) = (new.id.clone(), old.clone());
+                machine.journal(&still);
+            }
             state.current = old.clone();
         }
     }
     finish(store, machine, state, event, healthy_after_rollback)
 }
 
-/// Returns to the previous version (or, after an interrupted switch, to the version it
-/// started from).
+/// Returns to the previous version, or finishes a switch that was cut short (towards the
+/// version it recorded to return to, unless that one could not read what the other may have
+/// written).
 pub fn rollback(store: &Store, machine: &mut impl Machine, watch: Watch) -> Result<Outcome, Error> {
     let Some(mut state) = store.state()? else {
         return Err(Error::SwitchRefused(
             "no upgrade was ever made on this machine: there is no version to return to".into(),
         ));
     };
-    let (_, live_manifest) = store.live()?;
-    let (from, target) = match &state.switching {
-        Some(interrupted) => (interrupted.to.clone(), interrupted.from.clone()),
-        None => match &state.previous {
-            Some(previous) => (state.current.clone(), previous.clone()),
-            None => {
-                return Err(Error::SwitchRefused(format!(
-                    "{} has no previous version to return to",
-                    state.current
-                )))
+    let (from, target) = match state.switching.clone() {
+        Some(cut) => {
+            let other = if cut.recover_to == cut.from {
+                cut.to
+            } else {
+                cut.from
+            };
+            let (recover, other_manifest) =
+                (store.manifest(&cut.recover_to)?, store.manifest(&other)?);
+            if other_manifest
+                .formats
+                .unreadable_by(&recover.formats)
+                .is_empty()
+            {
+                (other, cut.recover_to)
+            } else {
+                machine.progress(&format!(
+                    "{} could not read what {other} may have written: finishing the switch to \
+                     {other} instead",
+                    cut.recover_to
+                ));
+                (cut.recover_to, other)
             }
-        },
+        }
+        None => {
+            let live = store.capture_live()?;
+            let target = state
+                .previous
+                .clone()
+                .filter(|p| *p != live)
+                .ok_or_else(|| {
+                    Error::SwitchRefused(format!("{live} has no previous version to return to"))
+                })?;
+            (live, target)
+        }
     };
+    let from_manifest = store.manifest(&from)?;
     let target_manifest = store.manifest(&target)?;
-    if let Some(why) = formats_refusal(&live_manifest.formats, &target_manifest.formats, &target) {
-        return Err(Error::SwitchRefused(why));
+    let (_, live_manifest) = store.live()?;
+    if state.switching.is_none() {
+        if let Some(why) =
+            formats_refusal(&from_manifest.formats, &target_manifest.formats, &target)
+        {
+            return Err(Error::SwitchRefused(why));
+        }
     }
-    let health = switch(
-        store,
-        machine,
-        &mut state,
-        (&from, &live_manifest),
-        &target,
-        watch,
-    )?;
+    let plan = Plan {
+        from: &from,
+        live: vec![&from_manifest, &live_manifest, &target_manifest],
+        to: &target,
+        to_manifest: &target_manifest,
+        recover_to: &target,
+    };
+    let health = switch(store, machine, &mut state, plan, watch)?;
     let mut event = Event {
         at_unix_ms: 0,
         action: Action::RolledBack,
@@ -330,10 +431,15 @@ fn finish(
     }
     let mut keep = vec![state.current.as_str()];
     keep.extend(state.previous.as_deref());
-    for removed in store.prune(&keep)? {
-        machine.progress(&format!(
-            "removed version {removed} (neither current nor previous)"
-        ));
+    match store.prune(&keep) {
+        Ok(removed) => {
+            for id in removed {
+                machine.progress(&format!(
+                    "removed version {id} (neither current nor previous)"
+                ));
+            }
+        }
+        Err(e) => machine.progress(&format!("could not remove an old version: {e}")),
     }
     Ok(Outcome {
         event,
@@ -487,8 +593,16 @@ mod tests {
 
     const WATCH: Watch = Watch {
         within: Duration::from_secs(10),
+        settle: Duration::ZERO,
         every: Duration::from_secs(3),
     };
+
+    /// Formats of a later build: `name` at version 2.
+    fn newer(name: &str) -> Formats {
+        let mut formats = Formats::default();
+        formats.0.insert(name.to_string(), 2);
+        formats
+    }
 
     /// Writes an image tree (zdb's bytes, unit files) under `dir`; returns its id and MANIFEST.
     fn image_tree(dir: &Path, zdb: &[u8], units: &[(&str, &[u8])], formats: Formats) -> Installed {
@@ -689,11 +803,7 @@ mod tests {
 
     #[test]
     fn a_rollback_to_binaries_that_cannot_read_the_formats_is_refused() {
-        let newer = Formats {
-            spool_job: 2,
-            ..Formats::default()
-        };
-        let (root, store, _, v2) = machine(newer);
+        let (root, store, _, v2) = machine(newer(crate::image::tree::SPOOL_JOB));
         let mut m = Scripted::default();
         upgrade(&store, &mut m, &v2, WATCH).unwrap();
         let mut m = Scripted::default();
@@ -701,7 +811,7 @@ mod tests {
         assert_eq!(err.exit_code(), crate::image::exit::SWITCH_REFUSED);
         assert!(
             err.to_string()
-                .contains("spool jobs of format 2 (it reads up to 1)"),
+                .contains("spool_job of format 2 (it reads up to 1)"),
             "{err}"
         );
         assert!(m.calls.is_empty(), "nothing was stopped");
@@ -710,11 +820,7 @@ mod tests {
 
     #[test]
     fn an_unhealthy_upgrade_that_cannot_be_rolled_back_stays_and_says_so() {
-        let newer = Formats {
-            monitor_state: 2,
-            ..Formats::default()
-        };
-        let (root, store, _, v2) = machine(newer);
+        let (root, store, _, v2) = machine(newer(crate::image::tree::MONITOR_STATE));
         let mut m = Scripted {
             health: VecDeque::from(vec![Health::Unhealthy("s3 failed".into()); 5]),
             ..Scripted::default()
@@ -726,39 +832,118 @@ mod tests {
         assert_eq!(live(root.path(), "var/zdbfs/bin/zdb").unwrap(), b"v2");
     }
 
-    #[test]
-    fn an_interrupted_switch_is_finished_by_rollback_and_blocks_upgrades() {
-        let (root, store, v1, v2) = machine(Formats::default());
-        store.capture_live().unwrap();
-        let mut state = State::new(&v1.id);
+    /// A switch from `from` to `to` cut short after some of `to`'s files were made live
+    /// (`manifest_too`: also its MANIFEST, which is copied last).
+    fn cut_short(
+        store: &Store,
+        root: &Path,
+        from: &str,
+        to: &str,
+        recover_to: &str,
+        manifest_too: bool,
+    ) {
+        let mut state = State::new(from);
         state.switching = Some(Switch {
-            from: v1.id.clone(),
-            to: v2.id.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+            recover_to: recover_to.to_string(),
             started_unix_ms: 0,
         });
         store.write_state(&state).unwrap();
-        // Half-way: v2's zdb and MANIFEST are live, v1's units still.
-        let r = root.path();
-        std::fs::copy(
-            store.tree(&v2.id).join("var/zdbfs/bin/zdb"),
-            r.join("var/zdbfs/bin/zdb"),
-        )
-        .unwrap();
-        std::fs::copy(
-            store.tree(&v2.id).join(layout::MANIFEST),
-            r.join(layout::MANIFEST),
-        )
-        .unwrap();
-        let err = upgrade(&store, &mut Scripted::default(), &v2, WATCH).unwrap_err();
-        assert!(err.to_string().contains("did not finish"), "{err}");
-        assert_eq!(err.exit_code(), crate::image::exit::SWITCH_REFUSED);
+        let mut copied = vec!["var/zdbfs/bin/zdb", "etc/systemd/system/qsfs-zdb.service"];
+        // The file only `to` ships, if it has it.
+        for only in [
+            "etc/systemd/system/qsfs-new.service",
+            "etc/systemd/system/qsfs-old.service",
+        ] {
+            if store.tree(to).join(only).exists() {
+                copied.push(only);
+            }
+        }
+        if manifest_too {
+            copied.push(layout::MANIFEST);
+        }
+        for path in copied {
+            std::fs::copy(store.tree(to).join(path), root.join(path)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_switch_cut_short_is_finished_by_rollback_and_blocks_upgrades() {
+        for manifest_too in [false, true] {
+            let (root, store, v1, v2) = machine(Formats::default());
+            store.capture_live().unwrap();
+            cut_short(&store, root.path(), &v1.id, &v2.id, &v1.id, manifest_too);
+            let err = upgrade(&store, &mut Scripted::default(), &v2, WATCH).unwrap_err();
+            assert!(err.to_string().contains("did not finish"), "{err}");
+            assert_eq!(err.exit_code(), crate::image::exit::SWITCH_REFUSED);
+            let outcome = rollback(&store, &mut Scripted::default(), WATCH).unwrap();
+            assert_eq!(outcome.current, v1.id);
+            let r = root.path();
+            assert_eq!(live(r, "var/zdbfs/bin/zdb").unwrap(), b"v1");
+            assert_eq!(unit(r, "qsfs-zdb.service").unwrap(), b"zdb v1");
+            assert_eq!(unit(r, "qsfs-old.service").unwrap(), b"old");
+            assert_eq!(
+                unit(r, "qsfs-new.service"),
+                None,
+                "manifest_too {manifest_too}"
+            );
+            assert_eq!(store.live().unwrap().0, v1.id);
+            assert_eq!(store.state().unwrap().unwrap().switching, None);
+        }
+    }
+
+    #[test]
+    fn an_automatic_rollback_cut_short_is_finished_towards_the_old_version() {
+        let (root, store, v1, v2) = machine(Formats::default());
+        upgrade(&store, &mut Scripted::default(), &v2, WATCH).unwrap();
+        // v2 did not become healthy; going back to v1 was cut short.
+        cut_short(&store, root.path(), &v2.id, &v1.id, &v1.id, false);
         let outcome = rollback(&store, &mut Scripted::default(), WATCH).unwrap();
         assert_eq!(outcome.current, v1.id);
-        assert_eq!(live(r, "var/zdbfs/bin/zdb").unwrap(), b"v1");
-        assert_eq!(unit(r, "qsfs-old.service").unwrap(), b"old");
-        assert_eq!(unit(r, "qsfs-new.service"), None);
-        assert_eq!(store.live().unwrap().0, v1.id);
-        assert_eq!(store.state().unwrap().unwrap().switching, None);
+        assert_eq!(live(root.path(), "var/zdbfs/bin/zdb").unwrap(), b"v1");
+        assert_eq!(unit(root.path(), "qsfs-new.service"), None);
+    }
+
+    #[test]
+    fn a_switch_cut_short_to_newer_formats_is_finished_forward() {
+        let (root, store, v1, v2) = machine(newer(crate::image::tree::SPOOL_JOB));
+        store.capture_live().unwrap();
+        cut_short(&store, root.path(), &v1.id, &v2.id, &v1.id, true);
+        let outcome = rollback(&store, &mut Scripted::default(), WATCH).unwrap();
+        assert_eq!(
+            outcome.current, v2.id,
+            "v1 could not read what v2 may have written"
+        );
+        assert_eq!(live(root.path(), "var/zdbfs/bin/zdb").unwrap(), b"v2");
+        assert_eq!(unit(root.path(), "qsfs-old.service"), None);
+    }
+
+    #[test]
+    fn the_watch_wants_health_that_lasts() {
+        let (_root, store, _, v2) = machine(Formats::default());
+        let watch = Watch {
+            within: Duration::from_secs(30),
+            settle: Duration::from_secs(6),
+            every: Duration::from_secs(3),
+        };
+        // Healthy at once, then a unit fails: not healthy yet; then healthy for 6 s.
+        let unhealthy = Health::Unhealthy("qsfs-zdb.service is failed".into());
+        let mut m = Scripted {
+            health: VecDeque::from(vec![Health::Healthy, unhealthy.clone(), Health::Healthy]),
+            ..Scripted::default()
+        };
+        let outcome = upgrade(&store, &mut m, &v2, watch).unwrap();
+        assert_eq!(outcome.event.action, Action::Upgraded);
+        assert_eq!(m.now, 4 * 3000, "healthy at 6, 9 and 12 s");
+        // Healthy only once, at the end of the watch: not enough.
+        let (_root, store, _, v2) = machine(Formats::default());
+        let mut m = Scripted {
+            health: VecDeque::from(vec![unhealthy; 11]),
+            ..Scripted::default()
+        };
+        let outcome = upgrade(&store, &mut m, &v2, watch).unwrap();
+        assert_eq!(outcome.event.action, Action::UpgradeRolledBack);
     }
 
     #[test]

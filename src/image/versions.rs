@@ -18,7 +18,7 @@
 //! touched.
 
 use super::fsutil::TempDir;
-use super::tree::{ImageManifest, Role};
+use super::tree::{EntryInfo, ImageManifest, Role};
 use super::{layout, Error};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -75,6 +75,9 @@ pub struct Switch {
     pub from: String,
     /// The version being made live.
     pub to: String,
+    /// The version an interrupted switch returns to (`qsfs-image rollback`): the one that was
+    /// live before the upgrade or rollback began.
+    pub recover_to: String,
     /// When it started, unix milliseconds.
     pub started_unix_ms: u64,
 }
@@ -143,39 +146,86 @@ pub struct Activation {
     pub remove: Vec<String>,
 }
 
-/// The files of an image that are live copies of its version (never data, never an installed
-/// config: those are not in a `MANIFEST`).
-fn shipped_files(manifest: &ImageManifest) -> impl Iterator<Item = (&str, u32)> {
-    manifest
-        .entries
-        .iter()
-        .filter(|e| e.role != Role::Dir)
-        .map(|e| (e.path.as_str(), e.mode_bits()))
+/// Whether an upgrade may write (or remove) `entry` in the live tree: binaries in
+/// `var/zdbfs/bin/`, config defaults in `var/zdbfs/etc/`, units (with the image's own drop-ins)
+/// and presets, directories (created where missing), each a path an image may hold
+/// ([`super::tarball::refusal`]). Never data, an installed config or an operator's drop-in.
+fn may_write(entry: &EntryInfo) -> bool {
+    let path = entry.path.as_str();
+    let in_dir = |dir: &str| {
+        path.strip_prefix(dir)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+    };
+    let under = |dir: &str| path.starts_with(&format!("{dir}/"));
+    let placed = match entry.role {
+        // Only created where missing.
+        Role::Dir => true,
+        Role::Binary => in_dir(layout::BIN),
+        Role::Config | Role::Secret => under(layout::ETC) && path.ends_with(layout::DEFAULT_SUFFIX),
+        // Units and their shipped drop-ins (`qsfs*.d/`: `refusal` allows only qsfs's own).
+        Role::Unit => under(layout::UNITS),
+        Role::Preset => in_dir(layout::PRESETS),
+        Role::Manifest => false,
+    };
+    let kind = if entry.role == Role::Dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    };
+    placed && super::tarball::refusal(path.as_bytes(), kind, entry.mode_bits(), None).is_none()
 }
 
-/// What activating `to` over `from` (the version live now, if known) does.
-pub fn activation(from: Option<&ImageManifest>, to: &ImageManifest) -> Activation {
-    let dirs = to
+/// The entries of `manifest`, refused if one of them is not for the live tree ([`may_write`]).
+fn checked(manifest: &ImageManifest) -> Result<&[EntryInfo], Error> {
+    let refused: Vec<String> = manifest
         .entries
+        .iter()
+        .filter(|e| !may_write(e))
+        .map(|e| e.path.escape_debug().to_string())
+        .collect();
+    if refused.is_empty() {
+        Ok(&manifest.entries)
+    } else {
+        Err(Error::SwitchRefused(format!(
+            "the MANIFEST of {} {} lists what an upgrade never writes: {}",
+            manifest.image.name,
+            manifest.image.version,
+            refused.join(", ")
+        )))
+    }
+}
+
+/// What activating `to` over `from` (the versions whose files may be live now) does.
+pub fn activation(from: &[&ImageManifest], to: &ImageManifest) -> Result<Activation, Error> {
+    let entries = checked(to)?;
+    let dirs = entries
         .iter()
         .filter(|e| e.role == Role::Dir)
         .map(|e| (e.path.clone(), e.mode_bits()))
         .collect();
-    let mut files: Vec<(String, u32)> = shipped_files(to)
-        .map(|(path, mode)| (path.to_string(), mode))
+    let mut files: Vec<(String, u32)> = entries
+        .iter()
+        .filter(|e| e.role != Role::Dir)
+        .map(|e| (e.path.clone(), e.mode_bits()))
         .collect();
     files.push((layout::MANIFEST.to_string(), 0o644));
-    let remove = from
-        .into_iter()
-        .flat_map(shipped_files)
-        .filter(|(path, _)| !files.iter().any(|(kept, _)| kept == path))
-        .map(|(path, _)| path.to_string())
-        .collect();
-    Activation {
+    let mut remove = Vec::new();
+    for manifest in from {
+        for e in checked(manifest)? {
+            if e.role != Role::Dir
+                && !files.iter().any(|(kept, _)| *kept == e.path)
+                && !remove.contains(&e.path)
+            {
+                remove.push(e.path.clone());
+            }
+        }
+    }
+    Ok(Activation {
         dirs,
         files,
         remove,
-    }
+    })
 }
 
 /// One installed version.
@@ -320,7 +370,7 @@ impl Store {
             return Ok(id);
         }
         let staging = TempDir::new(&self.ensure_dir()?, "capture")?;
-        let plan = activation(None, &manifest);
+        let plan = activation(&[], &manifest)?;
         copy_tree(&self.root, staging.path(), &plan)?;
         let report = super::verify::verify_root(staging.path(), None)?;
         if !report.ok {
@@ -345,8 +395,24 @@ impl Store {
     ) -> Result<(Installed, super::verify::Report), Error> {
         // Nothing is created on a machine without an installed image, or for a missing input.
         self.live()?;
-        std::fs::File::open(tarball).map_err(|e| Error::io(tarball, e))?;
-        let incoming = TempDir::new(&self.ensure_dir()?, "incoming")?;
+        let size = std::fs::metadata(tarball)
+            .map_err(|e| Error::io(tarball, e))?
+            .len();
+        let dir = self.ensure_dir()?;
+        // The copy and the unpacked tree share a file system with zdb's data: never fill it.
+        let stat = nix::sys::statvfs::statvfs(&dir).map_err(|e| Error::io(&dir, e.into()))?;
+        let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+        let needed = size * 4 + (256 << 20);
+        if free < needed {
+            return Err(Error::SwitchRefused(format!(
+                "{} has {} MiB free; unpacking {} needs {} MiB (4 x its size + 256 MiB)",
+                dir.display(),
+                free >> 20,
+                tarball.display(),
+                needed >> 20
+            )));
+        }
+        let incoming = TempDir::new(&dir, "incoming")?;
         let name = tarball
             .file_name()
             .ok_or_else(|| Error::Usage(format!("{}: not a file", tarball.display())))?;
@@ -387,11 +453,11 @@ impl Store {
         crate::fsutil::sync_dir(&self.dir()).map_err(|e| Error::io(self.dir(), e))
     }
 
-    /// Makes version `to` live over `from` (the version live now, if known): copies its files
-    /// into the live tree, each under a temporary name renamed into place, and removes the
-    /// files of `from` that `to` does not ship. Idempotent.
-    pub fn activate(&self, from: Option<&ImageManifest>, to: &str) -> Result<(), Error> {
-        let plan = activation(from, &self.manifest(to)?);
+    /// Makes version `to` live over `from` (the versions whose files may be live now): copies
+    /// its files into the live tree, each under a temporary name renamed into place, and
+    /// removes the files of `from` that `to` does not ship. Idempotent.
+    pub fn activate(&self, from: &[&ImageManifest], to: &str) -> Result<(), Error> {
+        let plan = activation(from, &self.manifest(to)?)?;
         copy_tree(&self.tree(to), &self.root, &plan)?;
         for path in &plan.remove {
             let live = self.root.join(path);
@@ -410,8 +476,12 @@ impl Store {
         let mut removed = Vec::new();
         for version in self.installed()? {
             if !keep.contains(&version.id.as_str()) {
+                // Renamed first: a removal cut short leaves a staging directory, which the
+                // next lock removes, never a version without its MANIFEST.
                 let tree = self.tree(&version.id);
-                std::fs::remove_dir_all(&tree).map_err(|e| Error::io(&tree, e))?;
+                let trash = self.dir().join(format!(".trash-{}", version.id));
+                std::fs::rename(&tree, &trash).map_err(|e| Error::io(&tree, e))?;
+                std::fs::remove_dir_all(&trash).map_err(|e| Error::io(&trash, e))?;
                 removed.push(version.id);
             }
         }
