@@ -41,7 +41,8 @@ Exit codes:
   87  verify --key: SHA256SUMS.minisig is missing, malformed, made by another key or does not
       verify SHA256SUMS (the file is named)
   88  verify --key: the tarball is not the one the signed SHA256SUMS lists (changed after
-      signing)"
+      signing)
+  98  try: a step failed (the report names it and why; the container is removed)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -104,6 +105,42 @@ enum Command {
     /// qsfs.env. Refuses to replace a file with other content unless --force. Without --site,
     /// encrypts the credentials already installed.
     Configure(ConfigureArgs),
+    /// Tries an image in a throwaway container before deploying it.
+    ///
+    /// Needs root, systemd-nspawn (systemd-container) and, for the default rootfs, debootstrap.
+    /// Boots the image in a fresh systemd-nspawn container (a copy of a Debian minbase rootfs:
+    /// --rootfs, else one built once in /var/cache/qsfs), runs install-config and configure
+    /// (--site applies site settings), starts qsfs.target and waits for every unit, PUTs and
+    /// GETs objects through S3 from this machine (the container shares its network: the
+    /// image's S3 and backend ports must be free here), waits until the sealed files are
+    /// verified remote and qsfs-health check is ok, then removes the container. Prints every
+    /// step with its time and the total; exit 98 when a step fails.
+    Try(TryArgs),
+}
+
+/// How `try` prints its report.
+#[derive(Clone, Copy, ValueEnum)]
+enum TryFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct TryArgs {
+    /// The image tarball.
+    image: PathBuf,
+    /// Site settings to configure inside (`configure --force --site`).
+    #[arg(long)]
+    site: Option<PathBuf>,
+    /// Leave the container running at the end, and print how to enter and remove it.
+    #[arg(long)]
+    keep: bool,
+    /// Copy this rootfs (with systemd) instead of the cached one.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: TryFormat,
 }
 
 #[derive(Args)]
@@ -342,6 +379,21 @@ fn run(command: Command) -> Result<i32, Error> {
             }
             println!("qsfs-image: {}", configured.form.describe());
             Ok(exit::OK)
+        }
+        Command::Try(args) => {
+            let report = image::trial::run(&image::trial::TrialOptions {
+                image: args.image,
+                site: args.site,
+                keep: args.keep,
+                rootfs: args.rootfs,
+                cache_dir: qsfs::layout::TRY_CACHE_DIR.into(),
+                work_dir: qsfs::layout::TRY_WORK_DIR.into(),
+            });
+            match args.format {
+                TryFormat::Text => print!("{}", report.to_text()),
+                TryFormat::Json => println!("{}", json(&report)),
+            }
+            Ok(report.exit_code())
         }
     }
 }

@@ -14,7 +14,8 @@
 //! * [`verify`]: checking a tarball (its entries, its signature) or an installed tree against
 //!   its `MANIFEST`;
 //! * [`inspect`]: what an image holds;
-//! * [`install`]: the upgrade mechanism (`install-config`) and the units' `check-config`.
+//! * [`install`]: the upgrade mechanism (`install-config`) and the units' `check-config`;
+//! * [`trial`]: `try`, an image booted in a throwaway container and checked end to end.
 //!
 //! Every error names the file, key or argument at fault and maps to one exit code
 //! ([`Error::exit_code`], listed in [`exit`]).
@@ -31,6 +32,7 @@ pub mod sign;
 pub mod site;
 pub mod tarball;
 pub mod tree;
+pub mod trial;
 pub mod verify;
 
 use crate::config::{ConfigError, Problem};
@@ -62,6 +64,8 @@ pub mod exit {
     pub const BAD_SIGNATURE: i32 = 87;
     /// `verify --key`: the tarball is not the one the signed `SHA256SUMS` lists.
     pub const NOT_SIGNED: i32 = 88;
+    /// `try`: a step failed (the report names it); the container is removed.
+    pub const TRY_FAILED: i32 = 98;
 }
 
 /// Where the appliance lives, relative to the root of an image or an installed tree.
@@ -371,6 +375,7 @@ mod tests {
             exit::UNSAFE_ENTRY,
             exit::BAD_SIGNATURE,
             exit::NOT_SIGNED,
+            exit::TRY_FAILED,
         ];
         let count = codes.len();
         codes.sort();
