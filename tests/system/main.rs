@@ -12,3 +12,4 @@ mod dbus_client;
 mod health;
 mod logging;
 mod sandbox;
+mod trial;

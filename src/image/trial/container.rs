@@ -38,9 +38,8 @@ fn is_rootfs(dir: &Path) -> bool {
 
 /// Whether `program` is on `$PATH`.
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// Checks that the host has what a container needs; names the package of what it lacks.
@@ -90,7 +89,8 @@ pub fn rootfs(given: Option<&Path>, cache: &Path) -> Result<(PathBuf, bool), Str
             dir.display()
         ));
     }
-    std::fs::create_dir_all(cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    std::fs::create_dir_all(cache)
+        .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
     let tmp = cache.join(format!(
         ".{}.tmp-{}",
         dir.file_name().unwrap_or_default().to_string_lossy(),
@@ -143,7 +143,12 @@ fn debootstrap(tmp: &Path) -> Result<(), String> {
     };
     write("etc/machine-id", None)
         .and_then(|()| write("etc/systemd/system/getty@.service", Some("/dev/null")))
-        .and_then(|()| write("etc/systemd/system/console-getty.service", Some("/dev/null")))
+        .and_then(|()| {
+            write(
+                "etc/systemd/system/console-getty.service",
+                Some("/dev/null"),
+            )
+        })
         .map_err(|e| format!("preparing the rootfs {}: {e}", tmp.display()))
 }
 
@@ -269,7 +274,9 @@ impl Container {
                 .as_secs()
                 .max(1);
             let out = self
-                .sh(&format!("timeout {secs} systemctl is-system-running --wait"))
+                .sh(&format!(
+                    "timeout {secs} systemctl is-system-running --wait"
+                ))
                 .ok()?;
             let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
             (!state.is_empty()).then_some(state)
@@ -328,9 +335,11 @@ impl Container {
     /// The last `lines` lines of its journal (of `unit` only when given).
     pub fn journal(&self, unit: Option<&str>, lines: u32) -> String {
         let filter = unit.map(|u| format!(" -u {u}")).unwrap_or_default();
-        self.sh(&format!("journalctl --no-pager -o short -n {lines}{filter}"))
-            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-            .unwrap_or_default()
+        self.sh(&format!(
+            "journalctl --no-pager -o short -n {lines}{filter}"
+        ))
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
     }
 
     /// Leaves it running (and its directory in place) when dropped.
@@ -376,7 +385,8 @@ fn leader_of(nspawn_pid: i32) -> Option<i32> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .find(|pid: &i32| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "systemd")
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "systemd")
         })
 }
 

@@ -199,10 +199,7 @@ impl Report {
             }
         }
         match self.failed_step() {
-            None => text.push_str(&format!(
-                "try: every step ok in {:.1} s\n",
-                self.total_secs
-            )),
+            None => text.push_str(&format!("try: every step ok in {:.1} s\n", self.total_secs)),
             Some(step) => text.push_str(&format!(
                 "try: FAILED at {} after {:.1} s\n",
                 step.name(),
@@ -238,9 +235,39 @@ pub struct UnitState {
     pub active_state: String,
     /// How often systemd restarted it.
     pub restarts: u32,
+    /// How its main process ended, when it did (`ExecMainCode`: 1 exited, 2 killed, 3 dumped
+    /// core), and its status (exit status or signal).
+    pub main_exit: Option<(u32, i32)>,
 }
 
-/// Parses `systemctl show -p Id,ActiveState,NRestarts UNIT…` (blocks separated by blank lines).
+impl UnitState {
+    /// Why it will not become active, if it will not: failed, restarted again and again, or
+    /// its main process ended with an error while it is not active (its start-post would
+    /// only wait for its timeout).
+    pub fn broken(&self) -> Option<String> {
+        if self.active_state == "failed" {
+            return Some("failed".into());
+        }
+        if self.restarts >= 2 {
+            return Some(format!("restarted {} times", self.restarts));
+        }
+        match self.main_exit {
+            Some((code, status)) if self.active_state != "active" && (code != 1 || status != 0) => {
+                let how = match code {
+                    1 => format!("exited with status {status}"),
+                    _ => format!("was killed by signal {status}"),
+                };
+                Some(format!("{}: its main process {how}", self.active_state))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The properties [`parse_unit_states`] reads.
+pub const UNIT_PROPERTIES: &str = "Id,ActiveState,NRestarts,ExecMainCode,ExecMainStatus";
+
+/// Parses `systemctl show -p` [`UNIT_PROPERTIES`] `UNIT…` (blocks separated by blank lines).
 pub fn parse_unit_states(text: &str) -> Vec<UnitState> {
     text.split("\n\n")
         .filter_map(|block| {
@@ -248,27 +275,29 @@ pub fn parse_unit_states(text: &str) -> Vec<UnitState> {
                 id: String::new(),
                 active_state: String::new(),
                 restarts: 0,
+                main_exit: None,
             };
+            let (mut code, mut status) = (0, 0);
             for line in block.lines() {
                 match line.split_once('=') {
                     Some(("Id", v)) => state.id = v.to_string(),
                     Some(("ActiveState", v)) => state.active_state = v.to_string(),
                     Some(("NRestarts", v)) => state.restarts = v.parse().unwrap_or(0),
+                    Some(("ExecMainCode", v)) => code = v.parse().unwrap_or(0),
+                    Some(("ExecMainStatus", v)) => status = v.parse().unwrap_or(0),
                     _ => {}
                 }
             }
+            state.main_exit = (code != 0).then_some((code, status));
             (!state.id.is_empty()).then_some(state)
         })
         .collect()
 }
 
-/// Where the units are: `Ok` when all are active; `Err(Some(unit))` when one failed (or keeps
-/// being restarted), `Err(None)` while some are still starting.
-pub fn units_verdict(states: &[UnitState]) -> Result<(), Option<&UnitState>> {
-    if let Some(bad) = states
-        .iter()
-        .find(|s| s.active_state == "failed" || s.restarts >= 2)
-    {
+/// Where the units are: `Ok` when all are active; `Err(Some((unit, why)))` when one will not
+/// become active ([`UnitState::broken`]), `Err(None)` while some are still starting.
+pub fn units_verdict(states: &[UnitState]) -> Result<(), Option<(&UnitState, String)>> {
+    if let Some(bad) = states.iter().find_map(|s| s.broken().map(|why| (s, why))) {
         return Err(Some(bad));
     }
     if states.is_empty() || states.iter().any(|s| s.active_state != "active") {
@@ -372,9 +401,8 @@ fn human_size(bytes: u64) -> String {
 fn unpack(image: &Path, root: &Path) -> Result<usize, String> {
     let file =
         std::fs::File::open(image).map_err(|e| format!("cannot read {}: {e}", image.display()))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(
-        file,
-    )));
+    let mut archive =
+        tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_overwrite(true);
@@ -464,9 +492,9 @@ impl Trial<'_> {
         }
         let rootfs = self.rootfs.as_deref().ok_or("no rootfs")?;
         let name = format!("qsfs-try-{}", std::process::id());
-        let container = self
-            .container
-            .insert(Container::create(&name, rootfs, &self.options.work_dir)?);
+        let container =
+            self.container
+                .insert(Container::create(&name, rootfs, &self.options.work_dir)?);
         let entries = unpack(image, &container.root())?;
         if let Some(site) = &self.options.site {
             let target = container.root().join(SITE_IN_CONTAINER);
@@ -509,20 +537,17 @@ impl Trial<'_> {
         if units.is_empty() {
             return Err("qsfs.target wants no unit".into());
         }
-        let query = format!(
-            "systemctl show -p Id,ActiveState,NRestarts {}",
-            units.join(" ")
-        );
+        let query = format!("systemctl show -p {UNIT_PROPERTIES} {}", units.join(" "));
         let mut last = Vec::new();
         let verdict = wait_until(Instant::now() + START_TIMEOUT, || {
             last = parse_unit_states(&container.ok(&query).ok()?);
             match units_verdict(&last) {
                 Ok(()) => Some(Ok(())),
-                Err(Some(bad)) => Some(Err(bad.clone())),
+                Err(Some((bad, why))) => Some(Err((bad.id.clone(), why))),
                 Err(None) => None,
             }
         })?;
-        let bad = match verdict {
+        let (unit, why) = match verdict {
             Some(Ok(())) => {
                 return Ok(format!(
                     "{} units active in {:.1} s: {}",
@@ -535,29 +560,19 @@ impl Trial<'_> {
             None => last
                 .iter()
                 .find(|s| s.active_state != "active")
-                .cloned()
-                .unwrap_or(UnitState {
-                    id: "qsfs.target".into(),
-                    active_state: "unknown".into(),
-                    restarts: 0,
-                }),
+                .map(|s| (s.id.clone(), format!("still {}", s.active_state)))
+                .unwrap_or_else(|| ("qsfs.target".into(), "not started".into())),
         };
         Err(format!(
-            "{} is {} ({} restarts) after {:.0} s; its last journal lines:\n{}",
-            bad.id,
-            bad.active_state,
-            bad.restarts,
+            "{unit} is {why} (after {:.0} s); its last journal lines:\n{}",
             started.elapsed().as_secs_f64(),
-            container.journal(Some(&bad.id), 12).trim_end()
+            container.journal(Some(&unit), 12).trim_end()
         ))
     }
 
     fn s3(&mut self) -> Result<String, String> {
         let container = self.container()?;
-        let env_file = container
-            .root()
-            .join(layout::ETC)
-            .join(layout::QSFS_ENV);
+        let env_file = container.root().join(layout::ETC).join(layout::QSFS_ENV);
         let env = std::fs::read_to_string(&env_file)
             .map_err(|e| format!("cannot read {}: {e}", env_file.display()))?;
         let host = s3_host(&env_value(&env, "MINIO_ADDRESS").unwrap_or_default())?;
@@ -745,7 +760,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  skipped  s3"), "{text}");
-        assert!(text.ends_with("try: FAILED at start after 12.2 s\n"), "{text}");
+        assert!(
+            text.ends_with("try: FAILED at start after 12.2 s\n"),
+            "{text}"
+        );
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["steps"][4]["step"], "start");
         assert_eq!(json["steps"][4]["outcome"], "failed");
@@ -756,7 +774,11 @@ mod tests {
     fn every_step_ok_exits_0_with_the_total() {
         let mut report = Report::new(Path::new("demo.tar.gz"));
         for step in Step::ALL {
-            report.record(step, Duration::from_secs(1), Ok("line one\nline two".into()));
+            report.record(
+                step,
+                Duration::from_secs(1),
+                Ok("line one\nline two".into()),
+            );
         }
         report.total_secs = 9.0;
         assert_eq!(report.exit_code(), 0);
@@ -769,25 +791,38 @@ mod tests {
     #[test]
     fn unit_states_and_their_verdict() {
         let states = parse_unit_states(
-            "Id=qsfs-zdb.service\nActiveState=active\nNRestarts=0\n\n\
-             Id=qsfs-minio.service\nActiveState=activating\nNRestarts=1\n",
+            "Id=qsfs-zdb.service\nActiveState=active\nNRestarts=0\nExecMainCode=0\nExecMainStatus=0\n\n\
+             Id=qsfs-minio.service\nActiveState=activating\nNRestarts=1\nExecMainCode=0\nExecMainStatus=0\n",
         );
         assert_eq!(states.len(), 2);
+        assert_eq!(states[1].main_exit, None);
         assert_eq!(units_verdict(&states), Err(None));
+        let why = |states: &[UnitState]| {
+            let (unit, why) = units_verdict(states).unwrap_err().unwrap();
+            format!("{} {why}", unit.id)
+        };
         let mut failing = states.clone();
         failing[1].restarts = 2;
+        assert_eq!(why(&failing), "qsfs-minio.service restarted 2 times");
+        let mut exited = states.clone();
+        exited[1].main_exit = Some((1, 1));
         assert_eq!(
-            units_verdict(&failing).unwrap_err().unwrap().id,
-            "qsfs-minio.service"
+            why(&exited),
+            "qsfs-minio.service activating: its main process exited with status 1"
+        );
+        exited[1].main_exit = Some((2, 9));
+        assert_eq!(
+            why(&exited),
+            "qsfs-minio.service activating: its main process was killed by signal 9"
         );
         let mut active = states.clone();
         active[1].active_state = "active".into();
         assert_eq!(units_verdict(&active), Ok(()));
+        // A oneshot's main process that exited 0 is no failure.
+        active[1].main_exit = Some((1, 0));
+        assert_eq!(units_verdict(&active), Ok(()));
         active[0].active_state = "failed".into();
-        assert_eq!(
-            units_verdict(&active).unwrap_err().unwrap().id,
-            "qsfs-zdb.service"
-        );
+        assert_eq!(why(&active), "qsfs-zdb.service failed");
         assert_eq!(units_verdict(&[]), Err(None));
     }
 
@@ -857,7 +892,10 @@ mod tests {
         let root = dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
         let err = unpack(&image, &root).unwrap_err();
-        assert!(err.contains("refused to unpack") && err.contains("etc/passwd"), "{err}");
+        assert!(
+            err.contains("refused to unpack") && err.contains("etc/passwd"),
+            "{err}"
+        );
         assert!(!root.join("etc/passwd").exists());
     }
 }
