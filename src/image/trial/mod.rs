@@ -307,14 +307,16 @@ pub fn units_verdict(states: &[UnitState]) -> Result<(), Option<(&UnitState, Str
 }
 
 /// Whether the monitor has verified every sealed file remote: `Ok(what)` once at least one is
-/// tracked and verified and nothing is queued, in flight or spooled; else what is pending.
+/// verified and none is unverified, queued, in flight or waiting in the spool; else what is
+/// pending.
 pub fn sealed_verdict(uploads: &UploadStatus) -> Result<String, String> {
-    let pending = uploads.queued_files + uploads.in_flight + uploads.spool_jobs;
-    if uploads.verified_files == 0 || pending > 0 {
+    let pending = uploads.unverified_files + uploads.queued_files + uploads.in_flight;
+    if uploads.verified_files == 0 || pending + uploads.spool_jobs > 0 {
         return Err(format!(
-            "{} of {} sealed files verified remote; {} queued, {} in flight, {} spool jobs{}",
+            "{} sealed files verified remote; {} not verified, {} queued, {} in flight, {} spool \
+             jobs{}",
             uploads.verified_files,
-            uploads.tracked_files,
+            uploads.unverified_files,
             uploads.queued_files,
             uploads.in_flight,
             uploads.spool_jobs,
@@ -326,8 +328,8 @@ pub fn sealed_verdict(uploads: &UploadStatus) -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "{} of {} sealed files verified remote ({} uploads verified)",
-        uploads.verified_files, uploads.tracked_files, uploads.verified_total
+        "{} sealed files verified remote, none pending ({} uploads verified)",
+        uploads.verified_files, uploads.verified_total
     ))
 }
 
@@ -836,9 +838,18 @@ mod tests {
         };
         assert!(sealed_verdict(&uploads)
             .unwrap_err()
-            .contains("2 of 3 sealed files verified remote; 1 queued"));
+            .starts_with("2 sealed files verified remote; 0 not verified, 1 queued"));
         uploads.queued_files = 0;
-        assert!(sealed_verdict(&uploads).is_ok());
+        uploads.unverified_files = 1;
+        assert!(
+            sealed_verdict(&uploads).is_err(),
+            "the next reconciliation queues it"
+        );
+        uploads.unverified_files = 0;
+        assert_eq!(
+            sealed_verdict(&uploads).unwrap(),
+            "2 sealed files verified remote, none pending (0 uploads verified)"
+        );
         uploads.verified_files = 0;
         assert!(sealed_verdict(&uploads).is_err(), "none sealed yet");
     }
