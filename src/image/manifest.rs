@@ -342,6 +342,47 @@ etc = "../etc"
     }
 
     #[test]
+    fn the_demo_manifest_ships_its_local_backends() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let m = Manifest::load(&repo.join("image/demo.toml")).unwrap();
+        let units: Vec<String> = m
+            .units_dirs
+            .iter()
+            .flat_map(|dir| crate::image::tree::list_units(dir).unwrap())
+            .map(|(name, _)| name)
+            .collect();
+        for unit in [
+            "qsfs.target",
+            "qsfs-demo-meta-backend@.service",
+            "qsfs-demo-data-backend@.service",
+            "qsfs.target.d/50-demo-backends.conf",
+            "qsfs-zstor.service.d/50-demo-zstor-store.conf",
+        ] {
+            assert!(units.iter().any(|u| u == unit), "{unit} in {units:?}");
+        }
+        let site =
+            crate::image::site::SiteSettings::load(&repo.join("image/demo-site.toml")).unwrap();
+        let wants = std::fs::read_to_string(
+            repo.join("image/demo-units/qsfs.target.d/50-demo-backends.conf"),
+        )
+        .unwrap();
+        for (backend, kind) in site.zstor.meta_backends.iter().map(|b| (b, "meta")).chain(
+            site.zstor
+                .groups
+                .iter()
+                .flat_map(|g| &g.backends)
+                .map(|b| (b, "data")),
+        ) {
+            let port = backend.address.port();
+            assert!(
+                wants.contains(&format!("qsfs-demo-{kind}-backend@{port}.service")),
+                "{} is started by qsfs.target",
+                backend.address
+            );
+        }
+    }
+
+    #[test]
     fn units_may_be_several_directories_but_not_none() {
         let m = load(&GOOD.replace(
             "units = \"../units\"",

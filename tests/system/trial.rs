@@ -1,6 +1,7 @@
 //! `qsfs-image try` on real systemd: the DEMO image (image/demo.toml with the debug stand-ins
 //! and our debug binaries) passes every step and ends healthy; an image whose MinIO is
-//! `/bin/false` is reported failed at `start` with exit 98, and its container is removed.
+//! `/bin/false` is reported failed at `start` with exit 98, and its container is removed. The
+//! same on both tiers: the DEMO image always holds the stand-ins.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

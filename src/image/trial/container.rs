@@ -398,7 +398,7 @@ pub fn wait_until<T>(
 ) -> Result<Option<T>, String> {
     loop {
         if interrupted() {
-            return Err("interrupted".into());
+            return Err("interrupted (SIGINT or SIGTERM)".into());
         }
         if let Some(value) = probe() {
             return Ok(Some(value));

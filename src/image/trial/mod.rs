@@ -722,7 +722,7 @@ pub fn run(options: &TrialOptions) -> Report {
         }
         let began = Instant::now();
         let result = if container::interrupted() && step != Step::Remove {
-            Err("interrupted".to_string())
+            Err("interrupted (SIGINT or SIGTERM)".to_string())
         } else {
             trial.step(step)
         };
