@@ -117,6 +117,11 @@ pub const ZSTOR_PID_FILE: &str = "/run/qsfs/zstor.pid";
 pub const MONITOR_STATUS: &str = "/run/qsfs/monitor-status.json";
 /// The report `qsfs-health serve` publishes.
 pub const HEALTH_STATUS: &str = "/run/qsfs/health-status.json";
+/// On the operator's machine: where `qsfs-image try` keeps its rootfs, built once.
+pub const TRY_CACHE_DIR: &str = "/var/cache/qsfs";
+/// On the operator's machine: where `qsfs-image try` makes its containers (not /tmp: a
+/// tmpfs may be too small for a rootfs).
+pub const TRY_WORK_DIR: &str = "/var/tmp/qsfs-try";
 
 #[cfg(test)]
 mod tests {

@@ -43,6 +43,7 @@ Exit codes:
   88  verify --key: the tarball is not the one the signed SHA256SUMS lists (changed after
       signing)
   90-96  preflight: a check failed (the first failure's code; see `preflight --help`)
+  98  try: a step failed (the report names it and why; the container is removed)
  100  upgrade: the new version did not become healthy; the old one is live again
  102  upgrade/rollback refused before anything was switched (no version to return to,
       on-disk formats the target cannot read, a live tree that does not match its MANIFEST)
@@ -144,6 +145,17 @@ enum Command {
     /// 90 systemd, 91 FUSE, 92 libraries, 93 free space, 94 S3 port, 95 clock, 96 qsfs.env or
     /// MANIFEST unreadable or invalid.
     Preflight(PreflightArgs),
+    /// Tries an image in a throwaway container before deploying it.
+    ///
+    /// Needs root, systemd-nspawn (systemd-container) and, for the default rootfs, debootstrap.
+    /// Boots the image in a fresh systemd-nspawn container (a copy of a Debian minbase rootfs:
+    /// --rootfs, else one built once in /var/cache/qsfs), runs install-config and configure
+    /// (--site applies site settings), starts qsfs.target and waits for every unit, PUTs and
+    /// GETs objects through S3 from this machine (the container shares its network: the
+    /// image's S3 and backend ports must be free here), waits until the sealed files are
+    /// verified remote and qsfs-health check is ok, then removes the container. Prints every
+    /// step with its time and the total; exit 98 when a step fails.
+    Try(TryArgs),
 }
 
 #[derive(Args)]
@@ -152,14 +164,28 @@ struct PreflightArgs {
     #[arg(long, default_value = "/", value_name = "DIR")]
     root: PathBuf,
     /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    format: PreflightFormat,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum PreflightFormat {
-    Text,
-    Json,
+/// How `try` prints its report.
+
+#[derive(Args)]
+struct TryArgs {
+    /// The image tarball.
+    image: PathBuf,
+    /// Site settings to configure inside (`configure --force --site`).
+    #[arg(long)]
+    site: Option<PathBuf>,
+    /// Leave the container running at the end, and print how to enter and remove it.
+    #[arg(long)]
+    keep: bool,
+    /// Copy this rootfs (with systemd) instead of the cached one.
+    #[arg(long, value_name = "DIR")]
+    rootfs: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
 }
 
 #[derive(Args)]
@@ -482,10 +508,25 @@ fn run(command: Command) -> Result<i32, Error> {
         Command::Preflight(args) => {
             let report = image::preflight::run(&args.root);
             match args.format {
-                PreflightFormat::Text => print!("{}", report.to_text()),
-                PreflightFormat::Json => println!("{}", json(&report)),
+                Format::Human => print!("{}", report.to_text()),
+                Format::Json => println!("{}", json(&report)),
             }
             Ok(report.exit_code)
+        }
+        Command::Try(args) => {
+            let report = image::trial::run(&image::trial::TrialOptions {
+                image: args.image,
+                site: args.site,
+                keep: args.keep,
+                rootfs: args.rootfs,
+                cache_dir: qsfs::layout::TRY_CACHE_DIR.into(),
+                work_dir: qsfs::layout::TRY_WORK_DIR.into(),
+            });
+            match args.format {
+                Format::Human => print!("{}", report.to_text()),
+                Format::Json => println!("{}", json(&report)),
+            }
+            Ok(report.exit_code())
         }
     }
 }

@@ -60,17 +60,22 @@ pub fn build(options: &BuildOptions) -> Result<BuildReport, Error> {
         .transpose()?;
     let rendered = render::render(site.as_ref())?;
 
-    let units = tree::list_files(&manifest.units_dir, |name| {
-        name.ends_with(".service") || name.ends_with(".target") || name.ends_with(".preset")
-    })
-    .map_err(|e| in_manifest(&manifest, "files.units", e))?;
+    let mut units = Vec::new();
+    for dir in &manifest.units_dirs {
+        units.extend(tree::list_units(dir).map_err(|e| in_manifest(&manifest, "files.units", e))?);
+    }
     if !units.iter().any(|(name, _)| name == "qsfs.target") {
+        let dirs: Vec<String> = manifest
+            .units_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
         return Err(super::manifest::invalid(
             &manifest.path,
             "files.units",
             &format!(
                 "{} has no qsfs.target: the image would have nothing to start",
-                manifest.units_dir.display()
+                dirs.join(", ")
             ),
         )
         .into());

@@ -49,8 +49,16 @@ struct OursSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FilesSpec {
-    units: PathBuf,
+    units: UnitDirs,
     etc: PathBuf,
+}
+
+/// `units = "DIR"` or `units = ["DIR", …]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum UnitDirs {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 fn sha256_hex<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
@@ -77,8 +85,9 @@ pub struct Manifest {
     pub components: Vec<Component>,
     /// Where our binaries come from.
     pub ours: Ours,
-    /// The directory with the unit files (`*.service`, `*.target`, `*.preset`).
-    pub units_dir: PathBuf,
+    /// The directories with the unit files (`*.service`, `*.target`, `*.preset`, and drop-in
+    /// files `qsfs*.d/*.conf`), in the manifest's order.
+    pub units_dirs: Vec<PathBuf>,
     /// The directory with the config templates.
     pub etc_dir: PathBuf,
 }
@@ -218,13 +227,22 @@ impl Manifest {
             }
         };
 
+        let units_dirs: Vec<PathBuf> = match &file.files.units {
+            UnitDirs::One(dir) => vec![resolve(dir)],
+            UnitDirs::Many(dirs) => dirs.iter().map(|d| resolve(d)).collect(),
+        };
+        if units_dirs.is_empty() {
+            return Err(source
+                .invalid("files.units", "name at least one directory")
+                .into());
+        }
         Ok(Manifest {
             path: path.to_path_buf(),
             name: file.image.name,
             version,
             components,
             ours,
-            units_dir: resolve(&file.files.units),
+            units_dirs,
             etc_dir: resolve(&file.files.etc),
         })
     }
@@ -320,7 +338,61 @@ etc = "../etc"
             ComponentSource::Path("/opt/minio".into())
         );
         assert_eq!(m.ours, Ours::Package(dir.path().join("..")));
-        assert_eq!(m.units_dir, dir.path().join("../units"));
+        assert_eq!(m.units_dirs, [dir.path().join("../units")]);
+    }
+
+    #[test]
+    fn the_demo_manifest_ships_its_local_backends() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let m = Manifest::load(&repo.join("image/demo.toml")).unwrap();
+        let units: Vec<String> = m
+            .units_dirs
+            .iter()
+            .flat_map(|dir| crate::image::tree::list_units(dir).unwrap())
+            .map(|(name, _)| name)
+            .collect();
+        for unit in [
+            "qsfs.target",
+            "qsfs-demo-meta-backend@.service",
+            "qsfs-demo-data-backend@.service",
+            "qsfs.target.d/50-demo-backends.conf",
+            "qsfs-zstor.service.d/50-demo-zstor-store.conf",
+        ] {
+            assert!(units.iter().any(|u| u == unit), "{unit} in {units:?}");
+        }
+        let site =
+            crate::image::site::SiteSettings::load(&repo.join("image/demo-site.toml")).unwrap();
+        let wants = std::fs::read_to_string(
+            repo.join("image/demo-units/qsfs.target.d/50-demo-backends.conf"),
+        )
+        .unwrap();
+        for (backend, kind) in site.zstor.meta_backends.iter().map(|b| (b, "meta")).chain(
+            site.zstor
+                .groups
+                .iter()
+                .flat_map(|g| &g.backends)
+                .map(|b| (b, "data")),
+        ) {
+            let port = backend.address.port();
+            assert!(
+                wants.contains(&format!("qsfs-demo-{kind}-backend@{port}.service")),
+                "{} is started by qsfs.target",
+                backend.address
+            );
+        }
+    }
+
+    #[test]
+    fn units_may_be_several_directories_but_not_none() {
+        let m = load(&GOOD.replace(
+            "units = \"../units\"",
+            "units = [\"../units\", \"/opt/demo-units\"]",
+        ))
+        .unwrap();
+        assert_eq!(m.units_dirs.len(), 2);
+        assert_eq!(m.units_dirs[1], PathBuf::from("/opt/demo-units"));
+        let err = load(&GOOD.replace("units = \"../units\"", "units = []")).unwrap_err();
+        assert!(err.to_string().contains("files.units"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! * [`upgrade`]: `upgrade`, `rollback` and `status`: switching versions, watched by
 //!   `qsfs-health`, rolled back by themselves when the new one does not become healthy.
 //! * [`preflight`]: whether this machine can run the appliance.
+//! * [`trial`]: `try`, an image booted in a throwaway container and checked end to end.
 //!
 //! Every error names the file, key or argument at fault and maps to one exit code
 //! ([`Error::exit_code`], listed in [`exit`]).
@@ -38,6 +39,7 @@ pub mod sign;
 pub mod site;
 pub mod tarball;
 pub mod tree;
+pub mod trial;
 pub mod upgrade;
 pub mod verify;
 pub mod versions;
@@ -88,6 +90,8 @@ pub mod exit {
     pub const PREFLIGHT_CLOCK: i32 = 95;
     /// `preflight`: a config it reads (`qsfs.env`, the `MANIFEST`) is unreadable or invalid.
     pub const PREFLIGHT_CONFIG: i32 = 96;
+    /// `try`: a step failed (the report names it); the container is removed.
+    pub const TRY_FAILED: i32 = 98;
     /// `upgrade`: the new version did not become healthy and the old one is live again.
     pub const ROLLED_BACK: i32 = 100;
     /// `upgrade`/`rollback` refused before anything was switched: no version to return to,
@@ -423,6 +427,7 @@ mod tests {
             exit::PREFLIGHT_PORT,
             exit::PREFLIGHT_CLOCK,
             exit::PREFLIGHT_CONFIG,
+            exit::TRY_FAILED,
             exit::ROLLED_BACK,
             exit::SWITCH_REFUSED,
             exit::UNHEALTHY,

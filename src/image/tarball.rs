@@ -16,6 +16,7 @@ use super::Error;
 use crate::fsutil::{Durability, TempFile};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 /// The file beside the tarballs that lists their sha256 (the `sha256sum -c` format).
@@ -326,6 +327,57 @@ pub fn sha256_in(sums: &str, file_name: &str) -> Option<String> {
     })
 }
 
+/// Unpacks a verified image tarball into `dir`; returns the number of entries. Every entry is checked
+/// again as `verify` checks it (only plain files and directories under the image's
+/// directories), so nothing outside `dir` is ever written.
+pub fn unpack(tarball: &Path, dir: &Path) -> Result<usize, Error> {
+    let file = std::fs::File::open(tarball).map_err(|e| Error::io(tarball, e))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let bad = |e: std::io::Error| Error::NotAnImage {
+        path: tarball.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut count = 0;
+    for entry in archive.entries().map_err(bad)?.raw(true) {
+        let mut entry = entry.map_err(bad)?;
+        let header = entry.header().clone();
+        let mode = header.mode().map_err(bad)? & 0o7777;
+        let name = entry.path_bytes().into_owned();
+        if let Some(why) =
+            header_refusal(&header).or_else(|| refusal(&name, header.entry_type(), mode, None))
+        {
+            return Err(Error::UnsafeEntries {
+                path: tarball.to_path_buf(),
+                entries: vec![(
+                    String::from_utf8_lossy(&name).escape_debug().to_string(),
+                    why,
+                )],
+            });
+        }
+        let path = dir.join(String::from_utf8_lossy(&name).as_ref());
+        if header.entry_type().is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(&path)
+                .map_err(|e| Error::io(&path, e))?;
+            // The umask may have narrowed the mode.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(&path, e))?;
+        } else {
+            let parent = crate::fsutil::parent(&path);
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            let mut temp =
+                crate::fsutil::TempFile::create(&path, mode).map_err(|e| Error::io(&path, e))?;
+            std::io::copy(&mut entry, temp.file()).map_err(|e| Error::io(&path, e))?;
+            temp.persist(crate::fsutil::Durability::Durable)
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -531,5 +583,29 @@ mod tests {
             Some("33")
         );
         assert_eq!(read_sha256sums(dir.path(), "c.tar.gz"), None);
+    }
+
+    #[test]
+    fn an_unsafe_tarball_is_never_unpacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("evil.tar.gz");
+        let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+            std::fs::File::create(&image).unwrap(),
+            flate2::Compression::fast(),
+        ));
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(4);
+        header.set_path("etc/passwd").unwrap();
+        header.set_cksum();
+        builder.append(&header, &b"evil"[..]).unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let err = unpack(&image, &root).unwrap_err();
+        assert_eq!(err.exit_code(), crate::image::exit::UNSAFE_ENTRY);
+        assert!(err.to_string().contains("etc/passwd"), "{err}");
+        assert!(!root.join("etc/passwd").exists());
     }
 }

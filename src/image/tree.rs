@@ -274,7 +274,7 @@ pub struct Inputs<'a> {
     pub components: &'a [Resolved],
     /// Our binaries.
     pub ours: &'a [Resolved],
-    /// Unit and preset files: (file name, path).
+    /// Unit and preset files, and drop-in files (`qsfs*.d/NAME.conf`): (name, path).
     pub units: &'a [(String, PathBuf)],
     /// Config templates: (file name, path).
     pub templates: &'a [(String, PathBuf)],
@@ -311,6 +311,16 @@ pub fn plan(inputs: &Inputs) -> Result<(Vec<Entry>, ImageManifest), Error> {
             &binary.file,
             Some(binary.sha256.clone()),
         )?);
+    }
+    let mut drop_in_dirs: Vec<&str> = inputs
+        .units
+        .iter()
+        .filter_map(|(name, _)| Some(name.split_once('/')?.0))
+        .collect();
+    drop_in_dirs.sort();
+    drop_in_dirs.dedup();
+    for drop_in_dir in drop_in_dirs {
+        entries.push(dir(&format!("{}/{drop_in_dir}", layout::UNITS), 0o755));
     }
     for (name, path) in inputs.units {
         let (dir, role) = if name.ends_with(".preset") {
@@ -474,10 +484,91 @@ pub fn list_files(
     Ok(files)
 }
 
+/// The unit files of `dir`: `*.service`, `*.target` and `*.preset`, and the drop-in files
+/// `*.conf` of its `qsfs*.d/` directories (named `qsfs….d/NAME.conf`), sorted.
+pub fn list_units(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+    let mut units = list_files(dir, |name| {
+        name.ends_with(".service") || name.ends_with(".target") || name.ends_with(".preset")
+    })?;
+    for item in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let item = item.map_err(|e| Error::io(dir, e))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name.starts_with("qsfs") && name.ends_with(".d") && item.path().is_dir() {
+            for (file, path) in list_files(&item.path(), |f| f.ends_with(".conf"))? {
+                units.push((format!("{name}/{file}"), path));
+            }
+        }
+    }
+    units.sort();
+    Ok(units)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::image::fetch::Origin;
+
+    #[test]
+    fn units_and_their_drop_ins_are_listed_and_planned() {
+        let dir = tempfile::tempdir().unwrap();
+        let units = dir.path().join("units");
+        std::fs::create_dir_all(units.join("qsfs.target.d")).unwrap();
+        std::fs::create_dir_all(units.join("other.service.d")).unwrap();
+        for file in [
+            "qsfs.target",
+            "qsfs-demo@.service",
+            "README",
+            "qsfs.target.d/50-demo.conf",
+            "qsfs.target.d/notes.txt",
+            "other.service.d/50-x.conf",
+        ] {
+            std::fs::write(units.join(file), "[Unit]\n").unwrap();
+        }
+        let listed = list_units(&units).unwrap();
+        let names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "qsfs-demo@.service",
+                "qsfs.target",
+                "qsfs.target.d/50-demo.conf"
+            ]
+        );
+        let (entries, _) = plan(&Inputs {
+            name: "qsfs",
+            version: "1.0",
+            epoch: 1_700_000_000,
+            components: &[],
+            ours: &[],
+            units: &listed,
+            templates: &[],
+            rendered: &[],
+        })
+        .unwrap();
+        let drop_in_dir = entries
+            .iter()
+            .find(|e| e.path == "etc/systemd/system/qsfs.target.d")
+            .unwrap();
+        assert_eq!((drop_in_dir.role, drop_in_dir.mode), (Role::Dir, 0o755));
+        let drop_in = entries
+            .iter()
+            .find(|e| e.path == "etc/systemd/system/qsfs.target.d/50-demo.conf")
+            .unwrap();
+        assert_eq!((drop_in.role, drop_in.mode), (Role::Unit, 0o644));
+        for e in &entries {
+            let kind = if e.role == Role::Dir {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            };
+            assert_eq!(
+                super::super::tarball::refusal(e.path.as_bytes(), kind, e.mode, None),
+                None,
+                "{}",
+                e.path
+            );
+        }
+    }
 
     #[test]
     fn plan_is_sorted_normalized_and_described_by_its_manifest() {

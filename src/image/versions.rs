@@ -434,7 +434,7 @@ impl Store {
             });
         }
         let staging = TempDir::new(&self.dir(), "unpack")?;
-        unpack(&copy, staging.path())?;
+        super::tarball::unpack(&copy, staging.path())?;
         let manifest_path = staging.path().join(layout::MANIFEST);
         let text =
             std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
@@ -515,55 +515,6 @@ fn copy_tree(from: &Path, to: &Path, plan: &Activation) -> Result<(), Error> {
         std::io::copy(&mut input, temp.file()).map_err(|e| Error::io(&target, e))?;
         temp.persist(crate::fsutil::Durability::Durable)
             .map_err(|e| Error::io(&target, e))?;
-    }
-    Ok(())
-}
-
-/// Unpacks a verified image tarball into the empty directory `dir`. Every entry is checked
-/// again as `verify` checks it (only plain files and directories under the image's
-/// directories), so nothing outside `dir` is ever written.
-fn unpack(tarball: &Path, dir: &Path) -> Result<(), Error> {
-    let file = std::fs::File::open(tarball).map_err(|e| Error::io(tarball, e))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let bad = |e: std::io::Error| Error::NotAnImage {
-        path: tarball.to_path_buf(),
-        message: e.to_string(),
-    };
-    for entry in archive.entries().map_err(bad)?.raw(true) {
-        let mut entry = entry.map_err(bad)?;
-        let header = entry.header().clone();
-        let mode = header.mode().map_err(bad)? & 0o7777;
-        let name = entry.path_bytes().into_owned();
-        if let Some(why) = super::tarball::header_refusal(&header)
-            .or_else(|| super::tarball::refusal(&name, header.entry_type(), mode, None))
-        {
-            return Err(Error::UnsafeEntries {
-                path: tarball.to_path_buf(),
-                entries: vec![(
-                    String::from_utf8_lossy(&name).escape_debug().to_string(),
-                    why,
-                )],
-            });
-        }
-        let path = dir.join(String::from_utf8_lossy(&name).as_ref());
-        if header.entry_type().is_dir() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(mode)
-                .create(&path)
-                .map_err(|e| Error::io(&path, e))?;
-            // The umask may have narrowed the mode.
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io(&path, e))?;
-        } else {
-            let parent = crate::fsutil::parent(&path);
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            let mut temp =
-                crate::fsutil::TempFile::create(&path, mode).map_err(|e| Error::io(&path, e))?;
-            std::io::copy(&mut entry, temp.file()).map_err(|e| Error::io(&path, e))?;
-            temp.persist(crate::fsutil::Durability::Durable)
-                .map_err(|e| Error::io(&path, e))?;
-        }
     }
     Ok(())
 }

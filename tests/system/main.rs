@@ -13,4 +13,4 @@ mod health;
 mod logging;
 mod preflight;
 mod sandbox;
-mod upgrade;
+mod trial;
