@@ -46,8 +46,9 @@ Exit codes:
   98  try: a step failed (the report names it and why; the container is removed)
  100  upgrade: the new version did not become healthy; the old one is live again
  102  upgrade/rollback refused before anything was switched (no version to return to,
-      on-disk formats the target cannot read, a live tree that does not match its MANIFEST)
- 103  the version switched to did not become healthy and stays"
+      on-disk formats the target cannot read, a live tree that does not match its MANIFEST,
+      a switch cut short: run rollback, another one running, too little space)
+ 103  the version live at the end is not healthy"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -117,12 +118,14 @@ enum Command {
     /// beside the running version in /var/zdbfs/versions/ (the running one is recorded there
     /// first). Stops every qsfs unit cleanly, makes the new version's binaries, units and
     /// config defaults live, starts qsfs.target (install-config keeps edited configs, as
-    /// always) and watches it: every qsfs unit active and `qsfs-health check` ok within
-    /// --watch-secs. Healthy: the old version is kept for `rollback`. Not healthy: a journal
-    /// entry says why (MESSAGE_ID=3b4e502448694436a4bf543a0b709697) and the old version is
-    /// made live again (exit 100). The data (index, data, spool, state) is never touched;
-    /// an image whose binaries could not read the on-disk formats of the running one is
-    /// refused (exit 102). Run it as root on the appliance.
+    /// always) and watches it: every qsfs unit active and `qsfs-health check` ok, still so
+    /// --settle-secs later, within --watch-secs. Healthy: the old version is kept for
+    /// `rollback`. Not healthy: a journal entry says why
+    /// (MESSAGE_ID=3b4e502448694436a4bf543a0b709697) and the old version is made live again
+    /// (exit 100; 103 if it is not healthy either). The data (index, data, spool, state) is
+    /// never touched; an image whose binaries could not read the on-disk formats of the
+    /// running one is refused (exit 102). Progress on stderr; Ctrl-C and SIGHUP are ignored
+    /// while the units are switched. Run it as root on the appliance.
     Upgrade(UpgradeArgs),
     /// Returns to the version before the last upgrade (or finishes an interrupted switch
     /// back to the version it started from), watched as `upgrade` watches (exit 103 if it

@@ -17,6 +17,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Systemd {
     store: Store,
     progress: Box<dyn FnMut(&str)>,
+    started: std::time::Instant,
 }
 
 impl Systemd {
@@ -25,10 +26,12 @@ impl Systemd {
         Systemd {
             store: Store::new(std::path::Path::new("/")),
             progress: Box::new(progress),
+            started: std::time::Instant::now(),
         }
     }
 
-    /// The qsfs services the live version ships (its units change with it).
+    /// The qsfs services the live version ships (its units change with it); not templates
+    /// (the DEMO image's backends): their instances are part of `qsfs.target`.
     fn services(&self) -> Vec<String> {
         let Ok((_, manifest)) = self.store.live() else {
             return Vec::new();
@@ -36,7 +39,9 @@ impl Systemd {
         manifest
             .entries
             .iter()
-            .filter(|e| e.role == Role::Unit && e.path.ends_with(".service"))
+            .filter(|e| {
+                e.role == Role::Unit && e.path.ends_with(".service") && !e.path.contains("@.")
+            })
             .filter_map(|e| e.path.rsplit('/').next().map(str::to_string))
             .collect()
     }
@@ -112,7 +117,7 @@ impl Machine for Systemd {
             Ok(states) => states,
             Err(why) => return Health::Unhealthy(why),
         };
-        // One value per unit, each followed by an empty line.
+        // One value per unit, in order, with an empty line between them.
         let states: Vec<&str> = states.lines().filter(|l| !l.is_empty()).collect();
         let down: Vec<String> = services
             .iter()
@@ -132,6 +137,10 @@ impl Machine for Systemd {
 
     fn now_unix_ms(&self) -> u64 {
         crate::clock::now_unix_ms()
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
     fn journal(&mut self, event: &Event) {

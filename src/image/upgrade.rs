@@ -44,8 +44,10 @@ pub trait Machine {
     fn health(&mut self) -> Health;
     /// Waits.
     fn sleep(&mut self, duration: Duration);
-    /// The time, unix milliseconds.
+    /// The time, unix milliseconds (for the records).
     fn now_unix_ms(&self) -> u64;
+    /// Milliseconds on a clock that never jumps (for the watch).
+    fn monotonic_ms(&self) -> u64;
     /// Writes `event` to the journal.
     fn journal(&mut self, event: &Event);
     /// Tells the operator what is happening.
@@ -67,12 +69,12 @@ pub struct Watch {
 /// Waits until `machine` has been healthy for `watch.settle`, for at most `watch.within`
 /// (plus the settle time); the last reason otherwise.
 fn watch_health(machine: &mut impl Machine, watch: Watch) -> Health {
-    let start = machine.now_unix_ms();
+    let start = machine.monotonic_ms();
     let settle = watch.settle.as_millis() as u64;
     let deadline = start + watch.within.as_millis() as u64;
     let mut healthy_since = None;
     loop {
-        let now = machine.now_unix_ms();
+        let now = machine.monotonic_ms();
         let health = machine.health();
         match &health {
             Health::Healthy => {
@@ -225,15 +227,28 @@ fn switch(
         recover_to: plan.recover_to.to_string(),
         started_unix_ms: machine.now_unix_ms(),
     });
-    store.write_state(state)?;
+    if let Err(e) = store.write_state(state) {
+        let _ = machine.start();
+        return Err(e);
+    }
     machine.progress(&format!("making {} live", plan.to));
     if let Err(e) = store.activate(&plan.live, plan.to) {
         let mut both = plan.live.clone();
         both.push(plan.to_manifest);
-        if store.activate(&both, plan.from).is_ok() {
-            state.switching = None;
-            store.write_state(state)?;
+        if let Err(again) = store.activate(&both, plan.from) {
+            return Err(Error::SwitchCutShort(format!(
+                "making {} live failed ({e}), and so did putting {} back ({again}); the qsfs \
+                 units are stopped: run `qsfs-image rollback`",
+                plan.to, plan.from
+            )));
         }
+        // `from` is live again, as before this switch; a rollback returns to `recover_to`.
+        state.switching = None;
+        state.current = plan.from.to_string();
+        if plan.recover_to != plan.from {
+            state.previous = Some(plan.recover_to.to_string());
+        }
+        let _ = store.write_state(state);
         let _ = machine.start();
         return Err(e);
     }
@@ -344,6 +359,7 @@ pub fn rollback(store: &Store, machine: &mut impl Machine, watch: Watch) -> Resu
             "no upgrade was ever made on this machine: there is no version to return to".into(),
         ));
     };
+    let mut keep_previous = false;
     let (from, target) = match state.switching.clone() {
         Some(cut) => {
             let other = if cut.recover_to == cut.from {
@@ -358,6 +374,8 @@ pub fn rollback(store: &Store, machine: &mut impl Machine, watch: Watch) -> Resu
                 .unreadable_by(&recover.formats)
                 .is_empty()
             {
+                // Back to where the upgrade or rollback began: what it returns to stays.
+                keep_previous = true;
                 (other, cut.recover_to)
             } else {
                 machine.progress(&format!(
@@ -409,7 +427,9 @@ pub fn rollback(store: &Store, machine: &mut impl Machine, watch: Watch) -> Resu
         event.action = Action::RollbackUnhealthy;
         event.reason = Some(reason);
     }
-    state.previous = Some(from);
+    if !keep_previous {
+        state.previous = Some(from);
+    }
     state.current = target;
     finish(store, machine, state, event, None)
 }
@@ -583,6 +603,9 @@ mod tests {
             self.now += duration.as_millis() as u64;
         }
         fn now_unix_ms(&self) -> u64 {
+            self.now
+        }
+        fn monotonic_ms(&self) -> u64 {
             self.now
         }
         fn journal(&mut self, event: &Event) {
@@ -973,6 +996,29 @@ mod tests {
         );
         drop(held);
         store.lock().unwrap();
+    }
+
+    #[test]
+    fn a_switch_whose_files_cannot_be_written_puts_the_old_ones_back_and_starts_them() {
+        let (root, store, v1, v2) = machine(Formats::default());
+        // A file of v2's tree is gone: activating it fails half-way, after its units.
+        std::fs::remove_file(store.tree(&v2.id).join("var/zdbfs/bin/zdb")).unwrap();
+        let mut m = Scripted::default();
+        let err = upgrade(&store, &mut m, &v2, WATCH).unwrap_err();
+        assert!(err.to_string().contains("bin/zdb"), "{err}");
+        assert_eq!(unit(root.path(), "qsfs-new.service"), None);
+        assert_eq!(unit(root.path(), "qsfs-old.service").unwrap(), b"old");
+        assert_eq!(
+            m.calls,
+            ["stop", "start"],
+            "the old version is started again"
+        );
+        let r = root.path();
+        assert_eq!(live(r, "var/zdbfs/bin/zdb").unwrap(), b"v1");
+        assert_eq!(unit(r, "qsfs-zdb.service").unwrap(), b"zdb v1");
+        assert_eq!(store.live().unwrap().0, v1.id);
+        let state = store.state().unwrap().unwrap();
+        assert_eq!((state.current, state.switching), (v1.id, None));
     }
 
     #[test]

@@ -394,7 +394,13 @@ impl Store {
         key: Option<&Path>,
     ) -> Result<(Installed, super::verify::Report), Error> {
         // Nothing is created on a machine without an installed image, or for a missing input.
-        self.live()?;
+        let (live, live_manifest) = self.live()?;
+        // A live tree not recorded yet is copied into the store too.
+        let capture: u64 = if self.tree(&live).is_dir() {
+            0
+        } else {
+            live_manifest.entries.iter().filter_map(|e| e.size).sum()
+        };
         let size = std::fs::metadata(tarball)
             .map_err(|e| Error::io(tarball, e))?
             .len();
@@ -402,10 +408,11 @@ impl Store {
         // The copy and the unpacked tree share a file system with zdb's data: never fill it.
         let stat = nix::sys::statvfs::statvfs(&dir).map_err(|e| Error::io(&dir, e.into()))?;
         let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
-        let needed = size * 4 + (256 << 20);
+        let needed = size * 4 + capture + (256 << 20);
         if free < needed {
             return Err(Error::SwitchRefused(format!(
-                "{} has {} MiB free; unpacking {} needs {} MiB (4 x its size + 256 MiB)",
+                "{} has {} MiB free; unpacking {} needs {} MiB (4 x its size, a copy of the \
+                 running version, 256 MiB)",
                 dir.display(),
                 free >> 20,
                 tarball.display(),

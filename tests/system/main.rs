@@ -14,3 +14,4 @@ mod logging;
 mod preflight;
 mod sandbox;
 mod trial;
+mod upgrade;

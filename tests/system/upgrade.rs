@@ -51,10 +51,11 @@ fn upgrade_to_a_good_image_then_to_one_whose_minio_fails() {
     }
     let v1 = status(appliance)["live"].as_str().unwrap().to_string();
 
-    // A good image: the same programs, built at another time (another MANIFEST).
+    // A good image: the same programs, built at another (past: preflight checks the clock
+    // against it) time, so another MANIFEST.
     let good_dir = work.join("good");
     std::fs::create_dir_all(&good_dir).unwrap();
-    let good = build_image_with(&good_dir, &site, &[], Some(1_800_000_000));
+    let good = build_image_with(&good_dir, &site, &[], Some(1_700_000_000));
     let good = copy_in(appliance, &good, "good");
     let out = appliance.ok(&format!(
         "/var/zdbfs/bin/qsfs-image upgrade {good} --watch-secs 180"
@@ -77,7 +78,7 @@ fn upgrade_to_a_good_image_then_to_one_whose_minio_fails() {
         &broken_dir,
         &site,
         &[("minio", Path::new("/bin/false"))],
-        Some(1_800_000_100),
+        Some(1_700_000_100),
     );
     let broken = copy_in(appliance, &broken, "broken");
     let out = appliance.container.sh(&format!(
