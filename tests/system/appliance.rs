@@ -125,6 +125,11 @@ pub fn build_image_with(
     if let Some(epoch) = source_date_epoch {
         build.arg("--source-date-epoch").arg(epoch.to_string());
     }
+    run_build(&mut build, dir)
+}
+
+/// Runs a `qsfs-image build` whose output directory is `dir`; the tarball it wrote.
+pub fn run_build(build: &mut Command, dir: &Path) -> PathBuf {
     let out = build.output().unwrap();
     assert!(
         out.status.success(),

@@ -42,18 +42,7 @@ fn build_demo_image(dir: &Path, replace: &[(&str, &Path)]) -> PathBuf {
             .arg("--component")
             .arg(format!("{name}={}", path.display()));
     }
-    let out = build.output().unwrap();
-    assert!(
-        out.status.success(),
-        "qsfs-image build failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "gz"))
-        .expect("a tarball")
+    crate::appliance::run_build(&mut build, dir)
 }
 
 /// The test rootfs (tests/system/build-rootfs).
