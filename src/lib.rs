@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod mountinfo;
 pub mod notify;
+pub mod restore_marks;
 pub mod retry;
 pub mod spool;
 pub mod systemd;

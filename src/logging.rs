@@ -59,6 +59,9 @@ pub mod message_id {
     pub const ROLLED_BACK: &str = "071b1e38a1e44194b99eba723a6713f7";
     /// qsfs-image: the version switched to did not become healthy and stays (`QSFS_REASON`).
     pub const SWITCH_UNHEALTHY: &str = "57332686df2f498f935aa96ef52ea620";
+    /// zdb-hook: `namespaces-init` refused or failed, so zdb will not start (`QSFS_REASON`
+    /// says what is missing or partial).
+    pub const RESTORE_REFUSED: &str = "a4d1e9f27c3b4c6e8f05b2d7e91c3a68";
 }
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";

@@ -4,6 +4,7 @@ use super::config::{HealthConfig, HealthSettings};
 use super::probes::{disk, human, monitor, mount, s3, units, zdb, zstor, Finding, Lane, ProbeName};
 use super::{Outcome, State};
 use crate::config::appliance::Paths;
+use crate::restore_marks::Marks;
 use crate::systemd::UnitControl;
 use std::time::{Duration, Instant};
 
@@ -76,7 +77,13 @@ impl<U: UnitControl + Sync> Probes<U> {
                 Ok(control) => units::probe(control, &s.units).await,
                 Err(e) => Outcome::new(State::Unknown, format!("cannot reach systemd: {e}")),
             },
-            ProbeName::Zdb => zdb::probe(&self.zdb, &self.paths.zdb_socket, &s.zdb, timeout).await,
+            ProbeName::Zdb => match Marks::new(&self.paths.state_dir).hold() {
+                // Not a failure a restart fixes: a restart would only begin the restore again.
+                Some(reason) => {
+                    Outcome::new(State::Failed, format!("zdb does not start: {reason}"))
+                }
+                None => zdb::probe(&self.zdb, &self.paths.zdb_socket, &s.zdb, timeout).await,
+            },
             ProbeName::Mount => mount::probe(&self.mount, &self.paths.mountpoint, timeout).await,
             ProbeName::S3 => self.s3.probe().await,
             ProbeName::Zstor => zstor::probe(&s.zstor.socket, timeout).await,

@@ -20,6 +20,7 @@ use crate::layout::{
 };
 use crate::logging::message_id;
 use crate::notify::Notifier;
+use crate::restore_marks::{Marks, Process};
 use crate::spool::{Job, JobFile, Spool, Trigger};
 use crate::zstor::{Checksum, Zstor, ZstorError};
 use std::ffi::OsString;
@@ -28,8 +29,6 @@ use std::time::{Duration, Instant};
 
 /// The password zdbfs always uses for zdbfs-temp (fixed in zdbfs 0.1.11, contracts §2.1).
 const ZDBFS_TEMP_PASSWORD: &str = "hello";
-/// Written into the state directory when a restore failed; `ready` then refuses to start.
-pub const RESTORE_FAILED_MARKER: &str = "restore-failed";
 
 /// A hook event with its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,9 +249,18 @@ pub enum HookError {
     /// Talking to zdb failed.
     #[error("zdb: {0}")]
     Zdb(String),
-    /// A previous restore failed, so zdb must not start with empty namespaces.
-    #[error("a previous restore failed ({0}); refusing to start zdb with empty namespaces")]
+    /// `namespaces-init` refused: this VM's namespaces or the backends' are not a state zdb
+    /// may start on.
+    #[error("{0}")]
+    Restore(String),
+    /// `ready`: the last `namespaces-init` refused or failed, for this reason.
+    #[error("namespaces-init did not complete ({0}); refusing to start zdb")]
     RestoreFailed(String),
+    /// `ready`: no proof that `namespaces-init` completed for this zdb.
+    #[error(
+        "namespaces-init did not complete for this zdb ({0} does not name it); refusing to start zdb"
+    )]
+    NotInitialized(PathBuf),
 }
 
 impl HookError {
@@ -337,10 +345,18 @@ impl Hook {
         }
     }
 
+    fn marks(&self) -> Marks {
+        Marks::new(&self.config.paths.state_dir)
+    }
+
+    /// zdb starts only once `namespaces-init` completed for this very zdb.
     fn ready(&self) -> Result<Handled, HookError> {
-        let marker = self.config.paths.state_dir.join(RESTORE_FAILED_MARKER);
-        if let Ok(reason) = std::fs::read_to_string(&marker) {
-            return Err(HookError::RestoreFailed(reason.trim().to_string()));
+        let marks = self.marks();
+        if let Some(reason) = marks.failure() {
+            return Err(HookError::RestoreFailed(reason));
+        }
+        if !Process::parent().is_some_and(|zdb| marks.done_for(&zdb)) {
+            return Err(HookError::NotInitialized(marks.done_path()));
         }
         // zdb listens already; it serves clients as soon as we return.
         if let Err(e) = self
@@ -383,6 +399,9 @@ impl Hook {
     /// zdb stops: spool every namespace's active index (a snapshot) and data file, so a clean
     /// stop loses nothing.
     fn close(&self) -> Result<Handled, HookError> {
+        if let Some(held) = self.held() {
+            return Ok(held);
+        }
         let index_root = &self.config.paths.index_dir;
         let entries = std::fs::read_dir(index_root)
             .map_err(io(format!("cannot list {}", index_root.display())))?;
@@ -432,6 +451,9 @@ impl Hook {
         if namespace == TEMP_NAMESPACE {
             return Ok(skipped_temp(namespace.to_string()));
         }
+        if let Some(held) = self.held() {
+            return Ok(held);
+        }
         self.spool_job(
             Trigger::NamespaceClosing,
             namespace,
@@ -473,7 +495,18 @@ impl Hook {
                 });
             }
         }
-        restore::run(&self.config, &self.zstor)
+        restore::run(&self.config, &self.zstor, Process::parent())
+    }
+
+    /// While a restore is unfinished or refused, the namespaces on disk are not the VM's to
+    /// upload: a stop spools nothing.
+    fn held(&self) -> Option<Handled> {
+        let reason = self.marks().hold()?;
+        tracing::warn!("nothing is spooled: {reason}");
+        Some(Handled {
+            note: Some("the namespaces are held by an unfinished restore"),
+            ..Handled::default()
+        })
     }
 
     /// Creates zdbfs-temp as zdbfs's `autons` would (sequential, private, password `hello`)

@@ -2,8 +2,10 @@
 //!
 //! A file is keyed by its place under the zdb roots: `index/<ns>/zdb-namespace`,
 //! `index/<ns>/i<N>`, `data/<ns>/d<N>`. zdbfs's scratch namespace `zdbfs-temp` is never
-//! tracked. In each namespace the data file with the highest number is the active one: zdb
-//! appends to it, so it is never evicted and never counts as sealed.
+//! tracked. In each namespace the data file and the index file with the highest number are
+//! the active ones: zdb appends to them, so they are never evicted, never count as sealed and
+//! are never uploaded from here (a copy taken while zdb appends can be torn; the hooks spool
+//! them at a jump or a stop, when zdb waits).
 
 use crate::layout::{file_number, DATA_PREFIX, INDEX_PREFIX, NAMESPACE_FILE, TEMP_NAMESPACE};
 use std::os::unix::fs::MetadataExt;
@@ -47,7 +49,7 @@ pub struct LocalFile {
     pub namespace: String,
     /// What it is.
     pub kind: Kind,
-    /// The active data file of its namespace (never sealed, never evicted).
+    /// The active data or index file of its namespace (never sealed, never evicted).
     pub active: bool,
     /// Size in bytes.
     pub size: u64,
@@ -132,12 +134,11 @@ impl Roots {
                     continue;
                 }
                 let names = list_dir(&dir)?;
-                // The active data file is the highest-numbered one.
-                let highest = names.iter().filter_map(|n| match kind_of(area, n) {
-                    Some(Kind::Data(number)) => Some(number),
-                    _ => None,
-                });
-                let active = highest.max().map(Kind::Data);
+                // The active file is the highest-numbered one (the index and the data file).
+                let active = names
+                    .iter()
+                    .filter_map(|n| kind_of(area, n).filter(|k| *k != Kind::Descriptor))
+                    .max();
                 for name in names {
                     let Some(kind) = kind_of(area, &name) else {
                         continue;
@@ -229,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn scan_marks_the_active_data_file() {
+    fn scan_marks_the_active_data_and_index_files() {
         let dir = tempfile::tempdir().unwrap();
         let roots = Roots {
             index: dir.path().join("index"),
@@ -259,7 +260,7 @@ mod tests {
                 ("data/ns/d10", true),
                 ("data/ns/d9", false),
                 ("index/ns/i0", false),
-                ("index/ns/i10", false),
+                ("index/ns/i10", true),
                 ("index/ns/zdb-namespace", false),
             ]
         );

@@ -408,6 +408,41 @@ async fn zdb_probe_on(stack: &support::upstream::Stack) {
     assert!(f.outcome.restart_may_help);
 }
 
+/// A restore that refused (or has not finished) is what the zdb probe reports, and not as a
+/// failure a restart fixes: a restart would only run the restore again.
+#[tokio::test]
+async fn zdb_probe_says_why_a_restore_holds_zdb_back() {
+    let app = support::Appliance::new(None, "");
+    let good = zdb_config(&app, &["zdbfs-meta"], 1000);
+    std::fs::create_dir_all(&app.state).unwrap();
+    std::fs::write(app.state.join("restoring"), "").unwrap();
+    let f = probes(&good).run(ProbeName::Zdb).await;
+    assert_eq!(
+        (
+            f.outcome.state,
+            f.outcome.reason.as_str(),
+            f.outcome.restart_may_help
+        ),
+        (
+            State::Failed,
+            "zdb does not start: a restore from the backends has not finished",
+            false
+        )
+    );
+    std::fs::remove_file(app.state.join("restoring")).unwrap();
+    std::fs::write(
+        app.state.join("restore-failed"),
+        "zdbfs-data: i3 is stored on the backends but its data file d3 is not\n",
+    )
+    .unwrap();
+    let f = probes(&good).run(ProbeName::Zdb).await;
+    assert_eq!(
+        f.outcome.reason,
+        "zdb does not start: the restore did not complete: zdbfs-data: i3 is stored on the \
+         backends but its data file d3 is not"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // zstor socket, monitor status, units (with a fake controller)
 

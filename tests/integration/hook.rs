@@ -520,16 +520,44 @@ fn check_namespaces_init_restores_a_fresh_vm_from_the_backends(stack: &Stack) {
     assert!(
         refused
             .log()
-            .contains("refusing to start zdb with empty namespaces"),
+            .contains("namespaces-init did not complete (cannot run /nonexistent/zstor"),
         "{}",
         refused.log()
     );
     assert!(!app.index.join("zdbfs-data").exists());
+    assert!(app.state.join("restore-failed").exists());
 
+    // A restore killed halfway leaves its mark and part of the namespaces: a stop spools
+    // nothing of them, and the next start removes them (they are the restore's) and restores.
     std::fs::write(&app.qsfs_config, &config).unwrap();
+    std::fs::write(app.state.join("restoring"), "killed\n").unwrap();
+    let half = app.index.join("zdbfs-meta");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("i0"), b"half an index").unwrap();
+    for args in [
+        vec!["close", "unix:///z"],
+        vec![
+            "namespace-closing",
+            "unix:///z",
+            "zdbfs-meta",
+            half.join("i0").to_str().unwrap(),
+            app.data.join("zdbfs-meta/d0").to_str().unwrap(),
+            "0 ",
+        ],
+    ] {
+        let out = run_hook(&app, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.contains("held by an unfinished restore"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(app.jobs().is_empty(), "nothing spooled during a restore");
+
     let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
     let mut c = zdb.client();
     assert!(!app.state.join("restore-failed").exists());
+    assert!(!app.state.join("restoring").exists());
     for ns in ["zdbfs-meta", "zdbfs-data"] {
         let old_index = app.dir.path().join("index.old").join(ns);
         let highest = qsfs::layout::highest_file_number(&old_index, 'i').unwrap();
@@ -595,6 +623,98 @@ fn check_namespaces_init_restores_a_fresh_vm_from_the_backends(stack: &Stack) {
             .contains("the VM already has data, nothing to restore"),
         "{}",
         again.log()
+    );
+}
+
+/// zdb starts only after a new VM fresh in every root restores a consistent state (or nothing).
+fn start_refused(app: &Appliance, why: &str) {
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    assert_eq!(zdb.wait().code(), Some(0), "refused:\n{}", zdb.log());
+    let log = zdb.log();
+    assert!(
+        log.contains(why) && log.contains("refusing to start zdb"),
+        "{log}"
+    );
+    let mark = std::fs::read_to_string(app.state.join("restore-failed")).unwrap();
+    assert!(mark.contains(why), "{mark}");
+}
+
+#[test]
+fn a_restore_refuses_an_index_whose_data_file_is_not_stored() {
+    support::upstream::each_stack(check_a_restore_refuses_an_index_whose_data_file_is_not_stored);
+}
+
+/// The crash the first version turned into an unmountable filesystem: the active index files
+/// were uploaded while zdb appended, their data files only at a clean stop.
+fn check_a_restore_refuses_an_index_whose_data_file_is_not_stored(stack: &Stack) {
+    let app = Appliance::on(stack, "");
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    let mut c = zdb.client();
+    for ns in ["zdbfs-meta", "zdbfs-data"] {
+        create_seq_namespace(&mut c, ns);
+        select(&mut c, ns);
+        append(&mut c, &value(7));
+    }
+    drop(zdb); // SIGKILL: no close hook.
+    let zstor = app.zstor();
+    for ns in ["zdbfs-meta", "zdbfs-data"] {
+        for file in ["zdb-namespace", "i0"] {
+            zstor.store(&app.index.join(ns).join(file), None).unwrap();
+        }
+    }
+    for root in [&app.index, &app.data] {
+        std::fs::rename(root, root.with_extension("old")).unwrap();
+    }
+    start_refused(
+        &app,
+        "zdbfs-meta/i0 is stored on the backends but its data file",
+    );
+    for ns in ["zdbfs-meta", "zdbfs-data"] {
+        assert!(!app.index.join(ns).exists() && !app.data.join(ns).exists());
+    }
+}
+
+#[test]
+fn partial_local_namespaces_are_refused_and_left_as_they_are() {
+    support::upstream::each_stack(check_partial_local_namespaces_are_refused_and_left_as_they_are);
+}
+
+/// A VM whose index was lost but whose data files are still there: the first version took it
+/// for a fresh VM and deleted the data directories when its restore failed.
+fn check_partial_local_namespaces_are_refused_and_left_as_they_are(stack: &Stack) {
+    let app = Appliance::on(stack, "");
+    let data = app.data.join("zdbfs-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("d0"), b"the only copy").unwrap();
+    start_refused(&app, "only part of zdbfs's namespaces is on this VM");
+    assert_eq!(std::fs::read(data.join("d0")).unwrap(), b"the only copy");
+    assert!(!app.index.join("zdbfs-data").exists());
+}
+
+#[test]
+fn ready_starts_zdb_only_after_namespaces_init_completed_for_it() {
+    let app = Appliance::new(None, "");
+    let out = run_hook(&app, &["ready", "unix:///z"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("namespaces-init did not complete for this zdb"),
+        "{stderr}"
+    );
+    // The test process plays zdb: both hooks are its children.
+    let init = [
+        "namespaces-init",
+        "unix:///z",
+        app.index.to_str().unwrap(),
+        app.data.to_str().unwrap(),
+    ];
+    assert!(run_hook(&app, &init).status.success());
+    assert!(run_hook(&app, &["ready", "unix:///z"]).status.success());
+    // A proof written for another zdb process does not count.
+    std::fs::write(app.state.join("namespaces-init.done"), "1 1\n").unwrap();
+    assert_eq!(
+        run_hook(&app, &["ready", "unix:///z"]).status.code(),
+        Some(1)
     );
 }
 
@@ -669,9 +789,17 @@ fn bad_input_is_refused_clearly() {
 #[test]
 fn a_typo_in_a_health_table_does_not_stop_the_hook() {
     let app = Appliance::new(None, "[health.s3]\ntimout_ms = 300\n");
-    let out = run_hook(&app, &["ready", "unix:///z"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "ready: {stderr}");
+    let init = [
+        "namespaces-init",
+        "unix:///z",
+        app.index.to_str().unwrap(),
+        app.data.to_str().unwrap(),
+    ];
+    for args in [&init[..], &["ready", "unix:///z"]] {
+        let out = run_hook(&app, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{}: {stderr}", args[0]);
+    }
 
     let namespace = app.data.join("zdbfs-data");
     std::fs::create_dir_all(&namespace).unwrap();

@@ -148,16 +148,21 @@ fn check_reconciliation_uploads_what_no_job_named_and_evicted_files_stay_evicted
     }
     let mut monitor = Monitor::start(&app, "", &[]);
     monitor.wait_status("reconciliation", |s| {
-        s.uploads.verified_files == 4 && s.uploads.queued_files == 0
+        s.uploads.verified_files == 3 && s.uploads.queued_files == 0
     });
     for file in sealed_files(&app) {
         assert!(remote_matches_local(&app, &file), "{}", file.display());
     }
-    assert_eq!(
-        app.zstor().check(&app.data.join("zdbfs-meta/d1")).unwrap(),
-        None,
-        "the active file is not sealed"
-    );
+    for active in [
+        app.data.join("zdbfs-meta/d1"),
+        app.index.join("zdbfs-meta/i1"),
+    ] {
+        assert_eq!(
+            app.zstor().check(&active).unwrap(),
+            None,
+            "the active files are not sealed (a copy taken while zdb appends can be torn)"
+        );
+    }
     assert_eq!(
         app.zstor().check(&app.data.join("zdbfs-temp/d0")).unwrap(),
         None,
@@ -187,6 +192,49 @@ fn check_reconciliation_uploads_what_no_job_named_and_evicted_files_stay_evicted
         .filter(|l| l.starts_with("retrieve"))
         .count();
     assert_eq!(retrieves, 0);
+}
+
+/// During a restore the files under the roots are half-written: none of them is uploaded (the
+/// restore writes in place, so an upload would replace the good remote copy) until it ends.
+#[test]
+fn nothing_is_uploaded_while_a_restore_is_unfinished() {
+    let app = Appliance::new(None, "");
+    for (path, content) in [
+        ("index/zdbfs-meta/zdb-namespace", "descriptor"),
+        ("index/zdbfs-meta/i0", "half an index"),
+        ("index/zdbfs-meta/i1", "index 1"),
+        ("data/zdbfs-meta/d0", "half a data file"),
+        ("data/zdbfs-meta/d1", "active data"),
+    ] {
+        let path = app.dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    std::fs::create_dir_all(&app.state).unwrap();
+    std::fs::write(app.state.join("restoring"), "").unwrap();
+    let mut monitor = Monitor::start(&app, "", &[]);
+    wait_for("a reconciliation held back", || {
+        monitor
+            .log()
+            .contains(
+                "reconciliation and eviction wait: a restore from the backends has not finished",
+            )
+            .then_some(())
+    });
+    let status = monitor.wait_status("a status", |_| true);
+    assert_eq!(status.uploads.verified_files, 0);
+    for file in sealed_files(&app) {
+        assert_eq!(
+            app.zstor().check(&file).unwrap(),
+            None,
+            "{}",
+            file.display()
+        );
+    }
+    std::fs::remove_file(app.state.join("restoring")).unwrap();
+    monitor.wait_status("reconciliation once the restore ended", |s| {
+        s.uploads.verified_files == 3
+    });
 }
 
 #[test]

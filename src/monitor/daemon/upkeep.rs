@@ -9,14 +9,25 @@ use crate::monitor::flush;
 use crate::monitor::reconcile;
 use crate::monitor::status::Failure;
 use crate::monitor::tasks::Activity;
+use crate::restore_marks::Marks;
 use crate::zstor::config::ZstorConfig;
 use std::time::Instant;
 
 impl Daemon {
     // Reconciliation and eviction.
 
+    /// While a restore is unfinished or refused, the namespaces on disk are not the VM's:
+    /// reconciliation would upload half-restored files over the good remote ones.
+    fn namespaces_held(&self) -> bool {
+        let Some(reason) = Marks::new(&self.config.state_dir).hold() else {
+            return false;
+        };
+        tracing::info!("reconciliation and eviction wait: {reason}");
+        true
+    }
+
     pub(super) fn start_reconcile(&mut self) {
-        if self.tasks.busy(&Activity::Reconcile) {
+        if self.tasks.busy(&Activity::Reconcile) || self.namespaces_held() {
             return;
         }
         let (roots, state, set) = (self.roots.clone(), self.state.clone(), self.backend_set);
@@ -73,7 +84,7 @@ impl Daemon {
         let Some(limit) = self.config.cache_limit_bytes() else {
             return;
         };
-        if self.tasks.busy(&Activity::Evict) {
+        if self.tasks.busy(&Activity::Evict) || self.namespaces_held() {
             return;
         }
         let held_back = evict::held_back(&self.backends, self.rebuild_unfinished());

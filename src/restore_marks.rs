@@ -1,0 +1,186 @@
+//! What `zdb-hook namespaces-init` leaves in the state directory, and what reads it: the
+//! `ready` hook, the `close` hooks, `zstor_monitor` and `qsfs-health`.
+//!
+//! * `restoring`: a restore began (the four namespace directories were absent, so everything
+//!   in them is the restore's) and has not finished. While it exists nothing uploads, evicts or
+//!   spools the namespaces; the next `namespaces-init` removes those directories and restores
+//!   again.
+//! * `restore-failed`: why the last `namespaces-init` refused or failed, for `ready`'s error,
+//!   the journal and `qsfs-health`. Removed when a later one completes.
+//! * `namespaces-init.done`: the proof that `namespaces-init` completed, naming the zdb process
+//!   it ran for (pid and start time). `ready` starts zdb only when it names its own zdb, so a
+//!   `namespaces-init` that failed before it could write anything never lets zdb start.
+
+use crate::fsutil::{self, Durability};
+use std::path::{Path, PathBuf};
+
+const RESTORING: &str = "restoring";
+const FAILED: &str = "restore-failed";
+const DONE: &str = "namespaces-init.done";
+
+/// One zdb process: its pid and its start time (in clock ticks since boot), so that a reused
+/// pid is another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process(String);
+
+impl Process {
+    /// The process that ran this one (zdb, for a hook).
+    pub fn parent() -> Option<Process> {
+        Process::of(std::os::unix::process::parent_id())
+    }
+
+    /// The process `pid`, if it runs.
+    pub fn of(pid: u32) -> Option<Process> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        start_time(&stat).map(|start| Process(format!("{pid} {start}")))
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`, the start time: counted after the command name, which is
+/// in parentheses and may itself hold spaces and parentheses.
+fn start_time(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The marks in one state directory.
+#[derive(Debug, Clone)]
+pub struct Marks {
+    dir: PathBuf,
+}
+
+impl Marks {
+    /// The marks in `state_dir`.
+    pub fn new(state_dir: &Path) -> Marks {
+        Marks {
+            dir: state_dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A restore began and has not finished.
+    pub fn restoring(&self) -> bool {
+        self.path(RESTORING).exists()
+    }
+
+    /// Why the last `namespaces-init` refused or failed.
+    pub fn failure(&self) -> Option<String> {
+        std::fs::read_to_string(self.path(FAILED))
+            .ok()
+            .map(|reason| reason.trim().to_string())
+    }
+
+    /// Why the namespaces must be left alone now (a restore unfinished, or one that refused),
+    /// or `None` when they may be uploaded, evicted and spooled.
+    pub fn hold(&self) -> Option<String> {
+        if self.restoring() {
+            return Some("a restore from the backends has not finished".into());
+        }
+        self.failure()
+            .map(|reason| format!("the restore did not complete: {reason}"))
+    }
+
+    /// Records that a restore begins, durably, before it creates anything.
+    pub fn begin_restore(&self) -> std::io::Result<()> {
+        self.write(
+            RESTORING,
+            "a restore from the backends began and has not finished\n",
+        )
+    }
+
+    /// Records that the restore finished (it succeeded, or removed what it created).
+    pub fn end_restore(&self) -> std::io::Result<()> {
+        self.remove(RESTORING)
+    }
+
+    /// Records why `namespaces-init` refused or failed.
+    pub fn record_failure(&self, reason: &str) -> std::io::Result<()> {
+        self.write(FAILED, &format!("{reason}\n"))
+    }
+
+    /// Records that `namespaces-init` completed for `zdb`, and clears an earlier failure.
+    pub fn record_done(&self, zdb: &Process) -> std::io::Result<()> {
+        self.remove(FAILED)?;
+        self.write(DONE, &format!("{}\n", zdb.0))
+    }
+
+    /// `namespaces-init` completed for `zdb` (this very process, not an earlier one).
+    pub fn done_for(&self, zdb: &Process) -> bool {
+        std::fs::read_to_string(self.path(DONE)).is_ok_and(|done| done.trim() == zdb.0)
+    }
+
+    /// Where the proof of a completed `namespaces-init` is kept (for error messages).
+    pub fn done_path(&self) -> PathBuf {
+        self.path(DONE)
+    }
+
+    fn write(&self, name: &str, text: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        fsutil::write_atomic(
+            &self.path(name),
+            text.as_bytes(),
+            0o644,
+            Durability::Durable,
+        )
+    }
+
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.path(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => fsutil::sync_dir(&self.dir).or(Ok(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_time_is_read_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (zdb (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 \
+                    987654 1000 10 18446744073709551615";
+        assert_eq!(start_time(stat), Some(987654));
+        assert_eq!(start_time("4242 (zdb) S 1"), None);
+    }
+
+    #[test]
+    fn this_process_has_an_identity_that_an_earlier_process_with_its_pid_would_not() {
+        let me = Process::of(std::process::id()).unwrap();
+        assert_eq!(Process::of(std::process::id()), Some(me.clone()));
+        assert!(me.0.starts_with(&format!("{} ", std::process::id())));
+    }
+
+    #[test]
+    fn done_names_one_zdb_and_a_failure_holds_the_namespaces_until_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let marks = Marks::new(&dir.path().join("state"));
+        let zdb = Process::of(std::process::id()).unwrap();
+        assert!(!marks.done_for(&zdb) && marks.hold().is_none());
+
+        marks.begin_restore().unwrap();
+        assert!(marks.restoring());
+        assert!(marks.hold().unwrap().contains("has not finished"));
+        marks.end_restore().unwrap();
+        marks.end_restore().unwrap();
+        assert!(marks.hold().is_none());
+
+        marks
+            .record_failure("zdbfs-data: i3 is stored, d3 is not")
+            .unwrap();
+        assert_eq!(
+            marks.failure().as_deref(),
+            Some("zdbfs-data: i3 is stored, d3 is not")
+        );
+        assert!(marks.hold().unwrap().contains("i3 is stored"));
+
+        marks.record_done(&zdb).unwrap();
+        assert!(marks.done_for(&zdb));
+        assert!(marks.failure().is_none() && marks.hold().is_none());
+        let other = Process("1 12345".into());
+        assert!(!marks.done_for(&other));
+    }
+}
