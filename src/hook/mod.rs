@@ -15,6 +15,7 @@
 mod restore;
 
 use crate::config::appliance::{self, HookConfig};
+use crate::fsutil::{self, Durability};
 use crate::layout::{
     self, highest_file_number, INDEX_PREFIX, META_NAMESPACE, NAMESPACE_FILE, TEMP_NAMESPACE,
 };
@@ -25,7 +26,11 @@ use crate::spool::{Job, JobFile, Spool, Trigger};
 use crate::zstor::{Checksum, Zstor, ZstorError};
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How far behind the time of day the kernel's file timestamps may be (its coarse clock lags
+/// by up to a tick): a stop counts index files changed this long before the last jump too.
+const CLOCK_LAG: Duration = Duration::from_secs(1);
 
 /// The password zdbfs always uses for zdbfs-temp (fixed in zdbfs 0.1.11, contracts §2.1).
 const ZDBFS_TEMP_PASSWORD: &str = "hello";
@@ -373,8 +378,48 @@ impl Hook {
         if namespace == TEMP_NAMESPACE {
             return Ok(skipped_temp(namespace));
         }
+        let began = SystemTime::now();
         let snapshots = with_dirty(old, &dir, dirty);
-        self.spool_job(Trigger::JumpIndex, &namespace, &snapshots, &[])
+        let handled = self.spool_job(Trigger::JumpIndex, &namespace, &snapshots, &[])?;
+        let mark = self.jump_mark(&namespace);
+        let since_epoch = began.duration_since(UNIX_EPOCH).unwrap_or_default();
+        if let Err(e) = std::fs::create_dir_all(fsutil::parent(&mark)).and_then(|()| {
+            let text = format!("{}\n", since_epoch.as_nanos());
+            fsutil::write_atomic(&mark, text.as_bytes(), 0o644, Durability::Durable)
+        }) {
+            // An older mark, or none, only makes the next stop snapshot more index files.
+            tracing::warn!("cannot record the jump in {}: {e}", mark.display());
+        }
+        Ok(handled)
+    }
+
+    /// Where `jump-index` records when zdb last jumped in `namespace`. zdb waits during the
+    /// hook, so every index file changed since has a later mtime (less the lag of the coarse
+    /// clock the kernel stamps files with): a stop snapshots exactly those.
+    fn jump_mark(&self, namespace: &str) -> PathBuf {
+        self.config.paths.state_dir.join("jumps").join(namespace)
+    }
+
+    /// The index files of `dir` changed since the last jump in `namespace` (all of them when
+    /// no jump was recorded), and the active one.
+    fn changed_since_jump(&self, namespace: &str, dir: &Path, active: u32) -> Vec<PathBuf> {
+        let since = std::fs::read_to_string(self.jump_mark(namespace))
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .map(|nanos| UNIX_EPOCH + Duration::from_nanos(nanos) - CLOCK_LAG);
+        let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let number = layout::file_number(entry.file_name().to_str()?, INDEX_PREFIX)?;
+                let modified = entry.metadata().ok()?.modified().ok()?;
+                let changed = since.is_none_or(|since| modified >= since);
+                (changed || number == active).then(|| (number, entry.path()))
+            })
+            .collect();
+        files.sort();
+        files.into_iter().map(|(_, path)| path).collect()
     }
 
     fn jump_data(&self, old: &Path) -> Result<Handled, HookError> {
@@ -418,14 +463,14 @@ impl Hook {
             let Some(active) = highest_file_number(&index_dir, INDEX_PREFIX) else {
                 continue;
             };
-            let index = index_dir.join(layout::index_file(active));
+            let index = self.changed_since_jump(&namespace, &index_dir, active);
             let data = self
                 .config
                 .paths
                 .data_dir
                 .join(&namespace)
                 .join(layout::data_file(active));
-            let done = self.spool_job(Trigger::Close, &namespace, &[index], &existing(&[data]))?;
+            let done = self.spool_job(Trigger::Close, &namespace, &index, &existing(&[data]))?;
             handled.files.extend(done.files);
             handled.jobs.extend(done.jobs);
         }
