@@ -46,6 +46,10 @@ impl Daemon {
             }
         };
         Failure::track(&mut self.counters.reconciliation, None, now_unix_ms());
+        // A restore that began while the pass ran: what it read may be half-written.
+        if self.namespaces_held() {
+            return;
+        }
         let (now, now_ms) = (Instant::now(), now_unix_ms());
         let mut queued = 0;
         for file in outcome.to_upload {
