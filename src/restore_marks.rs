@@ -1,25 +1,32 @@
 //! What `zdb-hook namespaces-init` leaves in the state directory, and what reads it: the
 //! `ready` hook, the `close` hooks, `zstor_monitor` and `qsfs-health`.
 //!
-//! * `restoring`: a restore began (the four namespace directories were absent, so everything
-//!   in them is the restore's) and has not finished. While it exists nothing uploads, evicts or
-//!   spools the namespaces; the next `namespaces-init` removes those directories and restores
-//!   again.
+//! * `restoring`: a restore began (the four namespace directories were absent) and has not
+//!   finished; it lists the directories the restore created, by inode. While it exists nothing
+//!   uploads, evicts or spools the namespaces; the next `namespaces-init` removes those
+//!   directories (only those, or empty ones) and restores again.
 //! * `restore-failed`: why the last `namespaces-init` refused or failed, for `ready`'s error,
 //!   the journal and `qsfs-health`. Removed when a later one completes.
+//! * `local-state-refused`: this VM holds only part of the namespaces. Unlike a failure it is
+//!   not cleared by a later start (zdb creates the missing directories of a namespace it loads,
+//!   so the next start would see all four): only by moving every one aside, or by an operator
+//!   removing it.
 //! * `namespaces-init.done`: the proof that `namespaces-init` completed, naming the zdb process
-//!   it ran for (pid and start time). `ready` starts zdb only when it names its own zdb, so a
-//!   `namespaces-init` that failed before it could write anything never lets zdb start.
+//!   it ran for (boot, pid and start time). `ready` starts zdb only when it names its own zdb,
+//!   so a `namespaces-init` that failed before it could write anything never lets zdb start.
+//!
+//! The reasons may quote zstor's errors, so the marks are readable by root only.
 
 use crate::fsutil::{self, Durability};
 use std::path::{Path, PathBuf};
 
 const RESTORING: &str = "restoring";
 const FAILED: &str = "restore-failed";
+const LOCAL_REFUSED: &str = "local-state-refused";
 const DONE: &str = "namespaces-init.done";
 
-/// One zdb process: its pid and its start time (in clock ticks since boot), so that a reused
-/// pid is another process.
+/// One zdb process: the boot, its pid and its start time (in clock ticks since boot), so that
+/// a reused pid, or the same pid and time in another boot, is another process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Process(String);
 
@@ -32,7 +39,9 @@ impl Process {
     /// The process `pid`, if it runs.
     pub fn of(pid: u32) -> Option<Process> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        start_time(&stat).map(|start| Process(format!("{pid} {start}")))
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let start = start_time(&stat)?;
+        Some(Process(format!("{} {pid} {start}", boot.trim())))
     }
 }
 
@@ -66,9 +75,27 @@ impl Marks {
         self.path(RESTORING).exists()
     }
 
+    /// The directories an unfinished restore created, with their inodes.
+    pub fn restored_dirs(&self) -> Vec<(PathBuf, u64)> {
+        std::fs::read(self.path(RESTORING))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
     /// Why the last `namespaces-init` refused or failed.
     pub fn failure(&self) -> Option<String> {
-        std::fs::read_to_string(self.path(FAILED))
+        self.local_refusal().or_else(|| self.read(FAILED))
+    }
+
+    /// Why this VM's partial namespaces were refused, until they are moved aside or an operator
+    /// removes the mark.
+    pub fn local_refusal(&self) -> Option<String> {
+        self.read(LOCAL_REFUSED)
+    }
+
+    fn read(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(name))
             .ok()
             .map(|reason| reason.trim().to_string())
     }
@@ -80,15 +107,14 @@ impl Marks {
             return Some("a restore from the backends has not finished".into());
         }
         self.failure()
-            .map(|reason| format!("the restore did not complete: {reason}"))
+            .map(|reason| format!("namespaces-init refused: {reason}"))
     }
 
-    /// Records that a restore begins, durably, before it creates anything.
-    pub fn begin_restore(&self) -> std::io::Result<()> {
-        self.write(
-            RESTORING,
-            "a restore from the backends began and has not finished\n",
-        )
+    /// Records, durably, that a restore creates `dirs` (with their inodes; 0 for one not
+    /// created yet): before it creates anything, and again once it has.
+    pub fn restoring_dirs(&self, dirs: &[(PathBuf, u64)]) -> std::io::Result<()> {
+        let json = serde_json::to_string(dirs).map_err(std::io::Error::other)?;
+        self.write(RESTORING, &json)
     }
 
     /// Records that the restore finished (it succeeded, or removed what it created).
@@ -99,6 +125,21 @@ impl Marks {
     /// Records why `namespaces-init` refused or failed.
     pub fn record_failure(&self, reason: &str) -> std::io::Result<()> {
         self.write(FAILED, &format!("{reason}\n"))
+    }
+
+    /// Records why this VM's partial namespaces are refused (see the module doc).
+    pub fn refuse_local(&self, reason: &str) -> std::io::Result<()> {
+        self.write(LOCAL_REFUSED, &format!("{reason}\n"))
+    }
+
+    /// Clears the refusal of partial namespaces: they were all moved aside.
+    pub fn clear_local_refusal(&self) -> std::io::Result<()> {
+        self.remove(LOCAL_REFUSED)
+    }
+
+    /// Forgets the proof of an earlier `namespaces-init`, first thing in a new one.
+    pub fn clear_done(&self) -> std::io::Result<()> {
+        self.remove(DONE)
     }
 
     /// Records that `namespaces-init` completed for `zdb`, and clears an earlier failure.
@@ -117,12 +158,17 @@ impl Marks {
         self.path(DONE)
     }
 
+    /// Where the refusal of partial namespaces is kept (for error messages).
+    pub fn local_refusal_path(&self) -> PathBuf {
+        self.path(LOCAL_REFUSED)
+    }
+
     fn write(&self, name: &str, text: &str) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         fsutil::write_atomic(
             &self.path(name),
             text.as_bytes(),
-            0o644,
+            0o600,
             Durability::Durable,
         )
     }
@@ -151,7 +197,7 @@ mod tests {
     fn this_process_has_an_identity_that_an_earlier_process_with_its_pid_would_not() {
         let me = Process::of(std::process::id()).unwrap();
         assert_eq!(Process::of(std::process::id()), Some(me.clone()));
-        assert!(me.0.starts_with(&format!("{} ", std::process::id())));
+        assert!(me.0.contains(&format!(" {} ", std::process::id())));
     }
 
     #[test]
@@ -161,8 +207,13 @@ mod tests {
         let zdb = Process::of(std::process::id()).unwrap();
         assert!(!marks.done_for(&zdb) && marks.hold().is_none());
 
-        marks.begin_restore().unwrap();
+        let dirs = vec![
+            (PathBuf::from("/i/zdbfs-meta"), 12),
+            (PathBuf::from("/d/x"), 0),
+        ];
+        marks.restoring_dirs(&dirs).unwrap();
         assert!(marks.restoring());
+        assert_eq!(marks.restored_dirs(), dirs);
         assert!(marks.hold().unwrap().contains("has not finished"));
         marks.end_restore().unwrap();
         marks.end_restore().unwrap();
@@ -180,7 +231,15 @@ mod tests {
         marks.record_done(&zdb).unwrap();
         assert!(marks.done_for(&zdb));
         assert!(marks.failure().is_none() && marks.hold().is_none());
-        let other = Process("1 12345".into());
-        assert!(!marks.done_for(&other));
+        assert!(!marks.done_for(&Process("another-boot 1 12345".into())));
+        marks.clear_done().unwrap();
+        assert!(!marks.done_for(&zdb));
+
+        // A refusal of partial namespaces outlives a completed namespaces-init.
+        marks.refuse_local("only part").unwrap();
+        marks.record_done(&zdb).unwrap();
+        assert_eq!(marks.failure().as_deref(), Some("only part"));
+        marks.clear_local_refusal().unwrap();
+        assert!(marks.failure().is_none());
     }
 }

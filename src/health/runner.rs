@@ -77,13 +77,21 @@ impl<U: UnitControl + Sync> Probes<U> {
                 Ok(control) => units::probe(control, &s.units).await,
                 Err(e) => Outcome::new(State::Unknown, format!("cannot reach systemd: {e}")),
             },
-            ProbeName::Zdb => match Marks::new(&self.paths.state_dir).hold() {
-                // Not a failure a restart fixes: a restart would only begin the restore again.
-                Some(reason) => {
-                    Outcome::new(State::Failed, format!("zdb does not start: {reason}"))
+            ProbeName::Zdb => {
+                // Neither is a failure a restart fixes: a restart begins the restore again.
+                let marks = Marks::new(&self.paths.state_dir);
+                if marks.restoring() {
+                    Outcome::new(
+                        State::Degraded,
+                        "zdb restores its namespaces from the backends and starts when done",
+                    )
+                } else if let Some(reason) = marks.failure() {
+                    let reason = format!("zdb does not start: namespaces-init refused: {reason}");
+                    Outcome::new(State::Failed, reason)
+                } else {
+                    zdb::probe(&self.zdb, &self.paths.zdb_socket, &s.zdb, timeout).await
                 }
-                None => zdb::probe(&self.zdb, &self.paths.zdb_socket, &s.zdb, timeout).await,
-            },
+            }
             ProbeName::Mount => mount::probe(&self.mount, &self.paths.mountpoint, timeout).await,
             ProbeName::S3 => self.s3.probe().await,
             ProbeName::Zstor => zstor::probe(&s.zstor.socket, timeout).await,

@@ -263,7 +263,8 @@ pub enum HookError {
     RestoreFailed(String),
     /// `ready`: no proof that `namespaces-init` completed for this zdb.
     #[error(
-        "namespaces-init did not complete for this zdb ({0} does not name it); refusing to start zdb"
+        "namespaces-init did not complete for this zdb ({0} does not name it; its error is in \
+         the journal just before): refusing to start zdb"
     )]
     NotInitialized(PathBuf),
 }
@@ -413,11 +414,15 @@ impl Hook {
             .flatten()
             .filter_map(|entry| {
                 let number = layout::file_number(entry.file_name().to_str()?, INDEX_PREFIX)?;
-                let modified = entry.metadata().ok()?.modified().ok()?;
-                let changed = since.is_none_or(|since| modified >= since);
-                (changed || number == active).then(|| (number, entry.path()))
+                // A file whose time cannot be read counts as changed.
+                let changed = entry
+                    .metadata()
+                    .and_then(|meta| meta.modified())
+                    .map_or(true, |modified| since.is_none_or(|since| modified >= since));
+                (changed && number != active).then(|| (number, entry.path()))
             })
             .collect();
+        files.push((active, dir.join(layout::index_file(active))));
         files.sort();
         files.into_iter().map(|(_, path)| path).collect()
     }
@@ -529,18 +534,22 @@ impl Hook {
     }
 
     fn namespaces_init(&self, index_root: &Path, data_root: &Path) -> Result<Handled, HookError> {
-        for (given, configured) in [
+        let roots = [
             (index_root, &self.config.paths.index_dir),
             (data_root, &self.config.paths.data_dir),
-        ] {
-            if clean(given) != clean(configured) {
-                return Err(HookError::OutsideRoots {
+        ]
+        .into_iter()
+        .try_for_each(|(given, configured)| {
+            if clean(given) == clean(configured) {
+                Ok(())
+            } else {
+                Err(HookError::OutsideRoots {
                     path: given.to_path_buf(),
                     root: configured.clone(),
-                });
+                })
             }
-        }
-        restore::run(&self.config, &self.zstor, Process::parent())
+        });
+        restore::run(&self.config, &self.zstor, roots, Process::parent())
     }
 
     /// While a restore is unfinished or refused, the namespaces on disk are not the VM's to
@@ -549,7 +558,7 @@ impl Hook {
         let reason = self.marks().hold()?;
         tracing::warn!("nothing is spooled: {reason}");
         Some(Handled {
-            note: Some("the namespaces are held by an unfinished restore"),
+            note: Some("the namespaces are held: a restore is unfinished or was refused"),
             ..Handled::default()
         })
     }
@@ -772,7 +781,7 @@ pub fn run(event_name: &str, instance: &str, args: &[OsString]) -> i32 {
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(handled) => {
-            let files = join_paths(&handled.files);
+            let files = join_paths(&handled.files, " ");
             let jobs = handled.jobs.join(" ");
             let namespace = handled.namespace.as_deref().unwrap_or_default();
             let note = handled.note.map(|n| format!(" ({n})")).unwrap_or_default();
@@ -801,12 +810,12 @@ pub fn run(event_name: &str, instance: &str, args: &[OsString]) -> i32 {
     }
 }
 
-fn join_paths(paths: &[PathBuf]) -> String {
+fn join_paths(paths: &[PathBuf], separator: &str) -> String {
     paths
         .iter()
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(separator)
 }
 
 #[cfg(test)]

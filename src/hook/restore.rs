@@ -22,27 +22,28 @@ use crate::layout::{self, NAMESPACE_FILE, RESTORED_NAMESPACES};
 use crate::logging::message_id;
 use crate::restore_marks::{Marks, Process};
 use crate::zstor::{Checksum, Zstor};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Runs `namespaces-init` for `zdb` and records its outcome.
+/// Runs `namespaces-init` for `zdb` (`None`: its identity could not be read) and records its
+/// outcome. `roots` says whether zdb passed the configured index and data roots.
 pub(super) fn run(
     config: &HookConfig,
     zstor: &Zstor,
+    roots: Result<(), HookError>,
     zdb: Option<Process>,
 ) -> Result<Handled, HookError> {
     let marks = Marks::new(&config.paths.state_dir);
-    let zdb = zdb.ok_or_else(|| HookError::Restore("cannot identify the zdb process".into()))?;
-    let mark_io = |e: std::io::Error| HookError::Io {
-        context: format!(
-            "cannot record the outcome in {}",
-            config.paths.state_dir.display()
-        ),
-        source: e,
-    };
-    match init(config, zstor, &marks) {
-        Ok(handled) => {
-            marks.record_done(&zdb).map_err(mark_io)?;
+    let result = marks
+        .clear_done()
+        .map_err(mark_error(&marks))
+        .and(roots)
+        .and_then(|()| zdb.ok_or_else(|| HookError::Restore("cannot identify zdb".into())))
+        .and_then(|zdb| Ok((init(config, zstor, &marks)?, zdb)));
+    match result {
+        Ok((handled, zdb)) => {
+            marks.record_done(&zdb).map_err(mark_error(&marks))?;
             Ok(handled)
         }
         Err(e) => {
@@ -51,7 +52,9 @@ pub(super) fn run(
                 qsfs_reason = %e,
                 "zdb will not start: {e}"
             );
-            marks.record_failure(&e.to_string()).map_err(mark_io)?;
+            marks
+                .record_failure(&e.to_string())
+                .map_err(mark_error(&marks))?;
             Err(e)
         }
     }
@@ -60,11 +63,22 @@ pub(super) fn run(
 fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, HookError> {
     let dirs = namespace_dirs(&config.paths);
     if marks.restoring() {
-        tracing::warn!("a previous restore did not finish: removing the namespaces it restored");
-        remove_dirs(&dirs)?;
+        tracing::warn!("a previous restore did not finish: removing the namespaces it created");
+        remove_restored(&marks.restored_dirs())?;
         marks.end_restore().map_err(mark_error(marks))?;
     }
-    match local_state(&dirs) {
+    let local = local_state(&dirs);
+    if let Some(reason) = marks.local_refusal() {
+        if local != Local::Absent {
+            return Err(HookError::Restore(format!(
+                "{reason} (still refused: move all four aside to restore from the backends, \
+                 or remove {} to start zdb on what is there)",
+                marks.local_refusal_path().display()
+            )));
+        }
+        marks.clear_local_refusal().map_err(mark_error(marks))?;
+    }
+    match local {
         Local::Present => {
             return Ok(Handled {
                 note: Some("the VM already has data, nothing to restore"),
@@ -72,31 +86,37 @@ fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, Ho
             })
         }
         Local::Partial { present, absent } => {
-            return Err(HookError::Restore(format!(
-                "only part of zdbfs's namespaces is on this VM ({} present; {} absent): \
-                 refusing to restore over it or to start zdb on it. To restore from the \
-                 backends, move every one of them aside",
-                join(&present),
-                join(&absent)
-            )))
+            let reason = format!(
+                "only part of zdbfs's namespaces is on this VM ({} present; {} absent or \
+                 empty): refusing to restore over it or to start zdb on it",
+                super::join_paths(&present, ", "),
+                super::join_paths(&absent, ", ")
+            );
+            marks.refuse_local(&reason).map_err(mark_error(marks))?;
+            return Err(HookError::Restore(reason));
         }
         Local::Absent => {}
     }
-    marks.begin_restore().map_err(mark_error(marks))?;
+    let unknown: Vec<(PathBuf, u64)> = dirs.iter().map(|dir| (dir.clone(), 0)).collect();
+    marks.restoring_dirs(&unknown).map_err(mark_error(marks))?;
+    // zstor resolves a missing file through its directory, so the directories come first.
+    let mut created = Vec::new();
+    for dir in &dirs {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::metadata(dir))
+            .map(|meta| created.push((dir.clone(), meta.ino())))
+            .map_err(super::io(format!("cannot create {}", dir.display())))?;
+    }
+    marks.restoring_dirs(&created).map_err(mark_error(marks))?;
     let result = restore(config, zstor, &dirs);
     if result.is_err() {
-        remove_dirs(&dirs)?;
+        remove_restored(&created)?;
     }
     marks.end_restore().map_err(mark_error(marks))?;
     result
 }
 
 fn restore(config: &HookConfig, zstor: &Zstor, dirs: &[PathBuf]) -> Result<Handled, HookError> {
-    // zstor resolves a missing file through its directory, so the directories come first.
-    for dir in dirs {
-        std::fs::create_dir_all(dir)
-            .map_err(super::io(format!("cannot create {}", dir.display())))?;
-    }
     let deadline = Instant::now() + config.hook.restore_timeout;
     let mut plans = Vec::new();
     for namespace in RESTORED_NAMESPACES {
@@ -110,9 +130,16 @@ fn restore(config: &HookConfig, zstor: &Zstor, dirs: &[PathBuf]) -> Result<Handl
             restored.push(path.clone());
         }
     }
+    // Durable before the mark that says the restore is unfinished goes.
+    for path in restored.iter().chain(dirs) {
+        std::fs::File::open(path)
+            .and_then(|file| file.sync_all())
+            .map_err(super::io(format!("cannot sync {}", path.display())))?;
+    }
     if restored.is_empty() {
         for dir in dirs {
-            let _ = std::fs::remove_dir(dir);
+            std::fs::remove_dir(dir)
+                .map_err(super::io(format!("cannot remove {}", dir.display())))?;
         }
         return Ok(Handled {
             note: Some("the backends hold no namespace, starting empty"),
@@ -147,9 +174,15 @@ enum Local {
     },
 }
 
+/// A directory that is absent or empty holds nothing to lose.
+fn holds_something(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+        || (dir.exists() && !dir.is_dir())
+}
+
 fn local_state(dirs: &[PathBuf]) -> Local {
     let (present, absent): (Vec<PathBuf>, Vec<PathBuf>) =
-        dirs.iter().cloned().partition(|dir| dir.exists());
+        dirs.iter().cloned().partition(|dir| holds_something(dir));
     match (present.is_empty(), absent.is_empty()) {
         (true, _) => Local::Absent,
         (false, true) => Local::Present,
@@ -165,6 +198,8 @@ struct Plan {
     descriptor: Option<(PathBuf, Checksum)>,
     /// `i0, i1, …` up to the first one not stored.
     index: Vec<(PathBuf, Checksum)>,
+    /// An index file stored after the first one that is not (a gap), if any.
+    beyond_gap: Option<PathBuf>,
     /// The data file of the last index file, and its checksum if stored.
     last_data: Option<(PathBuf, Option<Checksum>)>,
 }
@@ -190,23 +225,21 @@ fn survey(
     deadline: Instant,
 ) -> Result<Plan, HookError> {
     let index_dir = config.paths.index_dir.join(namespace);
+    let descriptor = index_dir.join(NAMESPACE_FILE);
     let mut plan = Plan {
         namespace,
-        descriptor: None,
+        descriptor: check(zstor, &descriptor, deadline)?.map(|sum| (descriptor, sum)),
         index: Vec::new(),
+        beyond_gap: None,
         last_data: None,
     };
-    let descriptor = index_dir.join(NAMESPACE_FILE);
-    let Some(checksum) = check(zstor, &descriptor, deadline)? else {
-        return Ok(plan);
-    };
-    plan.descriptor = Some((descriptor, checksum));
-    loop {
-        let index = index_dir.join(layout::index_file(plan.index.len() as u32));
-        let Some(checksum) = check(zstor, &index, deadline)? else {
-            break;
-        };
-        plan.index.push((index, checksum));
+    let index_file = |n: usize| index_dir.join(layout::index_file(n as u32));
+    while let Some(checksum) = check(zstor, &index_file(plan.index.len()), deadline)? {
+        plan.index.push((index_file(plan.index.len()), checksum));
+    }
+    let next = index_file(plan.index.len() + 1);
+    if check(zstor, &next, deadline)?.is_some() {
+        plan.beyond_gap = Some(next);
     }
     if let Some(last) = plan.index.len().checked_sub(1) {
         let data = config
@@ -223,6 +256,19 @@ fn survey(
 /// Whether the backends hold a state zdb and zdbfs can start on (see the module doc).
 fn judge(plans: &[Plan]) -> Result<(), String> {
     for plan in plans {
+        if let Some(beyond) = &plan.beyond_gap {
+            return Err(format!(
+                "{}: {} is stored on the backends but an index file before it is not",
+                plan.namespace,
+                beyond.display()
+            ));
+        }
+        if plan.descriptor.is_none() && !plan.index.is_empty() {
+            return Err(format!(
+                "{}: index files are stored on the backends but not its {NAMESPACE_FILE}",
+                plan.namespace
+            ));
+        }
         if let Some((data, None)) = &plan.last_data {
             let index = &plan.index[plan.index.len() - 1].0;
             return Err(format!(
@@ -234,15 +280,18 @@ fn judge(plans: &[Plan]) -> Result<(), String> {
             ));
         }
     }
-    let (with, without): (Vec<&Plan>, Vec<&Plan>) =
-        plans.iter().partition(|plan| !plan.index.is_empty());
-    if let (Some(with), Some(without)) = (with.first(), without.first()) {
-        return Err(format!(
-            "{} has index files on the backends but {} has none: no consistent restore point",
-            with.namespace, without.namespace
-        ));
-    }
-    Ok(())
+    let one_sided = |has: fn(&Plan) -> bool, what: &str| {
+        let (with, without): (Vec<&Plan>, Vec<&Plan>) = plans.iter().partition(|p| has(p));
+        match (with.first(), without.first()) {
+            (Some(with), Some(without)) => Err(format!(
+                "{} has {what} on the backends but {} has none: no consistent restore point",
+                with.namespace, without.namespace
+            )),
+            _ => Ok(()),
+        }
+    };
+    one_sided(|plan| !plan.index.is_empty(), "index files")?;
+    one_sided(|plan| plan.descriptor.is_some(), NAMESPACE_FILE)
 }
 
 fn check(zstor: &Zstor, path: &Path, deadline: Instant) -> Result<Option<Checksum>, HookError> {
@@ -261,28 +310,27 @@ fn mark_error(marks: &Marks) -> impl Fn(std::io::Error) -> HookError + '_ {
     }
 }
 
-/// Removes directories the restore created (and everything in them).
-fn remove_dirs(dirs: &[PathBuf]) -> Result<(), HookError> {
-    for dir in dirs {
-        match std::fs::remove_dir_all(dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(HookError::Io {
-                    context: format!("cannot remove {}", dir.display()),
-                    source: e,
-                })
+/// Removes the directories a restore created (`dirs`, by inode) with everything in them, and
+/// an empty one whose inode it had not recorded yet. Anything else is not the restore's:
+/// refused, left as it is.
+fn remove_restored(dirs: &[(PathBuf, u64)]) -> Result<(), HookError> {
+    for (dir, inode) in dirs {
+        let result = match std::fs::metadata(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Ok(meta) if meta.is_dir() && meta.ino() == *inode => std::fs::remove_dir_all(dir),
+            Ok(_) if !holds_something(dir) => std::fs::remove_dir(dir),
+            Ok(_) => {
+                return Err(HookError::Restore(format!(
+                    "{} was not created by the unfinished restore and holds files: refusing to \
+                     remove it or to restore over it",
+                    dir.display()
+                )))
             }
-            _ => {}
-        }
+            Err(e) => Err(e),
+        };
+        result.map_err(super::io(format!("cannot remove {}", dir.display())))?;
     }
     Ok(())
-}
-
-fn join(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
@@ -297,6 +345,7 @@ mod tests {
         let dir = PathBuf::from("/i").join(namespace);
         Plan {
             namespace,
+            beyond_gap: None,
             descriptor: Some((dir.join(NAMESPACE_FILE), sum(0))),
             index: (0..index)
                 .map(|n| (dir.join(format!("i{n}")), sum(n as u8 + 1)))
@@ -318,7 +367,15 @@ mod tests {
             .map(|n| dir.path().join(n))
             .collect();
         assert_eq!(local_state(&dirs), Local::Absent);
+        std::fs::create_dir(&dirs[0]).unwrap();
+        assert_eq!(
+            local_state(&dirs),
+            Local::Absent,
+            "an empty one holds nothing"
+        );
+        std::fs::remove_dir(&dirs[0]).unwrap();
         std::fs::create_dir(&dirs[1]).unwrap();
+        std::fs::write(dirs[1].join("d0"), "x").unwrap();
         assert_eq!(
             local_state(&dirs),
             Local::Partial {
@@ -328,6 +385,7 @@ mod tests {
         );
         for d in [&dirs[0], &dirs[2], &dirs[3]] {
             std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("i0"), "x").unwrap();
         }
         assert_eq!(local_state(&dirs), Local::Present);
     }
@@ -342,7 +400,27 @@ mod tests {
             descriptor: None,
             ..plan(data, 0, false)
         };
-        assert_eq!(judge(&[plan(meta, 0, false), nothing]), Ok(()));
+        assert_eq!(judge(&[nothing.clone(), nothing.clone()]), Ok(()));
+        let descriptor = judge(&[plan(meta, 0, false), nothing.clone()]).unwrap_err();
+        assert!(
+            descriptor.contains("zdbfs-meta has zdb-namespace on the backends but zdbfs-data"),
+            "{descriptor}"
+        );
+        let headless = Plan {
+            descriptor: None,
+            ..plan(data, 2, true)
+        };
+        let headless = judge(&[plan(meta, 1, true), headless]).unwrap_err();
+        assert!(headless.contains("but not its zdb-namespace"), "{headless}");
+        let gap = Plan {
+            beyond_gap: Some("/i/zdbfs-data/i3".into()),
+            ..plan(data, 2, true)
+        };
+        let gap = judge(&[plan(meta, 1, true), gap]).unwrap_err();
+        assert!(
+            gap.contains("/i/zdbfs-data/i3 is stored on the backends but an index file before"),
+            "{gap}"
+        );
 
         let missing = judge(&[plan(meta, 1, false), plan(data, 5, true)]).unwrap_err();
         assert!(
@@ -355,6 +433,27 @@ mod tests {
             one_sided.contains("zdbfs-meta has index files on the backends but zdbfs-data"),
             "{one_sided}"
         );
+    }
+
+    #[test]
+    fn an_unfinished_restore_removes_only_its_own_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let [ours, empty, theirs] = ["ours", "empty", "theirs"].map(|n| dir.path().join(n));
+        for d in [&ours, &empty, &theirs] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(ours.join("i0"), "half").unwrap();
+        std::fs::write(theirs.join("i0"), "an operator's").unwrap();
+        let inode = std::fs::metadata(&ours).unwrap().ino();
+        let gone = dir.path().join("never-made");
+        remove_restored(&[(ours.clone(), inode), (empty.clone(), 0), (gone, 0)]).unwrap();
+        assert!(!ours.exists() && !empty.exists());
+
+        let refused = remove_restored(&[(theirs.clone(), 0)]).unwrap_err();
+        assert!(refused
+            .to_string()
+            .contains("was not created by the unfinished restore"));
+        assert!(theirs.join("i0").exists());
     }
 
     #[test]

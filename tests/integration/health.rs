@@ -424,8 +424,8 @@ async fn zdb_probe_says_why_a_restore_holds_zdb_back() {
             f.outcome.restart_may_help
         ),
         (
-            State::Failed,
-            "zdb does not start: a restore from the backends has not finished",
+            State::Degraded,
+            "zdb restores its namespaces from the backends and starts when done",
             false
         )
     );
@@ -438,9 +438,10 @@ async fn zdb_probe_says_why_a_restore_holds_zdb_back() {
     let f = probes(&good).run(ProbeName::Zdb).await;
     assert_eq!(
         f.outcome.reason,
-        "zdb does not start: the restore did not complete: zdbfs-data: i3 is stored on the \
+        "zdb does not start: namespaces-init refused: zdbfs-data: i3 is stored on the \
          backends but its data file d3 is not"
     );
+    assert!(!f.outcome.restart_may_help);
 }
 
 // ---------------------------------------------------------------------------------------------

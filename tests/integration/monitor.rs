@@ -213,13 +213,10 @@ fn nothing_is_uploaded_while_a_restore_is_unfinished() {
     std::fs::create_dir_all(&app.state).unwrap();
     std::fs::write(app.state.join("restoring"), "").unwrap();
     let mut monitor = Monitor::start(&app, "", &[]);
-    wait_for("a reconciliation held back", || {
-        monitor
-            .log()
-            .contains(
-                "reconciliation and eviction wait: a restore from the backends has not finished",
-            )
-            .then_some(())
+    // Two passes held back, so the second began after the first status.
+    wait_for("two reconciliations held back", || {
+        let held = "reconciliation and eviction wait: a restore from the backends has not finished";
+        (monitor.log().matches(held).count() >= 2).then_some(())
     });
     let status = monitor.wait_status("a status", |_| true);
     assert_eq!(status.uploads.verified_files, 0);
