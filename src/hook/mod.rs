@@ -386,9 +386,10 @@ impl Hook {
         let since_epoch = began.duration_since(UNIX_EPOCH).unwrap_or_default();
         if let Err(e) = std::fs::create_dir_all(fsutil::parent(&mark)).and_then(|()| {
             let text = format!("{}\n", since_epoch.as_nanos());
-            fsutil::write_atomic(&mark, text.as_bytes(), 0o644, Durability::Durable)
+            // Without an fsync (zdb waits): a mark lost in a power cut leaves an older one, or
+            // none, which only makes the next stop snapshot more index files.
+            fsutil::write_atomic(&mark, text.as_bytes(), 0o644, Durability::Visible)
         }) {
-            // An older mark, or none, only makes the next stop snapshot more index files.
             tracing::warn!("cannot record the jump in {}: {e}", mark.display());
         }
         Ok(handled)
@@ -446,8 +447,8 @@ impl Hook {
         self.spool_job(event, namespace, &[], &[file])
     }
 
-    /// zdb stops: spool every namespace's active index (a snapshot) and data file, so a clean
-    /// stop loses nothing.
+    /// zdb stops: spool every namespace's active data file and, as snapshots, its active index
+    /// and every index file changed since the last jump, so a clean stop loses nothing.
     fn close(&self) -> Result<Handled, HookError> {
         if let Some(held) = self.held() {
             return Ok(held);
