@@ -15,6 +15,9 @@
 //!   it ran for (boot, pid and start time). `ready` starts zdb only when it names its own zdb,
 //!   so a `namespaces-init` that failed before it could write anything never lets zdb start.
 //!
+//! * `start-empty`: written by an operator to start a fresh VM empty although the backends
+//!   hold files that cannot be restored (its uploads then replace them). Used once.
+//!
 //! The reasons may quote zstor's errors, so the marks are readable by root only.
 
 use crate::fsutil::{self, Durability};
@@ -24,6 +27,9 @@ const RESTORING: &str = "restoring";
 const FAILED: &str = "restore-failed";
 const LOCAL_REFUSED: &str = "local-state-refused";
 const DONE: &str = "namespaces-init.done";
+const START_EMPTY: &str = "start-empty";
+/// What the version before this one wrote to `restore-failed` before its restore began.
+const LEGACY_INTERRUPTED: &str = "the restore was interrupted";
 
 /// One zdb process: the boot, its pid and its start time (in clock ticks since boot), so that
 /// a reused pid, or the same pid and time in another boot, is another process.
@@ -86,6 +92,26 @@ impl Marks {
     /// Why the last `namespaces-init` refused or failed.
     pub fn failure(&self) -> Option<String> {
         self.local_refusal().or_else(|| self.read(FAILED))
+    }
+
+    /// The version before this one marked a restore that had begun and not finished (it had no
+    /// `restoring` mark).
+    pub fn legacy_interrupted(&self) -> bool {
+        !self.restoring() && self.read(FAILED).as_deref() == Some(LEGACY_INTERRUPTED)
+    }
+
+    /// An operator asked to start a fresh VM empty: consumes the request.
+    pub fn take_start_empty(&self) -> std::io::Result<bool> {
+        match std::fs::remove_file(self.path(START_EMPTY)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where an operator asks to start a fresh VM empty (for error messages).
+    pub fn start_empty_path(&self) -> PathBuf {
+        self.path(START_EMPTY)
     }
 
     /// Why this VM's partial namespaces were refused, until they are moved aside or an operator
@@ -241,5 +267,16 @@ mod tests {
         assert_eq!(marks.failure().as_deref(), Some("only part"));
         marks.clear_local_refusal().unwrap();
         assert!(marks.failure().is_none());
+
+        // What the version before wrote before its restore began.
+        marks.record_failure(LEGACY_INTERRUPTED).unwrap();
+        assert!(marks.legacy_interrupted());
+        marks.record_failure("zstor failed").unwrap();
+        assert!(!marks.legacy_interrupted());
+
+        assert!(!marks.take_start_empty().unwrap());
+        std::fs::write(marks.start_empty_path(), "").unwrap();
+        assert!(marks.take_start_empty().unwrap());
+        assert!(!marks.take_start_empty().unwrap());
     }
 }

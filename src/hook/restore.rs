@@ -67,12 +67,24 @@ fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, Ho
         remove_restored(&marks.restored_dirs())?;
         marks.end_restore().map_err(mark_error(marks))?;
     }
+    if marks.legacy_interrupted() {
+        // It recorded no directories: only empty ones can be known to be the restore's.
+        tracing::warn!("a restore of the previous version did not finish");
+        let unknown: Vec<(PathBuf, u64)> = dirs.iter().map(|dir| (dir.clone(), 0)).collect();
+        if let Err(e) = remove_restored(&unknown) {
+            marks
+                .refuse_local(&e.to_string())
+                .map_err(mark_error(marks))?;
+            return Err(e);
+        }
+    }
     let local = local_state(&dirs);
     if let Some(reason) = marks.local_refusal() {
         if local != Local::Absent {
             return Err(HookError::Restore(format!(
-                "{reason} (still refused: move all four aside to restore from the backends, \
-                 or remove {} to start zdb on what is there)",
+                "{reason} (still refused: stop qsfs-zdb, then move all four aside to restore \
+                 from the backends, or remove {} to start zdb on what is there; then \
+                 `systemctl reset-failed qsfs-zdb` and start qsfs.target)",
                 marks.local_refusal_path().display()
             )));
         }
@@ -97,6 +109,12 @@ fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, Ho
         }
         Local::Absent => {}
     }
+    if marks.take_start_empty().map_err(mark_error(marks))? {
+        return Ok(Handled {
+            note: Some("starting empty, as asked: this VM's uploads replace the backends' files"),
+            ..Handled::default()
+        });
+    }
     let unknown: Vec<(PathBuf, u64)> = dirs.iter().map(|dir| (dir.clone(), 0)).collect();
     marks.restoring_dirs(&unknown).map_err(mark_error(marks))?;
     // zstor resolves a missing file through its directory, so the directories come first.
@@ -108,7 +126,7 @@ fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, Ho
             .map_err(super::io(format!("cannot create {}", dir.display())))?;
     }
     marks.restoring_dirs(&created).map_err(mark_error(marks))?;
-    let result = restore(config, zstor, &dirs);
+    let result = restore(config, zstor, &dirs, marks);
     if result.is_err() {
         remove_restored(&created)?;
     }
@@ -116,13 +134,28 @@ fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, Ho
     result
 }
 
-fn restore(config: &HookConfig, zstor: &Zstor, dirs: &[PathBuf]) -> Result<Handled, HookError> {
+fn restore(
+    config: &HookConfig,
+    zstor: &Zstor,
+    dirs: &[PathBuf],
+    marks: &Marks,
+) -> Result<Handled, HookError> {
     let deadline = Instant::now() + config.hook.restore_timeout;
     let mut plans = Vec::new();
     for namespace in RESTORED_NAMESPACES {
         plans.push(survey(config, zstor, namespace, deadline)?);
     }
-    judge(&plans).map_err(HookError::Restore)?;
+    judge(&plans).map_err(|reason| {
+        HookError::Restore(format!(
+            "{reason}. To start this VM empty instead (its uploads then replace the backends' \
+             files), create {} and start qsfs.target again",
+            marks.start_empty_path().display()
+        ))
+    })?;
+    // Descriptors alone hold nothing to restore.
+    if plans.iter().all(|plan| plan.index.is_empty()) {
+        plans.clear();
+    }
     let mut restored = Vec::new();
     for plan in &plans {
         for (path, checksum) in plan.files() {
@@ -280,18 +313,15 @@ fn judge(plans: &[Plan]) -> Result<(), String> {
             ));
         }
     }
-    let one_sided = |has: fn(&Plan) -> bool, what: &str| {
-        let (with, without): (Vec<&Plan>, Vec<&Plan>) = plans.iter().partition(|p| has(p));
-        match (with.first(), without.first()) {
-            (Some(with), Some(without)) => Err(format!(
-                "{} has {what} on the backends but {} has none: no consistent restore point",
-                with.namespace, without.namespace
-            )),
-            _ => Ok(()),
-        }
-    };
-    one_sided(|plan| !plan.index.is_empty(), "index files")?;
-    one_sided(|plan| plan.descriptor.is_some(), NAMESPACE_FILE)
+    let (with, without): (Vec<&Plan>, Vec<&Plan>) =
+        plans.iter().partition(|plan| !plan.index.is_empty());
+    match (with.first(), without.first()) {
+        (Some(with), Some(without)) => Err(format!(
+            "{} has index files on the backends but {} has none: no consistent restore point",
+            with.namespace, without.namespace
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn check(zstor: &Zstor, path: &Path, deadline: Instant) -> Result<Option<Checksum>, HookError> {
@@ -321,8 +351,8 @@ fn remove_restored(dirs: &[(PathBuf, u64)]) -> Result<(), HookError> {
             Ok(_) if !holds_something(dir) => std::fs::remove_dir(dir),
             Ok(_) => {
                 return Err(HookError::Restore(format!(
-                    "{} was not created by the unfinished restore and holds files: refusing to \
-                     remove it or to restore over it",
+                    "{} may not be the unfinished restore's and holds files: refusing to \
+                     remove it, to restore over it or to start zdb on it",
                     dir.display()
                 )))
             }
@@ -401,11 +431,8 @@ mod tests {
             ..plan(data, 0, false)
         };
         assert_eq!(judge(&[nothing.clone(), nothing.clone()]), Ok(()));
-        let descriptor = judge(&[plan(meta, 0, false), nothing.clone()]).unwrap_err();
-        assert!(
-            descriptor.contains("zdbfs-meta has zdb-namespace on the backends but zdbfs-data"),
-            "{descriptor}"
-        );
+        // Descriptors alone hold nothing to restore: the restore starts empty.
+        assert_eq!(judge(&[plan(meta, 0, false), nothing.clone()]), Ok(()));
         let headless = Plan {
             descriptor: None,
             ..plan(data, 2, true)
@@ -452,7 +479,7 @@ mod tests {
         let refused = remove_restored(&[(theirs.clone(), 0)]).unwrap_err();
         assert!(refused
             .to_string()
-            .contains("was not created by the unfinished restore"));
+            .contains("may not be the unfinished restore's"));
         assert!(theirs.join("i0").exists());
     }
 

@@ -740,6 +740,59 @@ fn check_a_restore_refuses_an_index_whose_data_file_is_not_stored(stack: &Stack)
     for ns in ["zdbfs-meta", "zdbfs-data"] {
         assert!(!app.index.join(ns).exists() && !app.data.join(ns).exists());
     }
+    // The operator's way out, named in the refusal: start empty, once.
+    let start_empty = app.state.join("start-empty");
+    let mark = std::fs::read_to_string(app.state.join("restore-failed")).unwrap();
+    assert!(
+        mark.contains(&format!("create {}", start_empty.display())),
+        "{mark}"
+    );
+    std::fs::write(&start_empty, "").unwrap();
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    zdb.client().ping().unwrap();
+    assert!(!start_empty.exists() && !app.state.join("restore-failed").exists());
+}
+
+/// The version before this one wrote `restore-failed` ("the restore was interrupted") before
+/// its restore began: after an upgrade, what that restore left is not taken for the VM's data.
+#[test]
+fn an_unfinished_restore_of_the_previous_version_is_not_started_on() {
+    let app = Appliance::new(None, "");
+    std::fs::create_dir_all(&app.state).unwrap();
+    std::fs::write(
+        app.state.join("restore-failed"),
+        "the restore was interrupted\n",
+    )
+    .unwrap();
+    for (root, file) in [(&app.index, "i0"), (&app.data, "d0")] {
+        for ns in ["zdbfs-meta", "zdbfs-data"] {
+            std::fs::create_dir_all(root.join(ns)).unwrap();
+            std::fs::write(root.join(ns).join(file), b"half").unwrap();
+        }
+    }
+    let init = [
+        "namespaces-init",
+        "unix:///z",
+        app.index.to_str().unwrap(),
+        app.data.to_str().unwrap(),
+    ];
+    for _ in 0..2 {
+        let out = run_hook(&app, &init);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("may not be the unfinished restore's"),
+            "{stderr}"
+        );
+        assert_eq!(
+            run_hook(&app, &["ready", "unix:///z"]).status.code(),
+            Some(1)
+        );
+    }
+    assert_eq!(
+        std::fs::read(app.index.join("zdbfs-meta/i0")).unwrap(),
+        b"half"
+    );
 }
 
 #[test]
