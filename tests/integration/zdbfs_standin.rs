@@ -832,7 +832,9 @@ fn a_full_data_namespace_crashes_zdbfs_at_the_next_access() {
         zdb.client()
             .nsset("zdbfs-data", "maxsize", "300000")
             .unwrap();
-        let mut file = fs::File::create(zdbfs.path("big")).unwrap();
+        let mut file = fs::File::create(zdbfs.path("big")).unwrap_or_else(|e| {
+            panic!("{e}: zdbfs log:\n{}\nzdb log:\n{}", zdbfs.log(), zdb.log())
+        });
         file.write_all(&pattern(1024 * 1024, 10)).unwrap();
         file.sync_all().unwrap();
         drop(file);
