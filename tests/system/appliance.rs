@@ -424,12 +424,14 @@ echo $n
     }
 }
 
-/// Every sealed file (every index file and descriptor; data files but the active one) outside
+/// Every sealed file (the descriptors, the index and data files but the active ones) outside
 /// zdbfs-temp is verified remote.
 fn sealed_files_verified(appliance: &Appliance) -> Result<usize, String> {
+    // The active index and data files (the highest-numbered ones) are uploaded only at a jump
+    // or a stop.
     let sealed = "$(for ns in /var/zdbfs/index/*/ /var/zdbfs/data/*/; do case $ns in */zdbfs-temp/) continue;; esac; \
-                   last=$(ls $ns | sed -n 's/^d\\([0-9]*\\)$/\\1/p' | sort -n | tail -1); \
-                   for f in $ns*; do [ $(basename $f) = d$last ] || echo $f; done; done)";
+                   last=$(ls $ns | sed -n 's/^[di]\\([0-9]*\\)$/\\1/p' | sort -n | tail -1); \
+                   for f in $ns*; do case $(basename $f) in d$last|i$last) ;; *) echo $f;; esac; done; done)";
     verified_remote(appliance, sealed)
 }
 
