@@ -70,8 +70,7 @@ fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, Ho
     if marks.legacy_interrupted() {
         // It recorded no directories: only empty ones can be known to be the restore's.
         tracing::warn!("a restore of the previous version did not finish");
-        let unknown: Vec<(PathBuf, u64)> = dirs.iter().map(|dir| (dir.clone(), 0)).collect();
-        if let Err(e) = remove_restored(&unknown) {
+        if let Err(e) = remove_restored(&not_recorded(&dirs)) {
             marks
                 .refuse_local(&e.to_string())
                 .map_err(mark_error(marks))?;
@@ -115,8 +114,9 @@ fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, Ho
             ..Handled::default()
         });
     }
-    let unknown: Vec<(PathBuf, u64)> = dirs.iter().map(|dir| (dir.clone(), 0)).collect();
-    marks.restoring_dirs(&unknown).map_err(mark_error(marks))?;
+    marks
+        .restoring_dirs(&not_recorded(&dirs))
+        .map_err(mark_error(marks))?;
     // zstor resolves a missing file through its directory, so the directories come first.
     let mut created = Vec::new();
     for dir in &dirs {
@@ -338,6 +338,11 @@ fn mark_error(marks: &Marks) -> impl Fn(std::io::Error) -> HookError + '_ {
         ),
         source,
     }
+}
+
+/// `dirs` with no inode recorded: [`remove_restored`] then removes only the empty ones.
+fn not_recorded(dirs: &[PathBuf]) -> Vec<(PathBuf, u64)> {
+    dirs.iter().map(|dir| (dir.clone(), 0)).collect()
 }
 
 /// Removes the directories a restore created (`dirs`, by inode) with everything in them, and

@@ -370,6 +370,16 @@ fn check_ready_reaches_the_notify_socket(stack: &Stack) {
     );
 }
 
+/// `namespaces-init` with the appliance's roots, as zdb runs it.
+fn namespaces_init_args(app: &Appliance) -> [&str; 4] {
+    [
+        "namespaces-init",
+        "unix:///z",
+        app.index.to_str().unwrap(),
+        app.data.to_str().unwrap(),
+    ]
+}
+
 fn run_hook(app: &Appliance, args: &[&str]) -> Output {
     Command::new(HOOK)
         .args(args)
@@ -770,12 +780,7 @@ fn an_unfinished_restore_of_the_previous_version_is_not_started_on() {
             std::fs::write(root.join(ns).join(file), b"half").unwrap();
         }
     }
-    let init = [
-        "namespaces-init",
-        "unix:///z",
-        app.index.to_str().unwrap(),
-        app.data.to_str().unwrap(),
-    ];
+    let init = namespaces_init_args(&app);
     for _ in 0..2 {
         let out = run_hook(&app, &init);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -844,12 +849,7 @@ fn ready_starts_zdb_only_after_namespaces_init_completed_for_it() {
         "{stderr}"
     );
     // The test process plays zdb: both hooks are its children.
-    let init = [
-        "namespaces-init",
-        "unix:///z",
-        app.index.to_str().unwrap(),
-        app.data.to_str().unwrap(),
-    ];
+    let init = namespaces_init_args(&app);
     assert!(run_hook(&app, &init).status.success());
     assert!(run_hook(&app, &["ready", "unix:///z"]).status.success());
     // A proof written for another zdb process does not count.
@@ -931,12 +931,7 @@ fn bad_input_is_refused_clearly() {
 #[test]
 fn a_typo_in_a_health_table_does_not_stop_the_hook() {
     let app = Appliance::new(None, "[health.s3]\ntimout_ms = 300\n");
-    let init = [
-        "namespaces-init",
-        "unix:///z",
-        app.index.to_str().unwrap(),
-        app.data.to_str().unwrap(),
-    ];
+    let init = namespaces_init_args(&app);
     for args in [&init[..], &["ready", "unix:///z"]] {
         let out = run_hook(&app, args);
         let stderr = String::from_utf8_lossy(&out.stderr);

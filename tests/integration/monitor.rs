@@ -63,6 +63,15 @@ fn sealed_files(app: &Appliance) -> Vec<PathBuf> {
     files
 }
 
+/// Writes files under the appliance's directory (`index/…`, `data/…`), as zdb would have.
+fn plant(app: &Appliance, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let path = app.dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
 fn remote_matches_local(app: &Appliance, file: &Path) -> bool {
     let local = Checksum::of_file(file).unwrap();
     app.zstor().check(file).unwrap() == Some(local)
@@ -134,18 +143,17 @@ fn reconciliation_uploads_what_no_job_named_and_evicted_files_stay_evicted() {
 fn check_reconciliation_uploads_what_no_job_named_and_evicted_files_stay_evicted(stack: &Stack) {
     let app = Appliance::on(stack, "");
     // Files zdb wrote while no hook ran (an older setup, or lost events).
-    for (path, content) in [
-        ("index/zdbfs-meta/zdb-namespace", "descriptor"),
-        ("index/zdbfs-meta/i0", "index 0"),
-        ("index/zdbfs-meta/i1", "index 1"),
-        ("data/zdbfs-meta/d0", "sealed data 0"),
-        ("data/zdbfs-meta/d1", "active data"),
-        ("data/zdbfs-temp/d0", "never uploaded"),
-    ] {
-        let path = app.dir.path().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
+    plant(
+        &app,
+        &[
+            ("index/zdbfs-meta/zdb-namespace", "descriptor"),
+            ("index/zdbfs-meta/i0", "index 0"),
+            ("index/zdbfs-meta/i1", "index 1"),
+            ("data/zdbfs-meta/d0", "sealed data 0"),
+            ("data/zdbfs-meta/d1", "active data"),
+            ("data/zdbfs-temp/d0", "never uploaded"),
+        ],
+    );
     let mut monitor = Monitor::start(&app, "", &[]);
     monitor.wait_status("reconciliation", |s| {
         s.uploads.verified_files == 3 && s.uploads.queued_files == 0
@@ -198,18 +206,21 @@ fn check_reconciliation_uploads_what_no_job_named_and_evicted_files_stay_evicted
 /// restore writes in place, so an upload would replace the good remote copy) until it ends.
 #[test]
 fn nothing_is_uploaded_while_a_restore_is_unfinished() {
-    let app = Appliance::new(None, "");
-    for (path, content) in [
-        ("index/zdbfs-meta/zdb-namespace", "descriptor"),
-        ("index/zdbfs-meta/i0", "half an index"),
-        ("index/zdbfs-meta/i1", "index 1"),
-        ("data/zdbfs-meta/d0", "half a data file"),
-        ("data/zdbfs-meta/d1", "active data"),
-    ] {
-        let path = app.dir.path().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
+    support::upstream::each_stack(check_nothing_is_uploaded_while_a_restore_is_unfinished);
+}
+
+fn check_nothing_is_uploaded_while_a_restore_is_unfinished(stack: &Stack) {
+    let app = Appliance::on(stack, "");
+    plant(
+        &app,
+        &[
+            ("index/zdbfs-meta/zdb-namespace", "descriptor"),
+            ("index/zdbfs-meta/i0", "half an index"),
+            ("index/zdbfs-meta/i1", "index 1"),
+            ("data/zdbfs-meta/d0", "half a data file"),
+            ("data/zdbfs-meta/d1", "active data"),
+        ],
+    );
     std::fs::create_dir_all(&app.state).unwrap();
     std::fs::write(app.state.join("restoring"), "").unwrap();
     let mut monitor = Monitor::start(&app, "", &[]);
