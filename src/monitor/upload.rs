@@ -3,14 +3,18 @@
 //! A file counts as uploaded only once `zstor check` on its real path returns the checksum of
 //! exactly the bytes that were stored. Mutable files (index files, namespace descriptors) are
 //! stored from a snapshot, with `--key-path` so the key stays the real path: the hook's
-//! snapshot when it was taken in this boot, else one the monitor takes now. Data files are
-//! stored as they are; if one changes while it is stored (only the active file can), the
-//! upload does not count. A data file that may not replace its verified remote copy
+//! snapshot when it was taken in this boot, else one the monitor takes now. Sealed data files
+//! are stored as they are; if one changes while it is stored, the upload does not count. The
+//! active data file (a stop's job names it, and a restarted zdb appends to it) is stored from a
+//! copy: zstor hashes a file and then reads it again to encode it, so a file that grows in
+//! between would be stored with one content's checksum and another's bytes, over the good
+//! remote copy. A data file that may not replace its verified remote copy
 //! ([`super::replace`]) is never stored.
 
 use super::files::Kind;
 use super::replace::{self, Verdict};
 use super::state::LocalStamp;
+use crate::layout::{highest_file_number, DATA_PREFIX};
 use crate::zstor::{Checksum, Zstor, ZstorError};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -110,13 +114,24 @@ pub fn stamp_of(path: &Path) -> std::io::Result<(u64, i64, u64)> {
 pub fn store(zstor: &Zstor, request: &Request) -> Result<Stored, UploadError> {
     let io = |context: String| move |source| UploadError::Io { context, source };
     let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
-    // The bytes to store, and the directory zstor must key them by.
+    // The bytes to store, what they stand for, and the directory zstor must key them by.
     let mut own_snapshot = None;
-    let (file, key_path) = match &request.source {
+    let active_data = is_active_data(request.kind, &request.path);
+    let (file, bytes, key_path) = match &request.source {
         Source::Snapshot(snapshot) if snapshot.exists() => {
-            (snapshot.clone(), request.path.parent())
+            (snapshot.clone(), Bytes::Snapshot, request.path.parent())
         }
-        _ if request.kind.mutable() => {
+        _ if request.kind.mutable() || active_data => {
+            let live = match stamp_of(&request.path) {
+                Ok(stamp) => stamp,
+                Err(e) if gone(&e) => return Err(UploadError::Gone(request.path.clone())),
+                Err(e) => {
+                    return Err(UploadError::Io {
+                        context: format!("cannot stat {}", request.path.display()),
+                        source: e,
+                    })
+                }
+            };
             // zstor keys the copy by `--key-path` and the copy's own file name, so the copy
             // keeps the real file's name, in a directory of its own.
             let dir = request.scratch_dir.join(unique().to_string());
@@ -135,24 +150,54 @@ pub fn store(zstor: &Zstor, request: &Request) -> Result<Stored, UploadError> {
             .inspect_err(|_| {
                 let _ = std::fs::remove_dir_all(own_snapshot.as_ref().unwrap());
             })?;
-            (snapshot, request.path.parent())
+            let bytes = if active_data {
+                Bytes::CopyOfLive { live }
+            } else {
+                Bytes::Snapshot
+            };
+            (snapshot, bytes, request.path.parent())
         }
-        _ => (request.path.clone(), None),
+        _ => (request.path.clone(), Bytes::Live, None),
     };
-    let result = store_file(zstor, request, &file, key_path);
+    let result = store_file(zstor, request, &file, bytes, key_path);
     if let Some(dir) = own_snapshot {
         let _ = std::fs::remove_dir_all(dir);
     }
     result
 }
 
+/// What the bytes handed to zstor stand for.
+#[derive(Debug, Clone, Copy)]
+enum Bytes {
+    /// The live file itself (a sealed data file): it must not change while it is stored.
+    Live,
+    /// A copy of the live data file, taken when the live file had this stamp: a prefix of what
+    /// the file holds by the time it is stored.
+    CopyOfLive {
+        /// The live file's (size, mtime, inode) just before the copy.
+        live: (u64, i64, u64),
+    },
+    /// A snapshot of an index file or descriptor: says nothing of the live file.
+    Snapshot,
+}
+
+/// Whether `path` is the active data file of its namespace (none numbered higher beside it).
+fn is_active_data(kind: Kind, path: &Path) -> bool {
+    let Kind::Data(number) = kind else {
+        return false;
+    };
+    path.parent()
+        .and_then(|dir| highest_file_number(dir, DATA_PREFIX))
+        .is_none_or(|highest| highest <= number)
+}
+
 fn store_file(
     zstor: &Zstor,
     request: &Request,
     file: &Path,
+    bytes: Bytes,
     key_path: Option<&Path>,
 ) -> Result<Stored, UploadError> {
-    let live = file == request.path;
     let before = match stamp_of(file) {
         Ok(stamp) => stamp,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -169,10 +214,15 @@ fn store_file(
         context: format!("cannot read {}", file.display()),
         source,
     })?;
-    let local = live.then_some(LocalStamp {
+    let local = match bytes {
+        Bytes::Live => Some((before.1, before.2)),
+        Bytes::CopyOfLive { live } => Some((live.1, live.2)),
+        Bytes::Snapshot => None,
+    }
+    .map(|(mtime_ns, inode)| LocalStamp {
         size: before.0,
-        mtime_ns: before.1,
-        inode: before.2,
+        mtime_ns,
+        inode,
         checksum,
     });
     if request.known_remote == Some(checksum) {
@@ -183,7 +233,7 @@ fn store_file(
             backend_set: request.backend_set,
         });
     }
-    if live {
+    if local.is_some() {
         let prefix = |len| Checksum::of_prefix(file, len);
         let verdict = replace::judge(
             request.kind,
@@ -205,7 +255,7 @@ fn store_file(
         }
     }
     zstor.store(file, key_path)?;
-    if live && stamp_of(file).ok() != Some(before) {
+    if matches!(bytes, Bytes::Live) && stamp_of(file).ok() != Some(before) {
         return Err(UploadError::Changed(file.to_path_buf()));
     }
     Ok(Stored {
@@ -232,4 +282,25 @@ pub fn verify(zstor: &Zstor, path: &Path, stored: &Stored) -> Result<(), UploadE
 fn unique() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_active_data_file_is_the_highest_numbered_one() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["d0", "d1", "i1"] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let active = |kind| is_active_data(kind, &dir.path().join("d1"));
+        assert!(active(Kind::Data(1)));
+        assert!(!is_active_data(Kind::Data(0), &dir.path().join("d0")));
+        assert!(
+            !active(Kind::Index(1)),
+            "index files are snapshotted anyway"
+        );
+        assert!(is_active_data(Kind::Data(0), Path::new("/gone/d0")));
+    }
 }

@@ -245,6 +245,81 @@ fn check_nothing_is_uploaded_while_a_restore_is_unfinished(stack: &Stack) {
     });
 }
 
+/// zstor hashes a file, then reads it again to encode it (contracts §8): an active data file
+/// that zdb appends to while it is stored would be stored with one content's checksum and
+/// another's bytes, replacing the good remote copy. The active data file (a stop's job names
+/// it; a restarted zdb appends to it) is stored from a private copy, so what the backends hold
+/// always matches its checksum.
+#[test]
+fn an_active_data_file_appended_to_while_it_is_stored_keeps_a_whole_remote_copy() {
+    support::upstream::each_stack(
+        check_an_active_data_file_appended_to_while_it_is_stored_keeps_a_whole_remote_copy,
+    );
+}
+
+fn check_an_active_data_file_appended_to_while_it_is_stored_keeps_a_whole_remote_copy(
+    stack: &Stack,
+) {
+    use qsfs::spool::{JobFile, Trigger};
+    use std::io::Write;
+    let app = Appliance::on(stack, "");
+    let data = app.data.join("zdbfs-data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("d0"), b"sealed").unwrap();
+    let active = data.join("d1");
+    let block: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&active, block.repeat(64)).unwrap();
+    let spool = app.spool();
+    spool.create().unwrap();
+    let mut job = spool.new_job(Trigger::Close, "zdbfs-data");
+    job.files.push(JobFile {
+        path: active.clone(),
+        snapshot: None,
+    });
+    spool.write(&job).unwrap();
+
+    // zdb, restarted after the stop, appends to the file the whole time it is stored.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let appender = {
+        let (stop, active, block) = (stop.clone(), active.clone(), block.clone());
+        std::thread::spawn(move || {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&active)
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                file.write_all(&block[..4096]).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let mut monitor = Monitor::start(&app, "", &[]);
+    monitor.wait_status("a store of the active file ended", |s| {
+        s.uploads.verified_total + s.uploads.failed_total >= 1
+    });
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    monitor.wait();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    appender.join().unwrap();
+
+    let grown = std::fs::read(&active).unwrap();
+    std::fs::remove_file(&active).unwrap();
+    let remote = app.zstor().check(&active).unwrap().expect("stored");
+    app.zstor().retrieve(&active).unwrap();
+    let retrieved = std::fs::read(&active).unwrap();
+    assert_eq!(
+        Checksum::of_bytes(&retrieved),
+        remote,
+        "the remote copy's bytes ({} of them) match its checksum:\n{}",
+        retrieved.len(),
+        monitor.log()
+    );
+    assert!(
+        grown.starts_with(&retrieved) && retrieved.len() >= 64 * block.len(),
+        "the remote copy is a whole prefix of the file, at least what the stop saw"
+    );
+}
+
 #[test]
 fn eviction_deletes_only_verified_sealed_files_oldest_first() {
     support::upstream::each_stack(check_eviction_deletes_only_verified_sealed_files_oldest_first);
