@@ -25,5 +25,6 @@ pub mod spool;
 pub mod systemd;
 pub mod wire;
 pub mod zdb;
+pub mod zdb_busy;
 pub mod zdbfs;
 pub mod zstor;

@@ -49,6 +49,27 @@ impl Process {
         let start = start_time(&stat)?;
         Some(Process(format!("{} {pid} {start}", boot.trim())))
     }
+
+    /// Whether the process `recorded` (as [`Process`]'s text gives it) still runs: the same pid
+    /// with the same start time. The boot id is not compared: in a container the boot id of a
+    /// unit with a /proc of its own (`ProtectProc=`) is the kernel's, not the container's.
+    pub fn runs(recorded: &str) -> bool {
+        let Some((_, pid_and_start)) = recorded.split_once(' ') else {
+            return false;
+        };
+        pid_and_start
+            .split_whitespace()
+            .next()
+            .and_then(|pid| pid.parse().ok())
+            .and_then(Process::of)
+            .is_some_and(|now| now.0.split_once(' ').map(|(_, rest)| rest) == Some(pid_and_start))
+    }
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Field 22 of `/proc/<pid>/stat`, the start time: counted after the command name, which is

@@ -3,19 +3,50 @@
 use super::config::{HealthConfig, HealthSettings};
 use super::probes::{disk, human, monitor, mount, s3, units, zdb, zstor, Finding, Lane, ProbeName};
 use super::{Outcome, State};
-use crate::config::appliance::Paths;
+use crate::config::appliance::{HookSettings, Paths};
 use crate::restore_marks::Marks;
 use crate::systemd::UnitControl;
+use crate::zdb_busy::{self, Busy};
 use std::time::{Duration, Instant};
 
 /// Extra time the outer safety timeout grants a probe beyond its own timeout.
 const GRACE: Duration = Duration::from_millis(500);
+
+/// How long a hook may overrun its own deadline (it stops zstor, cleans up and exits) before a
+/// zdb that still waits for it counts as hung.
+const HOOK_OVERRUN: Duration = Duration::from_secs(30);
+
+/// zdb answers nobody while it waits for a blocking hook: a timeout of zdb, of the mount or of
+/// S3 above it then says so and counts towards no restart (a restart would start the read
+/// again), for as long as the hook may run by its own deadline.
+fn while_zdb_waits(outcome: Outcome, busy: Option<&Busy>, hook: &HookSettings) -> Outcome {
+    let Some(busy) = busy.filter(|_| outcome.restart_may_help) else {
+        return outcome;
+    };
+    let deadline = match busy.event.as_str() {
+        "namespaces-init" => hook.restore_timeout,
+        _ => hook.missing_data_timeout,
+    };
+    if busy.running_for > deadline + HOOK_OVERRUN {
+        return outcome;
+    }
+    Outcome::new(
+        State::Degraded,
+        format!(
+            "busy: {} for {} s; {}",
+            busy.event,
+            busy.running_for.as_secs(),
+            outcome.reason
+        ),
+    )
+}
 
 /// Every probe, set up once from the appliance config (`check` uses it for one round, `serve`
 /// for every round).
 pub struct Probes<U> {
     settings: HealthSettings,
     paths: Paths,
+    hook: HookSettings,
     units: Result<U, String>,
     zdb: Lane,
     mount: Lane,
@@ -30,6 +61,7 @@ impl<U: UnitControl + Sync> Probes<U> {
         Probes {
             settings: config.health.clone(),
             paths: config.paths.clone(),
+            hook: config.hook.clone(),
             units,
             zdb: Lane::new(),
             mount: Lane::new(),
@@ -61,6 +93,13 @@ impl<U: UnitControl + Sync> Probes<U> {
                 State::Unknown,
                 format!("the probe did not finish within {}", human(timeout)),
             ),
+        };
+        let outcome = match probe {
+            ProbeName::Zdb | ProbeName::Mount | ProbeName::S3 => {
+                let busy = zdb_busy::current(&self.paths.state_dir);
+                while_zdb_waits(outcome, busy.as_ref(), &self.hook)
+            }
+            _ => outcome,
         };
         Finding {
             probe,
@@ -128,5 +167,48 @@ impl<U: UnitControl + Sync> Probes<U> {
             pick(ProbeName::Disk),
         );
         [a, b, c, d, e, f, g].into_iter().flatten().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_while_zdb_waits_for_its_hook_is_busy_until_the_hook_overran() {
+        let hook = HookSettings::default();
+        let busy = |secs| Busy {
+            event: "missing-data".into(),
+            running_for: Duration::from_secs(secs),
+        };
+        let hung = || Outcome::unresponsive("PING: no answer within 300 ms");
+        let outcome = while_zdb_waits(hung(), Some(&busy(45)), &hook);
+        assert_eq!(outcome.state, State::Degraded);
+        assert_eq!(
+            outcome.reason,
+            "busy: missing-data for 45 s; PING: no answer within 300 ms"
+        );
+        assert!(!outcome.restart_may_help);
+
+        let overran = hook.missing_data_timeout + HOOK_OVERRUN + Duration::from_secs(1);
+        let outcome = while_zdb_waits(hung(), Some(&busy(overran.as_secs())), &hook);
+        assert!(
+            outcome.restart_may_help,
+            "a hook past its deadline: zdb is hung"
+        );
+        assert!(while_zdb_waits(hung(), None, &hook).restart_may_help);
+
+        let restore = Busy {
+            event: "namespaces-init".into(),
+            running_for: overran,
+        };
+        assert!(!while_zdb_waits(hung(), Some(&restore), &hook).restart_may_help);
+
+        // What is not a timeout is reported as it is.
+        let wrong = Outcome::new(State::Failed, "mode userkey");
+        assert_eq!(
+            while_zdb_waits(wrong, Some(&busy(5)), &hook).reason,
+            "mode userkey"
+        );
     }
 }

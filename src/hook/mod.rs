@@ -23,6 +23,7 @@ use crate::logging::message_id;
 use crate::notify::Notifier;
 use crate::restore_marks::{Marks, Process};
 use crate::spool::{Job, JobFile, Spool, Trigger};
+use crate::zdb_busy;
 use crate::zstor::{Checksum, Zstor, ZstorError};
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
@@ -778,7 +779,12 @@ pub fn run(event_name: &str, instance: &str, args: &[OsString]) -> i32 {
         Ok(config) => config,
         Err(e) => return refuse(e.to_string(), e.exit_code()),
     };
+    // While zdb waits, `qsfs-health` knows why it does not answer.
+    let busy = event
+        .is_blocking()
+        .then(|| zdb_busy::Mark::begin(&config.paths.state_dir, event_name));
     let result = Hook::new(config).handle(&event);
+    drop(busy);
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(handled) => {

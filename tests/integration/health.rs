@@ -408,6 +408,83 @@ async fn zdb_probe_on(stack: &support::upstream::Stack) {
     assert!(f.outcome.restart_may_help);
 }
 
+/// zdb answers nobody while it waits for a long `missing-data`: its probe says it is busy and
+/// asks for no restart, the read succeeds, and once the hook is done the probe is ok again.
+#[tokio::test]
+async fn a_zdb_waiting_for_a_slow_missing_data_is_busy_not_failed() {
+    for stack in support::upstream::stacks() {
+        eprintln!("---- on {}", stack.label());
+        busy_on(&stack).await;
+    }
+}
+
+async fn busy_on(stack: &support::upstream::Stack) {
+    let app = support::Appliance::on(stack, "[hook]\nmissing_data_timeout_secs = 30\n");
+    let mut zdb = app.start_zdb(&["--datasize", "512k"], &[]);
+    let mut c = zdb.client();
+    crate::hook::create_seq_namespace(&mut c, "zdbfs-data");
+    let mut seed = 0;
+    let written = crate::hook::write_until_rotated(&app, &mut c, "zdbfs-data", 1, &mut seed);
+    support::wait_for("the jump-data job", || {
+        app.jobs()
+            .iter()
+            .any(|j| j.event == qsfs::spool::Trigger::JumpData)
+            .then_some(())
+    });
+    app.drain_spool();
+
+    // Every retrieve takes 4 s, many times the probe's timeout.
+    let slow = app.dir.path().join("slow-zstor");
+    let zstor = stack.zstor.path.display().to_string();
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" retrieve \"*) sleep 4;; esac\nexec {zstor} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&slow, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = std::fs::read_to_string(&app.qsfs_config).unwrap();
+    std::fs::write(
+        &app.qsfs_config,
+        config.replace(&zstor, &slow.display().to_string()),
+    )
+    .unwrap();
+    std::fs::remove_file(app.data.join("zdbfs-data/d0")).unwrap();
+    let evicted = written.into_iter().find(|w| w.file == 0).unwrap();
+    let mut reader = zdb.client();
+    reader.select("zdbfs-data", None).unwrap();
+    let key = evicted.key.clone();
+    let read = std::thread::spawn(move || crate::hook::get(&mut reader, &key));
+
+    support::wait_for("zdb marked busy", || qsfs::zdb_busy::current(&app.state));
+    let config = zdb_config(&app, &["zdbfs-data"], 300);
+    let f = probes(&config).run(ProbeName::Zdb).await;
+    assert_eq!(f.outcome.state, State::Degraded, "{:?}", f.outcome);
+    assert!(
+        f.outcome.reason.starts_with("busy: missing-data for "),
+        "{}",
+        f.outcome.reason
+    );
+    assert!(
+        !f.outcome.restart_may_help,
+        "a restart would start the read again"
+    );
+
+    assert_eq!(
+        read.join().unwrap().unwrap(),
+        evicted.value,
+        "the read succeeds"
+    );
+    assert_eq!(qsfs::zdb_busy::current(&app.state), None);
+    assert!(
+        !app.state.join("zdb-busy").exists(),
+        "the hook removed its mark"
+    );
+    let f = probes(&config).run(ProbeName::Zdb).await;
+    assert_eq!(f.outcome.state, State::Ok, "{:?}", f.outcome);
+}
+
 /// A restore that refused (or has not finished) is what the zdb probe reports, and not as a
 /// failure a restart fixes: a restart would only run the restore again.
 #[tokio::test]

@@ -27,7 +27,7 @@ fn value(seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn create_seq_namespace(client: &mut Client, namespace: &str) {
+pub(crate) fn create_seq_namespace(client: &mut Client, namespace: &str) {
     client.nsnew(namespace).unwrap();
     client.nsset(namespace, "mode", "seq").unwrap();
 }
@@ -44,7 +44,7 @@ fn append(client: &mut Client, data: &[u8]) -> Vec<u8> {
     }
 }
 
-fn get(client: &mut Client, key: &[u8]) -> Result<Vec<u8>, qsfs::zdb::ZdbError> {
+pub(crate) fn get(client: &mut Client, key: &[u8]) -> Result<Vec<u8>, qsfs::zdb::ZdbError> {
     match client.command(&[b"GET", key])? {
         Reply::Bulk(data) => Ok(data),
         other => panic!("GET answered {other:?}"),
@@ -77,14 +77,14 @@ fn summaries(jobs: &[Job]) -> Vec<JobSummary> {
 
 /// A value written by the test, and the data file it went into.
 #[derive(Clone)]
-struct Written {
-    key: Vec<u8>,
-    value: Vec<u8>,
-    file: u32,
+pub(crate) struct Written {
+    pub(crate) key: Vec<u8>,
+    pub(crate) value: Vec<u8>,
+    pub(crate) file: u32,
 }
 
 /// Writes to `namespace` until its data file has rotated `rotations` more times.
-fn write_until_rotated(
+pub(crate) fn write_until_rotated(
     app: &Appliance,
     client: &mut Client,
     namespace: &str,

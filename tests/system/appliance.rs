@@ -600,10 +600,11 @@ fn scenario_2_s3_put_and_get() {
 }
 
 /// Scenario 3: enough PUTs to rotate zdb's data files; every sealed file is verified remote,
-/// the hook's events are in the journal, the monitor reports its uploads to systemd.
+/// the hook's events are in the journal, the monitor reports its uploads to systemd. Then a
+/// read of an evicted data file slower than qsfs-health's thresholds restarts nothing.
 #[test]
 #[ignore = "needs root and systemd-nspawn: run tests/run"]
-fn scenario_3_rotations_verified_uploads_journal() {
+fn scenario_3_rotations_verified_uploads_journal_slow_read() {
     let started = started_appliance("qsfs-rotations", "");
     let appliance = &started.appliance;
     let _t = Timing::start("3 rotations, verified uploads, journal");
@@ -638,6 +639,73 @@ fn scenario_3_rotations_verified_uploads_journal() {
     );
     let status = appliance.ok("systemctl status --no-pager qsfs-monitor.service");
     assert!(status.contains("Status: \"uploads:"), "{status}");
+    appliance.wait_healthy(Duration::from_secs(60));
+    a_slow_read_of_an_evicted_file_restarts_nothing(appliance, started.work.path());
+}
+
+/// zdb answers nobody while its `missing-data` hook retrieves a file: a retrieve of 40 s, longer
+/// than qsfs-health's 3 rounds of 10 s, is reported as zdb being busy, no unit is restarted,
+/// and the read succeeds.
+fn a_slow_read_of_an_evicted_file_restarts_nothing(appliance: &Appliance, dir: &Path) {
+    let _t = Timing::start("3 a slow read of an evicted file");
+    let units = [
+        "qsfs-zdb.service",
+        "qsfs-zdbfs.service",
+        "qsfs-minio.service",
+    ];
+    let pids = || -> Vec<String> {
+        units
+            .iter()
+            .map(|u| appliance.ok(&format!("systemctl show -P MainPID {u}")))
+            .collect()
+    };
+    let before = pids();
+    appliance.ok(
+        "cd /var/zdbfs/bin && mv zstor zstor.real && \
+         printf '#!/bin/sh\\ncase \" $* \" in *\" retrieve \"*) sleep 40;; esac\\nexec /var/zdbfs/bin/zstor.real \"$@\"\\n' > zstor && \
+         chmod 755 zstor",
+    );
+    // Evicted as the monitor evicts (d0 is verified remote), with no copy left in zdbfs's
+    // cache or the kernel's.
+    wait_for_a_flush(appliance);
+    appliance.ok("rm /var/zdbfs/data/zdbfs-data/d0 && sync");
+    std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+
+    std::thread::scope(|scope| {
+        let read = scope.spawn(|| appliance.get(dir, "photos", "object-0"));
+        let mut last = serde_json::Value::Null;
+        let busy = wait_for(Duration::from_secs(60), || {
+            last = appliance.health();
+            let zdb = last["probes"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "zdb")?;
+            let reason = zdb["reason"].as_str()?;
+            reason
+                .starts_with("busy: missing-data for ")
+                .then(|| zdb.clone())
+        })
+        .unwrap_or_else(|| panic!("zdb was not reported busy: {last:#}\n{}", appliance.dump()));
+        assert_eq!(busy["state"], "degraded", "{busy:#}");
+        assert_eq!(
+            read.join().unwrap().as_deref(),
+            Ok(object(0).as_slice()),
+            "the slow read succeeds:\n{}",
+            appliance.dump()
+        );
+    });
+    appliance.ok("mv /var/zdbfs/bin/zstor.real /var/zdbfs/bin/zstor");
+    assert_eq!(
+        pids(),
+        before,
+        "no unit was restarted:\n{}",
+        appliance.dump()
+    );
+    let restarts = appliance.ok(&format!(
+        "journalctl --no-pager -o cat MESSAGE_ID={}",
+        qsfs::logging::message_id::HEALTH_RESTART_REQUESTED
+    ));
+    assert_eq!(restarts.trim(), "", "qsfs-health asked for no restart");
     appliance.wait_healthy(Duration::from_secs(60));
 }
 
