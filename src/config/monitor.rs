@@ -96,6 +96,13 @@ pub struct MonitorConfig {
     /// Namespaces whose sealed, verified data files may be evicted.
     #[serde(default = "default_evict_namespaces")]
     pub evict_namespaces: Vec<String>,
+    /// How long a data file that a read brought back (`missing-data`) stays local at least.
+    #[serde(
+        rename = "evict_keep_retrieved_secs",
+        default = "default_keep_retrieved",
+        deserialize_with = "secs"
+    )]
+    pub evict_keep_retrieved: Duration,
     /// How often every backend is checked with NSINFO.
     #[serde(
         rename = "backend_check_interval_secs",
@@ -197,6 +204,9 @@ fn default_reconcile_interval() -> Duration {
 }
 fn default_eviction_interval() -> Duration {
     Duration::from_secs(60)
+}
+fn default_keep_retrieved() -> Duration {
+    Duration::from_secs(600)
 }
 fn default_evict_namespaces() -> Vec<String> {
     vec![layout::DATA_NAMESPACE.to_string()]

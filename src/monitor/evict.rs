@@ -4,7 +4,8 @@
 //! Never the active data file, never a file whose content is not the verified one (its size,
 //! mtime and inode must still match the record that says so), never one whose remote copy was
 //! written for another backend set than the current one, least recently used first: by
-//! access time where the filesystem records it, else the oldest file number first. The size
+//! access time where the filesystem records it, else by modification time (zdb seals files in
+//! number order; a file `missing-data` brought back was written when it came back). The size
 //! counted is that of every data file (the active one included) of the evictable namespaces,
 //! which with the default `["zdbfs-data"]` is the directory upstream's monitor measured.
 //!
@@ -14,6 +15,11 @@
 //! one transaction, so a file is never recorded evicted before it is gone, and one deleted by
 //! a run that stopped before recording it is recognised as evicted by the next
 //! reconciliation.
+//!
+//! No thrash: a data file that zdb's `missing-data` brought back is read, so it stays local for
+//! at least [`Scope::keep_retrieved`] after it came back, and it is never evicted as the only
+//! candidate (each read would block zdb for another retrieve, and it would free room for
+//! nothing else).
 //!
 //! No eviction at all runs while [`held_back`] gives a reason: a backend that is not known to
 //! answer, or a rebuild onto a changed backend set that has not finished. That is exactly when
@@ -29,6 +35,7 @@ use std::collections::BinaryHeap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Most files deleted and recorded per state transaction: small enough that writing one
 /// (without its sync, which runs unlocked) holds the state lock a few milliseconds.
@@ -96,6 +103,8 @@ pub struct Scope<'a> {
     pub limit: u64,
     /// Only files whose remote copy is on this backend set are evicted.
     pub backend_set: u64,
+    /// How long a file brought back by `missing-data` stays local at least.
+    pub keep_retrieved: Duration,
     /// Checked before each batch: cleared when a backend stops answering or the backend set
     /// changes while the eviction runs, it stops there.
     pub allowed: &'a AtomicBool,
@@ -108,13 +117,21 @@ pub fn run(
     scope: &Scope,
     fs: &(impl EvictFs + ?Sized),
 ) -> Result<Outcome, String> {
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let rules = Rules {
+        backend_set: scope.backend_set,
+        by_atime: records_atime(&roots.data),
+        retrieved_kept_after_ns: now_ns.saturating_sub(scope.keep_retrieved.as_nanos()) as i64,
+    };
     let (mut used, delete) = choose(
         |visit| roots.scan_each(visit),
         |key| lock(state).get(key).copied(),
         scope.namespaces,
         scope.limit,
-        scope.backend_set,
-        records_atime(&roots.data),
+        &rules,
     )
     .map_err(|e| e.to_string())?;
     let limit = scope.limit;
@@ -134,7 +151,8 @@ pub fn run(
     }
     if used > limit {
         tracing::warn!(
-            "the cache uses {used} bytes, over its limit of {limit}: the other data files are not verified remote yet or are active"
+            "the cache uses {used} bytes, over its limit of {limit}: the other data files are \
+             not verified remote yet, active, or brought back by a read recently"
         );
     }
     Ok(Outcome { evicted, used })
@@ -148,8 +166,7 @@ fn choose(
     record: impl Fn(&str) -> Option<FileRecord>,
     namespaces: &[String],
     limit: u64,
-    backend_set: u64,
-    by_atime: bool,
+    rules: &Rules,
 ) -> std::io::Result<(u64, Vec<LocalFile>)> {
     let mut used = 0;
     scan(&mut |file| {
@@ -160,7 +177,7 @@ fn choose(
     if used <= limit {
         return Ok((used, Vec::new()));
     }
-    let mut selection = Selection::new(namespaces, by_atime, used - limit, backend_set);
+    let mut selection = Selection::new(namespaces, rules, used - limit);
     scan(&mut |file| {
         if selection.eligible(&file) {
             let record = record(&file.key);
@@ -241,6 +258,7 @@ fn evict_batch<'a>(
                     local: None,
                     evicted: true,
                     evicting: false,
+                    retrieved: false,
                     ..record
                 };
                 guard.set(&file.key, evicted);
@@ -286,20 +304,33 @@ fn in_scope(file: &LocalFile, namespaces: &[String]) -> bool {
     matches!(file.kind, Kind::Data(_)) && namespaces.contains(&file.namespace)
 }
 
+/// Which verified files an eviction may choose, and in what order.
+struct Rules {
+    /// Only files whose remote copy is on this backend set.
+    backend_set: u64,
+    /// Least recently used by access time (else by modification time).
+    by_atime: bool,
+    /// A file `missing-data` brought back stays until its mtime is older than this
+    /// (nanoseconds since the epoch).
+    retrieved_kept_after_ns: i64,
+}
+
 /// Picks the least recently used evictable files that free at least `need` bytes, keeping only
 /// those in memory however many files it is offered.
 struct Selection<'a> {
     namespaces: &'a [String],
-    by_atime: bool,
+    rules: &'a Rules,
     need: u64,
-    backend_set: u64,
     chosen: BinaryHeap<Candidate>,
     chosen_bytes: u64,
+    /// Files that could be chosen; a retrieved file is never evicted as the only one.
+    candidates: usize,
 }
 
 /// An evictable file and its place in the eviction order.
 struct Candidate {
     order: (i64, u32, String),
+    retrieved: bool,
     file: LocalFile,
 }
 
@@ -321,15 +352,15 @@ impl Ord for Candidate {
 }
 
 impl<'a> Selection<'a> {
-    /// A selection for `need` bytes among files verified on `backend_set`.
-    pub fn new(namespaces: &'a [String], by_atime: bool, need: u64, backend_set: u64) -> Self {
+    /// A selection for `need` bytes.
+    pub fn new(namespaces: &'a [String], rules: &'a Rules, need: u64) -> Self {
         Selection {
             namespaces,
-            by_atime,
+            rules,
             need,
-            backend_set,
             chosen: BinaryHeap::new(),
             chosen_bytes: 0,
+            candidates: 0,
         }
     }
 
@@ -338,23 +369,36 @@ impl<'a> Selection<'a> {
         in_scope(file, self.namespaces) && !file.active
     }
 
-    /// Considers one file with its record: eligible and verified as it is, or it is ignored.
+    /// Considers one file with its record: eligible, verified as it is and not kept, or it is
+    /// ignored.
     pub fn offer(&mut self, file: LocalFile, record: Option<&FileRecord>) {
-        let verified = record.is_some_and(|r| verified_as_is(r, &file, self.backend_set));
-        if !self.eligible(&file) || !verified {
+        let Some(record) = record.filter(|r| verified_as_is(r, &file, self.rules.backend_set))
+        else {
+            return;
+        };
+        if !self.eligible(&file) {
             return;
         }
+        if record.retrieved && file.mtime_ns > self.rules.retrieved_kept_after_ns {
+            return;
+        }
+        self.candidates += 1;
         let number = match file.kind {
             Kind::Data(n) | Kind::Index(n) => n,
             Kind::Descriptor => 0,
         };
-        let order = if self.by_atime {
-            (file.atime_ns, number, file.namespace.clone())
+        let used = if self.rules.by_atime {
+            file.atime_ns
         } else {
-            (0, number, file.namespace.clone())
+            file.mtime_ns
         };
+        let order = (used, number, file.namespace.clone());
         self.chosen_bytes += file.size;
-        self.chosen.push(Candidate { order, file });
+        self.chosen.push(Candidate {
+            order,
+            retrieved: record.retrieved,
+            file,
+        });
         // Drop the most recently used while the others still free enough.
         while let Some(last) = self.chosen.peek() {
             if self.chosen_bytes - last.file.size < self.need {
@@ -367,6 +411,9 @@ impl<'a> Selection<'a> {
 
     /// The files to delete, least recently used first.
     pub fn finish(self) -> Vec<LocalFile> {
+        if self.candidates == 1 && self.chosen.peek().is_some_and(|only| only.retrieved) {
+            return Vec::new();
+        }
         self.chosen
             .into_sorted_vec()
             .into_iter()
@@ -418,6 +465,7 @@ mod tests {
                 remote: Some(local.checksum),
                 evicted: false,
                 evicting: false,
+                retrieved: false,
                 backend_set: 0,
             },
         );
@@ -431,6 +479,21 @@ mod tests {
         limit: u64,
         by_atime: bool,
     ) -> (u64, Vec<String>, u64) {
+        let rules = Rules {
+            backend_set: 0,
+            by_atime,
+            retrieved_kept_after_ns: i64::MAX,
+        };
+        plan_by(files, state, ns, limit, &rules)
+    }
+
+    fn plan_by(
+        files: &[LocalFile],
+        state: &State,
+        ns: &[String],
+        limit: u64,
+        rules: &Rules,
+    ) -> (u64, Vec<String>, u64) {
         let (used, delete) = choose(
             |visit| {
                 files.iter().cloned().for_each(visit);
@@ -439,8 +502,7 @@ mod tests {
             |key| state.get(key).copied(),
             ns,
             limit,
-            0,
-            by_atime,
+            rules,
         )
         .unwrap();
         let freed: u64 = delete.iter().map(|f| f.size).sum();
@@ -501,6 +563,88 @@ mod tests {
             keys(plan(&files, &state, &ns, 0, false)),
             ["data/zdbfs-data/d1"]
         );
+    }
+
+    #[test]
+    fn a_file_brought_back_by_a_read_is_kept_for_a_while_and_never_evicted_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(dir.path()).unwrap();
+        let ns = vec!["zdbfs-data".to_string()];
+        // d0 was evicted, then read back at time 1000; d1 was sealed at time 500.
+        let mut d0 = file("zdbfs-data", 0, 100, 0, false);
+        d0.mtime_ns = 1000;
+        let mut d1 = file("zdbfs-data", 1, 100, 0, false);
+        d1.mtime_ns = 500;
+        let active = file("zdbfs-data", 2, 100, 0, true);
+        for f in [&d0, &d1] {
+            verify(&mut state, f);
+        }
+        let mut retrieved = *state.get(&d0.key).unwrap();
+        retrieved.retrieved = true;
+        state.set(&d0.key, retrieved);
+        let rules = |kept_after: i64| Rules {
+            backend_set: 0,
+            by_atime: false,
+            retrieved_kept_after_ns: kept_after,
+        };
+        let keys =
+            |files: &[LocalFile], limit, rules: &Rules| plan_by(files, &state, &ns, limit, rules).1;
+        let files = [d0.clone(), d1.clone(), active.clone()];
+
+        // Within its keep time d0 stays, even far over the limit.
+        assert_eq!(keys(&files, 0, &rules(999)), ["data/zdbfs-data/d1"]);
+        // After it, least recently used first: by mtime d1 (sealed before d0 came back), not
+        // d0 for its lower number.
+        assert_eq!(keys(&files, 200, &rules(1000)), ["data/zdbfs-data/d1"]);
+        assert_eq!(
+            keys(&files, 0, &rules(1000)),
+            ["data/zdbfs-data/d1", "data/zdbfs-data/d0"]
+        );
+        // The only candidate left: kept, whatever its age.
+        let alone = [d0.clone(), active.clone()];
+        assert_eq!(keys(&alone, 0, &rules(i64::MAX)), Vec::<String>::new());
+        // A sealed file that was never evicted goes as the only candidate.
+        let never_evicted = [d1.clone(), active];
+        assert_eq!(keys(&never_evicted, 0, &rules(0)), ["data/zdbfs-data/d1"]);
+    }
+
+    #[test]
+    fn reconciliation_records_a_file_read_back_after_its_eviction_as_retrieved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (roots, state) = cache(dir.path(), 4);
+        let path = |n: u32| roots.data.join(format!("zdbfs-data/d{n}"));
+        let (namespaces, allowed) = (namespaces(), AtomicBool::new(true));
+        let scope = |limit, keep_secs| Scope {
+            namespaces: &namespaces,
+            limit,
+            backend_set: 0,
+            keep_retrieved: Duration::from_secs(keep_secs),
+            allowed: &allowed,
+        };
+        let evicted = |scope: Scope| run(&roots, &state, &scope, &RealFs).unwrap().evicted;
+        assert_eq!(evicted(scope(300, 0)), 1);
+        assert!(!path(0).exists());
+        // missing-data brings it back (the remote copy's checksum is the real one here).
+        std::fs::write(path(0), [0u8; 100]).unwrap();
+        {
+            let mut state = lock(&state);
+            let record = *state.get("data/zdbfs-data/d0").unwrap();
+            let remote = Some(Checksum::of_file(&path(0)).unwrap());
+            state.set("data/zdbfs-data/d0", FileRecord { remote, ..record });
+        }
+        super::super::reconcile::run(&roots, &state, 0).unwrap();
+        let record = *lock(&state).get("data/zdbfs-data/d0").unwrap();
+        assert!(record.verified() && record.retrieved, "{record:?}");
+
+        // Kept for an hour: the eviction takes d1 instead.
+        assert_eq!(evicted(scope(300, 3600)), 1);
+        assert!(path(0).exists() && !path(1).exists());
+        // Past its keep time it is the most recently used: d2 goes first.
+        assert_eq!(evicted(scope(200, 0)), 1);
+        assert!(path(0).exists() && !path(2).exists());
+        // The only candidate left (d3 is active): kept.
+        assert_eq!(evicted(scope(0, 0)), 0);
+        assert!(path(0).exists());
     }
 
     #[test]
@@ -567,6 +711,7 @@ mod tests {
             namespaces: &namespaces,
             limit,
             backend_set: 0,
+            keep_retrieved: Duration::ZERO,
             allowed: &allowed,
         };
         run(roots, state, &scope, fs)
@@ -609,6 +754,7 @@ mod tests {
             namespaces: &namespaces,
             limit: 0,
             backend_set: 0,
+            keep_retrieved: Duration::ZERO,
             allowed: &allowed,
         };
         let outcome = run(&roots, &state, &scope, &fs).unwrap();

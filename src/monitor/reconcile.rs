@@ -87,13 +87,14 @@ pub fn run(roots: &Roots, state: &Mutex<State>, backend_set: u64) -> std::io::Re
                     inode: file.inode,
                     checksum,
                 };
-                // A file zdb brought back is tracked again.
+                // A file zdb brought back is tracked again, as retrieved.
                 lock(state).set(
                     &file.key,
                     FileRecord {
                         local: Some(local),
                         evicted: false,
                         evicting: false,
+                        retrieved: record.retrieved || record.evicted,
                         ..record
                     },
                 );

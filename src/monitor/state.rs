@@ -46,6 +46,9 @@ pub struct FileRecord {
     /// Chosen by an eviction that may have deleted it without recording it yet (written
     /// durably before the delete, so a crash in between is recognised as an eviction).
     pub evicting: bool,
+    /// Brought back by zdb's `missing-data` after an eviction: read again since, so kept
+    /// local for a while (see [`super::evict`]).
+    pub retrieved: bool,
     /// The backend set the remote copy was written or rebuilt for.
     pub backend_set: u64,
 }
@@ -69,15 +72,16 @@ impl FileRecord {
         matches!((self.local, self.remote), (Some(local), Some(remote)) if local.checksum == remote)
     }
 
-    /// Version byte, flags (1 local, 2 remote, 4 evicted, 8 evicting: a reader that predates
-    /// a flag ignores it), the local stamp, the remote checksum, the backend set.
+    /// Version byte, flags (1 local, 2 remote, 4 evicted, 8 evicting, 16 retrieved: a reader
+    /// that predates a flag ignores it), the local stamp, the remote checksum, the backend set.
     fn encode(&self) -> [u8; RECORD_LEN] {
         let mut out = [0u8; RECORD_LEN];
         out[0] = RECORD_VERSION;
         out[1] = u8::from(self.local.is_some())
             | u8::from(self.remote.is_some()) << 1
             | u8::from(self.evicted) << 2
-            | u8::from(self.evicting) << 3;
+            | u8::from(self.evicting) << 3
+            | u8::from(self.retrieved) << 4;
         if let Some(local) = self.local {
             out[2..10].copy_from_slice(&local.size.to_le_bytes());
             out[10..18].copy_from_slice(&local.mtime_ns.to_le_bytes());
@@ -108,6 +112,7 @@ impl FileRecord {
             remote: (flags & 2 != 0).then(|| sum_at(42)),
             evicted: flags & 4 != 0,
             evicting: flags & 8 != 0,
+            retrieved: flags & 16 != 0,
             backend_set: u64_at(58),
         })
     }
@@ -521,6 +526,7 @@ mod tests {
             remote: Some(Checksum([n; 16])),
             evicted: n.is_multiple_of(2),
             evicting: n.is_multiple_of(3),
+            retrieved: n == 1,
             backend_set: 0xdead_beef,
         }
     }

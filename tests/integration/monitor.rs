@@ -369,14 +369,39 @@ fn check_eviction_deletes_only_verified_sealed_files_oldest_first(stack: &Stack)
         "{log}"
     );
 
-    // zdb asks for an evicted file: the hook brings it back, and it is not evicted again
-    // before it is verified to be the same content.
+    // zdb asks for an evicted file: the hook brings it back (with no limit, so that nothing
+    // is evicted before it is verified again).
+    std::fs::write(&monitor.config, monitor_config_text(&app, "")).unwrap();
+    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    monitor.wait_status("no limit", |s| s.cache.limit_bytes.is_none());
+    let used = monitor.status().cache.used_bytes;
     let (key, value) = &written[0];
     match c.command(&[b"GET", key]).unwrap() {
         Reply::Bulk(data) => assert_eq!(&data, value),
         other => panic!("{other:?}"),
     }
-    assert_eq!(monitor.status().cache.limit_bytes, Some(1 << 20));
+    // A reconciliation counted it, so it also tracked it again.
+    monitor.wait_status("d0 reconciled", |s| s.cache.used_bytes > used);
+
+    // No thrash: d4 is read after d0, and the cache is limited again. d0 is the least
+    // recently used, yet it stays (brought back by a read, kept for 600 s): d4 goes.
+    std::fs::File::open(dir.join("d4"))
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_accessed(std::time::SystemTime::now()))
+        .unwrap();
+    std::fs::write(
+        &monitor.config,
+        monitor_config_text(&app, "max_zdb_data_dir_size = 1"),
+    )
+    .unwrap();
+    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    let status = monitor.wait_status("one more eviction", |s| s.cache.evicted_total >= 5);
+    assert!(
+        dir.join("d0").exists() && !dir.join("d4").exists(),
+        "{status:?}\n{}",
+        monitor.log()
+    );
+    assert!(status.cache.used_bytes <= 1 << 20, "{status:?}");
 }
 
 #[test]

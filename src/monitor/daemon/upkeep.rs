@@ -107,6 +107,7 @@ impl Daemon {
         }
         let (roots, state, set) = (self.roots.clone(), self.state.clone(), self.backend_set);
         let namespaces = self.config.evict_namespaces.clone();
+        let keep_retrieved = self.config.evict_keep_retrieved;
         let allowed = self.eviction_allowed.clone();
         allowed.store(true, std::sync::atomic::Ordering::SeqCst);
         self.tasks.spawn_blocking(Activity::Evict, move || {
@@ -114,6 +115,7 @@ impl Daemon {
                 namespaces: &namespaces,
                 limit,
                 backend_set: set,
+                keep_retrieved,
                 allowed: &allowed,
             };
             Event::Evicted(evict::run(&roots, &state, &scope, &evict::RealFs))

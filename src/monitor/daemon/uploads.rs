@@ -278,6 +278,7 @@ impl Daemon {
                 local: None,
                 evicted: true,
                 evicting: false,
+                retrieved: false,
                 ..record
             };
             lock(&self.state).set(key, evicted);

@@ -177,6 +177,7 @@ fn main() {
                     remote: Some(checksum),
                     evicted: false,
                     evicting: false,
+                    retrieved: false,
                     backend_set: 0,
                 },
             );
