@@ -117,7 +117,7 @@ pub struct MonitorConfig {
         deserialize_with = "secs"
     )]
     pub backend_grace_period: Duration,
-    /// Connect and answer timeout of one backend check.
+    /// The most one backend check (connect, `SELECT`, `NSINFO`) may take as a whole.
     #[serde(
         rename = "backend_timeout_secs",
         default = "default_backend_timeout",

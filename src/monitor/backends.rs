@@ -111,11 +111,12 @@ pub fn next(
 }
 
 /// Checks one backend: connect, `SELECT` its namespace, `NSINFO`. Blocking, bounded by
-/// `timeout` per step. Errors never show the password.
+/// `timeout` as a whole (a backend that trickles its replies cannot hold it longer). Errors
+/// never show the password.
 pub fn check(backend: &Backend, kind: BackendKind, timeout: Duration) -> Observation {
     let namespace = backend.namespace.as_deref().unwrap_or("default");
     let result =
-        Client::connect(&Endpoint::Tcp(backend.address), timeout).and_then(|mut client| {
+        Client::connect_within(&Endpoint::Tcp(backend.address), timeout).and_then(|mut client| {
             client.select(namespace, backend.password.as_ref())?;
             client.nsinfo(namespace)
         });
@@ -257,6 +258,43 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_that_trickles_its_replies_fails_its_check_at_the_deadline() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        // OK to SELECT, then an NSINFO reply of 2000 bytes, one byte every 100 ms: each read
+        // gets a byte well within the timeout, the whole reply takes 200 s.
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 256];
+            let _ = stream.read(&mut request);
+            let reply = [b"+OK\r\n$2000\r\n".as_slice(), &[b'x'; 2000]].concat();
+            for byte in reply {
+                if stream.write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let backend = Backend {
+            address,
+            namespace: Some("ns".into()),
+            password: None,
+        };
+        let started = std::time::Instant::now();
+        let observation = check(&backend, BackendKind::Data, Duration::from_secs(1));
+        let took = started.elapsed();
+        assert!(
+            matches!(&observation, Observation::Failed(why) if why.contains("did not answer within 1.0 s")),
+            "{observation:?}"
+        );
+        assert!(
+            took < Duration::from_secs(20),
+            "bounded by its deadline: {took:?}"
+        );
+    }
 
     const GRACE: Duration = Duration::from_secs(900);
 

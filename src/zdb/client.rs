@@ -57,6 +57,17 @@ impl Stream {
             Stream::Tcp(s) => s,
         }
     }
+
+    fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()> {
+        match self {
+            Stream::Unix(s) => s
+                .set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout))),
+            Stream::Tcp(s) => s
+                .set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout))),
+        }
+    }
 }
 
 trait ReadWrite: Read + Write {}
@@ -67,6 +78,8 @@ pub struct Client {
     stream: Stream,
     endpoint: String,
     io_timeout: Duration,
+    /// When the connection's whole life ends, if it is bounded ([`Client::connect_within`]).
+    deadline: Option<Instant>,
     buf: Vec<u8>,
 }
 
@@ -81,32 +94,51 @@ impl Client {
         };
         let stream = match endpoint {
             Endpoint::Unix(path) => {
-                let s = connect_unix(path, timeout).map_err(connect_error)?;
-                s.set_read_timeout(Some(timeout))
-                    .and_then(|()| s.set_write_timeout(Some(timeout)))
-                    .map_err(connect_error)?;
-                Stream::Unix(s)
+                Stream::Unix(connect_unix(path, timeout).map_err(connect_error)?)
             }
             Endpoint::Tcp(addr) => {
                 let s = TcpStream::connect_timeout(addr, timeout).map_err(connect_error)?;
-                s.set_read_timeout(Some(timeout))
-                    .and_then(|()| s.set_write_timeout(Some(timeout)))
-                    .map_err(connect_error)?;
                 s.set_nodelay(true).map_err(connect_error)?;
                 Stream::Tcp(s)
             }
         };
+        stream.set_timeouts(timeout).map_err(connect_error)?;
         Ok(Client {
             stream,
             endpoint: name,
             io_timeout: timeout,
+            deadline: None,
             buf: Vec::new(),
         })
+    }
+
+    /// Connects for a conversation that ends within `timeout` as a whole: a server that
+    /// trickles its replies, a byte at a time, times out too.
+    pub fn connect_within(endpoint: &Endpoint, timeout: Duration) -> Result<Client, ZdbError> {
+        let deadline = Instant::now() + timeout;
+        let mut client = Client::connect(endpoint, timeout)?;
+        client.deadline = Some(deadline);
+        Ok(client)
+    }
+
+    /// Before each read and write: what is left of the deadline bounds it.
+    fn arm(&mut self) -> Result<(), ZdbError> {
+        let Some(deadline) = self.deadline else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.io_error(ErrorKind::TimedOut.into()));
+        }
+        self.stream
+            .set_timeouts(left.min(self.io_timeout))
+            .map_err(|e| self.io_error(e))
     }
 
     /// Sends one command and reads its reply. An error reply becomes [`ZdbError::Server`].
     pub fn command(&mut self, args: &[&[u8]]) -> Result<Reply, ZdbError> {
         let request = resp::encode_command(args);
+        self.arm()?;
         self.stream
             .io()
             .write_all(&request)
@@ -126,6 +158,7 @@ impl Client {
                 };
             }
             let mut chunk = [0u8; 16 * 1024];
+            self.arm()?;
             let n = loop {
                 match self.stream.io().read(&mut chunk) {
                     // A stopped and resumed process can see EINTR even without a handler.
