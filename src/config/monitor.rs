@@ -148,6 +148,10 @@ pub struct MonitorConfig {
         deserialize_with = "absolute_path"
     )]
     pub zdbfs_mountpoint: PathBuf,
+    /// zdb's unix socket: a flush runs only while zdb answers, and succeeds only if zdb still
+    /// answers after it (zdbfs's ioctl says success even when its writes to zdb failed).
+    #[serde(default = "default_zdb_socket", deserialize_with = "absolute_path")]
+    pub zdb_socket_path: PathBuf,
     /// Time between two flushes of zdbfs's cache to zdb (its snapshot ioctl); `None` (0 in the
     /// file) turns the flush off.
     #[serde(
@@ -167,6 +171,9 @@ pub struct MonitorConfig {
 
 fn default_zdbfs_mountpoint() -> PathBuf {
     layout::MOUNTPOINT.into()
+}
+fn default_zdb_socket() -> PathBuf {
+    layout::ZDB_SOCKET.into()
 }
 fn default_flush_interval() -> Option<Duration> {
     Some(Duration::from_secs(5))

@@ -1,26 +1,55 @@
 //! Asking zdbfs to write its cache to zdb (the snapshot ioctl) and reading its statistics, on
 //! a lane of its own so that a hung zdbfs never blocks the monitor; and recording the result.
+//!
+//! zdbfs 0.1.11's ioctl frees its whole cache and answers success whatever its writes to zdb
+//! did (seen with the real programs: zdb killed, the ioctl answered its time, zdbfs logged
+//! "could not write inode in the backend", the file was gone). So a flush is attempted only
+//! while zdb answers `PING` (a zdb busy with a blocking hook would hold the ioctl, and a dead
+//! one would make it drop the cache), and counts as a success only if zdb still answers after
+//! it.
 
 use super::status::ZdbfsStatus;
 use crate::lane::Lane;
 use crate::logging::message_id;
+use crate::zdb::{Client, Endpoint};
 use crate::zdbfs::Stats;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Starts a flush of the zdbfs mounted at `mountpoint`; `None` when nothing is mounted there
-/// (nothing is cached). The future gives up after `timeout`.
+/// The longest zdb may take to answer the `PING` before and after a flush.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Starts a flush of the zdbfs mounted at `mountpoint` over the zdb at `zdb_socket`; `None`
+/// when nothing is mounted there (nothing is cached). The future gives up after `timeout`.
 pub fn start(
     lane: &Lane,
     mountpoint: PathBuf,
+    zdb_socket: PathBuf,
     timeout: Duration,
 ) -> Option<impl Future<Output = Result<Stats, String>>> {
+    let zdb = Endpoint::Unix(zdb_socket);
+    let ping_timeout = PING_TIMEOUT.min(timeout / 3);
+    let ping =
+        move || Client::connect_within(&zdb, ping_timeout).and_then(|mut client| client.ping());
     let started = match crate::zdbfs::is_mounted(&mountpoint) {
         Ok(true) => lane
             .start(move || {
-                crate::zdbfs::snapshot(&mountpoint)?;
+                ping().map_err(|e| {
+                    format!(
+                        "zdb does not answer ({e}): not flushed, zdbfs could not write its cache"
+                    )
+                })?;
+                crate::zdbfs::snapshot(&mountpoint)
+                    .map_err(|e| format!("the snapshot ioctl failed: {e}"))?;
+                ping().map_err(|e| {
+                    format!(
+                        "zdb stopped answering during the flush ({e}): zdbfs may have dropped \
+                         cached writes it could not make"
+                    )
+                })?;
                 crate::zdbfs::statistics(&mountpoint)
+                    .map_err(|e| format!("zdbfs's statistics: {e}"))
             })
             .map_err(|e| format!("the snapshot ioctl: {e}")),
         Ok(false) => return None,
@@ -28,8 +57,7 @@ pub fn start(
     };
     Some(async move {
         match started?.wait(Instant::now() + timeout, timeout).await {
-            Ok(Ok(stats)) => Ok(stats),
-            Ok(Err(e)) => Err(format!("the snapshot ioctl failed: {e}")),
+            Ok(result) => result,
             Err(e) => Err(format!("the snapshot ioctl: {e}")),
         }
     })
@@ -88,6 +116,7 @@ mod tests {
         assert!(start(
             &Lane::new(),
             dir.path().to_path_buf(),
+            dir.path().join("zdb.sock"),
             Duration::from_secs(1)
         )
         .is_none());

@@ -29,8 +29,9 @@ fn appliance(zdbfs: &Program) -> (Appliance, Zdb) {
 
 fn monitor_extra(app: &Appliance, interval: u64) -> String {
     format!(
-        "zdbfs_mountpoint = \"{}\"\nflush_interval_secs = {interval}\nflush_timeout_secs = 1",
-        app.dir.path().join("mnt").display()
+        "zdbfs_mountpoint = \"{}\"\nzdb_socket_path = \"{}\"\nflush_interval_secs = {interval}\nflush_timeout_secs = 1",
+        app.dir.path().join("mnt").display(),
+        app.socket.display()
     )
 }
 
@@ -80,6 +81,39 @@ fn flush_keeps_writes(zdbfs: &Program) {
     fs.kill();
     let fs = Fs::mount_with(zdbfs, &app, &mountpoint, "");
     assert_eq!(std::fs::read(fs.path("kept")).unwrap(), data);
+}
+
+#[test]
+fn a_flush_while_zdb_does_not_answer_is_not_attempted_and_not_a_success() {
+    each("zdbfs", zdb_gone);
+}
+
+/// The real zdbfs's ioctl answers success when zdb is gone, with its cache dropped: the
+/// monitor must not attempt it then, and must say the flush failed.
+fn zdb_gone(zdbfs: &Program) {
+    let (app, mut zdb) = appliance(zdbfs);
+    let mountpoint = app.dir.path().join("mnt");
+    let mut monitor = Monitor::start(&app, &monitor_extra(&app, 1), &[]);
+    let fs = Fs::mount_with(zdbfs, &app, &mountpoint, "");
+    monitor.wait_status("a first flush", |s| {
+        s.zdbfs
+            .as_ref()
+            .is_some_and(|z| z.last_flush_unix_ms.is_some())
+    });
+    write_synced(&fs.path("cached"), &[7u8; 100_000]);
+    zdb.kill();
+    let failing = monitor.wait_status("the flush failing", |s| {
+        s.zdbfs
+            .as_ref()
+            .is_some_and(|z| z.flush_failures_in_a_row >= 2)
+    });
+    let zdbfs_status = failing.zdbfs.unwrap();
+    let error = zdbfs_status.last_flush_error.unwrap();
+    assert!(
+        error.starts_with("zdb does not answer") && error.contains("not flushed"),
+        "{error}"
+    );
+    drop(fs);
 }
 
 #[test]

@@ -413,6 +413,12 @@ impl Zdb {
         status
     }
 
+    /// SIGKILL, then waits for the exit.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// SIGTERM, then waits for the exit (zdb runs `close` and exits 143).
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

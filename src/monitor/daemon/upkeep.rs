@@ -129,8 +129,9 @@ impl Daemon {
             return;
         }
         let mountpoint = self.config.zdbfs_mountpoint.clone();
+        let zdb_socket = self.config.zdb_socket_path.clone();
         let timeout = self.config.flush_timeout;
-        if let Some(flush) = flush::start(&self.zdbfs_lane, mountpoint, timeout) {
+        if let Some(flush) = flush::start(&self.zdbfs_lane, mountpoint, zdb_socket, timeout) {
             self.tasks
                 .spawn(Activity::Flush, async move { Event::Flushed(flush.await) });
         }
