@@ -101,7 +101,10 @@ pub struct Daemon {
     /// The backend set the zstor daemon was last asked to load (SIGUSR1), and from when it
     /// runs it for sure.
     zstor_daemon_set: Option<(u64, Instant)>,
+    /// zstor for rebuilds (through the daemon, when the config names one).
     zstor: Zstor,
+    /// zstor for uploads and their checks: in-process.
+    uploads: InProcess,
     roots: Roots,
     spool: Spool,
     state: Arc<Mutex<State>>,
@@ -138,6 +141,67 @@ fn zstor_runner(config: &MonitorConfig) -> Zstor {
     .with_log_file(&config.zstor_log_file)
 }
 
+/// zstor for uploads, run in-process (the zstor config without its `socket`, in a private
+/// 0600 file): the daemon runs one command at a time, so uploads through it neither ran in
+/// parallel nor let zdb's `missing-data` retrieves (which must go through it: zdb has no
+/// network) pass before them. Each store is a process of its own, killed at its timeout.
+struct InProcess {
+    zstor: Zstor,
+    /// The config file the commands read; `None` when they read the zstor config itself.
+    file: Option<tempfile::NamedTempFile>,
+    /// The file before, kept until the next change, for a command started just before.
+    _retired: Option<tempfile::NamedTempFile>,
+}
+
+impl InProcess {
+    /// For `zstor_config` as just loaded; a copy that cannot be written falls back to the
+    /// daemon (logged), as before.
+    fn new(
+        config: &MonitorConfig,
+        zstor_config: &ZstorConfig,
+        retired: Option<tempfile::NamedTempFile>,
+    ) -> Self {
+        let through_config = |retired| InProcess {
+            zstor: zstor_runner(config),
+            file: None,
+            _retired: retired,
+        };
+        let Some(in_process) = zstor_config.in_process() else {
+            return through_config(retired);
+        };
+        let written = toml::to_string(&in_process)
+            .map_err(std::io::Error::other)
+            .and_then(|text| {
+                let mut file = tempfile::Builder::new()
+                    .prefix("zstor-in-process.")
+                    .suffix(".toml")
+                    .tempfile()?;
+                std::io::Write::write_all(&mut file, text.as_bytes())?;
+                Ok(file)
+            });
+        match written {
+            Ok(file) => InProcess {
+                zstor: Zstor::new(&config.zstor_bin_path, file.path(), config.zstor_timeout)
+                    .with_log_file(&config.zstor_log_file),
+                file: Some(file),
+                _retired: retired,
+            },
+            Err(e) => {
+                tracing::error!(
+                    "cannot write the in-process zstor config ({e}): uploads go through the \
+                     zstor daemon, one at a time"
+                );
+                through_config(retired)
+            }
+        }
+    }
+
+    /// Whether uploads go through the daemon (the config names one and no copy was written).
+    fn through_daemon(&self, zstor_config: &ZstorConfig) -> bool {
+        self.file.is_none() && zstor_config.socket.is_some()
+    }
+}
+
 fn retry_of(config: &MonitorConfig) -> Backoff {
     Backoff::new(config.retry_initial, config.retry_max)
 }
@@ -164,6 +228,7 @@ impl Daemon {
         Ok(Daemon {
             config_path: config_path.to_path_buf(),
             zstor: zstor_runner(&config),
+            uploads: InProcess::new(&config, &zstor_config, None),
             roots: Roots {
                 index: config.zdb_index_dir_path.clone(),
                 data: config.zdb_data_dir_path.clone(),

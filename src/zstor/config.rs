@@ -193,6 +193,16 @@ impl ZstorConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         crate::config::load(path)
     }
+
+    /// This config for commands that run in-process, without the daemon: the same file
+    /// without `socket`. `None` when it names no socket (every command runs in-process).
+    pub fn in_process(&self) -> Option<ZstorConfig> {
+        self.socket.as_ref()?;
+        Some(ZstorConfig {
+            socket: None,
+            ..self.clone()
+        })
+    }
 }
 
 impl Validate for ZstorConfig {
@@ -317,6 +327,37 @@ pub(crate) mod tests {
         let labels: Vec<_> = config.data_backends().map(Backend::label).collect();
         assert_eq!(labels, ["10.0.0.1:9900/data", "[2a02::1]:9900/data"]);
         assert!(!format!("{config:?}").contains("datapass"));
+    }
+
+    /// The monitor's in-process copy: written out, it loads as the same config without the
+    /// socket (keys and passwords included).
+    #[test]
+    fn the_in_process_copy_is_the_config_without_its_socket() {
+        let config = load(&sample(&["10.0.0.1:9900", "10.0.0.2:9900"])).unwrap();
+        let copy = config.in_process().unwrap();
+        let again = load(&toml::to_string(&copy).unwrap()).unwrap();
+        assert_eq!(again.socket, None);
+        assert_eq!(
+            again.encryption.key.expose(),
+            config.encryption.key.expose()
+        );
+        let passwords = |c: &ZstorConfig| -> Vec<String> {
+            c.data_backends()
+                .chain(c.meta_backends())
+                .map(|b| {
+                    format!(
+                        "{} {:?}",
+                        b.label(),
+                        b.password.as_ref().map(|p| p.expose())
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(passwords(&again), passwords(&config));
+        assert!(
+            again.in_process().is_none(),
+            "no socket: nothing to take out"
+        );
     }
 
     #[test]

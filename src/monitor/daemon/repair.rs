@@ -222,13 +222,12 @@ impl Daemon {
         Ok(true)
     }
 
-    /// The backend set a zstor command started now writes to ([`backends::set_of_new_copies`]).
+    /// The backend set an upload started now writes to ([`backends::set_of_new_copies`]).
     pub(super) fn copies_set(&self) -> u64 {
-        let bin = &self.config.zstor_bin_path;
         backends::set_of_new_copies(
             self.backend_set,
             lock(&self.state).backend_set(),
-            zstor::daemon::Daemon::of(&self.zstor_config, bin).is_some(),
+            self.uploads.through_daemon(&self.zstor_config),
             self.zstor_daemon_set,
             Instant::now(),
         )

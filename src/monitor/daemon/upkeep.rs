@@ -148,6 +148,7 @@ impl Daemon {
                 self.zstor = zstor_runner(&self.config);
                 self.queue.set_retry(retry_of(&self.config));
                 tracing::info!("configuration reloaded from {}", self.config_path.display());
+                // Also for new zstor settings (binary, timeout, log file) of the uploads.
                 self.reload_zstor_config();
             }
             Err(e) => tracing::error!("{e}; keeping the previous configuration"),
@@ -168,6 +169,8 @@ impl Daemon {
             Ok(zstor_config) => {
                 self.backends = backends::entries(&zstor_config, &self.backends, now_unix_ms());
                 self.backend_set = backends::set_hash(&zstor_config);
+                let retired = self.uploads.file.take();
+                self.uploads = super::InProcess::new(&self.config, &zstor_config, retired);
                 self.zstor_config = zstor_config;
                 self.start_rebuild_if_needed();
                 self.hold_eviction_if_needed();

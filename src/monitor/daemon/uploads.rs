@@ -154,7 +154,7 @@ impl Daemon {
                 backend_set: self.copies_set(),
                 scratch_dir: scratch_dir(&self.config),
             };
-            let zstor = self.zstor.clone();
+            let zstor = self.uploads.zstor.clone();
             self.tasks.spawn_blocking(Activity::Upload, move || {
                 Event::Stored(upload, upload::store(&zstor, &request))
             });
@@ -179,7 +179,7 @@ impl Daemon {
     pub(super) fn stored(&mut self, upload: Upload, result: Result<Stored, UploadError>) {
         match result {
             Ok(stored) if !stored.already_remote => {
-                let zstor = self.zstor.clone();
+                let zstor = self.uploads.zstor.clone();
                 self.tasks.spawn_blocking(Activity::Verify, move || {
                     let result = upload::verify(&zstor, &upload.path, &stored).map(|()| stored);
                     Event::Verified(upload, result)
