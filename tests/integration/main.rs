@@ -15,5 +15,6 @@ mod secrets;
 mod zdb_standin;
 mod zdbfs_flush;
 mod zdbfs_standin;
+mod zstor_lanes;
 mod zstor_metadata;
 mod zstor_standin;

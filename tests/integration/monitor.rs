@@ -1219,39 +1219,6 @@ fn check_a_full_state_directory_is_reported_and_recovered_from_without_a_restart
     assert_eq!(status.uploads.verified_files, 400, "{}", monitor.log());
 }
 
-/// The zstor daemon (`zstor … monitor`) of a test; killed when dropped.
-struct ZstorDaemon(std::process::Child);
-
-impl ZstorDaemon {
-    /// Starts `zstor` in daemon mode on `config` (whose `socket` is `socket`).
-    fn start(zstor: &Path, config: &Path, socket: &Path, log: &Path) -> ZstorDaemon {
-        let child = Command::new(zstor)
-            .arg("--log_file")
-            .arg(log)
-            .arg("-c")
-            .arg(config)
-            .arg("monitor")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for("the zstor daemon's socket", || {
-            std::os::unix::net::UnixStream::connect(socket)
-                .ok()
-                .map(drop)
-        });
-        ZstorDaemon(child)
-    }
-}
-
-impl Drop for ZstorDaemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Decommissioning a data backend that still answers, on the real zstor (the stand-in keeps
 /// no placement to check): the daemon is asked to re-read its config before the rebuild, and
 /// the rebuild is reported done only once no object has a shard left on the backend that
@@ -1275,7 +1242,7 @@ fn a_backend_replaced_while_it_still_answers_keeps_no_shard() {
     // As under systemd, the daemon reads a copy of the config of its own (its credential).
     let daemon_config = app.dir.path().join("zstor-daemon-credential.toml");
     std::fs::copy(&app.zstor_config, &daemon_config).unwrap();
-    let _daemon = ZstorDaemon::start(&stack.zstor.path, &daemon_config, &socket, &log);
+    let _daemon = support::ZstorDaemon::start(&stack.zstor.path, &daemon_config, &socket, &log);
 
     let ns = app.data.join("zdbfs-data");
     std::fs::create_dir_all(&ns).unwrap();

@@ -796,3 +796,36 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// The zstor daemon (`zstor … monitor`) of a test; killed when dropped.
+pub struct ZstorDaemon(std::process::Child);
+
+impl ZstorDaemon {
+    /// Starts `zstor` in daemon mode on `config` (whose `socket` is `socket`).
+    pub fn start(zstor: &Path, config: &Path, socket: &Path, log: &Path) -> ZstorDaemon {
+        let child = std::process::Command::new(zstor)
+            .arg("--log_file")
+            .arg(log)
+            .arg("-c")
+            .arg(config)
+            .arg("monitor")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("the zstor daemon's socket", || {
+            std::os::unix::net::UnixStream::connect(socket)
+                .ok()
+                .map(drop)
+        });
+        ZstorDaemon(child)
+    }
+}
+
+impl Drop for ZstorDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
