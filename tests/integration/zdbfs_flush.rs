@@ -27,6 +27,18 @@ fn appliance(zdbfs: &Program) -> (Appliance, Zdb) {
     (app, zdb)
 }
 
+/// The monitor flushing every second and zdbfs mounted at `mountpoint`, once a first flush ran.
+fn flushing(zdbfs: &Program, app: &Appliance, mountpoint: &std::path::Path) -> (Monitor, Fs) {
+    let mut monitor = Monitor::start(app, &monitor_extra(app, 1), &[]);
+    let fs = Fs::mount_with(zdbfs, app, mountpoint, "");
+    monitor.wait_status("a first flush", |s| {
+        s.zdbfs
+            .as_ref()
+            .is_some_and(|z| z.last_flush_unix_ms.is_some())
+    });
+    (monitor, fs)
+}
+
 fn monitor_extra(app: &Appliance, interval: u64) -> String {
     format!(
         "zdbfs_mountpoint = \"{}\"\nzdb_socket_path = \"{}\"\nflush_interval_secs = {interval}\nflush_timeout_secs = 1",
@@ -93,13 +105,7 @@ fn a_flush_while_zdb_does_not_answer_is_not_attempted_and_not_a_success() {
 fn zdb_gone(zdbfs: &Program) {
     let (app, mut zdb) = appliance(zdbfs);
     let mountpoint = app.dir.path().join("mnt");
-    let mut monitor = Monitor::start(&app, &monitor_extra(&app, 1), &[]);
-    let fs = Fs::mount_with(zdbfs, &app, &mountpoint, "");
-    monitor.wait_status("a first flush", |s| {
-        s.zdbfs
-            .as_ref()
-            .is_some_and(|z| z.last_flush_unix_ms.is_some())
-    });
+    let (mut monitor, fs) = flushing(zdbfs, &app, &mountpoint);
     write_synced(&fs.path("cached"), &[7u8; 100_000]);
     zdb.kill();
     let failing = monitor.wait_status("the flush failing", |s| {
@@ -124,13 +130,7 @@ fn a_hung_zdbfs_makes_the_flush_time_out_and_everyone_carries_on() {
 fn hung_zdbfs(zdbfs: &Program) {
     let (app, _zdb) = appliance(zdbfs);
     let mountpoint = app.dir.path().join("mnt");
-    let mut monitor = Monitor::start(&app, &monitor_extra(&app, 1), &[]);
-    let fs = Fs::mount_with(zdbfs, &app, &mountpoint, "");
-    monitor.wait_status("a first flush", |s| {
-        s.zdbfs
-            .as_ref()
-            .is_some_and(|z| z.last_flush_unix_ms.is_some())
-    });
+    let (mut monitor, fs) = flushing(zdbfs, &app, &mountpoint);
 
     fs.signal(Signal::SIGSTOP);
     // The monitor: its flush times out, it says so, and it keeps publishing its status.
