@@ -342,12 +342,7 @@ fn check_eviction_deletes_only_verified_sealed_files_oldest_first(stack: &Stack)
     });
     monitor.wait_status("nothing queued", |s| s.uploads.queued_files == 0);
     // The data files are ~500 KiB each: a 1 MiB cache keeps about two of the six.
-    std::fs::write(
-        &monitor.config,
-        monitor_config_text(&app, "max_zdb_data_dir_size = 1"),
-    )
-    .unwrap();
-    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    monitor.reconfigure(&app, "max_zdb_data_dir_size = 1");
     let status = monitor.wait_status("eviction", |s| s.cache.evicted_total >= 4);
     assert!(status.cache.used_bytes <= 1 << 20, "{status:?}");
     for n in 0..4 {
@@ -371,8 +366,7 @@ fn check_eviction_deletes_only_verified_sealed_files_oldest_first(stack: &Stack)
 
     // zdb asks for an evicted file: the hook brings it back (with no limit, so that nothing
     // is evicted before it is verified again).
-    std::fs::write(&monitor.config, monitor_config_text(&app, "")).unwrap();
-    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    monitor.reconfigure(&app, "");
     monitor.wait_status("no limit", |s| s.cache.limit_bytes.is_none());
     let used = monitor.status().cache.used_bytes;
     let (key, value) = &written[0];
@@ -389,12 +383,7 @@ fn check_eviction_deletes_only_verified_sealed_files_oldest_first(stack: &Stack)
         .unwrap()
         .set_times(std::fs::FileTimes::new().set_accessed(std::time::SystemTime::now()))
         .unwrap();
-    std::fs::write(
-        &monitor.config,
-        monitor_config_text(&app, "max_zdb_data_dir_size = 1"),
-    )
-    .unwrap();
-    monitor.signal(nix::sys::signal::Signal::SIGHUP);
+    monitor.reconfigure(&app, "max_zdb_data_dir_size = 1");
     let status = monitor.wait_status("one more eviction", |s| s.cache.evicted_total >= 5);
     assert!(
         dir.join("d0").exists() && !dir.join("d4").exists(),

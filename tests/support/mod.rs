@@ -573,6 +573,12 @@ impl Monitor {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
     }
 
+    /// Rewrites its config as [`monitor_config_text`] with `extra`, and sends SIGHUP.
+    pub fn reconfigure(&self, app: &Appliance, extra: &str) {
+        std::fs::write(&self.config, monitor_config_text(app, extra)).unwrap();
+        self.signal(nix::sys::signal::Signal::SIGHUP);
+    }
+
     /// Waits for the process to exit.
     pub fn wait(&mut self) -> std::process::ExitStatus {
         let child = &mut self.child;

@@ -466,17 +466,20 @@ fn kill_main_process(appliance: &Appliance, unit: &str) {
     appliance.ok(&format!("kill -9 $(systemctl show -P MainPID {unit})"));
 }
 
+/// The finding of `probe` in `qsfs-health check --json` output.
+fn probe_of<'a>(health: &'a serde_json::Value, probe: &str) -> Option<&'a serde_json::Value> {
+    health["probes"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == probe)
+}
+
 /// Waits until `qsfs-health check` reports `probe` as not ok; returns its state.
 fn wait_fault_reported(appliance: &Appliance, probe: &str) -> String {
     let mut last = serde_json::Value::Null;
     let reported = wait_for(Duration::from_secs(30), || {
         last = appliance.health();
-        let state = last["probes"]
-            .as_array()?
-            .iter()
-            .find(|p| p["name"] == probe)?["state"]
-            .as_str()?
-            .to_string();
+        let state = probe_of(&last, probe)?["state"].as_str()?.to_string();
         (state != "ok").then_some(state)
     });
     reported.unwrap_or_else(|| panic!("qsfs-health did not report the {probe} fault: {last:#}"))
@@ -676,10 +679,7 @@ fn a_slow_read_of_an_evicted_file_restarts_nothing(appliance: &Appliance, dir: &
         let mut last = serde_json::Value::Null;
         let busy = wait_for(Duration::from_secs(60), || {
             last = appliance.health();
-            let zdb = last["probes"]
-                .as_array()?
-                .iter()
-                .find(|p| p["name"] == "zdb")?;
+            let zdb = probe_of(&last, "zdb")?;
             let reason = zdb["reason"].as_str()?;
             reason
                 .starts_with("busy: missing-data for ")
