@@ -111,6 +111,8 @@ pub const ZSTOR_LOG: &str = "/var/zdbfs/log/zstor.log";
 pub const ZDB_SOCKET: &str = "/run/qsfs/zdb.sock";
 /// The zstor daemon's unix socket.
 pub const ZSTOR_SOCKET: &str = "/run/qsfs/zstor.sock";
+/// The hook's read lane: `qsfs-zstor-reads.socket` (zstor check and retrieve for zdb-hook).
+pub const ZSTOR_READS_SOCKET: &str = "/run/qsfs/zstor-reads.sock";
 /// The zstor daemon's pid file.
 pub const ZSTOR_PID_FILE: &str = "/run/qsfs/zstor.pid";
 /// The status `zstor_monitor` publishes.

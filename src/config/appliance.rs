@@ -61,6 +61,10 @@ pub struct Paths {
     /// zdb's unix socket (`--socket`).
     #[serde(deserialize_with = "absolute_path")]
     pub zdb_socket: PathBuf,
+    /// The socket of the hook's read lane, where it runs its zstor `check` and `retrieve`
+    /// (`qsfs-zstor-reads.socket`: zdb and its hook have no network).
+    #[serde(deserialize_with = "absolute_path")]
+    pub zstor_reads_socket: PathBuf,
     /// The units' environment file (`qsfs.env`: sizes, MinIO's address).
     #[serde(deserialize_with = "absolute_path")]
     pub units_env: PathBuf,
@@ -75,6 +79,7 @@ impl Default for Paths {
             state_dir: layout::STATE_DIR.into(),
             mountpoint: layout::MOUNTPOINT.into(),
             zdb_socket: layout::ZDB_SOCKET.into(),
+            zstor_reads_socket: layout::ZSTOR_READS_SOCKET.into(),
             units_env: layout::UNITS_ENV.into(),
         }
     }

@@ -12,6 +12,7 @@
 //! status 0 (so systemd's `Restart=on-failure` would not restart it): `ready` fails only when
 //! the appliance truly cannot run (a failed restore).
 
+mod reads;
 mod restore;
 
 use crate::config::appliance::{self, HookConfig};
@@ -24,7 +25,8 @@ use crate::notify::Notifier;
 use crate::restore_marks::{Marks, Process};
 use crate::spool::{Job, JobFile, Spool, Trigger};
 use crate::zdb_busy;
-use crate::zstor::{Checksum, Zstor, ZstorError};
+use crate::zstor::{Checksum, ZstorError};
+use reads::Reads;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -108,6 +110,9 @@ pub enum Event {
     /// a restored VM (zdbfs-meta present) also has the zdbfs-temp namespace, which zdbfs's
     /// `autons` only creates on an empty zdb (qss#38).
     PrepareZdbfs,
+    /// `serve-reads`: not a zdb event. `qsfs-zstor-reads@.service` runs it for one connection
+    /// of the hook's read lane ([`reads`]).
+    ServeReads,
     /// Any event this build does not know.
     Unknown(String),
 }
@@ -184,6 +189,7 @@ impl Event {
                 }
             }
             "prepare-zdbfs" => Event::PrepareZdbfs,
+            "serve-reads" => Event::ServeReads,
             other => Event::Unknown(other.to_string()),
         })
     }
@@ -249,6 +255,17 @@ pub enum HookError {
         /// The checksum of what came back.
         actual: Checksum,
     },
+    /// The read lane (`qsfs-zstor-reads.socket`) could not be used.
+    #[error("the zstor read service at {socket}: {problem}")]
+    Reads {
+        /// Its socket.
+        socket: PathBuf,
+        /// What went wrong.
+        problem: String,
+    },
+    /// The read lane ran the zstor command, and it failed (zstor's error, or a bad request).
+    #[error("{0}")]
+    ReadFailed(String),
     /// A blocking event ran out of time.
     #[error("gave up after {0} s")]
     Timeout(u64),
@@ -298,11 +315,11 @@ pub struct Handled {
     pub note: Option<&'static str>,
 }
 
-/// The hook's context: settings, spool, zstor and systemd notification.
+/// The hook's context: settings, spool, the read lane and systemd notification.
 pub struct Hook {
     config: HookConfig,
     spool: Spool,
-    zstor: Zstor,
+    reads: Reads,
     notifier: Notifier,
 }
 
@@ -311,7 +328,7 @@ impl Hook {
     pub fn new(config: HookConfig) -> Self {
         Hook {
             spool: Spool::new(&config.paths.spool_dir),
-            zstor: Zstor::from_settings(&config.zstor),
+            reads: Reads::new(&config.paths.zstor_reads_socket),
             notifier: Notifier::from_env(),
             config,
         }
@@ -342,6 +359,10 @@ impl Hook {
                 data_root,
             } => self.namespaces_init(index_root, data_root),
             Event::PrepareZdbfs => self.prepare_zdbfs(),
+            Event::ServeReads => reads::serve(&self.config).map(|file| Handled {
+                files: vec![file],
+                ..Handled::default()
+            }),
             Event::Crash
             | Event::NamespaceDeleted { .. }
             | Event::NamespaceReloaded { .. }
@@ -522,7 +543,7 @@ impl Hook {
             return Err(HookError::NotStored(path.to_path_buf()));
         }
         let deadline = Instant::now() + self.config.hook.missing_data_timeout;
-        fetch_verified(&self.zstor, path, deadline).map_err(|e| match e {
+        fetch_verified(&self.reads, path, deadline).map_err(|e| match e {
             HookError::Timeout(_) | HookError::Zstor(ZstorError::TimedOut { .. }) => {
                 HookError::Timeout(self.config.hook.missing_data_timeout.as_secs())
             }
@@ -551,7 +572,7 @@ impl Hook {
                 })
             }
         });
-        restore::run(&self.config, &self.zstor, roots, Process::parent())
+        restore::run(&self.config, &self.reads, roots, Process::parent())
     }
 
     /// While a restore is unfinished or refused, the namespaces on disk are not the VM's to
@@ -716,41 +737,40 @@ fn remaining(deadline: Instant) -> Result<Duration, HookError> {
         .ok_or(HookError::Timeout(0))
 }
 
-/// Retrieves `path` through zstor before `deadline`, unless it is already here and whole.
-fn fetch_verified(zstor: &Zstor, path: &Path, deadline: Instant) -> Result<(), HookError> {
-    let expected = zstor
-        .with_timeout(remaining(deadline)?)
-        .check(path)?
+/// Retrieves `path` through the read lane before `deadline`, unless it is already here and
+/// whole.
+fn fetch_verified(reads: &Reads, path: &Path, deadline: Instant) -> Result<(), HookError> {
+    let expected = reads
+        .check(path, deadline)?
         .ok_or_else(|| HookError::NotStored(path.to_path_buf()))?;
     if Checksum::of_file(path).ok() == Some(expected) {
         return Ok(());
     }
-    retrieve_verified(zstor, path, expected, deadline)
+    retrieve_verified(reads, path, expected, deadline)
 }
 
 /// Retrieves `path` before `deadline` and checks it against the `expected` checksum. On any
-/// failure whatever zstor wrote is removed (zstor writes in place, not atomically).
+/// failure what zstor wrote is removed (it writes in place, not atomically; the read lane has
+/// stopped it and removed it already, unless it could not answer).
 fn retrieve_verified(
-    zstor: &Zstor,
+    reads: &Reads,
     path: &Path,
     expected: Checksum,
     deadline: Instant,
 ) -> Result<(), HookError> {
-    let result = remaining(deadline)
-        .and_then(|left| Ok(zstor.with_timeout(left).retrieve(path)?))
-        .and_then(|()| {
-            let actual = Checksum::of_file(path)
-                .map_err(io(format!("cannot read back {}", path.display())))?;
-            if actual == expected {
-                Ok(())
-            } else {
-                Err(HookError::ChecksumMismatch {
-                    path: path.to_path_buf(),
-                    expected,
-                    actual,
-                })
-            }
-        });
+    let result = reads.retrieve(path, deadline).and_then(|()| {
+        let actual =
+            Checksum::of_file(path).map_err(io(format!("cannot read back {}", path.display())))?;
+        if actual == expected {
+            Ok(())
+        } else {
+            Err(HookError::ChecksumMismatch {
+                path: path.to_path_buf(),
+                expected,
+                actual,
+            })
+        }
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(path);
     }

@@ -16,12 +16,13 @@
 //!   restore that failed, or was killed, has its directories (its own) removed and is run again.
 //!   `ready` starts zdb only after this hook completed for that very zdb.
 
+use super::reads::Reads;
 use super::{Handled, HookError};
 use crate::config::appliance::{HookConfig, Paths};
 use crate::layout::{self, NAMESPACE_FILE, RESTORED_NAMESPACES};
 use crate::logging::message_id;
 use crate::restore_marks::{Marks, Process};
-use crate::zstor::{Checksum, Zstor};
+use crate::zstor::Checksum;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -30,7 +31,7 @@ use std::time::Instant;
 /// outcome. `roots` says whether zdb passed the configured index and data roots.
 pub(super) fn run(
     config: &HookConfig,
-    zstor: &Zstor,
+    reads: &Reads,
     roots: Result<(), HookError>,
     zdb: Option<Process>,
 ) -> Result<Handled, HookError> {
@@ -40,7 +41,7 @@ pub(super) fn run(
         .map_err(mark_error(&marks))
         .and(roots)
         .and_then(|()| zdb.ok_or_else(|| HookError::Restore("cannot identify zdb".into())))
-        .and_then(|zdb| Ok((init(config, zstor, &marks)?, zdb)));
+        .and_then(|zdb| Ok((init(config, reads, &marks)?, zdb)));
     match result {
         Ok((handled, zdb)) => {
             marks.record_done(&zdb).map_err(mark_error(&marks))?;
@@ -60,7 +61,7 @@ pub(super) fn run(
     }
 }
 
-fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, HookError> {
+fn init(config: &HookConfig, reads: &Reads, marks: &Marks) -> Result<Handled, HookError> {
     let dirs = namespace_dirs(&config.paths);
     if marks.restoring() {
         tracing::warn!("a previous restore did not finish: removing the namespaces it created");
@@ -126,7 +127,7 @@ fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, Ho
             .map_err(super::io(format!("cannot create {}", dir.display())))?;
     }
     marks.restoring_dirs(&created).map_err(mark_error(marks))?;
-    let result = restore(config, zstor, &dirs, marks);
+    let result = restore(config, reads, &dirs, marks);
     if result.is_err() {
         remove_restored(&created)?;
     }
@@ -136,14 +137,14 @@ fn init(config: &HookConfig, zstor: &Zstor, marks: &Marks) -> Result<Handled, Ho
 
 fn restore(
     config: &HookConfig,
-    zstor: &Zstor,
+    reads: &Reads,
     dirs: &[PathBuf],
     marks: &Marks,
 ) -> Result<Handled, HookError> {
     let deadline = Instant::now() + config.hook.restore_timeout;
     let mut plans = Vec::new();
     for namespace in RESTORED_NAMESPACES {
-        plans.push(survey(config, zstor, namespace, deadline)?);
+        plans.push(survey(config, reads, namespace, deadline)?);
     }
     judge(&plans).map_err(|reason| {
         HookError::Restore(format!(
@@ -159,7 +160,7 @@ fn restore(
     let mut restored = Vec::new();
     for plan in &plans {
         for (path, checksum) in plan.files() {
-            super::retrieve_verified(zstor, path, *checksum, deadline)?;
+            super::retrieve_verified(reads, path, *checksum, deadline)?;
             restored.push(path.clone());
         }
     }
@@ -253,7 +254,7 @@ impl Plan {
 
 fn survey(
     config: &HookConfig,
-    zstor: &Zstor,
+    reads: &Reads,
     namespace: &'static str,
     deadline: Instant,
 ) -> Result<Plan, HookError> {
@@ -261,17 +262,19 @@ fn survey(
     let descriptor = index_dir.join(NAMESPACE_FILE);
     let mut plan = Plan {
         namespace,
-        descriptor: check(zstor, &descriptor, deadline)?.map(|sum| (descriptor, sum)),
+        descriptor: reads
+            .check(&descriptor, deadline)?
+            .map(|sum| (descriptor, sum)),
         index: Vec::new(),
         beyond_gap: None,
         last_data: None,
     };
     let index_file = |n: usize| index_dir.join(layout::index_file(n as u32));
-    while let Some(checksum) = check(zstor, &index_file(plan.index.len()), deadline)? {
+    while let Some(checksum) = reads.check(&index_file(plan.index.len()), deadline)? {
         plan.index.push((index_file(plan.index.len()), checksum));
     }
     let next = index_file(plan.index.len() + 1);
-    if check(zstor, &next, deadline)?.is_some() {
+    if reads.check(&next, deadline)?.is_some() {
         plan.beyond_gap = Some(next);
     }
     if let Some(last) = plan.index.len().checked_sub(1) {
@@ -280,7 +283,7 @@ fn survey(
             .data_dir
             .join(namespace)
             .join(layout::data_file(last as u32));
-        let checksum = check(zstor, &data, deadline)?;
+        let checksum = reads.check(&data, deadline)?;
         plan.last_data = Some((data, checksum));
     }
     Ok(plan)
@@ -322,12 +325,6 @@ fn judge(plans: &[Plan]) -> Result<(), String> {
         )),
         _ => Ok(()),
     }
-}
-
-fn check(zstor: &Zstor, path: &Path, deadline: Instant) -> Result<Option<Checksum>, HookError> {
-    Ok(zstor
-        .with_timeout(super::remaining(deadline)?)
-        .check(path)?)
 }
 
 fn mark_error(marks: &Marks) -> impl Fn(std::io::Error) -> HookError + '_ {

@@ -1300,7 +1300,7 @@ mod tests {
         for unit in [
             include_str!("../../units/qsfs-zstor.service"),
             include_str!("../../units/qsfs-monitor.service"),
-            include_str!("../../units/qsfs-zdb.service"),
+            include_str!("../../units/qsfs-zstor-reads@.service"),
         ] {
             assert_eq!(
                 load_credentials(unit),
@@ -1308,6 +1308,7 @@ mod tests {
             );
         }
         for unit in [
+            include_str!("../../units/qsfs-zdb.service"),
             include_str!("../../units/qsfs-zdbfs.service"),
             include_str!("../../units/qsfs-health.service"),
             include_str!("../../units/qsfs-config.service"),

@@ -484,11 +484,13 @@ pub fn list_files(
     Ok(files)
 }
 
-/// The unit files of `dir`: `*.service`, `*.target` and `*.preset`, and the drop-in files
+/// The unit files of `dir`: `*.service`, `*.socket`, `*.target` and `*.preset`, and the drop-in files
 /// `*.conf` of its `qsfs*.d/` directories (named `qsfs….d/NAME.conf`), sorted.
 pub fn list_units(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     let mut units = list_files(dir, |name| {
-        name.ends_with(".service") || name.ends_with(".target") || name.ends_with(".preset")
+        [".service", ".socket", ".target", ".preset"]
+            .iter()
+            .any(|kind| name.ends_with(kind))
     })?;
     for item in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let item = item.map_err(|e| Error::io(dir, e))?;

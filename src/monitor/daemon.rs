@@ -166,19 +166,9 @@ impl InProcess {
             file: None,
             _retired: retired,
         };
-        let Some(in_process) = zstor_config.in_process() else {
+        let Some(written) = zstor_config.in_process_file() else {
             return through_config(retired);
         };
-        let written = toml::to_string(&in_process)
-            .map_err(std::io::Error::other)
-            .and_then(|text| {
-                let mut file = tempfile::Builder::new()
-                    .prefix("zstor-in-process.")
-                    .suffix(".toml")
-                    .tempfile()?;
-                std::io::Write::write_all(&mut file, text.as_bytes())?;
-                Ok(file)
-            });
         match written {
             Ok(file) => InProcess {
                 zstor: Zstor::new(&config.zstor_bin_path, file.path(), config.zstor_timeout)

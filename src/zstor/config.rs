@@ -196,12 +196,30 @@ impl ZstorConfig {
 
     /// This config for commands that run in-process, without the daemon: the same file
     /// without `socket`. `None` when it names no socket (every command runs in-process).
-    pub fn in_process(&self) -> Option<ZstorConfig> {
+    fn in_process(&self) -> Option<ZstorConfig> {
         self.socket.as_ref()?;
         Some(ZstorConfig {
             socket: None,
             ..self.clone()
         })
+    }
+
+    /// [`ZstorConfig::in_process`] in a private (0600) temporary file for `zstor -c`, removed
+    /// when dropped; `None` when this config names no socket (use its own file).
+    pub fn in_process_file(&self) -> Option<std::io::Result<tempfile::NamedTempFile>> {
+        let in_process = self.in_process()?;
+        Some(
+            toml::to_string(&in_process)
+                .map_err(std::io::Error::other)
+                .and_then(|text| {
+                    let mut file = tempfile::Builder::new()
+                        .prefix("zstor-in-process.")
+                        .suffix(".toml")
+                        .tempfile()?;
+                    std::io::Write::write_all(&mut file, text.as_bytes())?;
+                    Ok(file)
+                }),
+        )
     }
 }
 
@@ -329,13 +347,20 @@ pub(crate) mod tests {
         assert!(!format!("{config:?}").contains("datapass"));
     }
 
-    /// The monitor's in-process copy: written out, it loads as the same config without the
+    /// The in-process copy: written out, it loads as the same config without the
     /// socket (keys and passwords included).
     #[test]
     fn the_in_process_copy_is_the_config_without_its_socket() {
         let config = load(&sample(&["10.0.0.1:9900", "10.0.0.2:9900"])).unwrap();
-        let copy = config.in_process().unwrap();
-        let again = load(&toml::to_string(&copy).unwrap()).unwrap();
+        let file = config.in_process_file().unwrap().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.as_file().metadata().unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "private: it holds the key and passwords"
+        );
+        let again = load(&std::fs::read_to_string(file.path()).unwrap()).unwrap();
         assert_eq!(again.socket, None);
         assert_eq!(
             again.encryption.key.expose(),
@@ -355,7 +380,7 @@ pub(crate) mod tests {
         };
         assert_eq!(passwords(&again), passwords(&config));
         assert!(
-            again.in_process().is_none(),
+            again.in_process_file().is_none(),
             "no socket: nothing to take out"
         );
     }

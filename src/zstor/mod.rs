@@ -85,12 +85,6 @@ pub struct Zstor {
 }
 
 impl Zstor {
-    /// The runner `qsfs.toml`'s `[zstor]` table describes.
-    pub fn from_settings(settings: &crate::config::appliance::ZstorSettings) -> Self {
-        Zstor::new(&settings.bin, &settings.config, settings.timeout)
-            .with_log_file(&settings.log_file)
-    }
-
     /// A runner for `bin -c config …`, killing commands that run longer than `timeout`.
     pub fn new(bin: impl Into<PathBuf>, config: impl Into<PathBuf>, timeout: Duration) -> Self {
         Zstor {
@@ -191,6 +185,15 @@ impl Zstor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // zstor dies with the thread that runs it (which waits for it): a runner that is killed
+        // leaves no zstor behind that still writes (the read lane answers on that basis).
+        // SAFETY: prctl is async-signal-safe, as a pre_exec closure must be.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
         let mut child = cmd.spawn().map_err(|source| ZstorError::Spawn {
             bin: self.bin.clone(),
             source,

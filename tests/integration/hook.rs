@@ -6,6 +6,7 @@
 
 use crate::support;
 
+use crate::support::link::{Link, Shape};
 use crate::support::upstream::Stack;
 use crate::support::{wait_for, Appliance};
 use qsfs::spool::{Job, Trigger};
@@ -337,6 +338,102 @@ fn check_missing_data_comes_back_through_zstor_and_never_half(stack: &Stack) {
         "{}",
         zdb.log()
     );
+}
+
+/// A `missing-data` retrieve that runs past its timeout is stopped before the hook answers zdb:
+/// no retrieve the hook gave up on writes the data file later, where zdb would open it. Before
+/// the read lane the hook's zstor went through the daemon, which went on with the retrieve
+/// after the hook had killed its command line and wrote the file in place. Real zstor only:
+/// the late write is the real daemon's behaviour (the backends are behind a slow link).
+#[test]
+fn a_retrieve_past_its_timeout_never_writes_the_file_later() {
+    let Some(zstor) = support::upstream::Program::real("zstor") else {
+        eprintln!(
+            "skipped: needs the real zstor ({})",
+            support::upstream::UPSTREAM_BIN
+        );
+        return;
+    };
+    let stack = Stack {
+        zdb: zstor.partner("zdb"),
+        zstor,
+    };
+    let app = Appliance::on(&stack, "[hook]\nmissing_data_timeout_secs = 2\n");
+    let backends = app.backends.as_ref().unwrap();
+    let links: Vec<Link> = backends.data.iter().map(|a| Link::start(*a)).collect();
+    let list = |addresses: Vec<std::net::SocketAddr>| -> Vec<support::ConfigBackend> {
+        addresses
+            .iter()
+            .map(|a| {
+                (
+                    a.to_string(),
+                    support::upstream::BACKEND_NAMESPACE.to_string(),
+                    support::upstream::BACKEND_PASSWORD.to_string(),
+                )
+            })
+            .collect()
+    };
+    // As in the appliance: the zstor config names the daemon's socket.
+    let socket = app.dir.path().join("zstor.sock");
+    std::fs::write(
+        &app.zstor_config,
+        support::zstor_config_over(
+            &list(backends.meta.clone()),
+            &list(links.iter().map(|l| l.address).collect()),
+            Some(&socket),
+        ),
+    )
+    .unwrap();
+    let _daemon = support::ZstorDaemon::start(
+        &stack.zstor.path,
+        &app.zstor_config,
+        &socket,
+        &app.dir.path().join("zstor-daemon.log"),
+    );
+    let ns = app.data.join("zdbfs-data");
+    std::fs::create_dir_all(&ns).unwrap();
+    std::fs::create_dir_all(&app.state).unwrap();
+    let d0 = ns.join("d0");
+    let mut state = 0x2545_f491_4f6c_dd1d;
+    let bytes: Vec<u8> = (0..2 * 1024 * 1024 / 8)
+        .flat_map(|_| next_random(&mut state).to_le_bytes())
+        .collect();
+    std::fs::write(&d0, &bytes).unwrap();
+    app.zstor().store(&d0, None).unwrap();
+    std::fs::remove_file(&d0).unwrap();
+
+    // 2 MiB at 256 KiB/s: the retrieve needs about 8 s, the hook may wait 2 s.
+    for link in &links {
+        link.shape(Shape {
+            rate: Some(256 * 1024),
+            delay: Duration::ZERO,
+        });
+    }
+    let started = Instant::now();
+    let out = run_hook(&app, &["missing-data", "unix:///z", d0.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("gave up after 2 s"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{stderr}");
+    // Past the time the retrieve would have taken: the file never appears.
+    while started.elapsed() < Duration::from_secs(20) {
+        assert!(
+            !d0.exists(),
+            "{} appeared {:?} after the hook started, once it had given up:\n{stderr}\nread lane:\n{}",
+            d0.display(),
+            started.elapsed(),
+            app.reads.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // On a fast link the same read brings the file back, whole.
+    for link in &links {
+        link.shape(Shape::default());
+    }
+    let out = run_hook(&app, &["missing-data", "unix:///z", d0.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(&d0).unwrap(), bytes);
 }
 
 #[test]

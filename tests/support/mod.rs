@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // the integration and the system tests each use a different part
 
+pub mod link;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};
@@ -193,6 +194,8 @@ pub struct Appliance {
     pub store: PathBuf,
     pub socket: PathBuf,
     pub qsfs_config: PathBuf,
+    /// The hook's read lane, served as `qsfs-zstor-reads.socket` does.
+    pub reads: ReadLane,
     pub zstor_config: PathBuf,
     /// The zdb and zstor this layout runs.
     pub stack: upstream::Stack,
@@ -239,7 +242,9 @@ impl Appliance {
         )
         .unwrap();
         let qsfs_config = root.join("etc/qsfs.toml");
+        let reads = ReadLane::start(root, &qsfs_config);
         let appliance = Appliance {
+            reads,
             index: root.join("index"),
             data: root.join("data"),
             spool: root.join("spool"),
@@ -259,13 +264,14 @@ impl Appliance {
     /// Writes `qsfs.toml` with this layout's paths, followed by `extra` (more sections).
     pub fn write_qsfs_config(&self, extra: &str) {
         let text = format!(
-            "[paths]\nindex_dir = \"{}\"\ndata_dir = \"{}\"\nspool_dir = \"{}\"\nstate_dir = \"{}\"\nzdb_socket = \"{}\"\nmountpoint = \"{}\"\n\n\
+            "[paths]\nindex_dir = \"{}\"\ndata_dir = \"{}\"\nspool_dir = \"{}\"\nstate_dir = \"{}\"\nzdb_socket = \"{}\"\nzstor_reads_socket = \"{}\"\nmountpoint = \"{}\"\n\n\
              [zstor]\nbin = \"{}\"\nconfig = \"{}\"\nlog_file = \"{}\"\ntimeout_secs = 20\n\n{extra}",
             self.index.display(),
             self.data.display(),
             self.spool.display(),
             self.state.display(),
             self.socket.display(),
+            self.reads.socket.display(),
             self.dir.path().join("mnt").display(),
             self.stack.zstor.path.display(),
             self.zstor_config.display(),
@@ -365,6 +371,53 @@ impl Appliance {
             program: zdb.clone(),
             lockfile: self.index.join(".lockfile"),
         }
+    }
+}
+
+/// The hook's read lane as systemd serves it (`qsfs-zstor-reads.socket`, `Accept=yes`):
+/// `systemd-socket-activate --accept` runs `zdb-hook serve-reads` for each connection. Stopped
+/// when dropped.
+pub struct ReadLane {
+    child: std::process::Child,
+    /// Its socket (`[paths] zstor_reads_socket`).
+    pub socket: PathBuf,
+    /// What it and its requests printed.
+    pub log: PathBuf,
+}
+
+impl ReadLane {
+    /// Listens in `dir` for the layout whose `qsfs.toml` is `qsfs_config`.
+    fn start(dir: &Path, qsfs_config: &Path) -> ReadLane {
+        let socket = dir.join("zstor-reads.sock");
+        let log = dir.join("zstor-reads.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("systemd-socket-activate")
+            .arg("--accept")
+            .arg("--listen")
+            .arg(&socket)
+            .arg(format!("--setenv=QSFS_CONFIG={}", qsfs_config.display()))
+            .arg("--setenv=QSFS_LOG_TARGET=stderr")
+            .arg(env!("CARGO_BIN_EXE_zdb-hook"))
+            .args(["serve-reads", "unix:///read-lane"])
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("systemd-socket-activate (the systemd package) runs the read lane");
+        wait_for("the read lane's socket", || socket.exists().then_some(()));
+        ReadLane { child, socket, log }
+    }
+
+    /// What it and its requests printed.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ReadLane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

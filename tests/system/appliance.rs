@@ -198,7 +198,7 @@ impl Appliance {
         container.ok("chmod 600 /var/zdbfs/etc/monitor_config.toml");
         // zstor's config reaches the units as a credential ($CREDENTIALS_DIRECTORY), so the
         // zstor stand-in cannot find its store beside the config: it is named for it.
-        for unit in ["qsfs-zstor", "qsfs-monitor", "qsfs-zdb"] {
+        for unit in ["qsfs-zstor", "qsfs-monitor", "qsfs-zstor-reads@"] {
             container.write(
                 &format!("/etc/systemd/system/{unit}.service.d/50-test-zstor-standin-store.conf"),
                 &format!("[Service]\nEnvironment=ZSTOR_STANDIN_STORE={STORE_IN_CONTAINER}\n"),
@@ -550,7 +550,7 @@ tr '\0' ' ' < /proc/$(systemctl show -P MainPID qsfs-zstor.service)/cmdline; ech
             "store 700",
             "qsfs-zstor: zstor.toml",
             "qsfs-monitor: zstor.toml",
-            "qsfs-zdb: zstor.toml",
+            "qsfs-zdb:",
             "qsfs-minio: minio-root-password minio-root-user",
             "qsfs-zdbfs:",
             "qsfs-health:",
