@@ -133,7 +133,10 @@ impl<U: UnitControl + Sync> Probes<U> {
             }
             ProbeName::Mount => mount::probe(&self.mount, &self.paths.mountpoint, timeout).await,
             ProbeName::S3 => self.s3.probe().await,
-            ProbeName::Zstor => zstor::probe(&s.zstor.socket, timeout).await,
+            ProbeName::Zstor => {
+                let rebuild = monitor::fresh_status(&s.monitor).and_then(|status| status.rebuild);
+                zstor::probe(&s.zstor.socket, timeout, rebuild.as_ref()).await
+            }
             ProbeName::Monitor => monitor::probe(&s.monitor),
             ProbeName::Disk => {
                 disk::probe(

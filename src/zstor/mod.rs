@@ -8,7 +8,7 @@ pub mod checksum;
 pub mod config;
 pub mod daemon;
 pub mod metadata;
-mod socket;
+pub mod socket;
 
 pub use checksum::Checksum;
 

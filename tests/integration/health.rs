@@ -524,20 +524,127 @@ async fn zdb_probe_says_why_a_restore_holds_zdb_back() {
 // ---------------------------------------------------------------------------------------------
 // zstor socket, monitor status, units (with a fake controller)
 
+/// The zstor stand-in's daemon on `dir/zstor.sock` (its config and store under `dir`).
+fn zstor_daemon(dir: &Path) -> support::ZstorDaemon {
+    let socket = dir.join("zstor.sock");
+    let config = dir.join("zstor-etc/zstor.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, support::zstor_config_text(Some(&socket))).unwrap();
+    support::ZstorDaemon::start(
+        &support::upstream::Program::standin("zstor").path,
+        &config,
+        &socket,
+        &dir.join("zstor-daemon.log"),
+    )
+}
+
 #[tokio::test]
-async fn zstor_socket_accepts_or_not() {
+async fn zstor_probe_needs_an_answer_not_only_a_connection() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("zstor.sock");
     let c = config(&format!(
-        "[health.zstor]\nsocket = '{}'\n",
+        "[health.zstor]\nsocket = '{}'\ntimeout_ms = 300\n",
         socket.display()
     ));
     let f = probes(&c).run(ProbeName::Zstor).await;
     assert_eq!(f.outcome.state, State::Failed);
     assert!(f.outcome.restart_may_help);
-    let _listener = UnixListener::bind(&socket).unwrap();
+    // A socket that accepts and never answers: what the old probe called ok.
+    let listener = UnixListener::bind(&socket).unwrap();
+    let f = probes(&c).run(ProbeName::Zstor).await;
+    assert_eq!(f.outcome.state, State::Failed, "{:?}", f.outcome);
+    assert!(
+        f.outcome.reason.contains("answers none within"),
+        "{:?}",
+        f.outcome
+    );
+    drop(listener);
+    std::fs::remove_file(&socket).unwrap();
+    let _daemon = zstor_daemon(dir.path());
     let f = probes(&c).run(ProbeName::Zstor).await;
     assert_eq!(f.outcome.state, State::Ok, "{:?}", f.outcome);
+}
+
+/// Contract: the probe's check is a command the daemon (real and stand-in) answers without
+/// logging an error, and a daemon busy with one long store does not answer it. The real
+/// zstor's data backends are behind a link of 256 KiB/s; the stand-in's store takes
+/// `ms_per_mib`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_zstor_probe_speaks_the_daemons_protocol_and_sees_it_busy() {
+    for stack in support::upstream::stacks() {
+        eprintln!("---- on {}", stack.label());
+        let app = support::Appliance::on(&stack, "");
+        let backends = app.backends.as_ref().unwrap();
+        let links: Vec<support::link::Link> = backends
+            .data
+            .iter()
+            .map(|a| support::link::Link::start(*a))
+            .collect();
+        let list = |addresses: Vec<SocketAddr>| -> Vec<support::ConfigBackend> {
+            addresses
+                .iter()
+                .map(|a| {
+                    (
+                        a.to_string(),
+                        support::upstream::BACKEND_NAMESPACE.to_string(),
+                        support::upstream::BACKEND_PASSWORD.to_string(),
+                    )
+                })
+                .collect()
+        };
+        let socket = app.dir.path().join("zstor.sock");
+        std::fs::write(
+            &app.zstor_config,
+            support::zstor_config_over(
+                &list(backends.meta.clone()),
+                &list(links.iter().map(|l| l.address).collect()),
+                Some(&socket),
+            ),
+        )
+        .unwrap();
+        let log = app.dir.path().join("zstor-daemon.log");
+        let _daemon =
+            support::ZstorDaemon::start(&stack.zstor.path, &app.zstor_config, &socket, &log);
+        let c = config(&format!(
+            "[health.zstor]\nsocket = '{}'\n",
+            socket.display()
+        ));
+        let f = probes(&c).run(ProbeName::Zstor).await;
+        assert_eq!(f.outcome.state, State::Ok, "{:?}", f.outcome);
+        std::thread::sleep(Duration::from_millis(200));
+        let log_text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            !log_text.contains("Error while handeling client"),
+            "{log_text}"
+        );
+
+        // A store of 4 MiB that takes 16 s or more.
+        let file = app.dir.path().join("big");
+        std::fs::write(&file, support::incompressible(4 << 20, 7)).unwrap();
+        if stack.zstor.real {
+            for link in &links {
+                link.shape(support::link::Shape {
+                    rate: Some(256 * 1024),
+                    delay: Duration::ZERO,
+                });
+            }
+        } else {
+            std::fs::write(app.store.join("inject.json"), r#"{"ms_per_mib": 4000}"#).unwrap();
+        }
+        let zstor = app.zstor();
+        let store = std::thread::spawn(move || zstor.store(&file, None));
+        std::thread::sleep(Duration::from_secs(1));
+        let f = probes(&c).run(ProbeName::Zstor).await;
+        assert_eq!(f.outcome.state, State::Failed, "{:?}", f.outcome);
+        assert!(f.outcome.restart_may_help);
+        assert!(
+            f.outcome.reason.contains("answers none within 2"),
+            "{:?}",
+            f.outcome
+        );
+        drop(_daemon);
+        let _ = store.join();
+    }
 }
 
 #[tokio::test]
@@ -961,7 +1068,7 @@ fn check_exit_codes_and_json_output() {
     assert!(table.starts_with("qsfs: failed\nCOMPONENT"), "{table}");
     assert!(table.contains("\nzstor "), "{table}");
 
-    let _listener = UnixListener::bind(dir.path().join("zstor.sock")).unwrap();
+    let _daemon = zstor_daemon(dir.path());
     let out = run(&cfg, &["check", "--format", "json"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -1033,7 +1140,7 @@ fn check_exit_codes_and_json_output() {
 fn since_comes_from_the_status_file_of_serve() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = binary_config(dir.path(), "");
-    let _listener = UnixListener::bind(dir.path().join("zstor.sock")).unwrap();
+    let _daemon = zstor_daemon(dir.path());
     let first: serde_json::Value =
         serde_json::from_slice(&run(&cfg, &["check", "--format", "json"]).stdout).unwrap();
     // Pretend serve wrote it a while ago with the same states.
@@ -1069,10 +1176,10 @@ fn wait_blocks_until_ok_or_times_out_with_the_reason() {
     assert!(stderr.contains("zstor is not ok after"), "{stderr}");
     assert!(stderr.contains("No such file or directory"), "{stderr}");
 
-    let socket = dir.path().join("zstor.sock");
+    let path = dir.path().to_path_buf();
     let binder = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        UnixListener::bind(socket).unwrap()
+        zstor_daemon(&path)
     });
     let out = run(
         &cfg,
@@ -1093,7 +1200,7 @@ fn serve_notifies_systemd_writes_status_and_serves_metrics() {
         &format!("[health]\nmetrics = 'unix:{}'\n", metrics.display()),
     );
     std::fs::write(&cfg, text).unwrap();
-    let _listener = UnixListener::bind(dir.path().join("zstor.sock")).unwrap();
+    let _daemon = zstor_daemon(dir.path());
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(support::TIMEOUT)).unwrap();

@@ -394,10 +394,7 @@ fn a_retrieve_past_its_timeout_never_writes_the_file_later() {
     std::fs::create_dir_all(&ns).unwrap();
     std::fs::create_dir_all(&app.state).unwrap();
     let d0 = ns.join("d0");
-    let mut state = 0x2545_f491_4f6c_dd1d;
-    let bytes: Vec<u8> = (0..2 * 1024 * 1024 / 8)
-        .flat_map(|_| next_random(&mut state).to_le_bytes())
-        .collect();
+    let bytes = support::incompressible(2 << 20, 0x2545_f491_4f6c_dd1d);
     std::fs::write(&d0, &bytes).unwrap();
     app.zstor().store(&d0, None).unwrap();
     std::fs::remove_file(&d0).unwrap();

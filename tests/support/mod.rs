@@ -118,6 +118,20 @@ pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 /// One backend of a zstor config: address, namespace, password.
 pub type ConfigBackend = (String, String, String);
 
+/// `len` bytes of deterministic, incompressible content (snappy gains nothing, as on encrypted
+/// or media data), different for each `seed`.
+pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut data = vec![0u8; len];
+    for chunk in data.chunks_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+    data
+}
+
 /// A zstor v0.5 config over these metadata backends and one group of these data backends,
 /// `minimal_shards` one less than the data backends (at least 1). `socket` turns the daemon on.
 pub fn zstor_config_over(
@@ -214,6 +228,15 @@ impl Appliance {
     /// the monitor's backend checks; the real zstor stores on them, the stand-in in its store.
     pub fn on(stack: &upstream::Stack, extra_config: &str) -> Appliance {
         let backends = upstream::ZdbBackends::start(&stack.zdb, 4, 2);
+        Appliance::with_backends(stack, backends, extra_config)
+    }
+
+    /// ... with these backends.
+    pub fn with_backends(
+        stack: &upstream::Stack,
+        backends: upstream::ZdbBackends,
+        extra_config: &str,
+    ) -> Appliance {
         Appliance::build(stack, None, Some(backends), extra_config)
     }
 
@@ -873,10 +896,18 @@ impl ZstorDaemon {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        wait_for("the zstor daemon's socket", || {
-            std::os::unix::net::UnixStream::connect(socket)
-                .ok()
-                .map(drop)
+        // Until it answers a check (a bare connection would be logged as an error).
+        wait_for("the zstor daemon's answer", || {
+            use std::io::{Read, Write};
+            let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+            let probe = Path::new(qsfs::health::probes::zstor::PROBE_PATH);
+            stream
+                .write_all(&qsfs::zstor::socket::check_request(probe))
+                .ok()?;
+            let mut length = [0; 2];
+            stream.read_exact(&mut length).ok()?;
+            let mut reply = vec![0; usize::from(u16::from_be_bytes(length))];
+            stream.read_exact(&mut reply).ok()
         });
         ZstorDaemon(child)
     }

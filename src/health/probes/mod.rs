@@ -33,7 +33,7 @@ pub enum ProbeName {
     Mount,
     /// The S3 endpoint (MinIO's health URLs).
     S3,
-    /// The zstor daemon's unix socket accepts a connection.
+    /// The zstor daemon answers a check on its unix socket.
     Zstor,
     /// The status zstor_monitor publishes: upload backlog, backends.
     Monitor,

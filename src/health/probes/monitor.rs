@@ -94,6 +94,13 @@ pub fn probe(settings: &MonitorSettings) -> Outcome {
     evaluate(&status, crate::clock::now_unix_ms(), settings)
 }
 
+/// The published status, when it can be read and is not stale.
+pub fn fresh_status(settings: &MonitorSettings) -> Option<MonitorStatus> {
+    let status = MonitorStatus::read(&settings.status_file).ok()?;
+    let age = crate::clock::now_unix_ms().saturating_sub(status.updated_unix_ms);
+    (Duration::from_millis(age) <= settings.stale_after).then_some(status)
+}
+
 /// Judges `status` at `now_unix_ms`.
 pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSettings) -> Outcome {
     if status.schema_version != SCHEMA_VERSION {

@@ -62,9 +62,12 @@
 //!   the paths exactly as given (the daemon resolves them in its own working directory). If
 //!   nothing listens: `Error: ZstorError { kind: LocalIo("Could not connect to daemon socket"),
 //!   … }`, exit 1, no fallback. A daemon error prints `Zstor error: <msg>` and exits 1. The
-//!   wire format is the stand-in's own (upstream's is bincode): a u16 big-endian length and a
-//!   JSON request, answered the same way with `"Success"`, `{"Err": msg}` or
-//!   `{"Checksum": hex}`.
+//!   wire format is upstream's ([`qsfs::zstor::socket`]): a u16 big-endian length and bincode 1
+//!   of `ZstorCommand` (`Store`, `Retrieve`, `Rebuild`, `Check { path }`), answered the same way
+//!   with `Success`, `Err(msg)` or `Checksum([u8; 16])`. The product sends `Check` (the health
+//!   probe) and `Rebuild` with metadata (moving shards, real zstor only: the stand-in answers
+//!   that with an error); `Store` and `Retrieve` pass only between the stand-in's own CLI and
+//!   daemon.
 //!
 //! # Keys
 //!
@@ -231,9 +234,12 @@ enum Request {
     Rebuild {
         file: Option<PathBuf>,
         key: Option<String>,
+        /// Upstream's metadata to rebuild from: only whether it was given is read (bincode
+        /// ignores what follows).
+        metadata: Option<()>,
     },
     Check {
-        file: PathBuf,
+        path: PathBuf,
     },
 }
 
@@ -249,9 +255,9 @@ impl Request {
 
     fn target(&self) -> String {
         match self {
-            Request::Store { file, .. } | Request::Retrieve { file } | Request::Check { file } => {
-                file.display().to_string()
-            }
+            Request::Store { file, .. }
+            | Request::Retrieve { file }
+            | Request::Check { path: file } => file.display().to_string(),
             Request::Rebuild {
                 file: Some(file), ..
             } => file.display().to_string(),
@@ -266,7 +272,7 @@ impl Request {
 enum Response {
     Success,
     Err(String),
-    Checksum(String),
+    Checksum([u8; 16]),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,8 +428,12 @@ fn main() {
             }
         }
         Cmd::Retrieve { file } => vec![Request::Retrieve { file }],
-        Cmd::Rebuild { file, key } => vec![Request::Rebuild { file, key }],
-        Cmd::Check { file } => vec![Request::Check { file }],
+        Cmd::Rebuild { file, key } => vec![Request::Rebuild {
+            file,
+            key,
+            metadata: None,
+        }],
+        Cmd::Check { file } => vec![Request::Check { path: file }],
     };
 
     for request in requests {
@@ -656,10 +666,15 @@ fn perform(ctx: &mut Ctx, request: &Request) -> Result<Option<Checksum>, ZErr> {
         } => store(ctx, file, key_path.as_deref(), *delete, &mut resolved)
             .map(|skipped| (None, skipped)),
         Request::Retrieve { file } => retrieve(ctx, file, &mut resolved).map(|()| (None, false)),
-        Request::Rebuild { file, key } => {
+        Request::Rebuild {
+            metadata: Some(()), ..
+        } => Err(ZErr::from(
+            "the stand-in does not rebuild from given metadata".to_string(),
+        )),
+        Request::Rebuild { file, key, .. } => {
             rebuild(ctx, file.as_deref(), key.as_deref(), &mut resolved).map(|()| (None, false))
         }
-        Request::Check { file } => check(ctx, file, &mut resolved).map(|sum| (sum, false)),
+        Request::Check { path } => check(ctx, path, &mut resolved).map(|sum| (sum, false)),
     };
     let path = resolved.map_or_else(|| request.target(), |p| p.display().to_string());
     let outcome = match (&result, request) {
@@ -1195,11 +1210,11 @@ fn print_status_table(backends: &[&Backend]) {
 // The daemon and its client
 
 fn write_frame(stream: &mut UnixStream, value: &impl Serialize) -> io::Result<()> {
-    let json = serde_json::to_vec(value).map_err(io::Error::other)?;
+    let body = bincode::serialize(value).map_err(io::Error::other)?;
     let len =
-        u16::try_from(json.len()).map_err(|_| io::Error::other("message longer than 64 KiB"))?;
+        u16::try_from(body.len()).map_err(|_| io::Error::other("message longer than 64 KiB"))?;
     let mut frame = len.to_be_bytes().to_vec();
-    frame.extend_from_slice(&json);
+    frame.extend_from_slice(&body);
     stream.write_all(&frame)
 }
 
@@ -1208,7 +1223,7 @@ fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream) -> io::Resu
     stream.read_exact(&mut len)?;
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
     stream.read_exact(&mut buf)?;
-    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    bincode::deserialize(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Reads a request as upstream's daemon, with its error for a connection that sends nothing.
@@ -1225,7 +1240,7 @@ fn read_request(stream: &mut UnixStream) -> Result<Request, ZErr> {
     stream
         .read_exact(&mut buf)
         .map_err(|e| io_error("failed to read msg", &e))?;
-    serde_json::from_slice(&buf)
+    bincode::deserialize(&buf)
         .map_err(|e| ZErr::from(format!("error during error in the wire format: {e}")))
 }
 
@@ -1258,7 +1273,8 @@ fn via_daemon(socket: &Path, request: &Request) {
             request.name(),
             request.target()
         )),
-        Response::Checksum(hex) => {
+        Response::Checksum(bytes) => {
+            let hex = Checksum(bytes);
             info(&format!(
                 "{} {} through the daemon: {hex}",
                 request.name(),
@@ -1404,12 +1420,16 @@ fn monitor(mut ctx: Ctx) -> ! {
     // The single worker: one command at a time, in arrival order.
     let serve = |ctx: &mut Ctx, request: Request, mut stream: UnixStream| {
         let response = match perform(ctx, &request) {
-            Ok(Some(checksum)) => Response::Checksum(checksum.to_string()),
+            Ok(Some(checksum)) => Response::Checksum(checksum.0),
             Ok(None) => Response::Success,
             Err(e) => Response::Err(e.display.chars().take(16_000).collect()),
         };
+        let answer = match &response {
+            Response::Checksum(bytes) => format!("Checksum({})", Checksum(*bytes)),
+            other => format!("{other:?}"),
+        };
         info(&format!(
-            "{} {}: {response:?}",
+            "{} {}: {answer}",
             request.name(),
             request.target()
         ));
