@@ -1,30 +1,35 @@
-//! Benchmark (run by `tests/bench/run`, real zstor only): uploads through the zstor daemon,
-//! which runs one command at a time, against uploads in-process (what `zstor_monitor` does),
-//! and a read (`retrieve` through the daemon, as zdb's `missing-data` does) alone against the
-//! same read while two uploads are in flight, each way. Real zdb backends on the loopback
-//! (no WAN shaping here: the link is the machine's), 64 MiB files as zdb's default datasize.
+//! Benchmark (run by `tests/bench/run`, real zstor only, root): zstor's lanes on a WAN-shaped
+//! link. The real zdb backends run in a network namespace behind a veth pair rate-limited with
+//! `tc tbf` in each direction, each behind a [`Link`] that adds the one-way delay (no `netem`
+//! here); 64 MiB files, zdb's default datasize.
+//!
+//! * uploads as `zstor_monitor` runs them (each store a zstor process of its own, in-process:
+//!   no daemon socket), with the monitor's default `upload_concurrency` against one store after
+//!   another;
+//! * a `missing-data` read as zdb runs it (`zdb-hook missing-data` through the read lane)
+//!   while two uploads are in flight, against the same read with nothing else running; and,
+//!   for comparison, a retrieve through the zstor daemon while two uploads go through it too
+//!   (the lanes before: one daemon, one command at a time).
+//!
+//! `QSFS_BENCH_WAN_MBIT` and `QSFS_BENCH_WAN_DELAY_MS` change the link (default 1000 Mbit/s
+//! each way, 25 ms each way).
 
-use crate::support::upstream::{stacks, ZdbBackends};
-use crate::support::ZstorDaemon;
+use crate::support::link::{Link, Shape};
+use crate::support::upstream::{stacks, ZdbBackends, BACKEND_NAMESPACE, BACKEND_PASSWORD};
+use crate::support::wan::Wan;
+use crate::support::{Appliance, ConfigBackend, ZstorDaemon};
 use qsfs::zstor::Zstor;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const FILE_SIZE: usize = 64 << 20;
 const FILES: usize = 8;
+const HOOK: &str = env!("CARGO_BIN_EXE_zdb-hook");
 
-/// Incompressible content (snappy gains nothing, as on encrypted or media data).
 fn write_file(path: &Path, seed: u64) {
-    let mut state = seed | 1;
-    let mut data = vec![0u8; FILE_SIZE];
-    for chunk in data.chunks_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-    }
-    std::fs::write(path, data).unwrap();
+    std::fs::write(path, crate::support::incompressible(FILE_SIZE, seed)).unwrap();
 }
 
 /// Stores `files` with `parallel` workers; the time it took.
@@ -44,8 +49,13 @@ fn store_all(zstor: &Zstor, files: &[PathBuf], parallel: usize) -> Duration {
     started.elapsed()
 }
 
-/// A retrieve of `file` through the daemon, while `uploads` (if any) store two files.
-fn timed_read(daemon: &Zstor, file: &Path, uploads: Option<(&Zstor, &[PathBuf])>) -> Duration {
+/// Runs `read` on `file` (removed first, as evicted), while `uploads` (if any) store two files
+/// two at a time; the time `read` took.
+fn timed_read(
+    file: &Path,
+    read: impl FnOnce(&Path),
+    uploads: Option<(&Zstor, &[PathBuf])>,
+) -> Duration {
     std::fs::remove_file(file).unwrap();
     std::thread::scope(|scope| {
         if let Some((zstor, files)) = uploads {
@@ -54,9 +64,27 @@ fn timed_read(daemon: &Zstor, file: &Path, uploads: Option<(&Zstor, &[PathBuf])>
             std::thread::sleep(Duration::from_millis(500));
         }
         let started = Instant::now();
-        daemon.retrieve(file).unwrap();
+        read(file);
         started.elapsed()
     })
+}
+
+/// zdb's `missing-data` hook for `file`, as zdb runs it.
+fn missing_data(app: &Appliance, file: &Path) {
+    let out = std::process::Command::new(HOOK)
+        .args(["missing-data", "unix:///zdb"])
+        .arg(file)
+        .env("QSFS_CONFIG", &app.qsfs_config)
+        .env("QSFS_LOG_TARGET", "stderr")
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        app.reads.log()
+    );
 }
 
 fn line(what: &str, measured: Duration, floor_name: &str, floor: Duration) {
@@ -68,30 +96,83 @@ fn line(what: &str, measured: Duration, floor_name: &str, floor: Duration) {
     );
 }
 
+/// The monitor's default `upload_concurrency`.
+fn default_upload_concurrency() -> usize {
+    let text =
+        "zdb_index_dir_path = \"/i\"\nzdb_data_dir_path = \"/d\"\nzstor_config_path = \"/z\"\nzstor_bin_path = \"/b\"\n";
+    let config: qsfs::config::monitor::MonitorConfig =
+        qsfs::config::Source::new(Path::new("/bench/monitor.toml"), text)
+            .parse()
+            .unwrap();
+    config.upload_concurrency.get() as usize
+}
+
+fn from_env(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse().unwrap_or_else(|_| panic!("{name}={v}: a number"))
+    })
+}
+
 #[test]
 #[ignore = "a benchmark: tests/bench/run"]
-fn bench_uploads_and_a_read_through_the_daemon_and_in_process() {
+fn bench_uploads_and_a_read_on_a_wan_link() {
     let Some(stack) = stacks().into_iter().find(|s| s.zstor.real) else {
         println!("skipped: the real zstor is not available (QSFS_UPSTREAM_BIN)");
         return;
     };
-    let backends = ZdbBackends::start(&stack.zdb, 4, 2);
-    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let socket = dir.path().join("zstor.sock");
-    let with_daemon = dir.path().join("zstor-daemon.toml");
-    let in_process = dir.path().join("zstor-in-process.toml");
-    std::fs::write(&with_daemon, backends.zstor_config(Some(&socket))).unwrap();
-    std::fs::write(&in_process, backends.zstor_config(None)).unwrap();
-    let log = dir.path().join("zstor.log");
+    let rate_mbit = from_env("QSFS_BENCH_WAN_MBIT", 1000) as u32;
+    let delay = Duration::from_millis(from_env("QSFS_BENCH_WAN_DELAY_MS", 25));
+    let wan = Wan::start(rate_mbit);
+    let backends = ZdbBackends::start_behind(&stack.zdb, 4, 2, &wan);
+    let shaped = |addresses: &[SocketAddr]| -> Vec<Link> {
+        addresses
+            .iter()
+            .map(|a| {
+                let link = Link::start(*a);
+                link.shape(Shape { rate: None, delay });
+                link
+            })
+            .collect()
+    };
+    let (meta, data) = (shaped(&backends.meta), shaped(&backends.data));
+    let list = |links: &[Link]| -> Vec<ConfigBackend> {
+        links
+            .iter()
+            .map(|l| {
+                let (namespace, password) = (BACKEND_NAMESPACE, BACKEND_PASSWORD);
+                (l.address.to_string(), namespace.into(), password.into())
+            })
+            .collect()
+    };
+    let app = Appliance::with_backends(
+        &stack,
+        backends,
+        "[hook]\nmissing_data_timeout_secs = 900\n",
+    );
+    let dir = app.dir.path();
+    let socket = dir.join("zstor.sock");
+    let with_daemon = dir.join("zstor-daemon.toml");
+    std::fs::write(
+        &app.zstor_config,
+        crate::support::zstor_config_over(&list(&meta), &list(&data), None),
+    )
+    .unwrap();
+    std::fs::write(
+        &with_daemon,
+        crate::support::zstor_config_over(&list(&meta), &list(&data), Some(&socket)),
+    )
+    .unwrap();
+    let log = dir.join("zstor.log");
     let _daemon = ZstorDaemon::start(&stack.zstor.path, &with_daemon, &socket, &log);
     let timeout = Duration::from_secs(900);
     let daemon = Zstor::new(&stack.zstor.path, &with_daemon, timeout).with_log_file(&log);
-    let direct = Zstor::new(&stack.zstor.path, &in_process, timeout).with_log_file(&log);
+    let direct = Zstor::new(&stack.zstor.path, &app.zstor_config, timeout).with_log_file(&log);
 
-    // Each run stores files of its own (zstor skips a file stored with the same checksum).
+    // Each run stores files of its own (zstor skips a file stored with the same checksum),
+    // under zdb's data root (the read lane retrieves only there).
     let files = |run: &str, count: usize| -> Vec<PathBuf> {
-        let run_dir = dir.path().join(run);
-        std::fs::create_dir(&run_dir).unwrap();
+        let run_dir = app.data.join(run);
+        std::fs::create_dir_all(&run_dir).unwrap();
         (0..count)
             .map(|n| {
                 let path = run_dir.join(format!("d{n}"));
@@ -100,38 +181,49 @@ fn bench_uploads_and_a_read_through_the_daemon_and_in_process() {
             })
             .collect()
     };
+    let concurrency = default_upload_concurrency();
     let one_by_one = store_all(&direct, &files("serial", FILES), 1);
-    let in_parallel = store_all(&direct, &files("parallel", FILES), 2);
-    let through_daemon = store_all(&daemon, &files("daemon", FILES), 2);
-    println!("{FILES} files of 64 MiB, real zstor, real 0-db backends on the loopback:");
+    let in_parallel = store_all(&direct, &files("parallel", FILES), concurrency);
+
+    let read = files("read", 1).remove(0);
+    direct.store(&read, None).unwrap();
+    let bytes = std::fs::read(&read).unwrap();
+    let hook = |file: &Path| missing_data(&app, file);
+    let alone = timed_read(&read, hook, None);
+    let beside_uploads = timed_read(&read, hook, Some((&direct, &files("beside", 2))));
+    assert_eq!(
+        std::fs::read(&read).unwrap(),
+        bytes,
+        "the read brought other bytes"
+    );
+    let through_daemon = |file: &Path| daemon.retrieve(file).unwrap();
+    let daemon_alone = timed_read(&read, through_daemon, None);
+    let daemon_beside = timed_read(
+        &read,
+        through_daemon,
+        Some((&daemon, &files("beside-daemon", 2))),
+    );
+
+    println!(
+        "{FILES} files of 64 MiB, real zstor, real 0-db backends behind a link of {rate_mbit} Mbit/s and {} ms each way:",
+        delay.as_millis()
+    );
     line(
-        "uploads in-process, 2 at once (zstor_monitor now)",
+        &format!("uploads in-process, {concurrency} at once (zstor_monitor's default)"),
         in_parallel,
         "one after another",
         one_by_one,
     );
     line(
-        "uploads through the daemon, 2 clients (zstor_monitor before)",
-        through_daemon,
-        "one after another",
-        one_by_one,
-    );
-
-    let read = files("read", 1).remove(0);
-    direct.store(&read, None).unwrap();
-    let alone = timed_read(&daemon, &read, None);
-    let beside_direct = timed_read(&daemon, &read, Some((&direct, &files("beside-direct", 2))));
-    let beside_daemon = timed_read(&daemon, &read, Some((&daemon, &files("beside-daemon", 2))));
-    line(
-        "a read while 2 uploads run in-process (now)",
-        beside_direct,
+        "a missing-data read (read lane) while 2 uploads run in-process",
+        beside_uploads,
         "the read alone",
         alone,
     );
     line(
-        "a read while 2 uploads go through the daemon (before)",
-        beside_daemon,
-        "the read alone",
-        alone,
+        "a retrieve through the daemon while 2 uploads go through it (before)",
+        daemon_beside,
+        "the retrieve alone",
+        daemon_alone,
     );
 }

@@ -5,6 +5,7 @@
 
 pub mod link;
 pub mod upstream;
+pub mod wan;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -106,6 +106,8 @@ pub struct ZdbBackends {
     children: Vec<Child>,
     /// How each backend was started, to start it again.
     commands: Vec<(PathBuf, PathBuf, u16)>,
+    /// Where they run: the network namespace (none: this one) and the address they listen on.
+    place: (Option<String>, std::net::IpAddr),
     pub meta: Vec<SocketAddr>,
     pub data: Vec<SocketAddr>,
     pub dir: tempfile::TempDir,
@@ -125,11 +127,32 @@ pub fn free_port() -> u16 {
 }
 
 impl ZdbBackends {
-    /// Starts `meta + data` instances of `zdb` (real or stand-in) under `/var/tmp`.
+    /// Starts `meta + data` instances of `zdb` (real or stand-in) under `/var/tmp`, on the
+    /// loopback.
     pub fn start(zdb: &Program, meta: usize, data: usize) -> ZdbBackends {
+        ZdbBackends::start_at(zdb, meta, data, (None, [127, 0, 0, 1].into()))
+    }
+
+    /// ... in `wan`'s network namespace, listening on its address.
+    pub fn start_behind(
+        zdb: &Program,
+        meta: usize,
+        data: usize,
+        wan: &super::wan::Wan,
+    ) -> ZdbBackends {
+        ZdbBackends::start_at(zdb, meta, data, (Some(wan.namespace.clone()), wan.remote))
+    }
+
+    fn start_at(
+        zdb: &Program,
+        meta: usize,
+        data: usize,
+        place: (Option<String>, std::net::IpAddr),
+    ) -> ZdbBackends {
         let mut backends = ZdbBackends {
             children: Vec::new(),
             commands: Vec::new(),
+            place,
             meta: Vec::new(),
             data: Vec::new(),
             dir: tempfile::tempdir_in("/var/tmp").unwrap(),
@@ -145,7 +168,7 @@ impl ZdbBackends {
             client
                 .nsset(BACKEND_NAMESPACE, "password", BACKEND_PASSWORD)
                 .unwrap();
-            let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let address = SocketAddr::new(backends.place.1, port);
             if n < meta {
                 backends.meta.push(address);
             } else {
@@ -159,12 +182,21 @@ impl ZdbBackends {
     fn spawn(&mut self, n: usize) -> qsfs::zdb::Client {
         let (zdb, root, port) = self.commands[n].clone();
         let out = std::fs::File::create(root.with_extension("log")).unwrap();
-        let child = Command::new(&zdb)
+        let (namespace, ip) = self.place.clone();
+        let mut command = match &namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(&zdb);
+                command
+            }
+            None => Command::new(&zdb),
+        };
+        let child = command
             .arg("--index")
             .arg(root.join("index"))
             .arg("--data")
             .arg(root.join("data"))
-            .args(["--listen", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--listen", &ip.to_string(), "--port", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -175,7 +207,7 @@ impl ZdbBackends {
         } else {
             self.children.push(child);
         }
-        let endpoint = qsfs::zdb::Endpoint::Tcp(([127, 0, 0, 1], port).into());
+        let endpoint = qsfs::zdb::Endpoint::Tcp(SocketAddr::new(ip, port));
         super::wait_for("a backend to answer PING", || {
             let mut c =
                 qsfs::zdb::Client::connect(&endpoint, std::time::Duration::from_secs(2)).ok()?;
