@@ -580,26 +580,11 @@ async fn the_zstor_probe_speaks_the_daemons_protocol_and_sees_it_busy() {
             .iter()
             .map(|a| support::link::Link::start(*a))
             .collect();
-        let list = |addresses: Vec<SocketAddr>| -> Vec<support::ConfigBackend> {
-            addresses
-                .iter()
-                .map(|a| {
-                    (
-                        a.to_string(),
-                        support::upstream::BACKEND_NAMESPACE.to_string(),
-                        support::upstream::BACKEND_PASSWORD.to_string(),
-                    )
-                })
-                .collect()
-        };
         let socket = app.dir.path().join("zstor.sock");
+        let data: Vec<SocketAddr> = links.iter().map(|l| l.address).collect();
         std::fs::write(
             &app.zstor_config,
-            support::zstor_config_over(
-                &list(backends.meta.clone()),
-                &list(links.iter().map(|l| l.address).collect()),
-                Some(&socket),
-            ),
+            support::upstream::zstor_config_at(&backends.meta, &data, Some(&socket)),
         )
         .unwrap();
         let log = app.dir.path().join("zstor-daemon.log");

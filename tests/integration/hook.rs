@@ -361,27 +361,12 @@ fn a_retrieve_past_its_timeout_never_writes_the_file_later() {
     let app = Appliance::on(&stack, "[hook]\nmissing_data_timeout_secs = 2\n");
     let backends = app.backends.as_ref().unwrap();
     let links: Vec<Link> = backends.data.iter().map(|a| Link::start(*a)).collect();
-    let list = |addresses: Vec<std::net::SocketAddr>| -> Vec<support::ConfigBackend> {
-        addresses
-            .iter()
-            .map(|a| {
-                (
-                    a.to_string(),
-                    support::upstream::BACKEND_NAMESPACE.to_string(),
-                    support::upstream::BACKEND_PASSWORD.to_string(),
-                )
-            })
-            .collect()
-    };
     // As in the appliance: the zstor config names the daemon's socket.
     let socket = app.dir.path().join("zstor.sock");
+    let data: Vec<std::net::SocketAddr> = links.iter().map(|l| l.address).collect();
     std::fs::write(
         &app.zstor_config,
-        support::zstor_config_over(
-            &list(backends.meta.clone()),
-            &list(links.iter().map(|l| l.address).collect()),
-            Some(&socket),
-        ),
+        support::upstream::zstor_config_at(&backends.meta, &data, Some(&socket)),
     )
     .unwrap();
     let _daemon = support::ZstorDaemon::start(

@@ -15,9 +15,9 @@
 //! each way, 25 ms each way).
 
 use crate::support::link::{Link, Shape};
-use crate::support::upstream::{stacks, ZdbBackends, BACKEND_NAMESPACE, BACKEND_PASSWORD};
+use crate::support::upstream::{stacks, zstor_config_at, ZdbBackends};
 use crate::support::wan::Wan;
-use crate::support::{Appliance, ConfigBackend, ZstorDaemon};
+use crate::support::{Appliance, ZstorDaemon};
 use qsfs::zstor::Zstor;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -134,16 +134,10 @@ fn bench_uploads_and_a_read_on_a_wan_link() {
             })
             .collect()
     };
-    let (meta, data) = (shaped(&backends.meta), shaped(&backends.data));
-    let list = |links: &[Link]| -> Vec<ConfigBackend> {
-        links
-            .iter()
-            .map(|l| {
-                let (namespace, password) = (BACKEND_NAMESPACE, BACKEND_PASSWORD);
-                (l.address.to_string(), namespace.into(), password.into())
-            })
-            .collect()
-    };
+    let (meta_links, data_links) = (shaped(&backends.meta), shaped(&backends.data));
+    let addresses =
+        |links: &[Link]| -> Vec<SocketAddr> { links.iter().map(|l| l.address).collect() };
+    let (meta, data) = (addresses(&meta_links), addresses(&data_links));
     let app = Appliance::with_backends(
         &stack,
         backends,
@@ -152,16 +146,8 @@ fn bench_uploads_and_a_read_on_a_wan_link() {
     let dir = app.dir.path();
     let socket = dir.join("zstor.sock");
     let with_daemon = dir.join("zstor-daemon.toml");
-    std::fs::write(
-        &app.zstor_config,
-        crate::support::zstor_config_over(&list(&meta), &list(&data), None),
-    )
-    .unwrap();
-    std::fs::write(
-        &with_daemon,
-        crate::support::zstor_config_over(&list(&meta), &list(&data), Some(&socket)),
-    )
-    .unwrap();
+    std::fs::write(&app.zstor_config, zstor_config_at(&meta, &data, None)).unwrap();
+    std::fs::write(&with_daemon, zstor_config_at(&meta, &data, Some(&socket))).unwrap();
     let log = dir.join("zstor.log");
     let _daemon = ZstorDaemon::start(&stack.zstor.path, &with_daemon, &socket, &log);
     let timeout = Duration::from_secs(900);

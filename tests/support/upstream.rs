@@ -229,20 +229,26 @@ impl ZdbBackends {
     /// A zstor v0.5 config over these backends ([`super::zstor_config_over`]): all metadata
     /// backends, one group of the data backends. `socket` turns the daemon on.
     pub fn zstor_config(&self, socket: Option<&Path>) -> String {
-        let list = |addresses: &[SocketAddr]| -> Vec<super::ConfigBackend> {
-            addresses
-                .iter()
-                .map(|a| {
-                    (
-                        a.to_string(),
-                        BACKEND_NAMESPACE.to_string(),
-                        BACKEND_PASSWORD.to_string(),
-                    )
-                })
-                .collect()
-        };
-        super::zstor_config_over(&list(&self.meta), &list(&self.data), socket)
+        zstor_config_at(&self.meta, &self.data, socket)
     }
+}
+
+/// A zstor v0.5 config over backends of [`ZdbBackends`] (their namespace and password) reached
+/// at these addresses (theirs, or [`super::link::Link`]s in front of them).
+pub fn zstor_config_at(meta: &[SocketAddr], data: &[SocketAddr], socket: Option<&Path>) -> String {
+    let list = |addresses: &[SocketAddr]| -> Vec<super::ConfigBackend> {
+        addresses
+            .iter()
+            .map(|a| {
+                (
+                    a.to_string(),
+                    BACKEND_NAMESPACE.to_string(),
+                    BACKEND_PASSWORD.to_string(),
+                )
+            })
+            .collect()
+    };
+    super::zstor_config_over(&list(meta), &list(data), socket)
 }
 
 impl Drop for ZdbBackends {
