@@ -97,8 +97,15 @@ pub fn probe(settings: &MonitorSettings) -> Outcome {
 /// The published status, when it can be read and is not stale.
 pub fn fresh_status(settings: &MonitorSettings) -> Option<MonitorStatus> {
     let status = MonitorStatus::read(&settings.status_file).ok()?;
-    let age = crate::clock::now_unix_ms().saturating_sub(status.updated_unix_ms);
-    (Duration::from_millis(age) <= settings.stale_after).then_some(status)
+    stale(&status, crate::clock::now_unix_ms(), settings)
+        .is_none()
+        .then_some(status)
+}
+
+/// How old `status` is at `now_unix_ms`, when that is older than `stale_after_secs`.
+fn stale(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSettings) -> Option<Duration> {
+    let age = Duration::from_millis(now_unix_ms.saturating_sub(status.updated_unix_ms));
+    (age > settings.stale_after).then_some(age)
 }
 
 /// Judges `status` at `now_unix_ms`.
@@ -112,8 +119,7 @@ pub fn evaluate(status: &MonitorStatus, now_unix_ms: u64, settings: &MonitorSett
             ),
         );
     }
-    let age = Duration::from_millis(now_unix_ms.saturating_sub(status.updated_unix_ms));
-    if age > settings.stale_after {
+    if let Some(age) = stale(status, now_unix_ms, settings) {
         return Outcome::new(
             State::Failed,
             format!(
