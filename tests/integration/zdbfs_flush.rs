@@ -206,3 +206,121 @@ fn hung_zdbfs(zdbfs: &Program) {
         monitor.log().contains("written to zdb again").then_some(())
     });
 }
+
+/// What one run of [`flush_costs`] saw.
+struct FlushCosts {
+    /// Reads of a warm 64 MiB file, MiB/s.
+    warm_read: f64,
+    /// zdb's data growth per byte appended slowly to a file kept open.
+    growth: f64,
+    /// Files of 1 MiB written and closed (what an S3 PUT does to the mount), MiB/s.
+    writes: f64,
+}
+
+/// Sum of the sizes of the files under `dir`.
+fn tree_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.file_type() {
+                    Ok(t) if t.is_dir() => tree_size(&e.path()),
+                    _ => e.metadata().map_or(0, |m| m.len()),
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The real zdbfs over the real zdb (64 MiB data files, the appliance's default), the monitor
+/// flushing every `interval` seconds (0: never), each measurement for `PHASE`.
+fn flush_costs(zdbfs: &Program, interval: u64) -> FlushCosts {
+    const PHASE: Duration = Duration::from_secs(12);
+    let app = Appliance::new(None, "");
+    let mut zdb = app.start_zdb_with(&zdbfs.partner("zdb"), &["--datasize", "67108864"], &[]);
+    zdb.client();
+    let mountpoint = app.dir.path().join("mnt");
+    let extra = format!(
+        "zdbfs_mountpoint = \"{}\"\nzdb_socket_path = \"{}\"\nflush_interval_secs = {interval}\n",
+        mountpoint.display(),
+        app.socket.display()
+    );
+    let _monitor = Monitor::start(&app, &extra, &[]);
+    let fs = Fs::mount_with(zdbfs, &app, &mountpoint, "");
+
+    let warm = fs.path("warm");
+    write_synced(&warm, &crate::support::incompressible(64 << 20, 3));
+    std::fs::read(&warm).unwrap();
+    let (started, mut read) = (Instant::now(), 0usize);
+    while started.elapsed() < PHASE {
+        read += std::fs::read(&warm).unwrap().len();
+    }
+    let warm_read = read as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64();
+
+    let before = tree_size(&app.data);
+    let mut log = std::fs::File::create(fs.path("log")).unwrap();
+    let (started, mut appended) = (Instant::now(), 0usize);
+    let line = crate::support::incompressible(4096, 5);
+    while started.elapsed() < PHASE {
+        log.write_all(&line).unwrap();
+        appended += line.len();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(log);
+    let growth = tree_size(&app.data).saturating_sub(before) as f64 / appended as f64;
+
+    let object = crate::support::incompressible(1 << 20, 9);
+    let (started, mut written) = (Instant::now(), 0usize);
+    while started.elapsed() < PHASE {
+        std::fs::write(fs.path(&format!("object{written}")), &object).unwrap();
+        written += 1;
+    }
+    let writes = written as f64 / started.elapsed().as_secs_f64();
+    FlushCosts {
+        warm_read,
+        growth,
+        writes,
+    }
+}
+
+/// Benchmark (tests/bench/run, real zdbfs only): the periodic flush at its default interval
+/// against no flush, side by side.
+#[test]
+#[ignore = "a benchmark: tests/bench/run"]
+fn bench_the_flush_against_no_flush() {
+    let Some(zdbfs) = Program::real("zdbfs") else {
+        println!("skipped: the real zdbfs is not available (QSFS_UPSTREAM_BIN)");
+        return;
+    };
+    let default = crate::support::monitor_defaults()
+        .flush_interval
+        .expect("the flush is on by default")
+        .as_secs();
+    let flushing = flush_costs(&zdbfs, default);
+    let never = flush_costs(&zdbfs, 0);
+    println!("the real zdbfs over the real zdb, the flush every {default} s against no flush:");
+    let row = |what: &str, with: f64, without: f64, unit: &str| {
+        println!(
+            "flush {what}: {with:.2} {unit}, no flush {without:.2} {unit}, ratio {:.2}",
+            with / without
+        )
+    };
+    row(
+        "warm 64 MiB file read",
+        flushing.warm_read,
+        never.warm_read,
+        "MiB/s",
+    );
+    // Not a ratio: without the flush nothing of the open file reaches zdb (it stays in zdbfs's
+    // cache, lost if zdbfs dies).
+    println!(
+        "flush zdb data growth per byte appended slowly (4 KiB / 50 ms, file kept open): {:.2}, no flush {:.2}",
+        flushing.growth, never.growth
+    );
+    row(
+        "1 MiB files written (as S3 PUTs)",
+        flushing.writes,
+        never.writes,
+        "MiB/s",
+    );
+}

@@ -96,17 +96,6 @@ fn line(what: &str, measured: Duration, floor_name: &str, floor: Duration) {
     );
 }
 
-/// The monitor's default `upload_concurrency`.
-fn default_upload_concurrency() -> usize {
-    let text =
-        "zdb_index_dir_path = \"/i\"\nzdb_data_dir_path = \"/d\"\nzstor_config_path = \"/z\"\nzstor_bin_path = \"/b\"\n";
-    let config: qsfs::config::monitor::MonitorConfig =
-        qsfs::config::Source::new(Path::new("/bench/monitor.toml"), text)
-            .parse()
-            .unwrap();
-    config.upload_concurrency.get() as usize
-}
-
 fn from_env(name: &str, default: u64) -> u64 {
     std::env::var(name).map_or(default, |v| {
         v.parse().unwrap_or_else(|_| panic!("{name}={v}: a number"))
@@ -167,7 +156,7 @@ fn bench_uploads_and_a_read_on_a_wan_link() {
             })
             .collect()
     };
-    let concurrency = default_upload_concurrency();
+    let concurrency = crate::support::monitor_defaults().upload_concurrency.get() as usize;
     let one_by_one = store_all(&direct, &files("serial", FILES), 1);
     let in_parallel = store_all(&direct, &files("parallel", FILES), concurrency);
 

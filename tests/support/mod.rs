@@ -119,6 +119,14 @@ pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 /// One backend of a zstor config: address, namespace, password.
 pub type ConfigBackend = (String, String, String);
 
+/// The monitor's settings when its config names only the keys it requires.
+pub fn monitor_defaults() -> qsfs::config::monitor::MonitorConfig {
+    let text = "zdb_index_dir_path = \"/i\"\nzdb_data_dir_path = \"/d\"\nzstor_config_path = \"/z\"\nzstor_bin_path = \"/b\"\n";
+    qsfs::config::Source::new(Path::new("/defaults/monitor.toml"), text)
+        .parse()
+        .unwrap()
+}
+
 /// `len` bytes of deterministic, incompressible content (snappy gains nothing, as on encrypted
 /// or media data), different for each `seed`.
 pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
