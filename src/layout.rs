@@ -24,6 +24,21 @@ pub const INDEX_PREFIX: char = 'i';
 /// The prefix of zdb's data files (`d<N>`).
 pub const DATA_PREFIX: char = 'd';
 
+/// The size of an index file without entries: 0-db 2.0.7's packed `index_header_t` (magic,
+/// version, creation and open times, file id, mode), measured on the real zdb.
+pub const INDEX_HEADER_LEN: u64 = 29;
+/// The size of a data file without entries (0-db 2.0.7's `data_header_t`, measured).
+pub const DATA_HEADER_LEN: u64 = 28;
+
+/// Whether the index file `i<n>` of `index_dir` and the data file `d<n>` of `data_dir` hold
+/// no entry (or are absent): a pair zdb opened at a jump and never wrote to.
+pub fn pair_is_empty(index_dir: &Path, data_dir: &Path, n: u32) -> bool {
+    let no_more_than =
+        |path: PathBuf, len: u64| std::fs::metadata(path).map_or(true, |meta| meta.len() <= len);
+    no_more_than(index_dir.join(index_file(n)), INDEX_HEADER_LEN)
+        && no_more_than(data_dir.join(data_file(n)), DATA_HEADER_LEN)
+}
+
 /// The name of index file number `id`: `i<id>`.
 pub fn index_file(id: u32) -> String {
     format!("{INDEX_PREFIX}{id}")

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod cuts;
 pub mod exit;
 pub mod fsutil;
 pub mod health;

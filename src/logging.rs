@@ -62,6 +62,12 @@ pub mod message_id {
     /// zdb-hook: `namespaces-init` refused or failed, so zdb will not start (`QSFS_REASON`
     /// says what is missing or partial).
     pub const RESTORE_REFUSED: &str = "a4d1e9f27c3b4c6e8f05b2d7e91c3a68";
+    /// `zdb-hook` could not take a restore point (the last published one stays).
+    pub const CUT_FAILED: &str = "9c2e7d41a85f4b0e93d6f1a27c4b8e05";
+    /// `zstor_monitor` published a restore point: a fresh VM restores to it.
+    pub const CUT_PUBLISHED: &str = "2f8b1c6e0d9a4e73b5c4a8f6e1d03b92";
+    /// `zstor_monitor` cannot publish a restore point (what it names is not uploaded).
+    pub const CUT_NOT_PUBLISHED: &str = "e41a7b9c3d2f4605a8b1c9e7f20d6a34";
 }
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";

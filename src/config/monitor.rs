@@ -167,6 +167,16 @@ pub struct MonitorConfig {
         deserialize_with = "secs"
     )]
     pub flush_timeout: Duration,
+    /// Time between two restore points forced while zdbfs is written to (zdb jumps
+    /// zdbfs-meta, then zdbfs-data, whose jump takes the cut; see [`crate::cuts`]); `None` (0
+    /// in the file) leaves them to zdb's own rotations and stops. With the flush interval and
+    /// the upload time it bounds what a lost VM loses (README, "What a lost VM loses").
+    #[serde(
+        rename = "restore_point_interval_secs",
+        default = "default_restore_point_interval",
+        deserialize_with = "secs_or_off"
+    )]
+    pub restore_point_interval: Option<Duration>,
 }
 
 fn default_zdbfs_mountpoint() -> PathBuf {
@@ -177,6 +187,9 @@ fn default_zdb_socket() -> PathBuf {
 }
 fn default_flush_interval() -> Option<Duration> {
     Some(Duration::from_secs(5))
+}
+fn default_restore_point_interval() -> Option<Duration> {
+    Some(Duration::from_secs(30))
 }
 fn default_flush_timeout() -> Duration {
     Duration::from_secs(10)

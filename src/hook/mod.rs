@@ -16,9 +16,11 @@ mod reads;
 mod restore;
 
 use crate::config::appliance::{self, HookConfig};
+use crate::cuts::{self, Cuts, CLOCK_LAG};
 use crate::fsutil::{self, Durability};
 use crate::layout::{
-    self, highest_file_number, INDEX_PREFIX, META_NAMESPACE, NAMESPACE_FILE, TEMP_NAMESPACE,
+    self, highest_file_number, DATA_NAMESPACE, INDEX_PREFIX, META_NAMESPACE, NAMESPACE_FILE,
+    TEMP_NAMESPACE,
 };
 use crate::logging::message_id;
 use crate::notify::Notifier;
@@ -30,10 +32,6 @@ use reads::Reads;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// How far behind the time of day the kernel's file timestamps may be (its coarse clock lags
-/// by up to a tick): a stop counts index files changed this long before the last jump too.
-const CLOCK_LAG: Duration = Duration::from_secs(1);
 
 /// The password zdbfs always uses for zdbfs-temp (fixed in zdbfs 0.1.11, contracts §2.1).
 const ZDBFS_TEMP_PASSWORD: &str = "hello";
@@ -404,6 +402,14 @@ impl Hook {
         let began = SystemTime::now();
         let snapshots = with_dirty(old, &dir, dirty);
         let handled = self.spool_job(Trigger::JumpIndex, &namespace, &snapshots, &[])?;
+        if namespace == DATA_NAMESPACE && self.held().is_none() {
+            // Its data file is sealed now: both namespaces are seen at this one instant.
+            let sealed = layout::file_number(
+                &old.file_name().unwrap_or_default().to_string_lossy(),
+                INDEX_PREFIX,
+            );
+            self.take_cut(sealed);
+        }
         let mark = self.jump_mark(&namespace);
         let since_epoch = began.duration_since(UNIX_EPOCH).unwrap_or_default();
         if let Err(e) = std::fs::create_dir_all(fsutil::parent(&mark)).and_then(|()| {
@@ -502,7 +508,43 @@ impl Hook {
             handled.files.extend(done.files);
             handled.jobs.extend(done.jobs);
         }
+        self.take_cut(None);
         Ok(handled)
+    }
+
+    /// Takes a restore point ([`crate::cuts`]) while zdb waits: zdbfs-data up to index file
+    /// `data_active` (its highest when `None`), zdbfs-meta as it is. A failure is logged and
+    /// leaves the last published restore point in place (the next cut holds the changes).
+    fn take_cut(&self, data_active: Option<u32>) {
+        let cuts = Cuts::new(&self.config.paths.state_dir);
+        let takes = [
+            cuts::Take {
+                namespace: META_NAMESPACE,
+                active: None,
+                copy_data: true,
+            },
+            cuts::Take {
+                namespace: DATA_NAMESPACE,
+                active: data_active,
+                copy_data: false,
+            },
+        ];
+        let paths = &self.config.paths;
+        match cuts::take(&cuts, &paths.index_dir, &paths.data_dir, &takes) {
+            Ok(Some(manifest)) => tracing::info!(
+                qsfs_cut = manifest.id,
+                "restore point {} taken (zdbfs-meta up to i{}, zdbfs-data up to i{})",
+                manifest.id,
+                manifest.namespaces[0].active,
+                manifest.namespaces[1].active
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::error!(
+                message_id = message_id::CUT_FAILED,
+                "cannot take a restore point in {}: {e}",
+                cuts.dir().display()
+            ),
+        }
     }
 
     fn namespace_closing(

@@ -215,13 +215,17 @@ pub fn serve(config: &HookConfig) -> Result<PathBuf, HookError> {
 /// Runs `request` with zstor in-process.
 fn answer(config: &HookConfig, request: &Request) -> Reply {
     let failed = |error: String| Reply::Failed { error };
-    let roots = [&config.paths.index_dir, &config.paths.data_dir];
+    let cuts = crate::cuts::Cuts::new(&config.paths.state_dir)
+        .dir()
+        .to_path_buf();
+    let roots = [&config.paths.index_dir, &config.paths.data_dir, &cuts];
     if !within(&request.file, &roots) {
         return failed(format!(
-            "{} is not under {} or {}",
+            "{} is not under {}, {} or {} (the restore points)",
             request.file.display(),
             roots[0].display(),
-            roots[1].display()
+            roots[1].display(),
+            roots[2].display()
         ));
     }
     let settings = &config.zstor;

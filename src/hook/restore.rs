@@ -4,13 +4,13 @@
 //! * **What is on this VM.** "Fresh" means both restored namespaces absent from both roots:
 //!   then the restore runs. All four present: nothing to restore. Anything in between (an index
 //!   without its data, one namespace without the other) is refused and left exactly as it is.
-//! * **What the backends hold.** For each namespace: `zdb-namespace`, the index files
-//!   `i0, i1, …` until one is not stored, and the data file of the last one (older data files
-//!   come back on demand through `missing-data`). An index whose data file is not stored, or
-//!   one namespace with index files while the other has none, is refused: zdb would append at
-//!   offsets the index already points to, or hand out again ids the other namespace refers to.
-//!   Everything is checked before anything is retrieved; every file is checked against its
-//!   stored checksum.
+//! * **What the backends hold.** Only the published restore point ([`crate::cuts`]): its
+//!   manifest names zdbfs-meta and zdbfs-data as they were at one instant, every index file
+//!   and descriptor with the key and checksum of its copy, and each namespace's last data file
+//!   (older data files come back on demand through `missing-data`). The files are retrieved in
+//!   parallel into their keys (the cut's own names, never zdb's), each checked against the
+//!   manifest's checksum, then renamed into place. Index files without a restore point (an
+//!   older version's uploads) are refused: nothing says they belong together.
 //! * **Nothing is damaged.** The `restoring` mark is written before the restore creates the
 //!   namespace directories; while it exists, nothing is spooled, uploaded or evicted, and a
 //!   restore that failed, or was killed, has its directories (its own) removed and is run again.
@@ -19,13 +19,15 @@
 use super::reads::Reads;
 use super::{Handled, HookError};
 use crate::config::appliance::{HookConfig, Paths};
-use crate::layout::{self, NAMESPACE_FILE, RESTORED_NAMESPACES};
+use crate::cuts::{CutFile, Cuts, Manifest};
+use crate::layout::{self, RESTORED_NAMESPACES};
 use crate::logging::message_id;
 use crate::restore_marks::{Marks, Process};
-use crate::zstor::Checksum;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// Runs `namespaces-init` for `zdb` (`None`: its identity could not be read) and records its
 /// outcome. `roots` says whether zdb passed the configured index and data roots.
@@ -92,10 +94,12 @@ fn init(config: &HookConfig, reads: &Reads, marks: &Marks) -> Result<Handled, Ho
     }
     match local {
         Local::Present => {
+            let trimmed = trim_empty_pairs(config, reads)?;
             return Ok(Handled {
+                files: trimmed,
                 note: Some("the VM already has data, nothing to restore"),
                 ..Handled::default()
-            })
+            });
         }
         Local::Partial { present, absent } => {
             let reason = format!(
@@ -142,27 +146,91 @@ fn restore(
     marks: &Marks,
 ) -> Result<Handled, HookError> {
     let deadline = Instant::now() + config.hook.restore_timeout;
-    let mut plans = Vec::new();
-    for namespace in RESTORED_NAMESPACES {
-        plans.push(survey(config, reads, namespace, deadline)?);
-    }
-    judge(&plans).map_err(|reason| {
+    let paths = &config.paths;
+    let cuts = Cuts::new(&paths.state_dir);
+    let refused = |reason: String| {
         HookError::Restore(format!(
             "{reason}. To start this VM empty instead (its uploads then replace the backends' \
              files), create {} and start qsfs.target again",
             marks.start_empty_path().display()
         ))
-    })?;
-    // Descriptors alone hold nothing to restore.
-    if plans.iter().all(|plan| plan.index.is_empty()) {
-        plans.clear();
-    }
-    let mut restored = Vec::new();
-    for plan in &plans {
-        for (path, checksum) in plan.files() {
-            super::retrieve_verified(reads, path, *checksum, deadline)?;
-            restored.push(path.clone());
+    };
+    let latest = cuts.latest();
+    let Some(checksum) = reads.check(&latest, deadline)? else {
+        // Index files without a restore point are no consistent state (an older version
+        // uploaded each namespace's files at its own times).
+        for namespace in RESTORED_NAMESPACES {
+            let first = paths.index_dir.join(namespace).join(layout::index_file(0));
+            if reads.check(&first, deadline)?.is_some() {
+                return Err(refused(format!(
+                    "{} is stored on the backends but no restore point ({}): no consistent \
+                     restore point",
+                    first.display(),
+                    latest.display()
+                )));
+            }
         }
+        for dir in dirs {
+            std::fs::remove_dir(dir)
+                .map_err(super::io(format!("cannot remove {}", dir.display())))?;
+        }
+        return Ok(Handled {
+            note: Some("the backends hold no restore point, starting empty"),
+            ..Handled::default()
+        });
+    };
+    set_aside_cuts(&cuts)?;
+    std::fs::create_dir_all(cuts.dir())
+        .map_err(super::io(format!("cannot create {}", cuts.dir().display())))?;
+    super::retrieve_verified(reads, &latest, checksum, deadline)?;
+    let manifest = std::fs::read(&latest)
+        .map_err(super::io(format!("cannot read {}", latest.display())))
+        .and_then(|bytes| {
+            Manifest::parse(&bytes)
+                .and_then(|m| m.check(cuts.dir(), &paths.data_dir).map(|()| m))
+                .map_err(|e| refused(format!("{}: {e}", latest.display())))
+        })?;
+    let files: Vec<(&str, &CutFile)> = manifest.files().collect();
+    for (_, file) in &files {
+        let dir = crate::fsutil::parent(&file.key);
+        std::fs::create_dir_all(dir)
+            .map_err(super::io(format!("cannot create {}", dir.display())))?;
+    }
+    retrieve_all(reads, &files, deadline).map_err(|e| {
+        refused(format!(
+            "restore point {} (taken {}) cannot be restored: {e}",
+            manifest.id,
+            crate::clock::utc(manifest.taken_unix_ms)
+        ))
+    })?;
+    // Into place; index files keep the time the cut recorded, so the next cut here knows them
+    // unchanged and names them by the same keys.
+    let mut restored = Vec::new();
+    for (namespace, file) in &files {
+        let root = if layout::file_number(&file.name, layout::DATA_PREFIX).is_some() {
+            &paths.data_dir
+        } else {
+            &paths.index_dir
+        };
+        let target = root.join(namespace).join(&file.name);
+        if file.key != target {
+            std::fs::rename(&file.key, &target).map_err(super::io(format!(
+                "cannot move {} into place",
+                file.key.display()
+            )))?;
+        }
+        if root == &paths.index_dir {
+            let modified = UNIX_EPOCH + Duration::from_nanos(file.mtime_ns.max(0) as u64);
+            std::fs::File::options()
+                .write(true)
+                .open(&target)
+                .and_then(|f| f.set_modified(modified))
+                .map_err(super::io(format!(
+                    "cannot set the time of {}",
+                    target.display()
+                )))?;
+        }
+        restored.push(target);
     }
     // Durable before the mark that says the restore is unfinished goes.
     for path in restored.iter().chain(dirs) {
@@ -170,20 +238,131 @@ fn restore(
             .and_then(|file| file.sync_all())
             .map_err(super::io(format!("cannot sync {}", path.display())))?;
     }
-    if restored.is_empty() {
-        for dir in dirs {
-            std::fs::remove_dir(dir)
-                .map_err(super::io(format!("cannot remove {}", dir.display())))?;
-        }
-        return Ok(Handled {
-            note: Some("the backends hold no namespace, starting empty"),
-            ..Handled::default()
-        });
-    }
+    cuts.record_published(&manifest)
+        .and_then(|()| cuts.record_taken(&manifest))
+        .and_then(|()| std::fs::remove_file(&latest))
+        .and_then(|()| cuts.remove_up_to(&manifest.id))
+        .map_err(super::io(format!(
+            "cannot record the restore point in {}",
+            cuts.dir().display()
+        )))?;
+    tracing::info!(
+        qsfs_cut = manifest.id,
+        "restored the restore point {} taken {}",
+        manifest.id,
+        crate::clock::utc(manifest.taken_unix_ms)
+    );
     Ok(Handled {
         files: restored,
         ..Handled::default()
     })
+}
+
+/// How many files a restore retrieves at once (each through its own zstor).
+const RETRIEVES_AT_ONCE: usize = 8;
+
+/// Retrieves every file of a restore point into its key, [`RETRIEVES_AT_ONCE`] at a time, each
+/// checked against the checksum the restore point recorded. The first failure stops the rest.
+fn retrieve_all(
+    reads: &Reads,
+    files: &[(&str, &CutFile)],
+    deadline: Instant,
+) -> Result<(), HookError> {
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<HookError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..RETRIEVES_AT_ONCE.min(files.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((_, file)) = files.get(i) else { break };
+                if failure.lock().unwrap().is_some() {
+                    break;
+                }
+                let checksum = file.checksum.expect("checked manifest");
+                if let Err(e) = super::retrieve_verified(reads, &file.key, checksum, deadline) {
+                    failure.lock().unwrap().get_or_insert(e);
+                }
+            });
+        }
+    });
+    failure.into_inner().unwrap().map_or(Ok(()), Err)
+}
+
+/// A fresh VM's restore owns the cuts directory. What an earlier restore left there (retrieved
+/// copies, no record of a cut taken) is removed; anything else belonged to namespaces that are
+/// gone now and is moved aside, never deleted.
+fn set_aside_cuts(cuts: &Cuts) -> Result<(), HookError> {
+    let dir = cuts.dir();
+    if !holds_something(dir) {
+        return Ok(());
+    }
+    let result =
+        if cuts.last_taken().is_none() && cuts.published().is_none() && cuts.pending().is_empty() {
+            std::fs::remove_dir_all(dir)
+        } else {
+            let aside = dir.with_file_name(format!(
+                "cuts-before-restore-{}",
+                crate::clock::now_unix_ms()
+            ));
+            tracing::warn!(
+                "{} holds the restore points of namespaces no longer on this VM: moved to {}",
+                dir.display(),
+                aside.display()
+            );
+            std::fs::rename(dir, aside)
+        };
+    result.map_err(super::io(format!("cannot clear {}", dir.display())))
+}
+
+/// zdb 2.0.7 does not map the ids written to a last index file that was empty when it
+/// loaded the namespace (seen on the real zdb: after a jump and a restart, a new SET answers
+/// its id and GET of it answers nothing until the next restart; an overwrite of it would
+/// resolve to the file before). So before zdb loads zdbfs's namespaces, a last pair that zdb
+/// opened at a jump and never wrote to is removed (it holds nothing), making the pair before
+/// it the active one again: its data file is brought back first if it was evicted. Returns
+/// the files removed.
+fn trim_empty_pairs(config: &HookConfig, reads: &Reads) -> Result<Vec<PathBuf>, HookError> {
+    let deadline = Instant::now() + config.hook.restore_timeout;
+    let mut removed = Vec::new();
+    for namespace in layout::ZDBFS_NAMESPACES {
+        let index_dir = config.paths.index_dir.join(namespace);
+        let data_dir = config.paths.data_dir.join(namespace);
+        let Some(mut last) = layout::highest_file_number(&index_dir, layout::INDEX_PREFIX) else {
+            continue;
+        };
+        while last > 0 && layout::pair_is_empty(&index_dir, &data_dir, last) {
+            let previous = data_dir.join(layout::data_file(last - 1));
+            if !previous.exists() {
+                super::fetch_verified(reads, &previous, deadline)?;
+            }
+            for path in [
+                data_dir.join(layout::data_file(last)),
+                index_dir.join(layout::index_file(last)),
+            ] {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(super::io(format!("cannot remove {}", path.display()))(e))
+                    }
+                    _ => removed.push(path),
+                }
+            }
+            last -= 1;
+        }
+        if !removed.is_empty() {
+            for dir in [&index_dir, &data_dir] {
+                crate::fsutil::sync_dir(dir)
+                    .map_err(super::io(format!("cannot sync {}", dir.display())))?;
+            }
+        }
+    }
+    if !removed.is_empty() {
+        tracing::warn!(
+            "removed the empty last files {} (zdb 2.0.7 would lose track of what is written to \
+             them)",
+            super::join_paths(&removed, " ")
+        );
+    }
+    Ok(removed)
 }
 
 /// The restored namespaces' directories in both roots.
@@ -221,109 +400,6 @@ fn local_state(dirs: &[PathBuf]) -> Local {
         (true, _) => Local::Absent,
         (false, true) => Local::Present,
         (false, false) => Local::Partial { present, absent },
-    }
-}
-
-/// What the backends hold of one namespace, and what a restore brings back of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Plan {
-    namespace: &'static str,
-    /// `zdb-namespace`, if stored.
-    descriptor: Option<(PathBuf, Checksum)>,
-    /// `i0, i1, …` up to the first one not stored.
-    index: Vec<(PathBuf, Checksum)>,
-    /// An index file stored after the first one that is not (a gap), if any.
-    beyond_gap: Option<PathBuf>,
-    /// The data file of the last index file, and its checksum if stored.
-    last_data: Option<(PathBuf, Option<Checksum>)>,
-}
-
-impl Plan {
-    fn files(&self) -> impl Iterator<Item = (&PathBuf, &Checksum)> {
-        let data = self
-            .last_data
-            .iter()
-            .filter_map(|(path, checksum)| Some((path, checksum.as_ref()?)));
-        self.descriptor
-            .iter()
-            .chain(self.index.iter())
-            .map(|(path, checksum)| (path, checksum))
-            .chain(data)
-    }
-}
-
-fn survey(
-    config: &HookConfig,
-    reads: &Reads,
-    namespace: &'static str,
-    deadline: Instant,
-) -> Result<Plan, HookError> {
-    let index_dir = config.paths.index_dir.join(namespace);
-    let descriptor = index_dir.join(NAMESPACE_FILE);
-    let mut plan = Plan {
-        namespace,
-        descriptor: reads
-            .check(&descriptor, deadline)?
-            .map(|sum| (descriptor, sum)),
-        index: Vec::new(),
-        beyond_gap: None,
-        last_data: None,
-    };
-    let index_file = |n: usize| index_dir.join(layout::index_file(n as u32));
-    while let Some(checksum) = reads.check(&index_file(plan.index.len()), deadline)? {
-        plan.index.push((index_file(plan.index.len()), checksum));
-    }
-    let next = index_file(plan.index.len() + 1);
-    if reads.check(&next, deadline)?.is_some() {
-        plan.beyond_gap = Some(next);
-    }
-    if let Some(last) = plan.index.len().checked_sub(1) {
-        let data = config
-            .paths
-            .data_dir
-            .join(namespace)
-            .join(layout::data_file(last as u32));
-        let checksum = reads.check(&data, deadline)?;
-        plan.last_data = Some((data, checksum));
-    }
-    Ok(plan)
-}
-
-/// Whether the backends hold a state zdb and zdbfs can start on (see the module doc).
-fn judge(plans: &[Plan]) -> Result<(), String> {
-    for plan in plans {
-        if let Some(beyond) = &plan.beyond_gap {
-            return Err(format!(
-                "{}: {} is stored on the backends but an index file before it is not",
-                plan.namespace,
-                beyond.display()
-            ));
-        }
-        if plan.descriptor.is_none() && !plan.index.is_empty() {
-            return Err(format!(
-                "{}: index files are stored on the backends but not its {NAMESPACE_FILE}",
-                plan.namespace
-            ));
-        }
-        if let Some((data, None)) = &plan.last_data {
-            let index = &plan.index[plan.index.len() - 1].0;
-            return Err(format!(
-                "{}: {} is stored on the backends but its data file {} is not: no consistent \
-                 restore point",
-                plan.namespace,
-                index.display(),
-                data.display()
-            ));
-        }
-    }
-    let (with, without): (Vec<&Plan>, Vec<&Plan>) =
-        plans.iter().partition(|plan| !plan.index.is_empty());
-    match (with.first(), without.first()) {
-        (Some(with), Some(without)) => Err(format!(
-            "{} has index files on the backends but {} has none: no consistent restore point",
-            with.namespace, without.namespace
-        )),
-        _ => Ok(()),
     }
 }
 
@@ -369,28 +445,6 @@ fn remove_restored(dirs: &[(PathBuf, u64)]) -> Result<(), HookError> {
 mod tests {
     use super::*;
 
-    fn sum(n: u8) -> Checksum {
-        format!("{n:032x}").parse().unwrap()
-    }
-
-    fn plan(namespace: &'static str, index: usize, data_stored: bool) -> Plan {
-        let dir = PathBuf::from("/i").join(namespace);
-        Plan {
-            namespace,
-            beyond_gap: None,
-            descriptor: Some((dir.join(NAMESPACE_FILE), sum(0))),
-            index: (0..index)
-                .map(|n| (dir.join(format!("i{n}")), sum(n as u8 + 1)))
-                .collect(),
-            last_data: index.checked_sub(1).map(|last| {
-                (
-                    PathBuf::from(format!("/d/{namespace}/d{last}")),
-                    data_stored.then(|| sum(99)),
-                )
-            }),
-        }
-    }
-
     #[test]
     fn a_fresh_vm_has_none_of_the_four_directories() {
         let dir = tempfile::tempdir().unwrap();
@@ -423,48 +477,6 @@ mod tests {
     }
 
     #[test]
-    fn an_index_is_restored_only_with_its_data_and_both_namespaces_together() {
-        let meta = "zdbfs-meta";
-        let data = "zdbfs-data";
-        assert_eq!(judge(&[plan(meta, 2, true), plan(data, 5, true)]), Ok(()));
-        assert_eq!(judge(&[plan(meta, 0, false), plan(data, 0, false)]), Ok(()));
-        let nothing = Plan {
-            descriptor: None,
-            ..plan(data, 0, false)
-        };
-        assert_eq!(judge(&[nothing.clone(), nothing.clone()]), Ok(()));
-        // Descriptors alone hold nothing to restore: the restore starts empty.
-        assert_eq!(judge(&[plan(meta, 0, false), nothing.clone()]), Ok(()));
-        let headless = Plan {
-            descriptor: None,
-            ..plan(data, 2, true)
-        };
-        let headless = judge(&[plan(meta, 1, true), headless]).unwrap_err();
-        assert!(headless.contains("but not its zdb-namespace"), "{headless}");
-        let gap = Plan {
-            beyond_gap: Some("/i/zdbfs-data/i3".into()),
-            ..plan(data, 2, true)
-        };
-        let gap = judge(&[plan(meta, 1, true), gap]).unwrap_err();
-        assert!(
-            gap.contains("/i/zdbfs-data/i3 is stored on the backends but an index file before"),
-            "{gap}"
-        );
-
-        let missing = judge(&[plan(meta, 1, false), plan(data, 5, true)]).unwrap_err();
-        assert!(
-            missing.contains("zdbfs-meta: /i/zdbfs-meta/i0 is stored")
-                && missing.contains("/d/zdbfs-meta/d0 is not"),
-            "{missing}"
-        );
-        let one_sided = judge(&[plan(meta, 3, true), plan(data, 0, false)]).unwrap_err();
-        assert!(
-            one_sided.contains("zdbfs-meta has index files on the backends but zdbfs-data"),
-            "{one_sided}"
-        );
-    }
-
-    #[test]
     fn an_unfinished_restore_removes_only_its_own_directories() {
         let dir = tempfile::tempdir().unwrap();
         let [ours, empty, theirs] = ["ours", "empty", "theirs"].map(|n| dir.path().join(n));
@@ -483,22 +495,5 @@ mod tests {
             .to_string()
             .contains("may not be the unfinished restore's"));
         assert!(theirs.join("i0").exists());
-    }
-
-    #[test]
-    fn a_plan_retrieves_the_descriptor_the_index_files_and_the_last_data_file() {
-        let files: Vec<String> = plan("zdbfs-data", 2, true)
-            .files()
-            .map(|(p, _)| p.display().to_string())
-            .collect();
-        assert_eq!(
-            files,
-            [
-                "/i/zdbfs-data/zdb-namespace",
-                "/i/zdbfs-data/i0",
-                "/i/zdbfs-data/i1",
-                "/d/zdbfs-data/d1"
-            ]
-        );
     }
 }

@@ -38,6 +38,8 @@ mod repair;
 mod upkeep;
 mod uploads;
 
+/// How often the restore points taken are looked for (and published).
+const CUT_POLL: Duration = Duration::from_secs(2);
 /// How often the spool is listed for new jobs.
 const SPOOL_POLL: Duration = Duration::from_millis(500);
 /// Leftovers of interrupted hooks older than this are removed from the spool.
@@ -79,6 +81,8 @@ enum Event {
     Rebuilt(rebuild::Task, u64, Result<(), repair::RebuildError>),
     VdcAnswered(String, Result<(), super::vdc::VdcError>),
     Flushed(Result<crate::zdbfs::Stats, String>),
+    CutsPublished(Result<super::cuts::Published, String>),
+    CutForced(Result<(), String>),
 }
 
 #[derive(Default)]
@@ -284,6 +288,9 @@ impl Daemon {
         let mut publish_tick = every(MonitorStatus::PUBLISH_INTERVAL);
         let mut garbage_tick = every(SPOOL_GARBAGE_AGE);
         let mut flush_tick = every(self.config.flush_interval.unwrap_or(IDLE));
+        let mut cut_tick = every(CUT_POLL);
+        let force_cut = self.config.restore_point_interval;
+        let mut force_cut_tick = every(force_cut.unwrap_or(IDLE));
         let mut watchdog_tick = every(self.notifier.watchdog_interval().unwrap_or(IDLE));
         loop {
             self.reopen_state_if_due();
@@ -323,6 +330,8 @@ impl Daemon {
                 _ = garbage_tick.tick(), if running => { let _ = self.spool.collect_garbage(SPOOL_GARBAGE_AGE); }
                 _ = watchdog_tick.tick() => self.notifier.watchdog(),
                 _ = flush_tick.tick(), if running && self.config.flush_interval.is_some() => self.start_flush(),
+                _ = cut_tick.tick(), if running => self.start_publishing_cuts(),
+                _ = force_cut_tick.tick(), if running && force_cut.is_some() => self.start_forcing_cut(),
                 _ = hangup.recv() => self.reload(),
                 _ = terminate.recv() => self.begin_stop("SIGTERM"),
                 _ = interrupt.recv() => self.begin_stop("SIGINT"),
@@ -371,6 +380,9 @@ impl Daemon {
             Event::BackendsChecked(results) => self.backends_checked(results),
             Event::Rebuilt(task, set, result) => self.rebuilt(task, set, result),
             Event::VdcAnswered(label, result) => self.vdc_answered(label, result),
+            Event::CutsPublished(result) => self.cuts_published(result),
+            Event::CutForced(Err(e)) => tracing::warn!("cannot have zdb take a restore point: {e}"),
+            Event::CutForced(Ok(())) => {}
             Event::Flushed(result) => {
                 let mountpoint = self.config.zdbfs_mountpoint.display().to_string();
                 flush::record(&mut self.zdbfs, result, &mountpoint);

@@ -14,12 +14,14 @@
 //! * [`evict`]: keep the cache under `max_zdb_data_dir_size` with verified, sealed files only;
 //!   chosen under the state lock, deleted without it, recorded in batches.
 //! * [`flush`]: zdbfs's snapshot ioctl on a lane of its own.
+//! * [`cuts`]: publishing restore points, and forcing them on an interval.
 //! * [`vdc`]: asking the eVDC controller for a replacement backend.
 //! * [`state`]: the durable state (redb); [`files`]: naming and scanning zdb's files.
 //! * [`status`]: what is published for `zstor_monitor status` and `qsfs-health`;
 //!   [`metrics`]: the same as Prometheus metrics.
 
 pub mod backends;
+pub mod cuts;
 pub mod daemon;
 pub mod damaged;
 pub mod evict;

@@ -25,6 +25,10 @@ pub enum Activity {
     AskVdc(String),
     /// zdbfs's snapshot ioctl.
     Flush,
+    /// A pass publishing restore points.
+    PublishCuts,
+    /// zdb made to take a restore point.
+    ForceCut,
 }
 
 /// Running tasks, each ending in an event `E`.

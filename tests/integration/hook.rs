@@ -824,7 +824,7 @@ fn check_a_restore_refuses_an_index_whose_data_file_is_not_stored(stack: &Stack)
     }
     start_refused(
         &app,
-        "zdbfs-meta/i0 is stored on the backends but its data file",
+        "zdbfs-meta/i0 is stored on the backends but no restore point",
     );
     for ns in ["zdbfs-meta", "zdbfs-data"] {
         assert!(!app.index.join(ns).exists() && !app.data.join(ns).exists());

@@ -11,6 +11,7 @@ mod hook;
 mod image;
 mod minio_standin;
 mod monitor;
+mod restore_points;
 mod secrets;
 mod zdb_standin;
 mod zdbfs_flush;

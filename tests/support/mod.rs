@@ -342,9 +342,18 @@ impl Appliance {
             .collect()
     }
 
-    /// Does what zstor_monitor does with the spool, minimally: uploads every job's files and
-    /// removes the job.
+    /// Does what zstor_monitor does, minimally: uploads every spool job's files, removes the
+    /// jobs, then publishes the newest restore point (once the `jump-data` job of its data
+    /// file, which zdb does not wait for, is there too).
     pub fn drain_spool(&self) {
+        wait_for("the newest restore point published", || {
+            self.upload_jobs();
+            (self.publish_restore_points().waiting == 0).then_some(())
+        });
+    }
+
+    /// Uploads every spool job's files and removes the jobs (restore points stay unpublished).
+    pub fn upload_jobs(&self) {
         let zstor = self.zstor();
         for job in self.jobs() {
             assert!(job.snapshots_usable(), "written in this boot");
@@ -354,6 +363,15 @@ impl Appliance {
             }
             self.spool().remove(&job.id).unwrap();
         }
+    }
+
+    /// Uploads the restore points the hook took and publishes the newest, as the monitor does
+    /// once every data file is uploaded.
+    pub fn publish_restore_points(&self) -> qsfs::monitor::cuts::Published {
+        let cuts = qsfs::cuts::Cuts::new(&self.state);
+        let scratch = self.dir.path().join("publish-scratch");
+        qsfs::monitor::cuts::publish(&cuts, &self.zstor(), &self.data, &scratch, |_, _| true)
+            .unwrap()
     }
 
     /// Starts this layout's zdb with `zdb-hook` as its hook.

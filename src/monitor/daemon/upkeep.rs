@@ -1,17 +1,22 @@
-//! The daemon's periodic upkeep: reconciliation, eviction, zdbfs flushes, config reloads.
+//! The daemon's periodic upkeep: reconciliation, eviction, restore points, zdbfs flushes,
+//! config reloads.
 
-use super::{keep_start_only_settings, mtime, retry_of, zstor_runner, Daemon, Event};
+use super::{keep_start_only_settings, mtime, retry_of, scratch_dir, zstor_runner, Daemon, Event};
 use crate::clock::now_unix_ms;
 use crate::config::monitor::MonitorConfig;
+use crate::cuts::Cuts;
+use crate::logging::message_id;
 use crate::monitor::backends;
+use crate::monitor::cuts;
 use crate::monitor::evict;
 use crate::monitor::flush;
 use crate::monitor::reconcile;
+use crate::monitor::state::lock;
 use crate::monitor::status::Failure;
 use crate::monitor::tasks::Activity;
 use crate::restore_marks::Marks;
 use crate::zstor::config::ZstorConfig;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl Daemon {
     // Reconciliation and eviction.
@@ -119,6 +124,68 @@ impl Daemon {
                 allowed: &allowed,
             };
             Event::Evicted(evict::run(&roots, &state, &scope, &evict::RealFs))
+        });
+    }
+
+    // Restore points.
+
+    /// Uploads the restore points the hook took and publishes the newest one that is whole.
+    pub(super) fn start_publishing_cuts(&mut self) {
+        let held = Marks::new(&self.config.state_dir).hold().is_some();
+        if self.tasks.busy(&Activity::PublishCuts) || held {
+            return;
+        }
+        let cuts = Cuts::new(&self.config.state_dir);
+        if cuts.pending().is_empty() {
+            return;
+        }
+        let (zstor, state, roots) = (
+            self.uploads.zstor.clone(),
+            self.state.clone(),
+            self.roots.clone(),
+        );
+        let scratch = scratch_dir(&self.config);
+        self.tasks.spawn_blocking(Activity::PublishCuts, move || {
+            // A sealed data file is remote when verified, or when it is not here (evicted after
+            // it was verified, or restored from a restore point that named it).
+            let sealed_remote = |namespace: &str, n: u32| {
+                let key = format!("data/{namespace}/{}", crate::layout::data_file(n));
+                let record = lock(&state).get(&key).copied();
+                record.is_some_and(|r| r.verified() || (r.evicted && r.remote.is_some()))
+                    || !roots.path_of(&key).exists()
+            };
+            let result = cuts::publish(&cuts, &zstor, &roots.data, &scratch, sealed_remote);
+            Event::CutsPublished(result)
+        });
+    }
+
+    pub(super) fn cuts_published(&mut self, result: Result<cuts::Published, String>) {
+        match result {
+            Ok(published) => tracing::debug!(
+                "{} restore points wait for their data files",
+                published.waiting
+            ),
+            Err(e) => tracing::warn!(
+                message_id = message_id::CUT_NOT_PUBLISHED,
+                "restore points not published yet: {e}"
+            ),
+        }
+    }
+
+    /// Has zdb take a restore point when zdbfs was written to since the last one.
+    pub(super) fn start_forcing_cut(&mut self) {
+        let held = Marks::new(&self.config.state_dir).hold().is_some();
+        if self.tasks.busy(&Activity::ForceCut) || held {
+            return;
+        }
+        let cuts = Cuts::new(&self.config.state_dir);
+        if !cuts::written_since_last_cut(&cuts, &self.roots.index, &self.roots.data) {
+            return;
+        }
+        let socket = self.config.zdb_socket_path.clone();
+        let timeout = self.config.flush_timeout.max(Duration::from_secs(30));
+        self.tasks.spawn_blocking(Activity::ForceCut, move || {
+            Event::CutForced(cuts::force(&socket, timeout))
         });
     }
 

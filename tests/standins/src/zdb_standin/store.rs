@@ -2,9 +2,12 @@
 //!
 //! Formats (all integers little-endian; the stand-in's own, not 0-db's):
 //!
-//! * File header, 18 bytes, at the start of every `iN` and `dN`: magic (`ZSIX` for index,
-//!   `ZSDT` for data), format version `u8` = 1, mode `u8` (index: 0 user, 1 sequential; data: 0),
-//!   file id `u32`, creation time `u64` (unix seconds).
+//! * File header at the start of every `iN` and `dN`: magic (`ZSIX` for index, `ZSDT` for
+//!   data), format version `u8` = 1, mode `u8` (index: 0 user, 1 sequential; data: 0), file id
+//!   `u32`, creation time `u64` (unix seconds), then zeros up to the length of 0-db 2.0.7's
+//!   headers ([`qsfs::layout::INDEX_HEADER_LEN`] for index files,
+//!   [`qsfs::layout::DATA_HEADER_LEN`] for data files), so that a file without entries has the
+//!   same size as 0-db's.
 //! * Data record (`dN`, append-only): flags `u8` (bit 0: deletion tombstone), key length `u8`,
 //!   value length `u32`, crc32 (IEEE) of the value `u32`, timestamp `u64`, then key and value.
 //! * Index record (`iN`): flags `u8` (bit 0: deleted or superseded), key length `u8`, data file
@@ -34,6 +37,7 @@ const INDEX_MAGIC: &[u8; 4] = b"ZSIX";
 const DATA_MAGIC: &[u8; 4] = b"ZSDT";
 const DESCRIPTOR_MAGIC: &[u8; 4] = b"ZSNS";
 const FORMAT_VERSION: u8 = 1;
+/// The bytes of a header this stand-in reads (the rest, up to 0-db's length, is zeros).
 const FILE_HEADER_LEN: usize = 18;
 const INDEX_RECORD_LEN: usize = 30;
 const DATA_RECORD_LEN: usize = 18;
@@ -223,6 +227,12 @@ fn file_header(magic: &[u8; 4], mode: u8, id: u32) -> Vec<u8> {
     out.push(mode);
     out.extend_from_slice(&id.to_le_bytes());
     out.extend_from_slice(&(now() as u64).to_le_bytes());
+    let len = if magic == INDEX_MAGIC {
+        qsfs::layout::INDEX_HEADER_LEN
+    } else {
+        qsfs::layout::DATA_HEADER_LEN
+    };
+    out.resize(len as usize, 0);
     out
 }
 
@@ -279,7 +289,7 @@ fn read_index_file(path: &str, id: u32) -> io::Result<Option<Vec<Record>>> {
         ));
     }
     let mut records = Vec::new();
-    let mut at = FILE_HEADER_LEN;
+    let mut at = qsfs::layout::INDEX_HEADER_LEN as usize;
     while at + INDEX_RECORD_LEN <= bytes.len() {
         let head = &bytes[at..at + INDEX_RECORD_LEN];
         let key_len = usize::from(head[1]);
