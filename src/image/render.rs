@@ -177,6 +177,7 @@ struct MonitorFile {
     zstor_bin_path: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_zdb_data_dir_size: Option<u64>,
+    restore_point_interval_secs: u64,
 }
 
 fn monitor_config(site: &SiteSettings) -> Result<String, Error> {
@@ -186,12 +187,17 @@ fn monitor_config(site: &SiteSettings) -> Result<String, Error> {
         zstor_config_path: crate::layout::ZSTOR_CONFIG,
         zstor_bin_path: crate::layout::ZSTOR_BIN,
         max_zdb_data_dir_size: site.cache_limit_mib(),
+        restore_point_interval_secs: site.restore.interval_secs,
     };
     let note = if file.max_zdb_data_dir_size.is_some() {
         "# max_zdb_data_dir_size is the local cache limit in MiB (site setting cache.max_size)."
     } else {
         "# No max_zdb_data_dir_size: the local cache is never evicted (site setting cache.max_size)."
     };
+    let note = format!(
+        "{note}\n# restore_point_interval_secs: site setting restore.interval_secs (what a lost VM \
+         loses, README)."
+    );
     Ok(format!(
         "# zstor_monitor configuration, rendered by qsfs-image from the site settings.\n\
          # Every key is documented in the shipped template (see image/README.md).\n{note}\n\n{}",

@@ -35,6 +35,9 @@ pub struct SiteSettings {
     /// The local cache of zdb data files.
     #[serde(default)]
     pub cache: CacheSite,
+    /// Restore points, and so what a lost VM loses.
+    #[serde(default)]
+    pub restore: RestoreSite,
     /// The S3 endpoint.
     pub minio: MinioSite,
 }
@@ -135,6 +138,21 @@ pub struct CacheSite {
     /// Local cache limit of zdb's data files; sealed, verified files are evicted above it.
     /// None: never evict.
     pub max_size: Option<Size>,
+}
+
+/// `[restore]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestoreSite {
+    /// Time between two restore points while zdbfs is written to (0: only at zdb's rotations
+    /// and stops); with the flush interval and the upload time, what a lost VM loses.
+    pub interval_secs: u64,
+}
+
+impl Default for RestoreSite {
+    fn default() -> Self {
+        RestoreSite { interval_secs: 30 }
+    }
 }
 
 /// `[minio]`
