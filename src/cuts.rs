@@ -301,7 +301,7 @@ fn valid_id(name: &str) -> bool {
 pub fn unchanged(previous: &CutFile, size: u64, mtime_ns: i64, taken_ns: i64) -> bool {
     previous.size == size
         && previous.mtime_ns == mtime_ns
-        && mtime_ns < taken_ns - CLOCK_LAG.as_nanos() as i64
+        && mtime_ns < taken_ns.saturating_sub(CLOCK_LAG.as_nanos() as i64)
 }
 
 /// The keys `manifest` names that neither it copied nor `known` holds (the keys of the cuts
@@ -591,10 +591,12 @@ mod tests {
             std::fs::create_dir_all(index.join(ns)).unwrap();
             std::fs::create_dir_all(data.join(ns)).unwrap();
             for name in [NAMESPACE_FILE, "i0", "i1"] {
-                std::fs::write(index.join(ns).join(name), format!("{ns} {name}")).unwrap();
+                // Longer than a header: files with entries.
+                std::fs::write(index.join(ns).join(name), format!("{ns} {name}").repeat(4))
+                    .unwrap();
             }
             for name in ["d0", "d1"] {
-                std::fs::write(data.join(ns).join(name), format!("{ns} {name}")).unwrap();
+                std::fs::write(data.join(ns).join(name), format!("{ns} {name}").repeat(4)).unwrap();
             }
         }
         // Older than the clock's lag before the next cut.
@@ -641,7 +643,7 @@ mod tests {
             (data.join(DATA_NAMESPACE).join("d1"), None)
         );
         std::thread::sleep(Duration::from_millis(5));
-        std::fs::write(index.join(DATA_NAMESPACE).join("i0"), "changed").unwrap();
+        std::fs::write(index.join(DATA_NAMESPACE).join("i0"), "changed".repeat(8)).unwrap();
         let second = take(&cuts, &index, &data, &takes).unwrap().unwrap();
         let second_dir = cuts.dir().join(&second.id);
         let copied: Vec<String> = second
@@ -652,7 +654,7 @@ mod tests {
         assert_eq!(copied, ["zdbfs-meta/d1", "zdbfs-data/i0"]);
         assert_eq!(
             std::fs::read(second_dir.join("zdbfs-data/i0")).unwrap(),
-            b"changed"
+            "changed".repeat(8).as_bytes()
         );
         let pending = cuts.pending();
         assert_eq!(pending.len(), 2);

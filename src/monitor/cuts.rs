@@ -169,25 +169,26 @@ fn store_verified(zstor: &Zstor, file: &Path, key_path: Option<&Path>) -> Result
 }
 
 /// Whether zdbfs-meta or zdbfs-data was written since the last cut taken (any cut when none
-/// was): their active files are newer than it.
+/// was): an active file that holds entries is newer than it. Namespaces without entries are
+/// never jumped (zdbfs may be creating them: a jump between its NSNEW and its NSSET of the
+/// mode was seen to end the real zdb).
 pub fn written_since_last_cut(cuts: &Cuts, index_root: &Path, data_root: &Path) -> bool {
     let taken_ns = cuts
         .last_taken()
         .and_then(|m| m.id.parse::<i64>().ok())
         .unwrap_or(i64::MIN);
+    let since = taken_ns.saturating_sub(cuts::CLOCK_LAG.as_nanos() as i64);
+    let files = [
+        (index_root, layout::INDEX_PREFIX, layout::INDEX_HEADER_LEN),
+        (data_root, layout::DATA_PREFIX, layout::DATA_HEADER_LEN),
+    ];
     [META_NAMESPACE, DATA_NAMESPACE].iter().any(|ns| {
-        [
-            (index_root, layout::INDEX_PREFIX),
-            (data_root, layout::DATA_PREFIX),
-        ]
-        .iter()
-        .any(|(root, prefix)| {
+        files.iter().any(|(root, prefix, empty)| {
             let dir = root.join(ns);
             layout::highest_file_number(&dir, *prefix)
                 .and_then(|n| std::fs::metadata(dir.join(format!("{prefix}{n}"))).ok())
                 .is_some_and(|meta| {
-                    meta.mtime() * 1_000_000_000 + meta.mtime_nsec()
-                        >= taken_ns - cuts::CLOCK_LAG.as_nanos() as i64
+                    meta.len() > *empty && meta.mtime() * 1_000_000_000 + meta.mtime_nsec() >= since
                 })
         })
     })
@@ -203,4 +204,29 @@ pub fn force(zdb_socket: &Path, timeout: Duration) -> Result<(), String> {
         .select(DATA_NAMESPACE, None)
         .and_then(|()| client.command(&[b"NSJUMP"]).map(drop))
         .map_err(|e| format!("NSJUMP {DATA_NAMESPACE}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zdbfs_written_since_the_last_cut_or_with_none_taken_needs_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, data) = (dir.path().join("index"), dir.path().join("data"));
+        let cuts = Cuts::new(&dir.path().join("state"));
+        assert!(
+            !written_since_last_cut(&cuts, &index, &data),
+            "no namespace yet"
+        );
+        std::fs::create_dir_all(index.join(DATA_NAMESPACE)).unwrap();
+        let i0 = index.join(DATA_NAMESPACE).join("i0");
+        std::fs::write(&i0, [0; layout::INDEX_HEADER_LEN as usize]).unwrap();
+        assert!(
+            !written_since_last_cut(&cuts, &index, &data),
+            "no entry yet"
+        );
+        std::fs::write(&i0, [0; layout::INDEX_HEADER_LEN as usize + 1]).unwrap();
+        assert!(written_since_last_cut(&cuts, &index, &data), "none taken");
+    }
 }

@@ -129,6 +129,8 @@ pub struct Daemon {
     zdbfs_lane: crate::lane::Lane,
     /// Set by SIGTERM/SIGINT: the deadline for the uploads still queued.
     stopping: Option<Instant>,
+    /// While stopping: the publishing pass started after the queue drained, and whether it ended.
+    final_publish: Option<bool>,
     /// While the state database is behind: the reopen attempts so far and when the next is due.
     state_reopen: Option<(u32, Instant)>,
     started_unix_ms: u64,
@@ -245,6 +247,7 @@ impl Daemon {
             zdbfs: ZdbfsStatus::default(),
             zdbfs_lane: crate::lane::Lane::new(),
             stopping: None,
+            final_publish: None,
             state_reopen: None,
             started_unix_ms: now_unix_ms(),
             notifier: Notifier::from_env(),
@@ -298,8 +301,19 @@ impl Daemon {
             if let Some(deadline) = self.stopping {
                 // Drain: everything queued (the `close` jobs of a zdb that just stopped among
                 // them) is uploaded before exiting, unless the deadline comes first.
+                // Then the restore point `close` took is published: a VM retired with a stop
+                // leaves nothing behind.
                 if self.queue.is_empty() && self.rebuild.running() == 0 {
-                    break;
+                    let busy = self.tasks.busy(&super::tasks::Activity::PublishCuts);
+                    if self.final_publish.is_none() && !busy {
+                        self.start_publishing_cuts();
+                        if self.final_publish.is_none() {
+                            break; // nothing to publish
+                        }
+                    }
+                    if self.final_publish == Some(true) {
+                        break;
+                    }
                 }
                 if Instant::now() >= deadline {
                     tracing::warn!(

@@ -172,3 +172,47 @@ fn check_what_is_written_after_a_restart_on_an_empty_last_pair_stays_readable(st
         );
     }
 }
+
+#[test]
+fn the_monitor_publishes_restore_points_and_the_last_one_at_a_stop() {
+    support::upstream::each_stack(
+        check_the_monitor_publishes_restore_points_and_the_last_one_at_a_stop,
+    );
+}
+
+/// What zstor_monitor does on its own: forces a restore point while zdbfs is written to,
+/// publishes it once its data files are verified, and at a stop publishes the one `close`
+/// took, so that a VM retired with a stop leaves nothing behind.
+fn check_the_monitor_publishes_restore_points_and_the_last_one_at_a_stop(stack: &Stack) {
+    let app = Appliance::on(stack, "");
+    let socket = format!(
+        "zdb_socket_path = \"{}\"\nrestore_point_interval_secs = 1\n",
+        app.socket.display()
+    );
+    let mut monitor = support::Monitor::start(&app, &socket, &[]);
+    let mut zdb = app.start_zdb(DATASIZE, &[]);
+    let mut c = zdb.client();
+    for ns in [META_NAMESPACE, DATA_NAMESPACE] {
+        create_seq_namespace(&mut c, ns);
+    }
+    let mut objects = vec![write_object(&mut c, 1)];
+    let cuts = qsfs::cuts::Cuts::new(&app.state);
+    let first = support::wait_for("a restore point forced and published", || {
+        cuts.published().map(|manifest| manifest.id)
+    });
+    objects.push(write_object(&mut c, 2));
+    assert_eq!(zdb.stop().code(), Some(143));
+    monitor.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(monitor.wait().success(), "{}", monitor.log());
+    let last = cuts.published().unwrap().id;
+    assert!(
+        last > first,
+        "the stop's restore point published: {last} after {first}"
+    );
+    lose_the_vm(&app, 1);
+    let mut zdb = app.start_zdb(DATASIZE, &[]);
+    let mut c = zdb.client();
+    for (n, object) in objects.iter().enumerate() {
+        assert!(read_object(&mut c, object).is_some(), "object {n}");
+    }
+}

@@ -288,6 +288,12 @@ impl Container {
         self.start();
     }
 
+    /// The VM is lost: every process of the container is killed at once, nothing is stopped
+    /// cleanly, and it does not boot again.
+    pub fn lose(&mut self) {
+        self.kill();
+    }
+
     /// A power cut: every process of the container is killed at once, nothing is stopped
     /// cleanly; then it boots again from the same root.
     pub fn power_cycle(&mut self) {

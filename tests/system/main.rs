@@ -11,6 +11,7 @@ mod container;
 mod dbus_client;
 mod health;
 mod logging;
+mod loss;
 mod preflight;
 mod sandbox;
 mod trial;

@@ -145,6 +145,9 @@ impl Daemon {
             self.roots.clone(),
         );
         let scratch = scratch_dir(&self.config);
+        if self.stopping.is_some() {
+            self.final_publish = Some(false);
+        }
         self.tasks.spawn_blocking(Activity::PublishCuts, move || {
             // A sealed data file is remote when verified, or when it is not here (evicted after
             // it was verified, or restored from a restore point that named it).
@@ -160,6 +163,9 @@ impl Daemon {
     }
 
     pub(super) fn cuts_published(&mut self, result: Result<cuts::Published, String>) {
+        if self.final_publish == Some(false) {
+            self.final_publish = Some(true);
+        }
         match result {
             Ok(published) => tracing::debug!(
                 "{} restore points wait for their data files",
