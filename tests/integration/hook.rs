@@ -450,7 +450,7 @@ fn check_ready_reaches_the_notify_socket(stack: &Stack) {
 }
 
 /// `namespaces-init` with the appliance's roots, as zdb runs it.
-fn namespaces_init_args(app: &Appliance) -> [&str; 4] {
+pub(crate) fn namespaces_init_args(app: &Appliance) -> [&str; 4] {
     [
         "namespaces-init",
         "unix:///z",
@@ -459,7 +459,7 @@ fn namespaces_init_args(app: &Appliance) -> [&str; 4] {
     ]
 }
 
-fn run_hook(app: &Appliance, args: &[&str]) -> Output {
+pub(crate) fn run_hook(app: &Appliance, args: &[&str]) -> Output {
     Command::new(HOOK)
         .args(args)
         .env("QSFS_CONFIG", &app.qsfs_config)

@@ -216,3 +216,136 @@ fn check_the_monitor_publishes_restore_points_and_the_last_one_at_a_stop(stack: 
         assert!(read_object(&mut c, object).is_some(), "object {n}");
     }
 }
+
+#[test]
+#[ignore = "a benchmark: tests/bench/run"]
+fn bench_a_restore_against_a_sequential_retrieve_loop() {
+    let Some(stack) = support::upstream::stacks()
+        .into_iter()
+        .find(|s| s.zstor.real)
+    else {
+        println!("skipped: the real zstor is not available (QSFS_UPSTREAM_BIN)");
+        return;
+    };
+    let counts = std::env::var("QSFS_BENCH_RESTORE_INDEX_FILES").unwrap_or("1000,10000".into());
+    for count in counts.split(',').map(|n| n.trim().parse::<u32>().unwrap()) {
+        bench_restore(&stack, count);
+    }
+}
+
+/// A restore point of `count` index files of zdbfs-data (and zdbfs-meta's few), stored on the
+/// real zstor's backends; then `namespaces-init` restoring it on a fresh VM, against
+/// `zstor retrieve` of the same files one after another.
+fn bench_restore(stack: &Stack, count: u32) {
+    use qsfs::cuts::{CutFile, Manifest, NamespaceCut, MANIFEST_VERSION};
+    let app = Appliance::on(stack, "[hook]\nrestore_timeout_secs = 7200\n");
+    let cuts = qsfs::cuts::Cuts::new(&app.state);
+    let id = format!("{:020}", 1);
+    let zstor = app.zstor();
+    let file = |ns: &str, name: String, content: Vec<u8>, own: bool| {
+        let key = if own {
+            app.data.join(ns).join(&name)
+        } else {
+            cuts.dir().join(&id).join(ns).join(&name)
+        };
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        std::fs::write(&key, &content).unwrap();
+        CutFile {
+            name,
+            checksum: Some(qsfs::zstor::Checksum::of_bytes(&content)),
+            size: content.len() as u64,
+            mtime_ns: 0,
+            key,
+        }
+    };
+    let entry = |n: u64| support::incompressible(qsfs::layout::INDEX_HEADER_LEN as usize + 42, n);
+    let namespace = |name: &str, index_files: u32| {
+        let mut files: Vec<CutFile> = (0..index_files)
+            .map(|n| file(name, qsfs::layout::index_file(n), entry(n as u64), false))
+            .collect();
+        files.push(file(
+            name,
+            "zdb-namespace".into(),
+            b"descriptor".to_vec(),
+            false,
+        ));
+        let last = index_files - 1;
+        let data = file(
+            name,
+            qsfs::layout::data_file(last),
+            entry(7),
+            name == DATA_NAMESPACE,
+        );
+        NamespaceCut {
+            name: name.into(),
+            files,
+            data: Some(data),
+            active: last,
+        }
+    };
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        id: id.clone(),
+        taken_unix_ms: 1,
+        namespaces: vec![
+            namespace(META_NAMESPACE, 2),
+            namespace(DATA_NAMESPACE, count),
+        ],
+    };
+    let keys: Vec<std::path::PathBuf> = manifest.files().map(|(_, f)| f.key.clone()).collect();
+    let stored = std::time::Instant::now();
+    for dir in [META_NAMESPACE, DATA_NAMESPACE].map(|ns| cuts.dir().join(&id).join(ns)) {
+        zstor.store(&dir, None).unwrap();
+    }
+    zstor
+        .store(
+            &app.data
+                .join(DATA_NAMESPACE)
+                .join(qsfs::layout::data_file(count - 1)),
+            None,
+        )
+        .unwrap();
+    let latest = app.dir.path().join("latest");
+    std::fs::write(&latest, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    zstor.store(&latest, Some(cuts.dir())).unwrap();
+    println!(
+        "{count} index files stored in {:.1} s",
+        stored.elapsed().as_secs_f64()
+    );
+    for dir in [&app.index, &app.data, &app.state] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    let restore = std::time::Instant::now();
+    let out = crate::hook::run_hook(&app, &crate::hook::namespaces_init_args(&app));
+    let restore = restore.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = std::fs::read_dir(app.index.join(DATA_NAMESPACE))
+        .unwrap()
+        .count();
+    assert_eq!(
+        restored as u32,
+        count + 1,
+        "every index file and the descriptor"
+    );
+
+    for dir in [&app.index, &app.data, &app.state] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let sequential = std::time::Instant::now();
+    for key in &keys {
+        std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+        zstor.retrieve(key).unwrap();
+    }
+    let sequential = sequential.elapsed();
+    println!(
+        "restore of {count} index files: namespaces-init {:.1} s, a sequential zstor retrieve loop {:.1} s, ratio {:.2}",
+        restore.as_secs_f64(),
+        sequential.as_secs_f64(),
+        restore.as_secs_f64() / sequential.as_secs_f64()
+    );
+}
