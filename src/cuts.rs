@@ -35,6 +35,7 @@ const UPLOADED: &str = "uploaded";
 const LAST_TAKEN: &str = "last-taken.json";
 const PUBLISHED: &str = "published.json";
 const LATEST: &str = "latest";
+const FLUSHING: &str = "zdbfs-flushing";
 
 /// How far behind the time of day the kernel's file timestamps may be (its coarse clock lags
 /// by up to a tick): a file changed this long before a cut was taken counts as changed after.
@@ -215,6 +216,33 @@ impl Cuts {
         Manifest::parse(&std::fs::read(path).ok()?).ok()
     }
 
+    /// Marks zdbfs's cache flush (its snapshot ioctl) as running until the mark is dropped, or
+    /// at most `timeout` and 5 s: a cut taken meanwhile would hold part of what the flush
+    /// writes (a directory's entry for a file whose inode and blocks are not written yet), so
+    /// none is taken ([`Cuts::zdbfs_flushing`]). zdb serializes the writes, so the hook, which
+    /// looks while zdb waits for it, sees every flush that wrote before it.
+    pub fn flushing(&self, timeout: Duration) -> std::io::Result<Flushing> {
+        let until =
+            crate::clock::now_unix_ms() + (timeout + Duration::from_secs(5)).as_millis() as u64;
+        let path = self.dir.join(FLUSHING);
+        std::fs::create_dir_all(&self.dir)?;
+        fsutil::write_atomic(
+            &path,
+            until.to_string().as_bytes(),
+            0o600,
+            Durability::Visible,
+        )?;
+        Ok(Flushing(path))
+    }
+
+    /// Whether a flush of zdbfs's cache is marked as running.
+    pub fn zdbfs_flushing(&self) -> bool {
+        std::fs::read_to_string(self.dir.join(FLUSHING))
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .is_some_and(|until| crate::clock::now_unix_ms() < until)
+    }
+
     /// The last cut taken here (the base of the next one), if it can be read.
     pub fn last_taken(&self) -> Option<Manifest> {
         Cuts::read(&self.dir.join(LAST_TAKEN))
@@ -281,6 +309,16 @@ impl Cuts {
             }
         }
         Ok(())
+    }
+}
+
+/// A flush of zdbfs's cache in progress ([`Cuts::flushing`]); the mark goes when dropped.
+#[derive(Debug)]
+pub struct Flushing(PathBuf);
+
+impl Drop for Flushing {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -476,6 +514,19 @@ mod tests {
             size,
             mtime_ns,
         }
+    }
+
+    #[test]
+    fn no_cut_while_a_flush_is_marked_and_a_stale_mark_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let cuts = Cuts::new(dir.path());
+        assert!(!cuts.zdbfs_flushing());
+        let flushing = cuts.flushing(Duration::from_secs(10)).unwrap();
+        assert!(cuts.zdbfs_flushing());
+        drop(flushing);
+        assert!(!cuts.zdbfs_flushing());
+        std::fs::write(dir.path().join("cuts").join(FLUSHING), "1").unwrap();
+        assert!(!cuts.zdbfs_flushing(), "a mark whose time has passed");
     }
 
     #[test]

@@ -513,8 +513,9 @@ impl Hook {
     }
 
     /// Takes a restore point ([`crate::cuts`]) while zdb waits: zdbfs-data up to index file
-    /// `data_active` (its highest when `None`), zdbfs-meta as it is. A failure is logged and
-    /// leaves the last published restore point in place (the next cut holds the changes).
+    /// `data_active` (its highest when `None`), zdbfs-meta as it is; none while zdbfs writes its
+    /// cache (it would hold half of what the flush writes). A failure is logged and leaves the
+    /// last published restore point in place (the next cut holds the changes).
     fn take_cut(&self, data_active: Option<u32>) {
         let cuts = Cuts::new(&self.config.paths.state_dir);
         let takes = [

@@ -9,6 +9,7 @@
 //! it.
 
 use super::status::ZdbfsStatus;
+use crate::cuts::Cuts;
 use crate::lane::Lane;
 use crate::logging::message_id;
 use crate::zdb::{Client, Endpoint};
@@ -26,6 +27,7 @@ pub fn start(
     lane: &Lane,
     mountpoint: PathBuf,
     zdb_socket: PathBuf,
+    cuts: Cuts,
     timeout: Duration,
 ) -> Option<impl Future<Output = Result<Stats, String>>> {
     let zdb = Endpoint::Unix(zdb_socket);
@@ -40,8 +42,12 @@ pub fn start(
                         "zdb does not answer ({e}): not flushed, zdbfs could not write its cache"
                     )
                 })?;
+                let flushing = cuts.flushing(timeout).map_err(|e| {
+                    format!("cannot mark the flush in {}: {e}", cuts.dir().display())
+                })?;
                 crate::zdbfs::snapshot(&mountpoint)
                     .map_err(|e| format!("the snapshot ioctl failed: {e}"))?;
+                drop(flushing);
                 ping().map_err(|e| {
                     format!(
                         "zdb stopped answering during the flush ({e}): zdbfs may have dropped \
@@ -117,6 +123,7 @@ mod tests {
             &Lane::new(),
             dir.path().to_path_buf(),
             dir.path().join("zdb.sock"),
+            Cuts::new(dir.path()),
             Duration::from_secs(1)
         )
         .is_none());

@@ -892,6 +892,24 @@ fn scenarios_5_to_7_stop_restart_restore() {
     drop(backends);
 }
 
+/// Edits `monitor_config.toml` as an operator would: each `key = value` line of `lines`
+/// replaces the line of that key, or is appended.
+pub fn set_monitor_keys(config: &Path, lines: &str) {
+    let mut text = std::fs::read_to_string(config).unwrap();
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let key = line.split('=').next().unwrap().trim();
+        let old = text
+            .lines()
+            .find(|l| l.split('=').next().map(str::trim) == Some(key))
+            .map(str::to_string);
+        match old {
+            Some(old) => text = text.replace(&old, line),
+            None => text.push_str(&format!("{line}\n")),
+        }
+    }
+    std::fs::write(config, text).unwrap();
+}
+
 /// An appliance [`started_appliance`] started, with what it was built from. Its fields drop in
 /// order: the container first, then the backends, then the directory the container binds.
 pub struct Started {
@@ -915,8 +933,7 @@ pub fn started_appliance(name: &str, monitor_extra: &str) -> Started {
         .container
         .root()
         .join("var/zdbfs/etc/monitor_config.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("{text}{monitor_extra}")).unwrap();
+    set_monitor_keys(&config, monitor_extra);
     appliance.ok("systemctl start qsfs.target");
     appliance.wait_all_active(Duration::from_secs(60));
     appliance.wait_healthy(Duration::from_secs(60));

@@ -5,7 +5,7 @@
 //! and every object still reads back byte-identical. On the real tier: the real zdb, zdbfs and
 //! zstor.
 
-use crate::appliance::{object, started_appliance, Appliance, Started, Timing};
+use crate::appliance::{object, set_monitor_keys, started_appliance, Appliance, Started, Timing};
 use std::time::{Duration, Instant};
 
 /// A restore point every 10 s (set below), zdbfs's flush every 5 s, and up to 15 s for the
@@ -74,7 +74,15 @@ impl Writer {
         self.acknowledged.retain(
             |(n, at)| match appliance.get(dir, "docs", &format!("o{n}")) {
                 Ok(bytes) => {
-                    assert!(bytes == object(*n), "o{n} came back with other bytes");
+                    assert!(
+                        bytes == object(*n),
+                        "o{n}, acknowledged {:?} before the loss, came back with other bytes \
+                         ({} bytes, {} written):\n{}",
+                        lost_at.map(|lost| lost.duration_since(*at)),
+                        bytes.len(),
+                        object(*n).len(),
+                        appliance.dump()
+                    );
                     true
                 }
                 Err(404) if lost_at.is_some_and(|lost| lost.duration_since(*at) < LOSS_WINDOW) => {
@@ -142,8 +150,7 @@ fn a_lost_vm_restores_every_object_acknowledged_before_the_loss_window() {
             .container
             .root()
             .join("var/zdbfs/etc/monitor_config.toml");
-        let text = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(&config, format!("{text}{INTERVAL}")).unwrap();
+        set_monitor_keys(&config, INTERVAL);
         fresh.ok("systemctl start qsfs.target");
         fresh.wait_all_active(Duration::from_secs(180));
         let journal = fresh.ok("journalctl -t zdb-hook --no-pager -o cat");

@@ -204,7 +204,8 @@ impl Daemon {
         let mountpoint = self.config.zdbfs_mountpoint.clone();
         let zdb_socket = self.config.zdb_socket_path.clone();
         let timeout = self.config.flush_timeout;
-        if let Some(flush) = flush::start(&self.zdbfs_lane, mountpoint, zdb_socket, timeout) {
+        let cuts = Cuts::new(&self.config.state_dir);
+        if let Some(flush) = flush::start(&self.zdbfs_lane, mountpoint, zdb_socket, cuts, timeout) {
             self.tasks
                 .spawn(Activity::Flush, async move { Event::Flushed(flush.await) });
         }
