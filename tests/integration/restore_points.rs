@@ -241,7 +241,12 @@ fn bench_restore(stack: &Stack, count: u32) {
     let app = Appliance::on(stack, "[hook]\nrestore_timeout_secs = 7200\n");
     let cuts = qsfs::cuts::Cuts::new(&app.state);
     let id = format!("{:020}", 1);
-    let zstor = app.zstor();
+    let zstor = qsfs::zstor::Zstor::new(
+        &stack.zstor.path,
+        &app.zstor_config,
+        Duration::from_secs(3600),
+    )
+    .with_log_file(app.dir.path().join("zstor.log"));
     let file = |ns: &str, name: String, content: Vec<u8>, own: bool| {
         let key = if own {
             app.data.join(ns).join(&name)
