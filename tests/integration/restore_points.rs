@@ -64,6 +64,16 @@ fn read_object(client: &mut Client, object: &Object) -> Option<()> {
     Some(())
 }
 
+/// zdb on `app` with zdbfs-meta and zdbfs-data created, and a client.
+fn zdbfs_namespaces(app: &Appliance) -> (support::Zdb, Client) {
+    let mut zdb = app.start_zdb(DATASIZE, &[]);
+    let mut c = zdb.client();
+    for ns in [META_NAMESPACE, DATA_NAMESPACE] {
+        create_seq_namespace(&mut c, ns);
+    }
+    (zdb, c)
+}
+
 fn restore_point(app: &Appliance) {
     qsfs::monitor::cuts::force(&app.socket, Duration::from_secs(30)).unwrap();
 }
@@ -82,11 +92,7 @@ fn a_lost_vm_restores_both_namespaces_at_one_instant() {
 
 fn check_a_lost_vm_restores_both_namespaces_at_one_instant(stack: &Stack) {
     let app = Appliance::on(stack, "");
-    let mut zdb = app.start_zdb(DATASIZE, &[]);
-    let mut c = zdb.client();
-    for ns in [META_NAMESPACE, DATA_NAMESPACE] {
-        create_seq_namespace(&mut c, ns);
-    }
+    let (mut zdb, mut c) = zdbfs_namespaces(&app);
     // zdbfs-data rotates several times; zdbfs-meta (small) never does by itself.
     let mut objects: Vec<Object> = (0..8).map(|n| write_object(&mut c, n)).collect();
     restore_point(&app);
@@ -150,11 +156,7 @@ fn what_is_written_after_a_restart_on_an_empty_last_pair_stays_readable() {
 /// then and started again on it answers a SET with an id that GET does not find.
 fn check_what_is_written_after_a_restart_on_an_empty_last_pair_stays_readable(stack: &Stack) {
     let app = Appliance::on(stack, "");
-    let mut zdb = app.start_zdb(DATASIZE, &[]);
-    let mut c = zdb.client();
-    for ns in [META_NAMESPACE, DATA_NAMESPACE] {
-        create_seq_namespace(&mut c, ns);
-    }
+    let (mut zdb, mut c) = zdbfs_namespaces(&app);
     let mut objects = vec![write_object(&mut c, 1)];
     restore_point(&app);
     assert_eq!(zdb.stop().code(), Some(143));
@@ -190,11 +192,7 @@ fn check_the_monitor_publishes_restore_points_and_the_last_one_at_a_stop(stack: 
         app.socket.display()
     );
     let mut monitor = support::Monitor::start(&app, &socket, &[]);
-    let mut zdb = app.start_zdb(DATASIZE, &[]);
-    let mut c = zdb.client();
-    for ns in [META_NAMESPACE, DATA_NAMESPACE] {
-        create_seq_namespace(&mut c, ns);
-    }
+    let (mut zdb, mut c) = zdbfs_namespaces(&app);
     let mut objects = vec![write_object(&mut c, 1)];
     let cuts = qsfs::cuts::Cuts::new(&app.state);
     let first = support::wait_for("a restore point forced and published", || {
