@@ -14,7 +14,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn write_synced(path: &std::path::Path, data: &[u8]) {
-    let mut file = std::fs::File::create(path).unwrap();
+    // The real zdbfs 0.1.11 was seen (twice, under load) answering ENOENT to the first create
+    // in the root right after mounting; what this file tests starts once the file exists.
+    let mut file = wait_for(
+        "a create in the fresh mount",
+        || match std::fs::File::create(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            other => Some(other.unwrap()),
+        },
+    );
     file.write_all(data).unwrap();
     file.sync_all().unwrap();
 }
