@@ -294,6 +294,15 @@ impl Cuts {
         cuts
     }
 
+    /// Whether a cut was taken and not published (without reading its manifest).
+    pub fn any_pending(&self) -> bool {
+        std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| valid_id(&e.file_name().to_string_lossy()) && e.path().join(MANIFEST).exists())
+    }
+
     /// Marks `cut`'s copies as verified remote.
     pub fn mark_uploaded(&self, cut: &Pending) -> std::io::Result<()> {
         fsutil::write_atomic(&cut.dir.join(UPLOADED), b"", 0o600, Durability::Durable)
@@ -708,6 +717,7 @@ mod tests {
             "changed".repeat(8).as_bytes()
         );
         let pending = cuts.pending();
+        assert!(cuts.any_pending());
         assert_eq!(pending.len(), 2);
         assert_eq!(pending[1].copies().len(), 2);
         assert_eq!(cuts.last_taken().unwrap(), second);

@@ -136,7 +136,7 @@ impl Daemon {
             return;
         }
         let cuts = Cuts::new(&self.config.state_dir);
-        if cuts.pending().is_empty() {
+        if !cuts.any_pending() {
             return;
         }
         let (zstor, state, roots) = (
