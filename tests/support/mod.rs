@@ -11,6 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// A scratch directory in /var/tmp, removed when dropped unless `QSFS_TEST_KEEP` is set (then
+/// it stays for a post-mortem, like the containers of the system tests).
+pub fn work_dir() -> tempfile::TempDir {
+    let mut dir = tempfile::tempdir_in("/var/tmp").unwrap();
+    dir.disable_cleanup(std::env::var_os("QSFS_TEST_KEEP").is_some());
+    dir
+}
+
 /// The path of a binary of the `qsfs-standins` crate (a stand-in or a test driver) in this
 /// profile's target dir. Under cargo they are (re)built once first, because `cargo test` does
 /// not build another package's binaries.

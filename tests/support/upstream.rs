@@ -155,7 +155,7 @@ impl ZdbBackends {
             place,
             meta: Vec::new(),
             data: Vec::new(),
-            dir: tempfile::tempdir_in("/var/tmp").unwrap(),
+            dir: super::work_dir(),
         };
         for n in 0..meta + data {
             let port = free_port();

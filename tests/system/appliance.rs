@@ -491,7 +491,7 @@ fn wait_fault_reported(appliance: &Appliance, probe: &str) -> String {
 #[ignore = "needs root and systemd-nspawn: run tests/run"]
 fn scenario_1_start_on_a_fresh_container() {
     let _t = Timing::start("1 start on a fresh container");
-    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let work = crate::support::work_dir();
     let store = work.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
     let backends = Backends::start();
@@ -922,7 +922,7 @@ pub struct Started {
 /// Builds the image and installs it in a fresh container, with the monitor's config edited as
 /// an operator would (`monitor_extra` appended), and starts the target.
 pub fn started_appliance(name: &str, monitor_extra: &str) -> Started {
-    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let work = crate::support::work_dir();
     let store = work.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
     let backends = Backends::start();

@@ -305,7 +305,7 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         self.shutdown();
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && std::env::var_os("QSFS_TEST_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
