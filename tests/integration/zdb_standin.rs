@@ -929,6 +929,74 @@ fn check_an_older_index_hands_out_sequential_ids_again(program: &Program) {
 }
 
 #[test]
+fn an_id_written_after_a_jump_of_an_empty_index_file_is_not_found_until_a_restart() {
+    support::upstream::each(
+        "zdb",
+        check_an_id_written_after_a_jump_of_an_empty_index_file_is_not_found_until_a_restart,
+    );
+}
+
+/// 0-db 2.0.7 maps an index file's first id when it jumps to it or loads its first entry: two
+/// jumps in a row map two files to one id, and a last file loaded without entries is not
+/// mapped. What is written then is not found, until a restart or a jump maps it.
+fn check_an_id_written_after_a_jump_of_an_empty_index_file_is_not_found_until_a_restart(
+    program: &Program,
+) {
+    let layout = Layout::new();
+    let args = layout.args(&[]);
+    let endpoint = layout.endpoint();
+    let mut zdb = layout.start(program, &args, &[], "first.log");
+    let mut c = zdb.wait_ready(&endpoint);
+    c.nsnew("blocks").unwrap();
+    c.nsset("blocks", "mode", "seq").unwrap();
+    c.select("blocks", None).unwrap();
+    let get = |c: &mut Client, id: u64| match c.command(&[b"GET", &id.to_le_bytes()]).unwrap() {
+        Reply::Nil => None,
+        reply => Some(bulk(reply)),
+    };
+    for n in 0..2u8 {
+        assert_eq!(
+            seq_id(c.command(&[b"SET", b"", &[n; 16]]).unwrap()),
+            u64::from(n)
+        );
+    }
+    jump(&mut c);
+    jump(&mut c);
+    assert_eq!(seq_id(c.command(&[b"SET", b"", b"lost"]).unwrap()), 2);
+    assert_eq!(
+        get(&mut c, 2),
+        None,
+        "two jumps in a row: id 2 is not found"
+    );
+    assert_eq!(get(&mut c, 1), Some(vec![1u8; 16]));
+    jump(&mut c);
+    zdb.signal(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(zdb.wait_exit().code(), Some(130));
+
+    let mut zdb = layout.start(program, &args, &[], "second.log");
+    let mut c = zdb.wait_ready(&endpoint);
+    c.select("blocks", None).unwrap();
+    assert_eq!(
+        get(&mut c, 2),
+        Some(b"lost".to_vec()),
+        "found after a restart"
+    );
+    assert_eq!(seq_id(c.command(&[b"SET", b"", b"unmapped"]).unwrap()), 3);
+    assert_eq!(
+        get(&mut c, 3),
+        None,
+        "loaded with an empty last file: id 3 is not found"
+    );
+    jump(&mut c);
+    assert_eq!(seq_id(c.command(&[b"SET", b"", b"mapped"]).unwrap()), 4);
+    assert_eq!(
+        get(&mut c, 4),
+        Some(b"mapped".to_vec()),
+        "a jump maps the next file"
+    );
+}
+
+#[test]
 fn restart_serves_old_keys_and_a_second_instance_is_refused() {
     support::upstream::each(
         "zdb",

@@ -208,6 +208,9 @@ pub struct Namespace {
     pub index_bytes: u64,
     keys: HashMap<Vec<u8>, Entry>,
     slots: Vec<Slot>,
+    /// 0-db's `seqmap`: the first id of each index file, pushed as 0-db 2.0.7 pushes it (see
+    /// [`seqmap_file`]).
+    seqmap: Vec<(u64, u32)>,
     /// Index records ever written (0-db's `nextentry`; in sequential mode the next id).
     pub next_entry: u64,
     pub dirty: BTreeSet<u32>,
@@ -218,6 +221,33 @@ pub struct Namespace {
     last_sync: Instant,
     options: Options,
     pub stats: IoStats,
+}
+
+/// The index file 0-db 2.0.7 looks in for sequential `id` (`index_seqmap_from_seq`, ported with
+/// its quirks). A jump away from an index file without entries pushes the same first id twice,
+/// and then the ids of the new file resolve to the empty one: GET answers nothing until a
+/// restart (the loader skips files without entries). The real zdb does this; so does this
+/// stand-in, so that the stand-in tier sees it too.
+fn seqmap_file(seqmap: &[(u64, u32)], id: u64) -> u32 {
+    let (mut lower, mut higher) = (0, seqmap.len());
+    while lower < higher {
+        let mid = (lower + higher) / 2;
+        if id == seqmap[mid].0 {
+            return seqmap[mid].1;
+        }
+        if id < seqmap[mid].0 {
+            higher = mid;
+            continue;
+        }
+        if lower + 1 >= seqmap.len()
+            || (seqmap[lower].0 < id && seqmap[lower + 1].0 > id)
+            || mid == lower
+        {
+            return seqmap[lower].1;
+        }
+        lower = mid;
+    }
+    seqmap[lower.min(seqmap.len() - 1)].1
 }
 
 fn file_header(magic: &[u8; 4], mode: u8, id: u32) -> Vec<u8> {
@@ -408,6 +438,7 @@ impl Namespace {
 
         let mut keys: HashMap<Vec<u8>, Entry> = HashMap::new();
         let mut slots = Vec::new();
+        let mut seqmap = Vec::new();
         let mut next_entry = 0u64;
         let mut index_bytes = 0u64;
         for id in 0..=last {
@@ -420,6 +451,10 @@ impl Namespace {
             };
             if id != last {
                 index_bytes += fs::metadata(&path)?.len();
+            }
+            // As 0-db's loader: a file is mapped at its first entry, one without none is not.
+            if !records.is_empty() {
+                seqmap.push((next_entry, id));
             }
             for record in records {
                 next_entry += 1;
@@ -438,6 +473,9 @@ impl Namespace {
             }
         }
 
+        if seqmap.is_empty() {
+            seqmap.push((0, 0));
+        }
         let index_path = format!("{index_dir}/i{last}");
         let (index_file, index_active_len) =
             open_append(&index_path, &file_header(INDEX_MAGIC, mode.byte(), last))?;
@@ -472,6 +510,7 @@ impl Namespace {
             index_bytes,
             keys,
             slots,
+            seqmap,
             next_entry,
             dirty: BTreeSet::new(),
             entries,
@@ -557,8 +596,15 @@ impl Namespace {
             Mode::User => self.keys.get(key).cloned(),
             Mode::Seq => {
                 let id: [u8; 8] = key.try_into().ok()?;
-                let id = usize::try_from(u64::from_le_bytes(id)).ok()?;
-                self.slots.get(id)?.entry.clone()
+                let id = u64::from_le_bytes(id);
+                let slot = self.slots.get(usize::try_from(id).ok()?)?;
+                // 0-db finds the record in the file its seqmap names; another file holds
+                // something else there, or nothing.
+                if seqmap_file(&self.seqmap, id) != slot.index_id {
+                    eprintln!("[-] index: seqmap: id {id} resolves to another index file");
+                    return None;
+                }
+                slot.entry.clone()
             }
         }
     }
@@ -843,6 +889,7 @@ impl Namespace {
             &file_header(INDEX_MAGIC, self.mode.byte(), next),
         )?;
         self.file_id = next;
+        self.seqmap.push((self.next_entry, next));
         self.index_file = index_file;
         self.index_active_len = index_len;
         self.index_bytes += index_len;
