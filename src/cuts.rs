@@ -65,7 +65,7 @@ pub struct NamespaceCut {
     pub name: String,
     /// Its descriptor and index files `i0 ..= i<active>`.
     pub files: Vec<CutFile>,
-    /// Its data file `d<active>`, if it had one.
+    /// Its data file `d<active>` (a restore point without one is refused).
     pub data: Option<CutFile>,
     /// The number of the last index and data file (zdb's active pair after a restore).
     pub active: u32,
@@ -135,13 +135,14 @@ impl Manifest {
                     ns.active
                 ));
             }
-            if let Some(data) = &ns.data {
-                if data.name != layout::data_file(ns.active) {
-                    return Err(format!(
-                        "restore point {}: {name}'s data file is {}, not d{}",
-                        self.id, data.name, ns.active
-                    ));
-                }
+            let data = ns.data.as_ref().map(|d| d.name.as_str());
+            if data != Some(&layout::data_file(ns.active)) {
+                return Err(format!(
+                    "restore point {}: {name}'s data file is {}, not d{}",
+                    self.id,
+                    data.unwrap_or("missing"),
+                    ns.active
+                ));
             }
         }
         if self.namespaces.len() != 2 {
@@ -205,6 +206,20 @@ impl Cuts {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Holds the lock every NSJUMP of ours is sent under (the monitor's forced cut and the
+    /// zdb unit's `prepare-zdbfs`): each looks at a namespace's last index file and jumps it
+    /// only while no other can jump it (see [`layout::index_has_entries`]). Released on drop.
+    pub fn lock_jumps(&self) -> std::io::Result<std::fs::File> {
+        let path = crate::fsutil::parent(&self.dir).join("jump.lock");
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)?;
+        file.lock()?;
+        Ok(file)
     }
 
     /// The zstor key of the published restore point.
@@ -455,22 +470,30 @@ pub fn take(
             }
             let data_name = layout::data_file(active);
             let data_path = data_root.join(take.namespace).join(&data_name);
+            // A sealed data file evicted (so verified remote) is named by its own key, like
+            // one not copied; publishing fills in its remote checksum.
             let data = match std::fs::metadata(&data_path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e),
-                Ok(_) if take.copy_data => Some(copy(&data_path, &data_name)?),
-                Ok(meta) => Some(CutFile {
+                Ok(_) if take.copy_data => copy(&data_path, &data_name)?,
+                Ok(meta) => CutFile {
                     name: data_name,
                     key: data_path,
                     checksum: None,
                     size: meta.size(),
                     mtime_ns: mtime_ns(&meta),
-                }),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => CutFile {
+                    name: data_name,
+                    key: data_path,
+                    checksum: None,
+                    size: 0,
+                    mtime_ns: 0,
+                },
+                Err(e) => return Err(e),
             };
             manifest.namespaces.push(NamespaceCut {
                 name: take.namespace.to_string(),
                 files,
-                data,
+                data: Some(data),
                 active,
             });
         }

@@ -104,8 +104,9 @@ pub enum Event {
         /// Ids of its dirty index files.
         dirty: Vec<u32>,
     },
-    /// `prepare-zdbfs`: not a zdb event. `qsfs-zdb.service` runs it once zdb is ready, so that
-    /// a restored VM (zdbfs-meta present) also has the zdbfs-temp namespace, which zdbfs's
+    /// `prepare-zdbfs`: not a zdb event. `qsfs-zdb.service` runs it once zdb is ready, before
+    /// zdbfs starts: a namespace loaded with an empty last index file jumps ([`jump_empty_at_load`]),
+    /// and a restored VM (zdbfs-meta present) gets the zdbfs-temp namespace, which zdbfs's
     /// `autons` only creates on an empty zdb (qss#38).
     PrepareZdbfs,
     /// `serve-reads`: not a zdb event. `qsfs-zstor-reads@.service` runs it for one connection
@@ -402,13 +403,13 @@ impl Hook {
         let began = SystemTime::now();
         let snapshots = with_dirty(old, &dir, dirty);
         let handled = self.spool_job(Trigger::JumpIndex, &namespace, &snapshots, &[])?;
-        if namespace == DATA_NAMESPACE && self.held().is_none() {
-            // Its data file is sealed now: both namespaces are seen at this one instant.
+        if [META_NAMESPACE, DATA_NAMESPACE].contains(&namespace.as_str()) && self.held().is_none() {
+            // Its index file is sealed now: both namespaces are seen at this one instant.
             let sealed = layout::file_number(
                 &old.file_name().unwrap_or_default().to_string_lossy(),
                 INDEX_PREFIX,
             );
-            self.take_cut(sealed);
+            self.take_cut(Some(&namespace).zip(sealed));
         }
         let mark = self.jump_mark(&namespace);
         let since_epoch = began.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -512,21 +513,27 @@ impl Hook {
         Ok(handled)
     }
 
-    /// Takes a restore point ([`crate::cuts`]) while zdb waits: zdbfs-data up to index file
-    /// `data_active` (its highest when `None`), zdbfs-meta as it is; none while zdbfs writes its
-    /// cache (it would hold half of what the flush writes). A failure is logged and leaves the
-    /// last published restore point in place (the next cut holds the changes).
-    fn take_cut(&self, data_active: Option<u32>) {
+    /// Takes a restore point ([`crate::cuts`]) while zdb waits: both namespaces as they are,
+    /// except that a namespace that just `jumped` from index file `N` is taken up to `N`; none
+    /// while zdbfs writes its cache (it would hold half of what the flush writes). A failure is
+    /// logged and leaves the last published restore point in place (the next cut holds the
+    /// changes).
+    fn take_cut(&self, jumped: Option<(&String, u32)>) {
         let cuts = Cuts::new(&self.config.paths.state_dir);
+        let active = |namespace: &str| {
+            jumped
+                .filter(|(jumped, _)| jumped.as_str() == namespace)
+                .map(|(_, n)| n)
+        };
         let takes = [
             cuts::Take {
                 namespace: META_NAMESPACE,
-                active: None,
+                active: active(META_NAMESPACE),
                 copy_data: true,
             },
             cuts::Take {
                 namespace: DATA_NAMESPACE,
-                active: data_active,
+                active: active(DATA_NAMESPACE),
                 copy_data: false,
             },
         ];
@@ -629,8 +636,10 @@ impl Hook {
         })
     }
 
-    /// Creates zdbfs-temp as zdbfs's `autons` would (sequential, private, password `hello`)
-    /// when zdbfs-meta exists but zdbfs-temp does not.
+    /// Jumps the namespaces zdb loaded with an empty last index file ([`jump_empty_at_load`]),
+    /// then creates
+    /// zdbfs-temp as zdbfs's `autons` would (sequential, private, password `hello`) when
+    /// zdbfs-meta exists but zdbfs-temp does not.
     fn prepare_zdbfs(&self) -> Result<Handled, HookError> {
         let endpoint = crate::zdb::Endpoint::Unix(self.config.paths.zdb_socket.clone());
         let zdb = |e: crate::zdb::ZdbError| HookError::Zdb(e.to_string());
@@ -638,6 +647,7 @@ impl Hook {
             crate::zdb::Client::connect(&endpoint, Duration::from_secs(30)).map_err(zdb)?;
         let namespaces = client.nslist().map_err(zdb)?;
         let has = |name: &str| namespaces.iter().any(|ns| ns == name);
+        jump_empty_at_load(&mut client, &self.config.paths)?;
         if !has(META_NAMESPACE) || has(TEMP_NAMESPACE) {
             return Ok(Handled {
                 note: Some("nothing to prepare"),
@@ -886,6 +896,84 @@ fn join_paths(paths: &[PathBuf], separator: &str) -> String {
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(separator)
+}
+
+/// Where `namespaces-init` lists the namespaces zdb loads with a last index file without
+/// entries (`<namespace> <N>` lines), for `prepare-zdbfs` to jump.
+fn empty_at_load_path(paths: &appliance::Paths) -> PathBuf {
+    paths.state_dir.join("jumps").join("empty-at-load")
+}
+
+/// The zdbfs namespaces whose last index file `i<N>`, `N > 0`, holds no entry: zdb 2.0.7 does
+/// not map the ids of such a file when it loads it, so what is written to it could not be
+/// found (seen on the real zdb after a jump and a restart) until a jump maps the next one
+/// ([`layout::index_has_entries`]).
+fn empty_last_index_files(paths: &appliance::Paths) -> Vec<(&'static str, u32)> {
+    layout::ZDBFS_NAMESPACES
+        .into_iter()
+        .filter_map(|namespace| {
+            let dir = paths.index_dir.join(namespace);
+            let last = highest_file_number(&dir, INDEX_PREFIX).filter(|&n| n > 0)?;
+            (!layout::index_has_entries(&dir, last)).then_some((namespace, last))
+        })
+        .collect()
+}
+
+/// Records, before zdb loads them, which namespaces need a jump right after the start.
+fn record_empty_at_load(paths: &appliance::Paths) -> std::io::Result<()> {
+    let path = empty_at_load_path(paths);
+    let empty = empty_last_index_files(paths);
+    if empty.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let text: String = empty.iter().map(|(ns, n)| format!("{ns} {n}\n")).collect();
+    std::fs::create_dir_all(fsutil::parent(&path))?;
+    fsutil::write_atomic(&path, text.as_bytes(), 0o644, Durability::Durable)
+}
+
+/// Jumps each namespace `namespaces-init` found loaded with an empty last index file, while it
+/// is still that file (a jump since mapped the next one already), under the jump lock. zdbfs
+/// has not started yet: nothing was written to it. Returns the namespaces jumped.
+fn jump_empty_at_load(
+    client: &mut crate::zdb::Client,
+    paths: &appliance::Paths,
+) -> Result<Vec<String>, HookError> {
+    let path = empty_at_load_path(paths);
+    let text = match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.map_err(io(format!("cannot read {}", path.display())))?,
+    };
+    let cuts = Cuts::new(&paths.state_dir);
+    let _jumps = cuts.lock_jumps().map_err(io(format!(
+        "cannot lock the jumps in {}",
+        cuts.dir().display()
+    )))?;
+    let mut jumped = Vec::new();
+    for (namespace, n) in text.lines().filter_map(|line| {
+        let (ns, n) = line.split_once(' ')?;
+        Some((ns, n.parse::<u32>().ok()?))
+    }) {
+        let dir = paths.index_dir.join(namespace);
+        if highest_file_number(&dir, INDEX_PREFIX) != Some(n) || layout::index_has_entries(&dir, n)
+        {
+            continue;
+        }
+        let password =
+            (namespace == TEMP_NAMESPACE).then(|| crate::config::Secret::new(ZDBFS_TEMP_PASSWORD));
+        let zdb = |e: crate::zdb::ZdbError| HookError::Zdb(format!("NSJUMP {namespace}: {e}"));
+        client.select(namespace, password.as_ref()).map_err(zdb)?;
+        client.command(&[b"NSJUMP"]).map_err(zdb)?;
+        tracing::info!(
+            "{namespace} jumped past its empty last index file i{n} (zdb 2.0.7 would not find \
+             what is written to it)"
+        );
+        jumped.push(namespace.to_string());
+    }
+    std::fs::remove_file(&path).map_err(io(format!("cannot remove {}", path.display())))?;
+    Ok(jumped)
 }
 
 #[cfg(test)]

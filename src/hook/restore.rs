@@ -46,6 +46,9 @@ pub(super) fn run(
         .and_then(|zdb| Ok((init(config, reads, &marks)?, zdb)));
     match result {
         Ok((handled, zdb)) => {
+            super::record_empty_at_load(&config.paths).map_err(super::io(
+                "cannot record the namespaces that need a jump at the start",
+            ))?;
             marks.record_done(&zdb).map_err(mark_error(&marks))?;
             Ok(handled)
         }
@@ -94,9 +97,7 @@ fn init(config: &HookConfig, reads: &Reads, marks: &Marks) -> Result<Handled, Ho
     }
     match local {
         Local::Present => {
-            let trimmed = trim_empty_pairs(config, reads)?;
             return Ok(Handled {
-                files: trimmed,
                 note: Some("the VM already has data, nothing to restore"),
                 ..Handled::default()
             });
@@ -312,57 +313,6 @@ fn set_aside_cuts(cuts: &Cuts) -> Result<(), HookError> {
             std::fs::rename(dir, aside)
         };
     result.map_err(super::io(format!("cannot clear {}", dir.display())))
-}
-
-/// zdb 2.0.7 does not map the ids written to a last index file that was empty when it
-/// loaded the namespace (seen on the real zdb: after a jump and a restart, a new SET answers
-/// its id and GET of it answers nothing until the next restart; an overwrite of it would
-/// resolve to the file before). So before zdb loads zdbfs's namespaces, a last pair that zdb
-/// opened at a jump and never wrote to is removed (it holds nothing), making the pair before
-/// it the active one again: its data file is brought back first if it was evicted. Returns
-/// the files removed.
-fn trim_empty_pairs(config: &HookConfig, reads: &Reads) -> Result<Vec<PathBuf>, HookError> {
-    let deadline = Instant::now() + config.hook.restore_timeout;
-    let mut removed = Vec::new();
-    for namespace in layout::ZDBFS_NAMESPACES {
-        let index_dir = config.paths.index_dir.join(namespace);
-        let data_dir = config.paths.data_dir.join(namespace);
-        let Some(mut last) = layout::highest_file_number(&index_dir, layout::INDEX_PREFIX) else {
-            continue;
-        };
-        while last > 0 && layout::pair_is_empty(&index_dir, &data_dir, last) {
-            let previous = data_dir.join(layout::data_file(last - 1));
-            if !previous.exists() {
-                super::fetch_verified(reads, &previous, deadline)?;
-            }
-            for path in [
-                data_dir.join(layout::data_file(last)),
-                index_dir.join(layout::index_file(last)),
-            ] {
-                match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(super::io(format!("cannot remove {}", path.display()))(e))
-                    }
-                    _ => removed.push(path),
-                }
-            }
-            last -= 1;
-        }
-        if !removed.is_empty() {
-            for dir in [&index_dir, &data_dir] {
-                crate::fsutil::sync_dir(dir)
-                    .map_err(super::io(format!("cannot sync {}", dir.display())))?;
-            }
-        }
-    }
-    if !removed.is_empty() {
-        tracing::warn!(
-            "removed the empty last files {} (zdb 2.0.7 would lose track of what is written to \
-             them)",
-            super::join_paths(&removed, " ")
-        );
-    }
-    Ok(removed)
 }
 
 /// The restored namespaces' directories in both roots.

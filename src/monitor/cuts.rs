@@ -6,9 +6,9 @@
 //! superseded and removed. A cut naming a copy that no cut uploaded (its cut's directory was
 //! lost) is dropped, and the next cut copies every file again.
 //!
-//! [`force`] makes zdb jump zdbfs-data when zdbfs-meta or zdbfs-data was written since the
-//! last cut: its jump hook takes the cut. zdbfs-meta is not jumped: a jump leaves an empty
-//! pair, which zdb 2.0.7 mishandles when it loads it last (see [`crate::layout::pair_is_empty`]).
+//! [`force`] makes zdb jump zdbfs-data, or zdbfs-meta when only it was written, once one of
+//! them was written since the last cut: the jump hook takes the cut, which sees both namespaces
+//! at that one instant. A namespace is only jumped when its last index file holds entries.
 
 use crate::cuts::{self, Cuts, Manifest};
 use crate::layout::{self, DATA_NAMESPACE, META_NAMESPACE};
@@ -194,16 +194,34 @@ pub fn written_since_last_cut(cuts: &Cuts, index_root: &Path, data_root: &Path) 
     })
 }
 
-/// Makes zdb jump zdbfs-data, whose jump hook takes the cut. zdb answers once the hook
-/// returned, within `timeout`.
-pub fn force(zdb_socket: &Path, timeout: Duration) -> Result<(), String> {
+/// Makes zdb jump zdbfs-data, or zdbfs-meta when zdbfs-data's last index file holds no entry
+/// (a jump of it would lose what is written next, [`layout::index_has_entries`]); the jump
+/// hook takes the cut. Neither jumps when both are without entries. zdb answers once the hook
+/// returned, within `timeout`. Returns the namespace jumped.
+pub fn force(
+    zdb_socket: &Path,
+    cuts: &Cuts,
+    index_root: &Path,
+    timeout: Duration,
+) -> Result<Option<&'static str>, String> {
+    let _jumps = cuts
+        .lock_jumps()
+        .map_err(|e| format!("cannot lock the jumps in {}: {e}", cuts.dir().display()))?;
+    let Some(namespace) = [DATA_NAMESPACE, META_NAMESPACE].into_iter().find(|ns| {
+        let dir = index_root.join(ns);
+        layout::highest_file_number(&dir, layout::INDEX_PREFIX)
+            .is_some_and(|n| layout::index_has_entries(&dir, n))
+    }) else {
+        return Ok(None);
+    };
     let endpoint = Endpoint::Unix(zdb_socket.to_path_buf());
     let mut client = Client::connect(&endpoint, timeout).map_err(|e| e.to_string())?;
     // NSJUMP jumps the namespace the connection selected (its argument is ignored).
     client
-        .select(DATA_NAMESPACE, None)
+        .select(namespace, None)
         .and_then(|()| client.command(&[b"NSJUMP"]).map(drop))
-        .map_err(|e| format!("NSJUMP {DATA_NAMESPACE}: {e}"))
+        .map_err(|e| format!("NSJUMP {namespace}: {e}"))?;
+    Ok(Some(namespace))
 }
 
 #[cfg(test)]

@@ -189,9 +189,10 @@ impl Daemon {
             return;
         }
         let socket = self.config.zdb_socket_path.clone();
+        let index_root = self.roots.index.clone();
         let timeout = self.config.flush_timeout.max(Duration::from_secs(30));
         self.tasks.spawn_blocking(Activity::ForceCut, move || {
-            Event::CutForced(cuts::force(&socket, timeout))
+            Event::CutForced(cuts::force(&socket, &cuts, &index_root, timeout).map(drop))
         });
     }
 
