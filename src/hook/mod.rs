@@ -637,9 +637,8 @@ impl Hook {
     }
 
     /// Jumps the namespaces zdb loaded with an empty last index file ([`jump_empty_at_load`]),
-    /// then creates
-    /// zdbfs-temp as zdbfs's `autons` would (sequential, private, password `hello`) when
-    /// zdbfs-meta exists but zdbfs-temp does not.
+    /// then creates zdbfs-temp as zdbfs's `autons` would (sequential, private, password
+    /// `hello`) when zdbfs-meta exists but zdbfs-temp does not.
     fn prepare_zdbfs(&self) -> Result<Handled, HookError> {
         let endpoint = crate::zdb::Endpoint::Unix(self.config.paths.zdb_socket.clone());
         let zdb = |e: crate::zdb::ZdbError| HookError::Zdb(e.to_string());
@@ -904,12 +903,13 @@ fn empty_at_load_path(paths: &appliance::Paths) -> PathBuf {
     paths.state_dir.join("jumps").join("empty-at-load")
 }
 
-/// The zdbfs namespaces whose last index file `i<N>`, `N > 0`, holds no entry: zdb 2.0.7 does
+/// zdbfs-meta and zdbfs-data when their last index file `i<N>`, `N > 0`, holds no entry (only
+/// our jumps leave one; zdbfs-temp only jumps on size): zdb 2.0.7 does
 /// not map the ids of such a file when it loads it, so what is written to it could not be
 /// found (seen on the real zdb after a jump and a restart) until a jump maps the next one
 /// ([`layout::index_has_entries`]).
 fn empty_last_index_files(paths: &appliance::Paths) -> Vec<(&'static str, u32)> {
-    layout::ZDBFS_NAMESPACES
+    [META_NAMESPACE, DATA_NAMESPACE]
         .into_iter()
         .filter_map(|namespace| {
             let dir = paths.index_dir.join(namespace);
@@ -936,14 +936,14 @@ fn record_empty_at_load(paths: &appliance::Paths) -> std::io::Result<()> {
 
 /// Jumps each namespace `namespaces-init` found loaded with an empty last index file, while it
 /// is still that file (a jump since mapped the next one already), under the jump lock. zdbfs
-/// has not started yet: nothing was written to it. Returns the namespaces jumped.
+/// has not started yet: nothing was written to it.
 fn jump_empty_at_load(
     client: &mut crate::zdb::Client,
     paths: &appliance::Paths,
-) -> Result<Vec<String>, HookError> {
+) -> Result<(), HookError> {
     let path = empty_at_load_path(paths);
     let text = match std::fs::read_to_string(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         other => other.map_err(io(format!("cannot read {}", path.display())))?,
     };
     let cuts = Cuts::new(&paths.state_dir);
@@ -951,7 +951,6 @@ fn jump_empty_at_load(
         "cannot lock the jumps in {}",
         cuts.dir().display()
     )))?;
-    let mut jumped = Vec::new();
     for (namespace, n) in text.lines().filter_map(|line| {
         let (ns, n) = line.split_once(' ')?;
         Some((ns, n.parse::<u32>().ok()?))
@@ -961,19 +960,15 @@ fn jump_empty_at_load(
         {
             continue;
         }
-        let password =
-            (namespace == TEMP_NAMESPACE).then(|| crate::config::Secret::new(ZDBFS_TEMP_PASSWORD));
         let zdb = |e: crate::zdb::ZdbError| HookError::Zdb(format!("NSJUMP {namespace}: {e}"));
-        client.select(namespace, password.as_ref()).map_err(zdb)?;
+        client.select(namespace, None).map_err(zdb)?;
         client.command(&[b"NSJUMP"]).map_err(zdb)?;
         tracing::info!(
             "{namespace} jumped past its empty last index file i{n} (zdb 2.0.7 would not find \
              what is written to it)"
         );
-        jumped.push(namespace.to_string());
     }
-    std::fs::remove_file(&path).map_err(io(format!("cannot remove {}", path.display())))?;
-    Ok(jumped)
+    std::fs::remove_file(&path).map_err(io(format!("cannot remove {}", path.display())))
 }
 
 #[cfg(test)]
