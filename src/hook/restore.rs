@@ -27,7 +27,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Runs `namespaces-init` for `zdb` (`None`: its identity could not be read) and records its
 /// outcome. `roots` says whether zdb passed the configured index and data roots.
@@ -204,8 +204,8 @@ fn restore(
             crate::clock::utc(manifest.taken_unix_ms)
         ))
     })?;
-    // Into place; index files keep the time the cut recorded, so the next cut here knows them
-    // unchanged and names them by the same keys.
+    // Into place. (Their times are not worth restoring: zdb rewrites every index file's header,
+    // its open time, when it loads them, so the next cut copies them all again.)
     let mut restored = Vec::new();
     for (namespace, file) in &files {
         let root = if layout::file_number(&file.name, layout::DATA_PREFIX).is_some() {
@@ -219,17 +219,6 @@ fn restore(
                 "cannot move {} into place",
                 file.key.display()
             )))?;
-        }
-        if root == &paths.index_dir {
-            let modified = UNIX_EPOCH + Duration::from_nanos(file.mtime_ns.max(0) as u64);
-            std::fs::File::options()
-                .write(true)
-                .open(&target)
-                .and_then(|f| f.set_modified(modified))
-                .map_err(super::io(format!(
-                    "cannot set the time of {}",
-                    target.display()
-                )))?;
         }
         restored.push(target);
     }
