@@ -403,13 +403,13 @@ impl Hook {
         let began = SystemTime::now();
         let snapshots = with_dirty(old, &dir, dirty);
         let handled = self.spool_job(Trigger::JumpIndex, &namespace, &snapshots, &[])?;
-        if [META_NAMESPACE, DATA_NAMESPACE].contains(&namespace.as_str()) && self.held().is_none() {
+        if layout::RESTORED_NAMESPACES.contains(&namespace.as_str()) && self.held().is_none() {
             // Its index file is sealed now: both namespaces are seen at this one instant.
             let sealed = layout::file_number(
                 &old.file_name().unwrap_or_default().to_string_lossy(),
                 INDEX_PREFIX,
             );
-            self.take_cut(Some(&namespace).zip(sealed));
+            self.take_cut(Some(namespace.as_str()).zip(sealed));
         }
         let mark = self.jump_mark(&namespace);
         let since_epoch = began.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -518,11 +518,11 @@ impl Hook {
     /// while zdbfs writes its cache (it would hold half of what the flush writes). A failure is
     /// logged and leaves the last published restore point in place (the next cut holds the
     /// changes).
-    fn take_cut(&self, jumped: Option<(&String, u32)>) {
+    fn take_cut(&self, jumped: Option<(&str, u32)>) {
         let cuts = Cuts::new(&self.config.paths.state_dir);
         let active = |namespace: &str| {
             jumped
-                .filter(|(jumped, _)| jumped.as_str() == namespace)
+                .filter(|(jumped, _)| *jumped == namespace)
                 .map(|(_, n)| n)
         };
         let takes = [
@@ -909,7 +909,7 @@ fn empty_at_load_path(paths: &appliance::Paths) -> PathBuf {
 /// found (seen on the real zdb after a jump and a restart) until a jump maps the next one
 /// ([`layout::index_has_entries`]).
 fn empty_last_index_files(paths: &appliance::Paths) -> Vec<(&'static str, u32)> {
-    [META_NAMESPACE, DATA_NAMESPACE]
+    layout::RESTORED_NAMESPACES
         .into_iter()
         .filter_map(|namespace| {
             let dir = paths.index_dir.join(namespace);
