@@ -326,6 +326,21 @@ fn other(message: &str) -> ServerError {
     ServerError::Other(message.to_string())
 }
 
+/// Starts `program` on a new layout with the sequential namespace `blocks` selected.
+fn start_with_blocks(
+    layout: &Layout,
+    program: &Program,
+    args: &[String],
+    endpoint: &Endpoint,
+) -> (Zdb, Client) {
+    let mut zdb = layout.start(program, args, &[], "first.log");
+    let mut c = zdb.wait_ready(endpoint);
+    c.nsnew("blocks").unwrap();
+    c.nsset("blocks", "mode", "seq").unwrap();
+    c.select("blocks", None).unwrap();
+    (zdb, c)
+}
+
 /// `NSJUMP`, which must answer `OK`.
 fn jump(c: &mut Client) {
     assert_eq!(c.command(&[b"NSJUMP"]).unwrap(), Reply::Status("OK".into()));
@@ -879,11 +894,7 @@ fn check_an_older_index_hands_out_sequential_ids_again(program: &Program) {
     let root = layout.root();
     let args = layout.args(&[]);
     let endpoint = layout.endpoint();
-    let mut zdb = layout.start(program, &args, &[], "first.log");
-    let mut c = zdb.wait_ready(&endpoint);
-    c.nsnew("blocks").unwrap();
-    c.nsset("blocks", "mode", "seq").unwrap();
-    c.select("blocks", None).unwrap();
+    let (mut zdb, mut c) = start_with_blocks(&layout, program, &args, &endpoint);
     for n in 0..4u8 {
         assert_eq!(
             seq_id(c.command(&[b"SET", b"", &[n; 16]]).unwrap()),
@@ -945,15 +956,8 @@ fn check_an_id_written_after_a_jump_of_an_empty_index_file_is_not_found_until_a_
     let layout = Layout::new();
     let args = layout.args(&[]);
     let endpoint = layout.endpoint();
-    let mut zdb = layout.start(program, &args, &[], "first.log");
-    let mut c = zdb.wait_ready(&endpoint);
-    c.nsnew("blocks").unwrap();
-    c.nsset("blocks", "mode", "seq").unwrap();
-    c.select("blocks", None).unwrap();
-    let get = |c: &mut Client, id: u64| match c.command(&[b"GET", &id.to_le_bytes()]).unwrap() {
-        Reply::Nil => None,
-        reply => Some(bulk(reply)),
-    };
+    let (mut zdb, mut c) = start_with_blocks(&layout, program, &args, &endpoint);
+    let get = |c: &mut Client, id: u64| c.get(&id.to_le_bytes()).unwrap();
     for n in 0..2u8 {
         assert_eq!(
             seq_id(c.command(&[b"SET", b"", &[n; 16]]).unwrap()),
