@@ -43,6 +43,16 @@ impl Backends {
         Backends(ZdbBackends::start(&Program::preferred("zdb"), 4, 2))
     }
 
+    /// Kills backend `n` (the metadata backends first, then the data backends): an outage.
+    pub fn kill(&mut self, n: usize) {
+        self.0.kill(n);
+    }
+
+    /// Starts backend `n` again after [`Backends::kill`], with the data it had.
+    pub fn restart(&mut self, n: usize) {
+        self.0.restart(n);
+    }
+
     /// Site settings for these backends.
     pub fn site(&self, s3_port: u16) -> String {
         let mut site = format!(
@@ -922,12 +932,21 @@ pub struct Started {
 /// Builds the image and installs it in a fresh container, with the monitor's config edited as
 /// an operator would (`monitor_extra` appended), and starts the target.
 pub fn started_appliance(name: &str, monitor_extra: &str) -> Started {
+    started_appliance_with_site(name, monitor_extra, |site| site)
+}
+
+/// [`started_appliance`] on the site settings `edit_site` makes of the usual ones.
+pub fn started_appliance_with_site(
+    name: &str,
+    monitor_extra: &str,
+    edit_site: impl FnOnce(String) -> String,
+) -> Started {
     let work = crate::support::work_dir();
     let store = work.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
     let backends = Backends::start();
     let s3_port = free_port();
-    let image = build_image(work.path(), &backends.site(s3_port));
+    let image = build_image(work.path(), &edit_site(backends.site(s3_port)));
     let appliance = Appliance::install(name, &image, &store, s3_port);
     let config = appliance
         .container

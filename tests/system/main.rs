@@ -14,5 +14,6 @@ mod logging;
 mod loss;
 mod preflight;
 mod sandbox;
+mod soak;
 mod trial;
 mod upgrade;
